@@ -1,0 +1,55 @@
+# gpumesh: two commands on a fresh machine.
+#   make demo   set everything up, then run the whole story on an embedded local devnet
+#   make test   set everything up, then run every test (contracts, layering, Python)
+# Every target is idempotent; set-up steps re-run only when their inputs change.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PIP        := $(VENV)/bin/pip
+GPUMESH    := $(VENV)/bin/gpumesh
+FORGE      := node_modules/.bin/forge
+PYTEST_ARGS ?=
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup venv npm contracts test test-contracts test-python lint demo bench clean
+
+setup: venv npm contracts
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+npm: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+contracts: npm
+	$(FORGE) build --quiet
+	$(PY) -m gpumesh.client.chain.export_abi 2>/dev/null || true
+
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check client node ipfs tests bench
+
+test-contracts: contracts
+	$(FORGE) test
+
+test-python: venv contracts
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: setup lint test-contracts test-python
+
+demo: setup
+	$(GPUMESH) demo run
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf contracts/out contracts/cache .pytest_cache .hypothesis

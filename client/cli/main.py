@@ -1,0 +1,103 @@
+"""The `gpumesh` command: builds the Settings object, registers the groups, and is the single
+error boundary (any GpumeshError -> one line on stderr + its exit code; --traceback for more).
+
+Importing this module must stay fast: group modules import heavy libraries (torch, web3) inside
+their commands, never at module level. A test asserts that torch is not imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gpumesh.client.cli import (
+    account_cmd,
+    demo_cmd,
+    devnet_cmd,
+    ipfs_cmd,
+    job_cmd,
+    program_cmd,
+    watchtower_cmd,
+    worker_cmd,
+)
+from gpumesh.client.cli.context import cli_state
+from gpumesh.client.core.errors import GpumeshError
+
+app = typer.Typer(
+    name="gpumesh",
+    help="Trustless ML compute: post int8 tensor jobs, sell GPU time, watch and prove fraud on-chain.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # the process may hold keys
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    config: str = typer.Option(None, "--config", help="Config file (default $GPUMESH_HOME/config.toml)."),
+    home: str = typer.Option(None, "--home", help="gpumesh home folder (default ~/.gpumesh)."),
+    network: str = typer.Option(None, "--network", help="Network profile name from the config file."),
+    rpc_url: str = typer.Option(None, "--rpc-url", help="JSON-RPC URL of the EVM chain."),
+    ipfs_api: str = typer.Option(None, "--ipfs-api", help="IPFS RPC API multiaddr or URL."),
+    traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback on errors."),
+) -> None:
+    cli_state.flags = {
+        "config": config,
+        "home": home,
+        "network": network,
+        "rpc_url": rpc_url,
+        "ipfs_api": ipfs_api,
+    }
+    cli_state.traceback = traceback
+
+
+app.add_typer(devnet_cmd.app, name="devnet")
+app.add_typer(account_cmd.app, name="account")
+app.add_typer(ipfs_cmd.app, name="ipfs")
+app.add_typer(program_cmd.app, name="program")
+app.add_typer(job_cmd.app, name="job")
+app.add_typer(worker_cmd.app, name="worker")
+app.add_typer(watchtower_cmd.app, name="watchtower")
+app.add_typer(demo_cmd.app, name="demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point with the error boundary."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GpumeshError as exc:
+        _fail(exc, exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("gpumesh: interrupted\n")
+        return 130
+    except SystemExit as exc:  # typer.Exit / click's own exits
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001 - the boundary: never a traceback wall
+        if _is_click_usage(exc):
+            exc.show()  # type: ignore[attr-defined]
+            return 2
+        _fail(exc, 1, unexpected=True)
+        return 1
+    return 0
+
+
+def _is_click_usage(exc: Exception) -> bool:
+    import click
+
+    return isinstance(exc, click.exceptions.ClickException)
+
+
+def _fail(exc: BaseException, code: int, unexpected: bool = False) -> None:
+    if cli_state.traceback:
+        import traceback as tb
+
+        tb.print_exception(exc)
+    kind = f"{type(exc).__name__}: " if unexpected else ""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    sys.stderr.write(f"gpumesh: error: {kind}{msg}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""gpumesh.node: the torch runtime, the worker and watchtower daemons, dispute strategies."""
