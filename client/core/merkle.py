@@ -1,0 +1,221 @@
+"""Merkle commitments of docs/protocol.md section 1: tensor roots over LEAF_BYTES leaves, range
+proofs, and trees of 32-byte roots (program, inputs, result and trace roots).
+
+Pure: hashing only. The Solidity twin is contracts/src/libraries/LibMerkle.sol; tests/vectors/
+keeps them identical. Positions are 0-based leaf indices; depth d means 2^d leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from Crypto.Hash import keccak as _keccak
+
+from gpumesh.client.core.constants import LEAF_BYTES, TAG_LEAF, TAG_NODE, TAG_OP, TAG_PROGRAM, ZERO32
+
+
+def keccak256(data: bytes) -> bytes:
+    return _keccak.new(data=data, digest_bits=256).digest()
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    if len(leaf) != LEAF_BYTES:
+        raise ValueError(f"a leaf is exactly {LEAF_BYTES} bytes, got {len(leaf)}")
+    return keccak256(TAG_LEAF + leaf)
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return keccak256(TAG_NODE + left + right)
+
+
+def depth_for(count: int) -> int:
+    """Depth of the complete tree over `count` items (count >= 1 -> ceil(log2(count)))."""
+    if count < 1:
+        count = 1
+    return (count - 1).bit_length()
+
+
+def leaf_count(nbytes: int) -> int:
+    """Leaves holding `nbytes` of tensor data before padding to a power of two (at least 1)."""
+    return max(1, -(-nbytes // LEAF_BYTES))
+
+
+def tensor_depth(nbytes: int) -> int:
+    return depth_for(leaf_count(nbytes))
+
+
+# Empty-subtree values: ZERO_SUBTREE[i] is the root of 2^i all-zero leaves.
+_ZERO_SUBTREE: list[bytes] = []
+
+
+def zero_subtree(level: int) -> bytes:
+    while len(_ZERO_SUBTREE) <= level:
+        if not _ZERO_SUBTREE:
+            _ZERO_SUBTREE.append(keccak256(TAG_LEAF + bytes(LEAF_BYTES)))
+        else:
+            z = _ZERO_SUBTREE[-1]
+            _ZERO_SUBTREE.append(node_hash(z, z))
+    return _ZERO_SUBTREE[level]
+
+
+def tensor_levels(data: bytes) -> list[list[bytes]]:
+    """All levels of a tensor tree, leaves first; the last level holds the root alone.
+
+    Only the data-bearing prefix of each level is materialised; missing right-hand nodes are the
+    empty-subtree values (so the tree is complete over 2^d leaves without hashing the padding).
+    """
+    n = leaf_count(len(data))
+    depth = depth_for(n)
+    level = []
+    for i in range(n):
+        chunk = data[i * LEAF_BYTES : (i + 1) * LEAF_BYTES]
+        if len(chunk) < LEAF_BYTES:
+            chunk = chunk + bytes(LEAF_BYTES - len(chunk))
+        level.append(leaf_hash(chunk))
+    return _build_up(level, depth, lambda lvl: zero_subtree(lvl))
+
+
+def tensor_root(data: bytes) -> bytes:
+    return tensor_levels(data)[-1][0]
+
+
+def _build_up(level: list[bytes], depth: int, pad) -> list[list[bytes]]:
+    levels = [level]
+    for h in range(depth):
+        cur = levels[-1]
+        nxt = []
+        for i in range(0, len(cur), 2):
+            right = cur[i + 1] if i + 1 < len(cur) else pad(h)
+            nxt.append(node_hash(cur[i], right))
+        levels.append(nxt)
+    return levels
+
+
+def roots_levels(values: list[bytes]) -> list[list[bytes]]:
+    """Levels of a roots tree: the values are the leaves, padded with bytes32(0) subtrees."""
+    if not values:
+        raise ValueError("a roots tree needs at least one value")
+    for v in values:
+        if len(v) != 32:
+            raise ValueError("roots-tree leaves are 32-byte values")
+    zeros = [ZERO32]
+
+    def pad(h: int) -> bytes:
+        while len(zeros) <= h:
+            zeros.append(node_hash(zeros[-1], zeros[-1]))
+        return zeros[h]
+
+    return _build_up(list(values), depth_for(len(values)), pad)
+
+
+def roots_root(values: list[bytes]) -> bytes:
+    return roots_levels(values)[-1][0]
+
+
+def roots_zero(level: int) -> bytes:
+    """Root of 2^level bytes32(0) leaves (padding of a roots tree)."""
+    z = ZERO32
+    for _ in range(level):
+        z = node_hash(z, z)
+    return z
+
+
+def inclusion_proof(levels: list[list[bytes]], index: int, pad) -> list[bytes]:
+    """Sibling path of leaf `index`, bottom first. `pad(h)` gives the empty subtree at height h."""
+    proof = []
+    for h in range(len(levels) - 1):
+        sib = index ^ 1
+        lvl = levels[h]
+        proof.append(lvl[sib] if sib < len(lvl) else pad(h))
+        index >>= 1
+    return proof
+
+
+def verify_inclusion(root: bytes, leaf: bytes, index: int, proof: list[bytes]) -> bool:
+    node = leaf
+    for sib in proof:
+        node = node_hash(sib, node) if index & 1 else node_hash(node, sib)
+        index >>= 1
+    return index == 0 and node == root
+
+
+@dataclass(frozen=True)
+class RangeProof:
+    """Leaves [start, end) of a depth-`depth` tensor tree and the boundary siblings that rebuild
+    the root: per level, bottom first, the left sibling (if the range starts on a right child)
+    then the right sibling (if it ends on a left child)."""
+
+    depth: int
+    start: int
+    end: int
+    leaves: bytes
+    siblings: tuple[bytes, ...]
+
+
+def range_proof(data: bytes, start: int, end: int, levels: list[list[bytes]] | None = None) -> RangeProof:
+    levels = levels or tensor_levels(data)
+    depth = len(levels) - 1
+    if not 0 <= start < end <= (1 << depth):
+        raise ValueError(f"leaf range [{start},{end}) outside a tree of {1 << depth} leaves")
+    padded = data + bytes(max(0, end * LEAF_BYTES - len(data)))
+    leaves = padded[start * LEAF_BYTES : end * LEAF_BYTES]
+    sibs: list[bytes] = []
+    lo, hi = start, end - 1
+    for h in range(depth):
+        lvl = levels[h]
+
+        def at(i: int, lvl=lvl, h=h) -> bytes:
+            return lvl[i] if i < len(lvl) else zero_subtree(h)
+
+        if lo & 1:
+            sibs.append(at(lo - 1))
+        if not hi & 1:
+            sibs.append(at(hi + 1))
+        lo >>= 1
+        hi >>= 1
+    return RangeProof(depth, start, end, leaves, tuple(sibs))
+
+
+def verify_range(root: bytes, proof: RangeProof) -> bool:
+    """Rebuild the root from a range proof (the on-chain check, step for step)."""
+    depth, start, end = proof.depth, proof.start, proof.end
+    if not 0 <= start < end <= (1 << depth) or len(proof.leaves) != (end - start) * LEAF_BYTES:
+        return False
+    nodes = [leaf_hash(proof.leaves[i : i + LEAF_BYTES]) for i in range(0, len(proof.leaves), LEAF_BYTES)]
+    sibs = list(proof.siblings)
+    lo, hi = start, end - 1
+    for _ in range(depth):
+        if lo & 1:
+            if not sibs:
+                return False
+            nodes.insert(0, sibs.pop(0))
+            lo -= 1
+        if not hi & 1:
+            if not sibs:
+                return False
+            nodes.append(sibs.pop(0))
+            hi += 1
+        nodes = [node_hash(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
+        lo >>= 1
+        hi >>= 1
+    return not sibs and len(nodes) == 1 and nodes[0] == root
+
+
+def op_leaf(descriptor: bytes) -> bytes:
+    return keccak256(TAG_OP + descriptor)
+
+
+def program_root(version: int, num_ops: int, num_weights: int, ops_root: bytes) -> bytes:
+    return keccak256(
+        TAG_PROGRAM
+        + version.to_bytes(4, "big")
+        + num_ops.to_bytes(4, "big")
+        + num_weights.to_bytes(4, "big")
+        + ops_root
+    )
+
+
+def inputs_root(weight_roots: list[bytes], unit_input_roots: list[bytes]) -> bytes:
+    """nodeHash(weightsRoot, unitInputsRoot); a program with no weights uses bytes32(0)."""
+    weights = roots_root(weight_roots) if weight_roots else ZERO32
+    return node_hash(weights, roots_root(unit_input_roots))
