@@ -1,7 +1,79 @@
-"""`gpumesh account` commands."""
+"""`gpumesh account`: encrypted keystores and the devnet's dev accounts. Keys are never printed."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="account commands.", no_args_is_help=True)
+from gpumesh.client.cli.common import JSON_OPT, account_store, emit_json, password_provider, print_table
+from gpumesh.client.cli.context import settings
+from gpumesh.client.core.errors import AccountError
+
+app = typer.Typer(help="Create, import and inspect accounts (encrypted keystores).", no_args_is_help=True)
+
+
+@app.command("new")
+def new(name: str = typer.Argument(..., help="Name of the new account."), json_out: bool = JSON_OPT) -> None:
+    """Create a new key in an encrypted keystore (password from prompt or GPUMESH_PASSWORD_FILE)."""
+    info = account_store().new(name, password_provider())
+    _show(info, json_out)
+
+
+@app.command("import")
+def import_(
+    name: str = typer.Argument(..., help="Name for the imported account."),
+    key_file: Path = typer.Option(None, "--key-file", help="File holding the hex private key (else prompt)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Import a private key into an encrypted keystore. The key is read, never echoed."""
+    if key_file is not None:
+        try:
+            key = key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AccountError(f"cannot read key file {key_file}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        key = typer.prompt("Private key (hex)", hide_input=True)
+    else:
+        key = sys.stdin.readline().strip()
+    info = account_store().import_key(name, key, password_provider())
+    _show(info, json_out)
+
+
+@app.command("list")
+def list_(json_out: bool = JSON_OPT) -> None:
+    """List accounts: keystores and, on the devnet profile, the funded dev accounts."""
+    accts = account_store().list()
+    if json_out:
+        emit_json([{"name": a.name, "address": a.address, "kind": a.kind} for a in accts])
+        return
+    print_table("accounts", ["name", "address", "kind"], [(a.name, a.address, a.kind) for a in accts])
+
+
+@app.command("balance")
+def balance(
+    who: str = typer.Argument(None, help="Account name or 0x address (default: the configured account)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Balance of an account on the configured network."""
+    from gpumesh.client.services.rpc import connect
+
+    s = settings()
+    who = who or s.account
+    if not who:
+        raise AccountError("no account given: pass a name or address, or set GPUMESH_ACCOUNT")
+    address = who if who.startswith("0x") and len(who) == 42 else account_store().address(who)
+    w3 = connect(s.network)
+    wei = w3.eth.get_balance(w3.to_checksum_address(address))
+    if json_out:
+        emit_json({"account": who, "address": address, "wei": str(wei), "eth": str(wei / 10**18)})
+    else:
+        print(f"{who} {address} {wei / 10**18:.6f} ETH")
+
+
+def _show(info, json_out: bool) -> None:
+    if json_out:
+        emit_json({"name": info.name, "address": info.address, "keystore": str(info.path)})
+    else:
+        print(f"account '{info.name}' {info.address} (keystore {info.path})")
