@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IJobMarket} from "./interfaces/IJobMarket.sol";
+import {IWorkerRegistry} from "./interfaces/IWorkerRegistry.sol";
+import {Job, JobSpec, JobState} from "./types/JobTypes.sol";
+
+/// @title JobMarket
+/// @notice Jobs with the reward in escrow. Open -> Claimed -> Submitted -> Finalized | Slashed;
+///         Open -> Cancelled | Expired; Claimed -> Expired. Every waiting state has a deadline after
+///         which anyone can move it on (expireJob / finalizeJob), so no funds are stuck.
+/// @dev No owner: the registry and the dispute game are fixed at deployment (Deploy.s.sol predicts
+///      the addresses). Payments are credited and pulled with `withdraw`.
+///      INVARIANT (escrow): address(this).balance == sum(reward of Open/Claimed/Submitted jobs)
+///        + sum(credits)   (+ forced ETH, never counted).
+contract JobMarket is IJobMarket {
+    /// @notice Fraction of the locked stake slashed when a claimed job misses its execution deadline.
+    uint16 public constant EXPIRY_SLASH_BPS = 5000;
+    uint16 internal constant BPS = 10_000;
+    /// @notice Upper bound of every duration in a spec (and of claimDeadline - now): keeps the
+    ///         uint64 deadline arithmetic far from overflow and jobs from locking stake for ages.
+    uint64 public constant MAX_DURATION = 365 days;
+
+    IWorkerRegistry internal immutable _registry;
+    address internal immutable _disputeGame;
+
+    mapping(uint256 jobId => Job) internal _jobs;
+    /// @inheritdoc IJobMarket
+    mapping(address account => uint256) public credits;
+    uint256 internal _jobCount;
+
+    modifier onlyGame() {
+        if (msg.sender != _disputeGame) revert JobMarket_NotDisputeGame(msg.sender);
+        _;
+    }
+
+    constructor(IWorkerRegistry registry_, address disputeGame_) {
+        _registry = registry_;
+        _disputeGame = disputeGame_;
+    }
+
+    // ================================================================ lifecycle
+
+    /// @inheritdoc IJobMarket
+    function postJob(JobSpec calldata spec) external payable returns (uint256 jobId) {
+        if (msg.value == 0 || msg.value > type(uint96).max) revert JobMarket_InvalidReward(msg.value);
+        _checkSpec(spec);
+        jobId = ++_jobCount;
+        Job storage j = _jobs[jobId];
+        j.poster = msg.sender;
+        j.reward = uint96(msg.value);
+        j.requiredStake = spec.requiredStake;
+        j.disputeBond = spec.disputeBond;
+        j.claimDeadline = spec.claimDeadline;
+        j.executionTime = spec.executionTime;
+        j.challengeWindow = spec.challengeWindow;
+        j.numUnits = spec.numUnits;
+        j.deadline = spec.claimDeadline;
+        j.state = JobState.Open;
+        j.programRoot = spec.programRoot;
+        j.inputsRoot = spec.inputsRoot;
+        emit JobPosted(jobId, msg.sender, msg.value, spec);
+    }
+
+    /// @inheritdoc IJobMarket
+    function claimJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        _expectState(jobId, j.state, JobState.Open);
+        uint64 claimDeadline = j.claimDeadline;
+        if (block.timestamp > claimDeadline) {
+            revert JobMarket_ClaimDeadlinePassed(jobId, claimDeadline, block.timestamp);
+        }
+        uint64 deadline = uint64(block.timestamp) + j.executionTime;
+        j.worker = msg.sender;
+        j.state = JobState.Claimed;
+        j.deadline = deadline;
+        emit JobClaimed(jobId, msg.sender, deadline);
+        // Reverts with WorkerRegistry_InsufficientFreeStake when the worker cannot cover the job.
+        _registry.lock(msg.sender, j.requiredStake);
+    }
+
+    /// @inheritdoc IJobMarket
+    function submitResult(uint256 jobId, bytes32 resultRoot, string calldata outputsCid) external {
+        Job storage j = _jobs[jobId];
+        _expectState(jobId, j.state, JobState.Claimed);
+        if (msg.sender != j.worker) revert JobMarket_NotWorker(jobId, msg.sender, j.worker);
+        uint64 deadline = j.deadline;
+        if (block.timestamp > deadline) revert JobMarket_ExecutionDeadlinePassed(jobId, deadline, block.timestamp);
+        if (resultRoot == bytes32(0)) revert JobMarket_ZeroResultRoot(jobId);
+        uint64 challengeDeadline = uint64(block.timestamp) + j.challengeWindow;
+        j.state = JobState.Submitted;
+        j.deadline = challengeDeadline;
+        j.resultRoot = resultRoot;
+        emit ResultSubmitted(jobId, msg.sender, resultRoot, outputsCid, challengeDeadline);
+    }
+
+    /// @inheritdoc IJobMarket
+    function finalizeJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        _expectState(jobId, j.state, JobState.Submitted);
+        uint64 deadline = j.deadline;
+        // INVARIANT: games open only while block.timestamp < deadline (onChallengeOpened), and
+        // finalization needs block.timestamp >= deadline: no game can open after finalization.
+        if (block.timestamp < deadline) revert JobMarket_ChallengeWindowOpen(jobId, deadline, block.timestamp);
+        if (j.openDisputes != 0) revert JobMarket_DisputesOpen(jobId, j.openDisputes);
+        j.state = JobState.Finalized;
+        address worker = j.worker;
+        uint96 reward = j.reward;
+        credits[worker] += reward;
+        emit JobFinalized(jobId, worker, reward);
+        _registry.unlock(worker, j.requiredStake);
+    }
+
+    /// @inheritdoc IJobMarket
+    function cancelJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        _expectState(jobId, j.state, JobState.Open);
+        address poster = j.poster;
+        if (msg.sender != poster) revert JobMarket_NotPoster(jobId, msg.sender, poster);
+        j.state = JobState.Cancelled;
+        credits[poster] += j.reward;
+        emit JobCancelled(jobId, poster, j.reward);
+    }
+
+    /// @inheritdoc IJobMarket
+    function expireJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        JobState state = j.state;
+        if (state != JobState.Open && state != JobState.Claimed) {
+            _expectState(jobId, state, JobState.Claimed);
+        }
+        uint64 deadline = j.deadline; // Open: the claim deadline; Claimed: the execution deadline
+        // Strictly after: claimJob / submitResult are allowed at block.timestamp == deadline.
+        if (block.timestamp <= deadline) revert JobMarket_NotExpired(jobId, deadline, block.timestamp);
+        j.state = JobState.Expired;
+        address poster = j.poster;
+        credits[poster] += j.reward;
+        uint256 slashed;
+        if (state == JobState.Claimed) {
+            uint96 locked = j.requiredStake;
+            uint96 amount = uint96(uint256(locked) * EXPIRY_SLASH_BPS / BPS);
+            slashed = amount;
+            emit JobExpired(jobId, j.worker, j.reward, slashed);
+            // SAFETY: one of the two slash paths (missed execution deadline); the poster who waited
+            // in vain is the beneficiary, BURN_BPS of it is burned by the registry.
+            _registry.slash(j.worker, locked, amount, poster);
+        } else {
+            emit JobExpired(jobId, address(0), j.reward, 0);
+        }
+    }
+
+    /// @inheritdoc IJobMarket
+    function withdraw() external returns (uint256 amount) {
+        amount = credits[msg.sender];
+        if (amount == 0) revert JobMarket_NothingToWithdraw(msg.sender);
+        credits[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        // SAFETY: checks-effects-interactions; the credit was zeroed before the call.
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert JobMarket_TransferFailed(msg.sender, amount);
+    }
+
+    // ================================================================ dispute game hooks
+
+    /// @inheritdoc IJobMarket
+    function onChallengeOpened(uint256 jobId) external onlyGame {
+        Job storage j = _jobs[jobId];
+        _expectState(jobId, j.state, JobState.Submitted);
+        uint64 deadline = j.deadline;
+        if (block.timestamp >= deadline) revert JobMarket_ChallengeWindowClosed(jobId, deadline, block.timestamp);
+        uint32 open = j.openDisputes + 1;
+        j.openDisputes = open;
+        emit ChallengeOpened(jobId, open);
+    }
+
+    /// @inheritdoc IJobMarket
+    function onChallengeResolved(uint256 jobId, address challenger, bool workerLost) external onlyGame {
+        Job storage j = _jobs[jobId];
+        uint32 open = j.openDisputes;
+        if (open == 0) revert JobMarket_NoOpenDispute(jobId);
+        open -= 1;
+        j.openDisputes = open;
+        emit ChallengeResolved(jobId, challenger, workerLost, open);
+        // A job whose worker already lost one game stays Slashed; later losses move nothing.
+        if (workerLost && j.state != JobState.Slashed) {
+            // INVARIANT: openDisputes > 0 only on Submitted (or Slashed) jobs, so the job is Submitted.
+            j.state = JobState.Slashed;
+            credits[j.poster] += j.reward;
+            uint96 locked = j.requiredStake;
+            emit JobSlashed(jobId, j.worker, challenger, locked);
+            // SAFETY: the other slash path: only the dispute game's verdict reaches here.
+            _registry.slash(j.worker, locked, locked, challenger);
+        }
+    }
+
+    // ================================================================ views
+
+    /// @inheritdoc IJobMarket
+    function disputeContext(uint256 jobId) external view returns (DisputeContext memory ctx) {
+        Job storage j = _jobs[jobId];
+        if (j.state == JobState.None) revert JobMarket_UnknownJob(jobId);
+        ctx = DisputeContext({
+            worker: j.worker,
+            poster: j.poster,
+            resultRoot: j.resultRoot,
+            programRoot: j.programRoot,
+            inputsRoot: j.inputsRoot,
+            numUnits: j.numUnits,
+            bond: j.disputeBond,
+            challengeDeadline: j.state == JobState.Submitted || j.state == JobState.Slashed ? j.deadline : 0,
+            state: uint8(j.state)
+        });
+    }
+
+    /// @inheritdoc IJobMarket
+    function isSlashed(uint256 jobId) external view returns (bool) {
+        return _jobs[jobId].state == JobState.Slashed;
+    }
+
+    /// @inheritdoc IJobMarket
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        Job memory j = _jobs[jobId];
+        if (j.state == JobState.None) revert JobMarket_UnknownJob(jobId);
+        return j;
+    }
+
+    /// @inheritdoc IJobMarket
+    function jobCount() external view returns (uint256) {
+        return _jobCount;
+    }
+
+    /// @inheritdoc IJobMarket
+    function registry() external view returns (address) {
+        return address(_registry);
+    }
+
+    /// @inheritdoc IJobMarket
+    function disputeGame() external view returns (address) {
+        return _disputeGame;
+    }
+
+    // ================================================================ internals
+
+    function _expectState(uint256 jobId, JobState actual, JobState expected) internal pure {
+        if (actual == JobState.None) revert JobMarket_UnknownJob(jobId);
+        if (actual != expected) revert JobMarket_WrongState(jobId, actual, expected);
+    }
+
+    function _checkSpec(JobSpec calldata spec) internal view {
+        if (bytes(spec.specCid).length == 0) revert JobMarket_InvalidSpec("specCid");
+        if (spec.programRoot == bytes32(0)) revert JobMarket_InvalidSpec("programRoot");
+        if (spec.inputsRoot == bytes32(0)) revert JobMarket_InvalidSpec("inputsRoot");
+        if (spec.numUnits == 0) revert JobMarket_InvalidSpec("numUnits");
+        if (spec.requiredStake == 0) revert JobMarket_InvalidSpec("requiredStake");
+        if (spec.disputeBond == 0) revert JobMarket_InvalidSpec("disputeBond");
+        if (spec.claimDeadline < block.timestamp || spec.claimDeadline > block.timestamp + MAX_DURATION) {
+            revert JobMarket_InvalidSpec("claimDeadline");
+        }
+        if (spec.executionTime == 0 || spec.executionTime > MAX_DURATION) {
+            revert JobMarket_InvalidSpec("executionTime");
+        }
+        if (spec.challengeWindow == 0 || spec.challengeWindow > MAX_DURATION) {
+            revert JobMarket_InvalidSpec("challengeWindow");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IJobMarket} from "../../src/interfaces/IJobMarket.sol";
+
+/// @title MockDisputeGame
+/// @notice Test stand-in for the dispute game: it only forwards the market hooks, so market and
+///         registry tests can open and resolve games with any outcome. Never deployed by scripts.
+contract MockDisputeGame {
+    IJobMarket public market;
+
+    /// @dev Set after construction: the market is deployed with this contract's address.
+    function setMarket(IJobMarket market_) external {
+        market = market_;
+    }
+
+    function open(uint256 jobId) external {
+        market.onChallengeOpened(jobId);
+    }
+
+    function resolve(uint256 jobId, address challenger, bool workerLost) external {
+        market.onChallengeResolved(jobId, challenger, workerLost);
+    }
+}
