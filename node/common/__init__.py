@@ -1,0 +1,1 @@
+"""Daemon plumbing shared by the worker and the watchtower: state store, lifecycle, clocks."""
