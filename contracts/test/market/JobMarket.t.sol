@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {MarketBase} from "./MarketBase.t.sol";
+import {IJobMarket} from "../../src/interfaces/IJobMarket.sol";
+import {IWorkerRegistry} from "../../src/interfaces/IWorkerRegistry.sol";
+import {Job, JobSpec, JobState} from "../../src/types/JobTypes.sol";
+
+/// @notice Rejects ETH, to prove a failed payout reverts instead of losing the credit.
+contract EthRejecter {
+    function post(IJobMarket m, JobSpec calldata s) external payable returns (uint256) {
+        return m.postJob{value: msg.value}(s);
+    }
+
+    function cancel(IJobMarket m, uint256 id) external {
+        m.cancelJob(id);
+    }
+
+    function withdraw(IJobMarket m) external {
+        m.withdraw();
+    }
+}
+
+contract JobMarketPostTest is MarketBase {
+    function test_PostJob_StoresJobEscrowsRewardAndEmits() public {
+        JobSpec memory s = _spec();
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobPosted(1, poster, REWARD, s);
+        vm.prank(poster);
+        uint256 id = market.postJob{value: REWARD}(s);
+        assertEq(id, 1);
+        assertEq(market.jobCount(), 1);
+        assertEq(address(market).balance, REWARD);
+        Job memory j = market.getJob(id);
+        assertEq(j.poster, poster);
+        assertEq(j.reward, REWARD);
+        assertEq(j.requiredStake, STAKE);
+        assertEq(j.disputeBond, BOND);
+        assertEq(j.claimDeadline, s.claimDeadline);
+        assertEq(j.deadline, s.claimDeadline);
+        assertEq(j.executionTime, EXEC);
+        assertEq(j.challengeWindow, WINDOW);
+        assertEq(j.numUnits, 4);
+        assertEq(j.programRoot, keccak256("program"));
+        assertEq(j.inputsRoot, keccak256("inputs"));
+        assertEq(j.worker, address(0));
+        assertEq(j.resultRoot, bytes32(0));
+        assertEq(uint8(j.state), uint8(JobState.Open));
+    }
+
+    function test_PostJob_IdsIncrease() public {
+        assertEq(_post(), 1);
+        assertEq(_post(), 2);
+        assertEq(market.jobCount(), 2);
+    }
+
+    function test_RevertWhen_PostJobWithoutReward() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidReward.selector, 0));
+        vm.prank(poster);
+        market.postJob(_spec());
+    }
+
+    function test_RevertWhen_PostJobRewardAboveUint96() public {
+        uint256 big = uint256(type(uint96).max) + 1;
+        vm.deal(poster, big);
+        JobSpec memory s = _spec();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidReward.selector, big));
+        vm.prank(poster);
+        market.postJob{value: big}(s);
+    }
+
+    function _expectInvalid(JobSpec memory s, string memory field) internal {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidSpec.selector, field));
+        vm.prank(poster);
+        market.postJob{value: REWARD}(s);
+    }
+
+    function test_RevertWhen_PostJobSpecFieldInvalid() public {
+        JobSpec memory s = _spec();
+        s.specCid = "";
+        _expectInvalid(s, "specCid");
+        s = _spec();
+        s.programRoot = bytes32(0);
+        _expectInvalid(s, "programRoot");
+        s = _spec();
+        s.inputsRoot = bytes32(0);
+        _expectInvalid(s, "inputsRoot");
+        s = _spec();
+        s.numUnits = 0;
+        _expectInvalid(s, "numUnits");
+        s = _spec();
+        s.requiredStake = 0;
+        _expectInvalid(s, "requiredStake");
+        s = _spec();
+        s.disputeBond = 0;
+        _expectInvalid(s, "disputeBond");
+        s = _spec();
+        s.claimDeadline = uint64(block.timestamp - 1);
+        _expectInvalid(s, "claimDeadline");
+        s = _spec();
+        s.claimDeadline = uint64(block.timestamp + 365 days + 1);
+        _expectInvalid(s, "claimDeadline");
+        s = _spec();
+        s.executionTime = 0;
+        _expectInvalid(s, "executionTime");
+        s = _spec();
+        s.executionTime = 365 days + 1;
+        _expectInvalid(s, "executionTime");
+        s = _spec();
+        s.challengeWindow = 0;
+        _expectInvalid(s, "challengeWindow");
+        s = _spec();
+        s.challengeWindow = 365 days + 1;
+        _expectInvalid(s, "challengeWindow");
+    }
+
+    function test_PostJob_ClaimDeadlineNowIsAccepted() public {
+        JobSpec memory s = _spec();
+        s.claimDeadline = uint64(block.timestamp);
+        vm.prank(poster);
+        market.postJob{value: REWARD}(s);
+    }
+}
+
+contract JobMarketClaimSubmitTest is MarketBase {
+    function test_ClaimJob_LocksStakeSetsDeadlineAndEmits() public {
+        _stake(worker, STAKE + 1);
+        uint256 id = _post();
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobClaimed(id, worker, uint64(block.timestamp + EXEC));
+        vm.expectEmit(address(registry));
+        emit IWorkerRegistry.StakeLocked(worker, STAKE, STAKE);
+        vm.prank(worker);
+        market.claimJob(id);
+        Job memory j = market.getJob(id);
+        assertEq(j.worker, worker);
+        assertEq(uint8(j.state), uint8(JobState.Claimed));
+        assertEq(j.deadline, block.timestamp + EXEC);
+        assertEq(registry.stakeOf(worker).locked, STAKE);
+        assertEq(registry.freeStake(worker), 1);
+    }
+
+    function test_ClaimJob_AtClaimDeadline() public {
+        _stake(worker, STAKE);
+        uint256 id = _post();
+        vm.warp(market.getJob(id).claimDeadline);
+        vm.prank(worker);
+        market.claimJob(id);
+    }
+
+    function test_RevertWhen_ClaimUnknownJob() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 7));
+        market.claimJob(7);
+    }
+
+    function test_RevertWhen_ClaimAlreadyClaimed() public {
+        uint256 id = _claimed();
+        _stake(other, STAKE);
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Claimed, JobState.Open)
+        );
+        vm.prank(other);
+        market.claimJob(id);
+    }
+
+    function test_RevertWhen_ClaimAfterClaimDeadline() public {
+        _stake(worker, STAKE);
+        uint256 id = _post();
+        uint64 d = market.getJob(id).claimDeadline;
+        vm.warp(d + 1);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_ClaimDeadlinePassed.selector, id, d, d + 1));
+        vm.prank(worker);
+        market.claimJob(id);
+    }
+
+    function test_RevertWhen_ClaimWithoutEnoughFreeStake() public {
+        _stake(worker, STAKE - 1);
+        uint256 id = _post();
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IWorkerRegistry.WorkerRegistry_InsufficientFreeStake.selector, worker, STAKE - 1, STAKE
+            )
+        );
+        vm.prank(worker);
+        market.claimJob(id);
+    }
+
+    function test_SubmitResult_StoresRootAndOpensWindow() public {
+        uint256 id = _claimed();
+        vm.warp(block.timestamp + 10);
+        vm.expectEmit(address(market));
+        emit IJobMarket.ResultSubmitted(id, worker, keccak256("r"), "bafyout", uint64(block.timestamp + WINDOW));
+        vm.prank(worker);
+        market.submitResult(id, keccak256("r"), "bafyout");
+        Job memory j = market.getJob(id);
+        assertEq(uint8(j.state), uint8(JobState.Submitted));
+        assertEq(j.resultRoot, keccak256("r"));
+        assertEq(j.deadline, block.timestamp + WINDOW);
+    }
+
+    function test_SubmitResult_AtExecutionDeadline() public {
+        uint256 id = _claimed();
+        vm.warp(market.getJob(id).deadline);
+        vm.prank(worker);
+        market.submitResult(id, keccak256("r"), "bafyout");
+    }
+
+    function test_RevertWhen_SubmitOnOpenJob() public {
+        uint256 id = _post();
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Open, JobState.Claimed)
+        );
+        vm.prank(worker);
+        market.submitResult(id, keccak256("r"), "x");
+    }
+
+    function test_RevertWhen_SubmitUnknownJob() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 3));
+        market.submitResult(3, keccak256("r"), "x");
+    }
+
+    function test_RevertWhen_SubmitByOther() public {
+        uint256 id = _claimed();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotWorker.selector, id, other, worker));
+        vm.prank(other);
+        market.submitResult(id, keccak256("r"), "x");
+    }
+
+    function test_RevertWhen_SubmitAfterExecutionDeadline() public {
+        uint256 id = _claimed();
+        uint64 d = market.getJob(id).deadline;
+        vm.warp(d + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_ExecutionDeadlinePassed.selector, id, d, d + 1)
+        );
+        vm.prank(worker);
+        market.submitResult(id, keccak256("r"), "x");
+    }
+
+    function test_RevertWhen_SubmitZeroRoot() public {
+        uint256 id = _claimed();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_ZeroResultRoot.selector, id));
+        vm.prank(worker);
+        market.submitResult(id, bytes32(0), "x");
+    }
+}
+
+contract JobMarketSettleTest is MarketBase {
+    function test_FinalizeJob_PaysWorkerUnlocksStake() public {
+        uint256 id = _submitted();
+        vm.warp(market.getJob(id).deadline);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobFinalized(id, worker, REWARD);
+        vm.prank(other); // anyone
+        market.finalizeJob(id);
+        assertEq(uint8(_state(id)), uint8(JobState.Finalized));
+        assertEq(market.credits(worker), REWARD);
+        assertEq(registry.stakeOf(worker).locked, 0);
+        assertEq(registry.freeStake(worker), STAKE);
+        uint256 before = worker.balance;
+        vm.prank(worker);
+        assertEq(market.withdraw(), REWARD);
+        assertEq(worker.balance, before + REWARD);
+        assertEq(address(market).balance, 0);
+    }
+
+    function test_RevertWhen_FinalizeInsideWindow() public {
+        uint256 id = _submitted();
+        uint64 d = market.getJob(id).deadline;
+        vm.warp(d - 1);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_ChallengeWindowOpen.selector, id, d, d - 1));
+        market.finalizeJob(id);
+    }
+
+    function test_RevertWhen_FinalizeWithOpenDispute() public {
+        uint256 id = _submitted();
+        game.open(id);
+        vm.warp(market.getJob(id).deadline + 100);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_DisputesOpen.selector, id, 1));
+        market.finalizeJob(id);
+    }
+
+    function test_RevertWhen_FinalizeClaimedJob() public {
+        uint256 id = _claimed();
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Claimed, JobState.Submitted)
+        );
+        market.finalizeJob(id);
+    }
+
+    function test_RevertWhen_FinalizeTwice() public {
+        uint256 id = _submitted();
+        vm.warp(market.getJob(id).deadline);
+        market.finalizeJob(id);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IJobMarket.JobMarket_WrongState.selector, id, JobState.Finalized, JobState.Submitted
+            )
+        );
+        market.finalizeJob(id);
+    }
+
+    function test_CancelJob_RefundsPoster() public {
+        uint256 id = _post();
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobCancelled(id, poster, REWARD);
+        vm.prank(poster);
+        market.cancelJob(id);
+        assertEq(uint8(_state(id)), uint8(JobState.Cancelled));
+        assertEq(market.credits(poster), REWARD);
+    }
+
+    function test_RevertWhen_CancelByOther() public {
+        uint256 id = _post();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotPoster.selector, id, other, poster));
+        vm.prank(other);
+        market.cancelJob(id);
+    }
+
+    function test_RevertWhen_CancelClaimedJob() public {
+        uint256 id = _claimed();
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Claimed, JobState.Open)
+        );
+        vm.prank(poster);
+        market.cancelJob(id);
+    }
+
+    function test_ExpireJob_UnclaimedAfterClaimDeadline() public {
+        uint256 id = _post();
+        vm.warp(market.getJob(id).claimDeadline + 1);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobExpired(id, address(0), REWARD, 0);
+        vm.prank(other);
+        market.expireJob(id);
+        assertEq(uint8(_state(id)), uint8(JobState.Expired));
+        assertEq(market.credits(poster), REWARD);
+    }
+
+    function test_ExpireJob_ClaimedSlashesHalfToPosterBurnsTenth() public {
+        uint256 id = _claimed();
+        vm.warp(market.getJob(id).deadline + 1);
+        uint256 slashed = STAKE / 2; // EXPIRY_SLASH_BPS = 5000
+        uint256 burned = slashed / 10; // BURN_BPS = 1000
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobExpired(id, worker, REWARD, slashed);
+        vm.expectEmit(address(registry));
+        emit IWorkerRegistry.StakeSlashed(worker, poster, slashed, burned, slashed - burned);
+        vm.prank(other);
+        market.expireJob(id);
+        assertEq(uint8(_state(id)), uint8(JobState.Expired));
+        assertEq(market.credits(poster), REWARD);
+        assertEq(registry.credits(poster), slashed - burned);
+        assertEq(registry.totalBurned(), burned);
+        IWorkerRegistry.StakeInfo memory si = registry.stakeOf(worker);
+        assertEq(si.total, STAKE - slashed);
+        assertEq(si.locked, 0);
+    }
+
+    function test_RevertWhen_ExpireOpenBeforeClaimDeadline() public {
+        uint256 id = _post();
+        uint64 d = market.getJob(id).claimDeadline;
+        vm.warp(d);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotExpired.selector, id, d, d));
+        market.expireJob(id);
+    }
+
+    function test_RevertWhen_ExpireClaimedBeforeDeadline() public {
+        uint256 id = _claimed();
+        uint64 d = market.getJob(id).deadline;
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotExpired.selector, id, d, block.timestamp));
+        market.expireJob(id);
+    }
+
+    function test_RevertWhen_ExpireSubmittedJob() public {
+        uint256 id = _submitted();
+        vm.warp(block.timestamp + 365 days);
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Submitted, JobState.Claimed)
+        );
+        market.expireJob(id);
+    }
+
+    function test_RevertWhen_ExpireUnknownJob() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 9));
+        market.expireJob(9);
+    }
+
+    function test_RevertWhen_WithdrawNothing() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NothingToWithdraw.selector, other));
+        vm.prank(other);
+        market.withdraw();
+    }
+
+    function test_RevertWhen_WithdrawToRejectingContract() public {
+        EthRejecter r = new EthRejecter();
+        vm.deal(address(this), REWARD);
+        uint256 id = r.post{value: REWARD}(market, _spec());
+        r.cancel(market, id);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_TransferFailed.selector, address(r), REWARD));
+        r.withdraw(market);
+        assertEq(market.credits(address(r)), REWARD, "credit kept after a failed payout");
+    }
+
+    function test_Views() public {
+        assertEq(market.registry(), address(registry));
+        assertEq(market.disputeGame(), address(game));
+        assertEq(market.EXPIRY_SLASH_BPS(), 5000);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 1));
+        market.getJob(1);
+    }
+}
+
+contract JobMarketDisputeHooksTest is MarketBase {
+    function test_DisputeContext_ReportsJob() public {
+        uint256 id = _submitted();
+        IJobMarket.DisputeContext memory c = market.disputeContext(id);
+        assertEq(c.worker, worker);
+        assertEq(c.poster, poster);
+        assertEq(c.resultRoot, keccak256("result"));
+        assertEq(c.programRoot, keccak256("program"));
+        assertEq(c.inputsRoot, keccak256("inputs"));
+        assertEq(c.numUnits, 4);
+        assertEq(c.bond, BOND);
+        assertEq(c.challengeDeadline, block.timestamp + WINDOW);
+        assertEq(c.state, uint8(JobState.Submitted));
+    }
+
+    function test_DisputeContext_NoChallengeDeadlineBeforeSubmit() public {
+        uint256 id = _claimed();
+        assertEq(market.disputeContext(id).challengeDeadline, 0);
+    }
+
+    function test_RevertWhen_DisputeContextUnknownJob() public {
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 5));
+        market.disputeContext(5);
+    }
+
+    function test_RevertWhen_HooksCalledByOther() public {
+        uint256 id = _submitted();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotDisputeGame.selector, other));
+        vm.prank(other);
+        market.onChallengeOpened(id);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotDisputeGame.selector, other));
+        vm.prank(other);
+        market.onChallengeResolved(id, other, true);
+    }
+
+    function test_OnChallengeOpened_CountsAndEmits() public {
+        uint256 id = _submitted();
+        vm.expectEmit(address(market));
+        emit IJobMarket.ChallengeOpened(id, 1);
+        game.open(id);
+        game.open(id);
+        assertEq(market.getJob(id).openDisputes, 2);
+    }
+
+    function test_RevertWhen_ChallengeOpenedAtDeadline() public {
+        uint256 id = _submitted();
+        uint64 d = market.getJob(id).deadline;
+        vm.warp(d);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_ChallengeWindowClosed.selector, id, d, d));
+        game.open(id);
+    }
+
+    function test_RevertWhen_ChallengeOpenedOnClaimedJob() public {
+        uint256 id = _claimed();
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Claimed, JobState.Submitted)
+        );
+        game.open(id);
+    }
+
+    function test_RevertWhen_ResolveWithoutOpenDispute() public {
+        uint256 id = _submitted();
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NoOpenDispute.selector, id));
+        game.resolve(id, challenger, true);
+    }
+
+    function test_OnChallengeResolved_WorkerWonMovesNothingThenFinalizes() public {
+        uint256 id = _submitted();
+        game.open(id);
+        vm.expectEmit(address(market));
+        emit IJobMarket.ChallengeResolved(id, challenger, false, 0);
+        game.resolve(id, challenger, false);
+        assertEq(uint8(_state(id)), uint8(JobState.Submitted));
+        assertEq(registry.stakeOf(worker).locked, STAKE);
+        assertEq(market.credits(poster), 0);
+        vm.warp(market.getJob(id).deadline);
+        market.finalizeJob(id);
+        assertEq(market.credits(worker), REWARD);
+    }
+
+    function test_OnChallengeResolved_WorkerLostSlashesToChallengerRefundsPoster() public {
+        uint256 id = _submitted();
+        game.open(id);
+        uint256 burned = uint256(STAKE) / 10;
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobSlashed(id, worker, challenger, STAKE);
+        vm.expectEmit(address(registry));
+        emit IWorkerRegistry.StakeSlashed(worker, challenger, STAKE, burned, STAKE - burned);
+        game.resolve(id, challenger, true);
+        assertTrue(market.isSlashed(id));
+        assertEq(uint8(_state(id)), uint8(JobState.Slashed));
+        assertEq(market.credits(poster), REWARD);
+        assertEq(registry.credits(challenger), STAKE - burned);
+        assertEq(registry.totalBurned(), burned);
+        IWorkerRegistry.StakeInfo memory si = registry.stakeOf(worker);
+        assertEq(si.total, 0);
+        assertEq(si.locked, 0);
+        vm.prank(challenger);
+        assertEq(registry.withdraw(), STAKE - burned);
+    }
+
+    function test_OnChallengeResolved_SecondLossMovesNothing() public {
+        uint256 id = _submitted();
+        game.open(id);
+        game.open(id);
+        game.resolve(id, challenger, true);
+        game.resolve(id, other, true);
+        assertEq(registry.credits(other), 0);
+        assertEq(market.getJob(id).openDisputes, 0);
+        assertEq(market.credits(poster), REWARD);
+        assertEq(uint8(_state(id)), uint8(JobState.Slashed));
+        // A Slashed job cannot be finalized, expired or challenged again.
+        vm.warp(block.timestamp + 365 days);
+        vm.expectRevert(
+            abi.encodeWithSelector(IJobMarket.JobMarket_WrongState.selector, id, JobState.Slashed, JobState.Submitted)
+        );
+        market.finalizeJob(id);
+    }
+
+    function test_IsSlashed_FalseForLiveJob() public {
+        uint256 id = _submitted();
+        assertFalse(market.isSlashed(id));
+        assertFalse(market.isSlashed(99));
+    }
+}
