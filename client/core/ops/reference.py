@@ -1,0 +1,175 @@
+"""Scalar reference of every op (docs/spec/ops.md 2.2): which contiguous input byte ranges one
+output element needs, and the element computed from exactly those bytes. This is what the Solidity
+one-step verifier mirrors and what the dispute prover uses; `run_op` (whole op, slow) is built on
+the same two functions so the tests compare the fast executor against the verifier's arithmetic.
+
+Pure Python; anyone may import it. Element indices are flat row-major indices of the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpumesh.client.core.ops.intmath import add_rescaled, from_le, requant, to_le, wrap32
+from gpumesh.client.core.ops.rules import check_descriptor
+from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ProgramError, ReqMode
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes [start, end) of the canonical encoding of input number `input` of the descriptor."""
+
+    input: int
+    start: int
+    end: int
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> list[int]:
+    idx = []
+    for d in reversed(shape):
+        idx.append(i % d)
+        i //= d
+    return idx[::-1]
+
+
+def _ravel(idx: list[int], shape: tuple[int, ...]) -> int:
+    i = 0
+    for v, d in zip(idx, shape, strict=True):
+        i = i * d + v
+    return i
+
+
+def _window(d: OpDescriptor, i: int):
+    """(n, oh, ow, last) of output element i and the input geometry of im2col / maxpool."""
+    n, oh, ow, last = _unravel(i, d.out.shape)
+    _, h, w, c = d.inputs[0].type.shape
+    return n, oh, ow, last, h, w, c
+
+
+def element_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
+    """The input byte ranges output element `i` depends on, in the order `compute_element` reads them."""
+    if not 0 <= i < d.out.count:
+        raise ProgramError(f"element {i} outside an output of {d.out.count} elements")
+    op, x = d.opcode, d.inputs[0].type
+    wx = x.dtype.width
+    if op == Opcode.LINEAR:
+        k, nn = x.shape[-1], d.out.shape[-1]
+        m, n = divmod(i, nn)
+        r = [ByteRange(0, m * k, (m + 1) * k), ByteRange(1, n * k, (n + 1) * k), ByteRange(2, 4 * n, 4 * n + 4)]
+        if d.requant.mode == ReqMode.PER_CHANNEL:
+            r.append(ByteRange(3, 8 * n, 8 * n + 8))
+        return r
+    if op == Opcode.REQUANT:
+        r = [ByteRange(0, 4 * i, 4 * i + 4)]
+        if d.requant.mode == ReqMode.PER_CHANNEL:
+            c = i % x.shape[-1]
+            r.append(ByteRange(1, 8 * c, 8 * c + 8))
+        return r
+    if op == Opcode.ADD:
+        return [ByteRange(0, i, i + 1), ByteRange(1, i, i + 1)]
+    if op in (Opcode.RELU, Opcode.RESHAPE):
+        return [ByteRange(0, i * wx, (i + 1) * wx)]
+    if op == Opcode.IM2COL:
+        n, oh, ow, col, h, w, c = _window(d, i)
+        kk, ci = divmod(col, c)
+        kh, kw = divmod(kk, d.attr("kw"))
+        ih, iw = oh * d.attr("sh") - d.attr("ph") + kh, ow * d.attr("sw") - d.attr("pw") + kw
+        if 0 <= ih < h and 0 <= iw < w:
+            j = ((n * h + ih) * w + iw) * c + ci
+            return [ByteRange(0, j, j + 1)]
+        return []
+    if op == Opcode.MAXPOOL:
+        n, oh, ow, ci, h, w, c = _window(d, i)
+        iw0 = ow * d.attr("sw") - d.attr("pw")
+        lo, hi = max(iw0, 0), min(iw0 + d.attr("kw"), w) - 1
+        r = []
+        for kh in range(d.attr("kh")):
+            ih = oh * d.attr("sh") - d.attr("ph") + kh
+            if 0 <= ih < h and lo <= hi:
+                base = (n * h + ih) * w
+                r.append(ByteRange(0, (base + lo) * c + ci, (base + hi) * c + ci + 1))
+        return r
+    if op == Opcode.AVGPOOL:
+        _, h, w, c = x.shape
+        n = i // c
+        return [ByteRange(0, n * h * w * c, (n + 1) * h * w * c)]
+    if op == Opcode.ARGMAX:
+        k = x.shape[-1]
+        return [ByteRange(0, i * k * wx, (i + 1) * k * wx)]
+    if op == Opcode.TRANSPOSE:
+        o = _unravel(i, d.out.shape)
+        p = [0] * len(o)
+        for dim, src in enumerate(d.perm):
+            p[src] = o[dim]
+        j = _ravel(p, x.shape)
+        return [ByteRange(0, j * wx, (j + 1) * wx)]
+    raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
+
+
+def _req(d: OpDescriptor, acc: int, chunk: bytes | None) -> int:
+    q = d.requant
+    if q.mode == ReqMode.PER_CHANNEL:
+        mult, shift = from_le(chunk, 4)
+        if not (0 <= mult < 1 << 31 and 1 <= shift <= 62):
+            raise ProgramError(f"per-channel parameters ({mult}, {shift}) out of range")
+    else:
+        mult, shift = q.mult, q.shift
+    return requant(acc, mult, shift, q.zp, q.lo, q.hi)
+
+
+def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
+    """Output element `i` from the bytes of `element_ranges(d, i)` (same order, same lengths)."""
+    op, x = d.opcode, d.inputs[0].type
+    if op == Opcode.LINEAR:
+        xs, ws = from_le(chunks[0], 1), from_le(chunks[1], 1)
+        zp = d.attr("x_zp")
+        acc = wrap32(sum((a - zp) * b for a, b in zip(xs, ws, strict=True)) + from_le(chunks[2], 4)[0])
+        if d.requant.mode == ReqMode.NONE:
+            return acc
+        return _req(d, acc, chunks[3] if len(chunks) > 3 else None)
+    if op == Opcode.REQUANT:
+        return _req(d, from_le(chunks[0], 4)[0], chunks[1] if len(chunks) > 1 else None)
+    if op == Opcode.ADD:
+        a = dict(d.attrs)
+        return add_rescaled(from_le(chunks[0], 1)[0], from_le(chunks[1], 1)[0], a["za"], a["zb"], a["ma"],
+                            a["mb"], a["shift"], a["zy"], a["lo"], a["hi"])
+    if op == Opcode.RELU:
+        return max(from_le(chunks[0], 1)[0], d.attr("zp"))
+    if op in (Opcode.RESHAPE, Opcode.TRANSPOSE):
+        return from_le(chunks[0], x.dtype.width)[0]
+    if op == Opcode.IM2COL:
+        return from_le(chunks[0], 1)[0] if chunks else d.attr("pad")
+    if op == Opcode.MAXPOOL:
+        c = x.shape[3]
+        vals = [v for ch in chunks for v in from_le(ch, 1)[::c]]
+        # Out-of-range window positions read -128 (docs/spec/ops.md); they never exceed a real value.
+        return max(vals, default=-128)
+    if op == Opcode.AVGPOOL:
+        c = x.shape[3]
+        ci = i % c
+        zp = d.attr("x_zp")
+        acc = sum(v - zp for v in from_le(chunks[0], 1)[ci::c])
+        return _req(d, acc, None)
+    if op == Opcode.ARGMAX:
+        vals = from_le(chunks[0], x.dtype.width)
+        best = 0
+        for k, v in enumerate(vals):
+            if v > vals[best]:  # strict: the first maximal index wins ties
+                best = k
+        return best
+    raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
+
+
+def run_op(d: OpDescriptor, inputs: list[bytes]) -> bytes:
+    """Whole-op reference: every output element through element_ranges + compute_element."""
+    check_descriptor(d)
+    for k, (s, b) in enumerate(zip(d.inputs, inputs, strict=True)):
+        if len(b) != s.type.nbytes:
+            raise ProgramError(f"input {k}: {len(b)} bytes, the type says {s.type.nbytes}")
+    width = d.out.dtype.width
+    out = bytearray()
+    for i in range(d.out.count):
+        chunks = [inputs[r.input][r.start : r.end] for r in element_ranges(d, i)]
+        v = compute_element(d, i, chunks)
+        out += to_le(v, width)
+    return bytes(out)
