@@ -1,0 +1,31 @@
+"""Quantize float inputs for a program, cut them into units, and measure int8 accuracy against
+labels (export reports float vs int8 accuracy with it). Adapter code (numpy + the executor)."""
+
+from __future__ import annotations
+
+import numpy as np
+from gpumesh.client.core.ops.types import ProgramError
+from gpumesh.client.core.program import Program
+from gpumesh.node.runtime.executor import Executor
+from gpumesh.node.runtime.files import ProgramBundle
+from gpumesh.node.runtime.quant import quantize_act
+
+
+def quantize_units(prog: Program, x: np.ndarray) -> np.ndarray:
+    """Float samples [S, ...] -> int8 units [U, B, ...] (the last unit zero-padded to B samples)."""
+    scale = prog.meta.get("input_scale")
+    if not scale:
+        raise ProgramError("program meta has no input_scale: cannot quantize float inputs")
+    shape = prog.input.type.shape
+    bsz = shape[0]
+    if tuple(x.shape[1:]) != shape[1:]:
+        raise ProgramError(f"samples are {list(x.shape[1:])}, the program takes {list(shape[1:])}")
+    q = quantize_act(np.asarray(x, dtype=np.float64), float(scale))
+    units = -(-len(q) // bsz)
+    pad = np.zeros((units * bsz - len(q), *shape[1:]), dtype=np.int8)
+    return np.concatenate([q, pad]).reshape(units, *shape)
+
+
+def int8_predictions(bundle: ProgramBundle, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    res = Executor(bundle, device).run(quantize_units(bundle.program, x))
+    return res.outputs.reshape(-1)[: len(x)]
