@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Test} from "forge-std/Test.sol";
+import {JobMarket} from "../../src/JobMarket.sol";
+import {WorkerRegistry} from "../../src/WorkerRegistry.sol";
+import {Job, JobSpec, JobState} from "../../src/types/JobTypes.sol";
+import {MockDisputeGame} from "../mocks/MockDisputeGame.sol";
+
+/// @notice Drives JobMarket + WorkerRegistry through random but valid-looking sequences, with ghost
+///         variables computed here from the published rules (never read back from the contracts).
+contract MarketHandler is Test {
+    JobMarket public market;
+    WorkerRegistry public registry;
+    MockDisputeGame public game;
+
+    address[] public actors;
+    uint256[] public jobIds;
+
+    // ---- ghosts (README properties M3, M6, M7, M8)
+    uint256 public ghostIn; // ETH sent into market + registry
+    uint256 public ghostOut; // ETH paid out by both
+    uint256 public ghostBurned; // expected totalBurned
+    uint256 public ghostSlashCredits; // expected sum of registry credits ever granted by slashes
+    uint256 public ghostRegistryCreditsWithdrawn;
+    uint256 public ghostFirstLosses; // jobs that went Slashed
+    uint256 public ghostSlashCalls; // slashes that happened (expiry of a Claimed job or first lost game)
+    bool public ghostUnauthorizedSlash; // a slash path that is not expiry/game succeeded
+    bool public ghostTerminalChanged; // a terminal state changed
+    mapping(uint256 jobId => uint32) public ghostOpenGames;
+    mapping(uint256 jobId => JobState) internal _terminal;
+    /// Effective (not early-returned) actions by name, to show what the runs reached.
+    mapping(string action => uint256) public ghostDone;
+
+    constructor(JobMarket market_, WorkerRegistry registry_, MockDisputeGame game_) {
+        market = market_;
+        registry = registry_;
+        game = game_;
+        for (uint256 i = 0; i < 4; i++) {
+            address a = makeAddr(string(abi.encodePacked("actor", vm.toString(i))));
+            actors.push(a);
+            vm.deal(a, 1_000_000 ether);
+        }
+    }
+
+    function jobCount() external view returns (uint256) {
+        return jobIds.length;
+    }
+
+    function actorCount() external view returns (uint256) {
+        return actors.length;
+    }
+
+    function _actor(uint256 seed) internal view returns (address) {
+        return actors[seed % actors.length];
+    }
+
+    /// @dev The first job in `state` at or after a random position (wrapping), so that actions find
+    ///      a job they apply to instead of returning early most of the time.
+    function _jobIn(uint256 seed, JobState state) internal view returns (uint256 id, bool ok) {
+        uint256 n = jobIds.length;
+        for (uint256 k = 0; k < n; k++) {
+            id = jobIds[(seed % n + k) % n];
+            if (market.getJob(id).state == state) return (id, true);
+        }
+        return (0, false);
+    }
+
+    function _jobWithGame(uint256 seed) internal view returns (uint256 id, bool ok) {
+        uint256 n = jobIds.length;
+        for (uint256 k = 0; k < n; k++) {
+            id = jobIds[(seed % n + k) % n];
+            if (ghostOpenGames[id] > 0) return (id, true);
+        }
+        return (0, false);
+    }
+
+    /// @dev After every action: a terminal state, once seen, must never change (M7).
+    modifier observe() {
+        _;
+        for (uint256 i = 0; i < jobIds.length; i++) {
+            JobState s = market.getJob(jobIds[i]).state;
+            JobState t = _terminal[jobIds[i]];
+            if (t != JobState.None && t != s) ghostTerminalChanged = true;
+            if (s == JobState.Finalized || s == JobState.Cancelled || s == JobState.Expired || s == JobState.Slashed) {
+                _terminal[jobIds[i]] = s;
+            }
+        }
+    }
+
+    // ================================================================ registry actions
+
+    function stake(uint256 actorSeed, uint256 amount) external observe {
+        address a = _actor(actorSeed);
+        amount = bound(amount, 1, 50 ether);
+        vm.prank(a);
+        registry.stake{value: amount}();
+        ghostIn += amount;
+    }
+
+    function requestUnstake(uint256 actorSeed, uint256 amount) external observe {
+        address a = _actor(actorSeed);
+        uint256 free = registry.freeStake(a);
+        if (free == 0) return;
+        amount = bound(amount, 1, free);
+        vm.prank(a);
+        registry.requestUnstake(uint96(amount));
+    }
+
+    function withdrawRegistry(uint256 actorSeed) external observe {
+        address a = _actor(actorSeed);
+        uint256 credit = registry.credits(a);
+        WorkerRegistry.StakeInfo memory s = registry.stakeOf(a);
+        uint256 expected = credit + (s.unbonding != 0 && block.timestamp >= s.unbondingReadyAt ? s.unbonding : 0);
+        if (expected == 0) return;
+        uint256 before = a.balance;
+        vm.prank(a);
+        registry.withdraw();
+        assertEq(a.balance - before, expected, "registry payout");
+        ghostOut += expected;
+        ghostRegistryCreditsWithdrawn += credit;
+    }
+
+    /// @dev Anyone but the market calling slash must fail (M6).
+    function tryUnauthorizedSlash(uint256 actorSeed, uint256 victimSeed) external observe {
+        vm.prank(_actor(actorSeed));
+        try registry.slash(_actor(victimSeed), 1, 1, _actor(actorSeed)) {
+            ghostUnauthorizedSlash = true;
+        } catch {}
+    }
+
+    // ================================================================ market actions
+
+    function postJob(uint256 actorSeed, uint256 reward, uint256 stake_, uint256 exec, uint256 window, uint256 claimIn)
+        external
+        observe
+    {
+        address a = _actor(actorSeed);
+        reward = bound(reward, 1, 20 ether);
+        JobSpec memory s = JobSpec({
+            specCid: "bafyspec",
+            programRoot: keccak256(abi.encode("p", jobIds.length)),
+            inputsRoot: keccak256(abi.encode("i", jobIds.length)),
+            numUnits: 1,
+            requiredStake: uint96(bound(stake_, 1, 20 ether)),
+            claimDeadline: uint64(block.timestamp + bound(claimIn, 0, 2 days)),
+            executionTime: uint32(bound(exec, 1, 1 days)),
+            challengeWindow: uint32(bound(window, 1, 1 days)),
+            minGpuMemoryMiB: 0,
+            disputeBond: 1
+        });
+        vm.prank(a);
+        uint256 id = market.postJob{value: reward}(s);
+        jobIds.push(id);
+        ghostIn += reward;
+    }
+
+    function claimJob(uint256 actorSeed, uint256 jobSeed) external observe {
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Open);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        address a = _actor(actorSeed);
+        if (block.timestamp > j.claimDeadline) return;
+        uint256 free = registry.freeStake(a);
+        if (free < j.requiredStake) {
+            // A worker tops up its stake to take the job (keeps claims frequent in the runs).
+            uint256 topUp = j.requiredStake - free;
+            vm.prank(a);
+            registry.stake{value: topUp}();
+            ghostIn += topUp;
+        }
+        vm.prank(a);
+        market.claimJob(id);
+        ghostDone["claim"]++;
+    }
+
+    function submitResult(uint256 jobSeed, bytes32 root) external observe {
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Claimed);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        if (j.state != JobState.Claimed || block.timestamp > j.deadline) return;
+        if (root == bytes32(0)) root = keccak256("r");
+        vm.prank(j.worker);
+        market.submitResult(id, root, "bafyout");
+        ghostDone["submit"]++;
+    }
+
+    function finalizeJob(uint256 actorSeed, uint256 jobSeed) external observe {
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Submitted);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        if (j.state != JobState.Submitted || block.timestamp < j.deadline || j.openDisputes != 0) return;
+        vm.prank(_actor(actorSeed));
+        market.finalizeJob(id);
+        ghostDone["finalize"]++;
+    }
+
+    function cancelJob(uint256 jobSeed) external observe {
+        if (jobSeed % 4 != 0) return; // rarer than the other moves, so jobs live long enough to settle
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Open);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        if (j.state != JobState.Open) return;
+        vm.prank(j.poster);
+        market.cancelJob(id);
+        ghostDone["cancel"]++;
+    }
+
+    function expireJob(uint256 actorSeed, uint256 jobSeed) external observe {
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Claimed);
+        if (!ok || block.timestamp <= market.getJob(id).deadline) (id, ok) = _jobIn(jobSeed, JobState.Open);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        if ((j.state != JobState.Open && j.state != JobState.Claimed) || block.timestamp <= j.deadline) return;
+        vm.prank(_actor(actorSeed));
+        market.expireJob(id);
+        if (j.state == JobState.Claimed) {
+            uint256 amount = uint256(j.requiredStake) / 2; // EXPIRY_SLASH_BPS = 50%
+            ghostBurned += amount / 10; // BURN_BPS = 10%
+            ghostSlashCredits += amount - amount / 10;
+            ghostSlashCalls++;
+        }
+        ghostDone["expire"]++;
+    }
+
+    function openChallenge(uint256 jobSeed) external observe {
+        (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Submitted);
+        if (!ok) return;
+        Job memory j = market.getJob(id);
+        if (j.state != JobState.Submitted || block.timestamp >= j.deadline) return;
+        game.open(id);
+        ghostOpenGames[id]++;
+        ghostDone["open"]++;
+    }
+
+    function resolveChallenge(uint256 jobSeed, uint256 challengerSeed, bool workerLost) external observe {
+        (uint256 id, bool ok) = _jobWithGame(jobSeed);
+        if (!ok || ghostOpenGames[id] == 0) return;
+        Job memory j = market.getJob(id);
+        game.resolve(id, _actor(challengerSeed), workerLost);
+        ghostOpenGames[id]--;
+        if (workerLost && j.state != JobState.Slashed) {
+            uint256 amount = j.requiredStake;
+            ghostBurned += amount / 10;
+            ghostSlashCredits += amount - amount / 10;
+            ghostSlashCalls++;
+            ghostFirstLosses++;
+            ghostDone["slash"]++;
+        }
+    }
+
+    function withdrawMarket(uint256 actorSeed) external observe {
+        address a = _actor(actorSeed);
+        uint256 credit = market.credits(a);
+        if (credit == 0) return;
+        uint256 before = a.balance;
+        vm.prank(a);
+        market.withdraw();
+        assertEq(a.balance - before, credit, "market payout");
+        ghostOut += credit;
+    }
+
+    function warp(uint256 dt) external observe {
+        vm.warp(block.timestamp + bound(dt, 1, 12 hours));
+    }
+}
