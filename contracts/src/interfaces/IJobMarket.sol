@@ -35,9 +35,10 @@ interface IJobMarket {
     error JobMarket_TransferFailed(address to, uint256 amount);
 
     // ---------------------------------------------------------------- events
-    /// @notice The whole spec is here: the spec CID and hardware requirement are read from this
-    ///         event only (they are not stored).
-    event JobPosted(uint256 indexed jobId, address indexed poster, uint256 reward, JobSpec spec);
+    /// @notice A job was posted. Carries only what is NOT stored (the spec CID and the hardware
+    ///         requirement): everything else is one `getJob(jobId)` away. Emitting the whole JobSpec
+    ///         here cost 3.5k gas more per postJob and pushed it over its 150k budget.
+    event JobPosted(uint256 indexed jobId, address indexed poster, uint256 reward, string specCid, uint32 minGpuMemoryMiB);
     event JobClaimed(uint256 indexed jobId, address indexed worker, uint64 executionDeadline);
     event ResultSubmitted(
         uint256 indexed jobId, address indexed worker, bytes32 resultRoot, string outputsCid, uint64 challengeDeadline

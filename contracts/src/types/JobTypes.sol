@@ -20,8 +20,8 @@ enum JobState {
 
 /// @notice What a poster submits with `postJob` (the reward is msg.value).
 /// @dev The spec CID and `minGpuMemoryMiB` are not stored: they are only read off-chain, so they
-///      live in the JobPosted event (which carries this whole struct). Everything a later call or
-///      the dispute game needs is stored in `Job`.
+///      live in the JobPosted event only. Everything a later call or the dispute game needs is
+///      stored in `Job`; `claimDeadline` is stored as `Job.deadline` while the job is Open.
 struct JobSpec {
     string specCid; // IPFS CID of the job spec document (program, weights, inputs CIDs)
     bytes32 programRoot; // docs/protocol.md 1.2
@@ -43,13 +43,12 @@ struct Job {
     // slot 1
     uint96 requiredStake;
     uint96 disputeBond;
-    uint64 claimDeadline;
-    // slot 2
     uint32 executionTime;
     uint32 challengeWindow;
+    // slot 2
+    uint64 deadline; // Open: claim deadline; Claimed: execution deadline; Submitted: challenge deadline
     uint32 numUnits;
     uint32 openDisputes;
-    uint64 deadline; // Claimed: execution deadline; Submitted: challenge deadline
     JobState state;
     // slot 3 (written on claim)
     address worker;

@@ -160,7 +160,7 @@ contract MarketHandler is Test {
         if (!ok) return;
         Job memory j = market.getJob(id);
         address a = _actor(actorSeed);
-        if (block.timestamp > j.claimDeadline) return;
+        if (block.timestamp > j.deadline) return;
         uint256 free = registry.freeStake(a);
         if (free < j.requiredStake) {
             // A worker tops up its stake to take the job (keeps claims frequent in the runs).

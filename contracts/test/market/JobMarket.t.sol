@@ -25,7 +25,7 @@ contract JobMarketPostTest is MarketBase {
     function test_PostJob_StoresJobEscrowsRewardAndEmits() public {
         JobSpec memory s = _spec();
         vm.expectEmit(address(market));
-        emit IJobMarket.JobPosted(1, poster, REWARD, s);
+        emit IJobMarket.JobPosted(1, poster, REWARD, s.specCid, s.minGpuMemoryMiB);
         vm.prank(poster);
         uint256 id = market.postJob{value: REWARD}(s);
         assertEq(id, 1);
@@ -36,7 +36,7 @@ contract JobMarketPostTest is MarketBase {
         assertEq(j.reward, REWARD);
         assertEq(j.requiredStake, STAKE);
         assertEq(j.disputeBond, BOND);
-        assertEq(j.claimDeadline, s.claimDeadline);
+        assertEq(j.deadline, s.claimDeadline);
         assertEq(j.deadline, s.claimDeadline);
         assertEq(j.executionTime, EXEC);
         assertEq(j.challengeWindow, WINDOW);
@@ -143,7 +143,7 @@ contract JobMarketClaimSubmitTest is MarketBase {
     function test_ClaimJob_AtClaimDeadline() public {
         _stake(worker, STAKE);
         uint256 id = _post();
-        vm.warp(market.getJob(id).claimDeadline);
+        vm.warp(market.getJob(id).deadline);
         vm.prank(worker);
         market.claimJob(id);
     }
@@ -166,7 +166,7 @@ contract JobMarketClaimSubmitTest is MarketBase {
     function test_RevertWhen_ClaimAfterClaimDeadline() public {
         _stake(worker, STAKE);
         uint256 id = _post();
-        uint64 d = market.getJob(id).claimDeadline;
+        uint64 d = market.getJob(id).deadline;
         vm.warp(d + 1);
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_ClaimDeadlinePassed.selector, id, d, d + 1));
         vm.prank(worker);
@@ -328,7 +328,7 @@ contract JobMarketSettleTest is MarketBase {
 
     function test_ExpireJob_UnclaimedAfterClaimDeadline() public {
         uint256 id = _post();
-        vm.warp(market.getJob(id).claimDeadline + 1);
+        vm.warp(market.getJob(id).deadline + 1);
         vm.expectEmit(address(market));
         emit IJobMarket.JobExpired(id, address(0), REWARD, 0);
         vm.prank(other);
@@ -359,7 +359,7 @@ contract JobMarketSettleTest is MarketBase {
 
     function test_RevertWhen_ExpireOpenBeforeClaimDeadline() public {
         uint256 id = _post();
-        uint64 d = market.getJob(id).claimDeadline;
+        uint64 d = market.getJob(id).deadline;
         vm.warp(d);
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotExpired.selector, id, d, d));
         market.expireJob(id);
