@@ -23,4 +23,14 @@ library Constants {
     /// @notice Deepest tree the game accepts (2^40 leaves of a tensor = 1 PiB, or 2^40 units/ops):
     ///         bounds every loop over tree levels.
     uint256 internal constant MAX_DEPTH = 40;
+
+    // ------------------------------------------------------------ dispute game (docs/spec/dispute.md)
+    /// @notice k of the k-ary dissection: a reveal shows 2^k descendants (chosen by measurement,
+    ///         docs/spec/dispute.md section 6).
+    uint256 internal constant SPLIT_BITS = 4;
+    /// @notice Chess-clock budget per side (seconds), the deployment default: 3.5 days each.
+    uint64 internal constant GAME_CLOCK_SECONDS = 302_400;
+    /// @notice Part of a losing challenger's bond that is burned (basis points), so a worker
+    ///         that disputes itself through a puppet pays for the delay it buys.
+    uint256 internal constant BOND_BURN_BPS = 5_000;
 }

@@ -22,10 +22,18 @@ library LibMerkle {
         h = keccak256(abi.encodePacked(Constants.TAG_LEAF, leaf));
     }
 
-    /// @notice H(0x00 || leaf) for a calldata leaf (no copy of the caller's bytes object).
-    function leafHashCalldata(bytes calldata leaf) internal pure returns (bytes32 h) {
-        if (leaf.length != Constants.LEAF_BYTES) revert LibMerkle_BadLeafLength(leaf.length);
-        h = keccak256(abi.encodePacked(Constants.TAG_LEAF, leaf));
+    /// @notice H(0x00 || data[offset : offset + LEAF_BYTES]) without copying `data` into a new object.
+    /// @dev The caller guarantees offset + LEAF_BYTES <= data.length.
+    function leafHashAt(bytes memory data, uint256 offset) internal pure returns (bytes32 h) {
+        if (offset + Constants.LEAF_BYTES > data.length) revert LibMerkle_BadLeafLength(data.length);
+        // SAFETY: builds TAG_LEAF || leaf in free memory (not reserved; nothing else is allocated
+        // while it lives) and hashes it; mcopy is Cancun (foundry.toml evm_version).
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore8(p, 0x00)
+            mcopy(add(p, 1), add(add(data, 0x20), offset), 1024)
+            h := keccak256(p, 1025)
+        }
     }
 
     /// @notice H(0x01 || left || right).
@@ -62,6 +70,35 @@ library LibMerkle {
         return depthFor(leafCount(nbytes));
     }
 
+    /// @notice Tensor root of the canonical encoding `data` (zero-padded to whole leaves, the tree
+    ///         padded with empty subtrees). Used off the hot path (tests, tooling), as in Python.
+    function tensorRoot(bytes memory data) internal pure returns (bytes32) {
+        uint256 n = leafCount(data.length);
+        uint256 depth = depthFor(n);
+        bytes32[] memory level = new bytes32[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 off = i * Constants.LEAF_BYTES;
+            if (off + Constants.LEAF_BYTES <= data.length) {
+                level[i] = leafHashAt(data, off);
+            } else {
+                bytes memory last = new bytes(Constants.LEAF_BYTES);
+                for (uint256 j = off; j < data.length; ++j) {
+                    last[j - off] = data[j];
+                }
+                level[i] = leafHash(last);
+            }
+        }
+        for (uint256 h = 0; h < depth; ++h) {
+            uint256 m = (n + 1) / 2;
+            for (uint256 i = 0; i < m; ++i) {
+                bytes32 r = 2 * i + 1 < n ? level[2 * i + 1] : zeroSubtree(h);
+                level[i] = nodeHash(level[2 * i], r);
+            }
+            n = m;
+        }
+        return level[0];
+    }
+
     /// @notice Root of 2^level all-zero tensor leaves (the tensor trees' padding value).
     function zeroSubtree(uint256 level) internal pure returns (bytes32 z) {
         if (level > Constants.MAX_DEPTH) revert LibMerkle_TooDeep(level);
@@ -81,7 +118,7 @@ library LibMerkle {
 
     /// @notice Rebuild the root from `leaf` at `index` and its sibling path (bottom first).
     /// @dev The path length is the tree depth; an index that does not fit it never verifies.
-    function rootFromPath(bytes32 leaf, uint256 index, bytes32[] calldata path) internal pure returns (bytes32 node) {
+    function rootFromPath(bytes32 leaf, uint256 index, bytes32[] memory path) internal pure returns (bytes32 node) {
         node = leaf;
         uint256 n = path.length;
         if (n > Constants.MAX_DEPTH) revert LibMerkle_TooDeep(n);
@@ -92,7 +129,7 @@ library LibMerkle {
     }
 
     /// @notice True iff `leaf` sits at `index` of the depth-`path.length` tree with root `root`.
-    function verifyInclusion(bytes32 root, bytes32 leaf, uint256 index, bytes32[] calldata path)
+    function verifyInclusion(bytes32 root, bytes32 leaf, uint256 index, bytes32[] memory path)
         internal
         pure
         returns (bool)
@@ -111,8 +148,8 @@ library LibMerkle {
         uint256 depth,
         uint256 start,
         uint256 end,
-        bytes calldata leaves,
-        bytes32[] calldata siblings
+        bytes memory leaves,
+        bytes32[] memory siblings
     ) internal pure returns (bool) {
         if (depth > Constants.MAX_DEPTH) return false;
         if (!(start < end && end <= (uint256(1) << depth))) return false;
@@ -121,7 +158,7 @@ library LibMerkle {
         // buf[1..1+n) holds the current level; buf[0] and buf[1+n] make room for boundary siblings.
         bytes32[] memory buf = new bytes32[](n + 2);
         for (uint256 i = 0; i < n; ++i) {
-            buf[i + 1] = leafHashCalldata(leaves[i * Constants.LEAF_BYTES:(i + 1) * Constants.LEAF_BYTES]);
+            buf[i + 1] = leafHashAt(leaves, i * Constants.LEAF_BYTES);
         }
         return _foldRange(root, depth, start, end - 1, buf, n, siblings);
     }
@@ -135,7 +172,7 @@ library LibMerkle {
         uint256 hi,
         bytes32[] memory buf,
         uint256 count,
-        bytes32[] calldata siblings
+        bytes32[] memory siblings
     ) private pure returns (bool) {
         uint256 s = 0; // next unread sibling
         for (uint256 h = 0; h < depth; ++h) {
@@ -163,7 +200,7 @@ library LibMerkle {
     }
 
     /// @notice H(0x02 || descriptor): the leaf of one op in the ops tree.
-    function opLeaf(bytes calldata descriptor) internal pure returns (bytes32) {
+    function opLeaf(bytes memory descriptor) internal pure returns (bytes32) {
         return keccak256(abi.encodePacked(Constants.TAG_OP, descriptor));
     }
 

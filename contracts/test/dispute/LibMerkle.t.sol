@@ -91,6 +91,7 @@ contract LibMerkleVectorsTest is Test {
             uint256 depth = vm.parseJsonUint(tensorJson, string.concat(cp, ".depth"));
             uint256 nbytes = vm.parseJsonUint(tensorJson, string.concat(cp, ".nbytes"));
             assertEq(h.tensorDepth(nbytes), depth, "depth");
+            assertEq(h.tensorRoot(vm.parseJsonBytes(tensorJson, string.concat(cp, ".data"))), root, "tensorRoot");
             uint256 np = vm.parseJsonUint(tensorJson, string.concat(cp, ".numProofs"));
             for (uint256 p = 0; p < np; ++p) {
                 string memory pp = string.concat(cp, _k(".proofs", p, ""));

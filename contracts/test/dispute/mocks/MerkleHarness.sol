@@ -6,7 +6,11 @@ import {LibMerkle} from "../../../src/libraries/LibMerkle.sol";
 /// @notice Exposes LibMerkle's internal functions (several take calldata) to the forge tests.
 contract MerkleHarness {
     function leafHash(bytes calldata leaf) external pure returns (bytes32) {
-        return LibMerkle.leafHashCalldata(leaf);
+        return LibMerkle.leafHash(leaf);
+    }
+
+    function tensorRoot(bytes calldata data) external pure returns (bytes32) {
+        return LibMerkle.tensorRoot(data);
     }
 
     function nodeHash(bytes32 l, bytes32 r) external pure returns (bytes32) {
