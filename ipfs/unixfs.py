@@ -253,38 +253,6 @@ def import_file(
     return import_stream(src, cid_version=cid_version, raw_leaves=raw_leaves, sink=sink)
 
 
-def iter_file_blocks(
-    src: str | os.PathLike | BinaryIO, cid_version: int = 0, *, raw_leaves: bool | None = None
-) -> Iterator[tuple[Cid, bytes]]:
-    """The blocks of `src`, children before parents, root last (a generator: one chunk at a time
-    in memory, except the per-level link lists)."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=8)
-    done = object()
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            import_file(src, cid_version, raw_leaves=raw_leaves, sink=lambda c, b: q.put((c, b)))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            error.append(exc)
-        finally:
-            q.put(done)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    while True:
-        item = q.get()
-        if item is done:
-            break
-        yield item
-    t.join()
-    if error:
-        raise error[0]
-
-
 def directory_node(
     entries: list[tuple[str, Cid, int]], cid_version: int = 0
 ) -> tuple[Cid, bytes, int]:
@@ -314,6 +282,121 @@ def symlink_node(target: str, cid_version: int = 0) -> tuple[Cid, bytes]:
     return Cid(cid_version, CODEC_DAG_PB, hashlib.sha256(block).digest()), block
 
 
+class TreeBuilder:
+    """Assembles files, symlinks and directories announced by path ("top/sub/file") into UnixFS
+    directories, in the order Kubo reports them: each file or symlink as it completes, then every
+    directory, deepest first (post-order, children by name), top-level items last.
+
+    Shared by import_directory, the Kubo adapter (which checks the daemon's CID against it while
+    uploading) and the embedded node's `add`, so the three can never disagree on a directory.
+    With wrap=True every top-level item goes into one unnamed root directory (wrap-with-directory).
+    """
+
+    def __init__(
+        self,
+        *,
+        cid_version: int = 0,
+        raw_leaves: bool | None = None,
+        sink: BlockSink | None = None,
+        wrap: bool = False,
+    ) -> None:
+        self.cid_version = cid_version
+        self.raw_leaves = raw_leaves
+        self._sink = sink
+        self._wrap = wrap
+        self._dirs: dict[str, dict[str, ImportResult]] = {"": {}}
+        self._order: list[str] = []  # top-level names in arrival order
+        self.entries: list[Entry] = []
+
+    def _parent(self, path: str) -> tuple[dict[str, ImportResult], str]:
+        path = path.strip("/")
+        if not path or any(p in ("", ".", "..") for p in path.split("/")):
+            raise IpfsError(f"invalid path {path!r} in a directory upload")
+        parent, _, name = path.rpartition("/")
+        if parent not in self._dirs:
+            raise IpfsError(f"{path!r} arrived before its directory {parent!r}")
+        if name in self._dirs[parent] or path in self._dirs:
+            raise IpfsError(f"duplicate path {path!r}")
+        if not parent:
+            self._order.append(name)
+        return self._dirs[parent], name
+
+    def add_dir(self, path: str) -> None:
+        self._parent(path)
+        self._dirs[path.strip("/")] = {}
+
+    def file(self) -> FileBuilder:
+        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, sink=self._sink)
+
+    def add_file(self, path: str, result: ImportResult) -> None:
+        siblings, name = self._parent(path)
+        siblings[name] = result
+        self.entries.append(Entry(path.strip("/"), result))
+
+    def add_symlink(self, path: str, target: str) -> None:
+        cid, block = symlink_node(target, self.cid_version)
+        if self._sink is not None:
+            self._sink(cid, block)
+        self.add_file(path, ImportResult(cid, 0, len(block), 1))
+
+    def finish(self) -> list[Entry]:
+        """Build every directory; return all entries in Kubo's order (the root is the last one)."""
+        def build(path: str) -> ImportResult:
+            children = self._dirs[path]
+            prefix = path + "/" if path else ""
+            for name in sorted(
+                (n for n in self._dirs if n.startswith(prefix) and "/" not in n[len(prefix):] and n != path),
+                key=lambda n: n.encode("utf-8"),
+            ):
+                children[name[len(prefix):]] = build(name)
+            cid, block, tsize = directory_node(
+                [(n, r.cid, r.tsize) for n, r in children.items()], self.cid_version
+            )
+            if self._sink is not None:
+                self._sink(cid, block)
+            res = ImportResult(cid, 0, tsize, 1 + sum(r.blocks for r in children.values()))
+            if path:
+                self.entries.append(Entry(path, res))
+            return res
+
+        top_dirs = [n for n in self._order if n in self._dirs]
+        if self._wrap:
+            root = build("")
+            self.entries.append(Entry("", root))
+        else:
+            for name in top_dirs:
+                build(name)
+        return self.entries
+
+
+def walk_tree(path: str | os.PathLike, *, hidden: bool = False) -> Iterator[tuple[str, str, Path]]:
+    """(relative path, kind, absolute path) of a directory tree in upload order: a directory before
+    its entries, entries by name bytes; kind is "dir", "file" or "symlink". Dotfiles are skipped
+    unless hidden=True, as Kubo's CLI does."""
+    root = Path(path)
+    if not root.is_dir():
+        raise IpfsError(f"{root} is not a directory")
+    base = root.name or root.resolve().name
+
+    def walk(d: Path, rel: str) -> Iterator[tuple[str, str, Path]]:
+        yield rel, "dir", d
+        for name in sorted(os.listdir(d), key=lambda s: s.encode("utf-8", "surrogateescape")):
+            if not hidden and name.startswith("."):
+                continue
+            p = d / name
+            mode = p.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                yield f"{rel}/{name}", "symlink", p
+            elif stat.S_ISDIR(mode):
+                yield from walk(p, f"{rel}/{name}")
+            elif stat.S_ISREG(mode):
+                yield f"{rel}/{name}", "file", p
+            else:
+                raise IpfsError(f"unrecognized file type for {p}")
+
+    yield from walk(root, base)
+
+
 def import_directory(
     path: str | os.PathLike,
     cid_version: int = 0,
@@ -323,50 +406,17 @@ def import_directory(
     sink: BlockSink | None = None,
     entries: list[Entry] | None = None,
 ) -> ImportResult:
-    """`ipfs add -r PATH`: files are streamed; dotfiles are skipped unless hidden=True (Kubo's CLI
-    default); symlinks become UnixFS symlinks. `entries`, if given, receives every added path in
-    Kubo's output order (files in walk order, then directories deepest first)."""
-    root = Path(path)
-    base = root.name or root.resolve().name
-    dirs: list[Entry] = []
-
-    def emit(cid: Cid, block: bytes) -> None:
-        if sink is not None:
-            sink(cid, block)
-
-    def walk(d: Path, rel: str) -> ImportResult:
-        items: list[tuple[str, Cid, int]] = []
-        nblocks = 0
-        # One lexical pass, descending into subdirectories where they sort: the order Kubo's CLI
-        # reports files in (directories follow at the end, deepest first).
-        for name in sorted(os.listdir(d), key=lambda s: s.encode("utf-8", "surrogateescape")):
-            if not hidden and name.startswith("."):
-                continue
-            p = d / name
-            st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                cid, block = symlink_node(os.readlink(p), cid_version)
-                emit(cid, block)
-                res = ImportResult(cid, 0, len(block), 1)
-            elif stat.S_ISDIR(st.st_mode):
-                res = walk(p, f"{rel}/{name}")
-            elif stat.S_ISREG(st.st_mode):
-                res = import_file(p, cid_version, raw_leaves=raw_leaves, sink=sink)
-            else:
-                raise IpfsError(f"unrecognized file type for {p}")
-            if entries is not None and not stat.S_ISDIR(st.st_mode):
-                entries.append(Entry(f"{rel}/{name}", res))
-            items.append((name, res.cid, res.tsize))
-            nblocks += res.blocks
-        cid, block, tsize = directory_node(items, cid_version)
-        emit(cid, block)
-        res = ImportResult(cid, 0, tsize, nblocks + 1)
-        dirs.append(Entry(rel, res))
-        return res
-
-    if not root.is_dir():
-        raise IpfsError(f"{root} is not a directory")
-    result = walk(root, base)
+    """`ipfs add -r PATH`: files streamed, symlinks stored as UnixFS symlinks. `entries`, if given,
+    receives every added path in Kubo's output order."""
+    tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink)
+    for rel, kind, p in walk_tree(path, hidden=hidden):
+        if kind == "dir":
+            tree.add_dir(rel)
+        elif kind == "symlink":
+            tree.add_symlink(rel, os.readlink(p))
+        else:
+            tree.add_file(rel, import_file(p, cid_version, raw_leaves=raw_leaves, sink=sink))
+    out = tree.finish()
     if entries is not None:
-        entries.extend(dirs)
-    return result
+        entries.extend(out)
+    return out[-1].result

@@ -1,0 +1,246 @@
+"""`KuboStore`: the ContentStore adapter for any Kubo RPC API (a real Kubo, or gpumesh's embedded node).
+
+Adapter module: imports ipfshttpclient (lazily, in the constructor). Imported through
+gpumesh.ipfs.store by entry points that build a store from settings.
+
+ipfshttpclient 0.7 refuses daemons >= 0.8.0 in `connect()`; modern Kubo reports 0.2x/0.3x. We build
+`ipfshttpclient.Client` directly (its documented way to skip the check) and ask `version` ourselves.
+Reads go block by block through `block/get` and are verified here (VerifyingReads); uploads are
+hashed locally while they stream and the daemon's CID must equal ours.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from gpumesh.ipfs.cid import Cid, as_cid
+from gpumesh.ipfs.errors import (
+    CidMismatch,
+    IpfsApiError,
+    IpfsError,
+    IpfsTimeout,
+    IpfsUnreachable,
+    NotFound,
+)
+from gpumesh.ipfs.multipart import DIRECTORY_TYPE, OutPart, content_type_header, encode_parts, new_boundary
+from gpumesh.ipfs.store import VerifyingReads
+from gpumesh.ipfs.unixfs import FileBuilder, TreeBuilder, walk_tree
+
+T = TypeVar("T")
+_READ = 256 * 1024
+_NOT_FOUND_HINTS = ("not found", "could not find", "no link named", "not pinned")
+
+
+def api_to_multiaddr(api: str) -> str:
+    """Accept a multiaddr (/ip4/127.0.0.1/tcp/5001[/http]) or a URL (http://127.0.0.1:5001)."""
+    if api.startswith("/"):
+        return api
+    u = urllib.parse.urlsplit(api if "://" in api else "http://" + api)
+    if not u.hostname or not u.port:
+        raise IpfsError(f"cannot read IPFS API address {api!r} (want /ip4/HOST/tcp/PORT or http://HOST:PORT)")
+    proto = "ip6" if ":" in u.hostname else ("ip4" if u.hostname.replace(".", "").isdigit() else "dns")
+    return f"/{proto}/{u.hostname}/tcp/{u.port}/{u.scheme or 'http'}"
+
+
+def api_to_url(api: str) -> str:
+    parts = api_to_multiaddr(api).strip("/").split("/")
+    host, port = parts[1], parts[3]
+    scheme = parts[4] if len(parts) > 4 else "http"
+    return f"{scheme}://[{host}]:{port}" if parts[0] == "ip6" else f"{scheme}://{host}:{port}"
+
+
+class KuboStore(VerifyingReads):
+    def __init__(
+        self,
+        api: str = "/ip4/127.0.0.1/tcp/5001",
+        timeout: float = 60.0,
+        retries: int = 2,
+        prefetch: int = 8,
+    ) -> None:
+        import ipfshttpclient  # adapter-only dependency
+
+        self._ipfs = ipfshttpclient
+        self.api_url = api_to_url(api)
+        self._client = ipfshttpclient.Client(api_to_multiaddr(api), timeout=timeout)
+        self._retries = retries
+        self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="ipfs-fetch")
+        self._prefetch = max(1, prefetch)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> KuboStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- error boundary ----------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+        exc_mod = self._ipfs.exceptions
+        attempts = 1 + (self._retries if retry else 0)
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except exc_mod.ConnectionError as exc:
+                err: IpfsError = IpfsUnreachable(
+                    f"IPFS API at {self.api_url} is unreachable ({_reason(exc)})", api=self.api_url
+                )
+            except exc_mod.TimeoutError:
+                err = IpfsTimeout(f"IPFS API at {self.api_url} timed out during {what}", api=self.api_url)
+            except exc_mod.ErrorResponse as exc:
+                msg = str(exc.args[0] if exc.args else exc)
+                cls = NotFound if any(h in msg.lower() for h in _NOT_FOUND_HINTS) else IpfsApiError
+                raise cls(f"IPFS {what} failed: {msg}", api=self.api_url) from None
+            except exc_mod.Error as exc:
+                raise IpfsApiError(f"IPFS {what} failed: {exc}", api=self.api_url) from None
+            if attempt + 1 < attempts:
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        raise err
+
+    # -- reads (verified by VerifyingReads) --------------------------------------------------------
+    def _get_block(self, cid: Cid) -> bytes:
+        return self._call(f"block/get {cid}", lambda: self._client.block.get(str(cid)))
+
+    def _fetch_many(self, cids: list[Cid]) -> Iterator[bytes]:
+        # A bounded window of parallel block/get calls, yielded in order (lazy: no more than
+        # `prefetch` blocks are in flight or waiting).
+        window: deque = deque()
+        it = iter(cids)
+        for c in it:
+            window.append(self._pool.submit(self._get_block, c))
+            if len(window) >= self._prefetch:
+                break
+        try:
+            while window:
+                block = window.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    window.append(self._pool.submit(self._get_block, nxt))
+                yield block
+        finally:
+            for f in window:
+                f.cancel()
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _add(self, parts_factory: Callable[[TreeBuilder], Iterator[OutPart]], top: str,
+             cid_version: int, pin: bool, tree: TreeBuilder) -> str:
+        boundary = new_boundary()
+        raw = cid_version == 1
+        opts = {
+            "cid-version": str(cid_version),
+            "raw-leaves": "true" if raw else "false",
+            "pin": "true" if pin else "false",
+            "progress": "false",
+        }
+        body = encode_parts(parts_factory(tree), boundary)
+        resp = self._call(
+            "add",
+            lambda: self._client._client.request(
+                "/add", decoder="json", data=body,
+                headers={"Content-Type": content_type_header(boundary)}, opts=opts,
+            ),
+            retry=False,  # a streamed body cannot be replayed
+        )
+        local = tree.finish()
+        want = str(next(e.result.cid for e in reversed(local) if e.name == top))
+        got = [r.get("Hash") for r in resp if isinstance(r, dict) and r.get("Name") == top]
+        if not got:
+            got = [resp[-1].get("Hash")] if resp else [None]
+        if got[-1] is None or as_cid(got[-1]) != as_cid(want):
+            raise CidMismatch(
+                f"IPFS daemon at {self.api_url} reported {got[-1]} for content whose CID is {want}",
+                expected=want, reported=got[-1],
+            )
+        return want
+
+    def add_bytes(self, data: bytes, *, cid_version: int = 0, pin: bool = True) -> str:
+        tree = TreeBuilder(cid_version=cid_version)
+
+        def parts(t: TreeBuilder) -> Iterator[OutPart]:
+            fb = t.file()
+
+            def chunks() -> Iterator[bytes]:
+                mv = memoryview(data)
+                for i in range(0, len(mv), _READ):
+                    fb.write(mv[i : i + _READ])
+                    yield bytes(mv[i : i + _READ])
+                t.add_file("bytes", fb.finish())
+
+            yield OutPart("bytes", "application/octet-stream", chunks())
+
+        return self._add(parts, "bytes", cid_version, pin, tree)
+
+    def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True) -> str:
+        p = Path(path)
+        tree = TreeBuilder(cid_version=cid_version)
+        if p.is_dir():
+            items = list(walk_tree(p))
+        elif p.is_file():
+            items = [(p.name, "file", p)]
+        else:
+            raise IpfsError(f"{p} is neither a file nor a directory")
+        if any(kind == "symlink" for _, kind, _ in items):
+            raise IpfsError(f"{p} contains symlinks; the Kubo upload path does not send them")
+
+        def parts(t: TreeBuilder) -> Iterator[OutPart]:
+            for rel, kind, abspath in items:
+                if kind == "dir":
+                    t.add_dir(rel)
+                    yield OutPart(rel, DIRECTORY_TYPE)
+                else:
+                    yield OutPart(rel, "application/octet-stream", _tee_file(t, rel, abspath))
+
+        return self._add(parts, items[0][0], cid_version, pin, tree)
+
+    def pin(self, cid: str) -> None:
+        self._call(f"pin/add {cid}", lambda: self._client.pin.add(str(cid)))
+
+    def unpin(self, cid: str) -> None:
+        self._call(f"pin/rm {cid}", lambda: self._client.pin.rm(str(cid)))
+
+    def has(self, cid: str) -> bool:
+        c = as_cid(cid)
+        try:
+            self._call(f"block/stat {c}", lambda: self._client.block.stat(str(c), offline=True))
+        except (NotFound, IpfsApiError):
+            return False
+        return True
+
+    def id(self) -> dict:
+        return dict(self._call("id", lambda: self._client.id()))
+
+    def version(self) -> str:
+        return str(self._call("version", lambda: self._client.version())["Version"])
+
+
+def _tee_file(tree: TreeBuilder, rel: str, path: Path) -> Iterator[bytes]:
+    fb: FileBuilder = tree.file()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_READ)
+            if not chunk:
+                break
+            fb.write(chunk)
+            yield chunk
+    tree.add_file(rel, fb.finish())
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "name or service" in text or "resolve" in text:
+        return "cannot resolve host"
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+__all__ = ["KuboStore", "api_to_multiaddr", "api_to_url"]

@@ -1,0 +1,180 @@
+"""The content-store port (`ContentStore`), the verified-read base every adapter shares, and the
+in-memory fake `MemoryStore`.
+
+Imported by services and daemons (the port), by tests (the fake) and by gpumesh.ipfs.kubo (the base).
+`KuboStore` is re-exported lazily so that importing this module never imports ipfshttpclient.
+
+Never trust the daemon: `cat`, `cat_to` and `get` fetch raw blocks, hash each against its CID and
+walk the DAG themselves (gpumesh.ipfs.reader); `add_*` compute the CID locally and refuse a daemon
+that reports another one. A mismatch raises CidMismatch; no unverified byte is ever returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from gpumesh.ipfs import reader
+from gpumesh.ipfs.cid import Cid, as_cid
+from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK
+from gpumesh.ipfs.errors import IpfsError, MalformedDag, NotFound
+from gpumesh.ipfs.unixfs import FileBuilder, import_directory, import_file
+
+
+@runtime_checkable
+class ContentStore(Protocol):
+    """What gpumesh needs from IPFS. CIDs are returned as strings (CIDv0 or base32 CIDv1)."""
+
+    def add_bytes(self, data: bytes, *, cid_version: int = 0, pin: bool = True) -> str: ...
+    def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True) -> str: ...
+    def cat(self, cid: str, offset: int = 0, length: int | None = None) -> bytes: ...
+    def cat_to(self, cid: str, fileobj: BinaryIO) -> int: ...
+    def get(self, cid: str, dest: str | os.PathLike) -> Path: ...
+    def pin(self, cid: str) -> None: ...
+    def unpin(self, cid: str) -> None: ...
+    def has(self, cid: str) -> bool: ...
+    def id(self) -> dict: ...
+    def version(self) -> str: ...
+
+
+class VerifyingReads:
+    """cat / cat_to / get / block_get over `_fetch_many`, which may return anything: all is verified."""
+
+    def _fetch_many(self, cids: list[Cid]) -> Iterable[bytes]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _resolve(self, cid: str | Cid) -> Cid:
+        if isinstance(cid, Cid):
+            return cid
+        return reader.resolve(cid, self._fetch_many)
+
+    def block_get(self, cid: str | Cid) -> bytes:
+        c = as_cid(cid)
+        return reader.fetch_one(self._fetch_many, c)
+
+    def iter_cat(self, cid: str | Cid, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return reader.iter_file(self._resolve(cid), self._fetch_many, offset, length)
+
+    def cat(self, cid: str | Cid, offset: int = 0, length: int | None = None) -> bytes:
+        return b"".join(self.iter_cat(cid, offset, length))
+
+    def cat_to(self, cid: str | Cid, fileobj: BinaryIO) -> int:
+        n = 0
+        for chunk in self.iter_cat(cid):
+            fileobj.write(chunk)
+            n += len(chunk)
+        return n
+
+    def get(self, cid: str | Cid, dest: str | os.PathLike) -> Path:
+        """Write the file or directory tree `cid` at `dest` (which must not exist yet)."""
+        dest = Path(dest)
+        if dest.exists() or dest.is_symlink():
+            raise IpfsError(f"{dest} already exists")
+        self._materialize(self._resolve(cid), dest, 0)
+        return dest
+
+    def _materialize(self, cid: Cid, dest: Path, depth: int) -> None:
+        if depth > reader.MAX_DEPTH:
+            raise MalformedDag("directory tree deeper than the depth limit")
+        node = reader.decode(cid, reader.fetch_one(self._fetch_many, cid))
+        if node.kind == T_FILE:
+            tmp = dest.with_name(dest.name + ".part")
+            with open(tmp, "wb") as f:
+                for chunk in reader.iter_file(cid, self._fetch_many):
+                    f.write(chunk)
+            os.replace(tmp, dest)
+        elif node.kind == T_DIRECTORY:
+            dest.mkdir()
+            for entry in reader.list_directory(cid, self._fetch_many):
+                self._materialize(entry.cid, dest / entry.name, depth + 1)
+        elif node.kind == T_SYMLINK:
+            target = node.data.decode("utf-8", "replace")
+            # Data from the network must not point outside the tree it came with.
+            if target.startswith("/") or ".." in Path(target).parts:
+                raise IpfsError(f"refusing symlink {dest.name} -> {target!r} (leaves the tree)")
+            os.symlink(target, dest)
+        else:  # pragma: no cover - decode() only returns the kinds above
+            raise IpfsError(f"{cid}: cannot materialize UnixFS type {node.kind}")
+
+
+class MemoryStore(VerifyingReads):
+    """In-memory ContentStore for unit tests. Blocks are keyed by multihash, as Kubo keys them.
+
+    It can be told to lie, to prove that readers never trust a store: `tamper(cid, data)` makes it
+    serve `data` for that block, and `lie_about_add = True` makes add report a wrong CID.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: dict[bytes, bytes] = {}
+        self.pins: set[bytes] = set()
+        self._lies: dict[bytes, bytes] = {}
+        self.lie_about_add = False
+        self.peer_id = "memory"
+
+    # -- lying -------------------------------------------------------------------------------------
+    def tamper(self, cid: str | Cid, data: bytes) -> None:
+        self._lies[as_cid(cid).digest] = data
+
+    # -- port --------------------------------------------------------------------------------------
+    def _put(self, cid: Cid, block: bytes) -> None:
+        self.blocks.setdefault(cid.digest, block)
+
+    def _fetch_many(self, cids: list[Cid]) -> Iterator[bytes]:
+        for c in cids:
+            if c.digest in self._lies:
+                yield self._lies[c.digest]
+            elif c.digest in self.blocks:
+                yield self.blocks[c.digest]
+            else:
+                raise NotFound(f"block {c} not found")
+
+    def _added(self, cid: Cid, pin: bool) -> str:
+        if pin:
+            self.pins.add(cid.digest)
+        if self.lie_about_add:
+            return str(Cid.of_block(b"not what you sent"))
+        return str(cid)
+
+    def add_bytes(self, data: bytes, *, cid_version: int = 0, pin: bool = True) -> str:
+        b = FileBuilder(cid_version=cid_version, sink=self._put)
+        b.write(data)
+        return self._added(b.finish().cid, pin)
+
+    def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True) -> str:
+        p = Path(path)
+        if p.is_dir():
+            res = import_directory(p, cid_version, sink=self._put)
+        else:
+            res = import_file(p, cid_version, sink=self._put)
+        return self._added(res.cid, pin)
+
+    def pin(self, cid: str) -> None:
+        c = self._resolve(cid)
+        for _ in reader.walk_dag(c, self._fetch_many):  # every block must be present and valid
+            pass
+        self.pins.add(c.digest)
+
+    def unpin(self, cid: str) -> None:
+        c = self._resolve(cid)
+        if c.digest not in self.pins:
+            raise IpfsError(f"{c} is not pinned")
+        self.pins.discard(c.digest)
+
+    def has(self, cid: str) -> bool:
+        return as_cid(cid).digest in self.blocks
+
+    def id(self) -> dict:
+        return {"ID": self.peer_id, "AgentVersion": "gpumesh-memory-store"}
+
+    def version(self) -> str:
+        return "memory"
+
+
+def __getattr__(name: str):
+    if name == "KuboStore":
+        from gpumesh.ipfs.kubo import KuboStore
+
+        return KuboStore
+    raise AttributeError(name)
