@@ -23,6 +23,7 @@ from typing import TypeVar
 from gpumesh.ipfs.cid import Cid, as_cid
 from gpumesh.ipfs.errors import (
     CidMismatch,
+    CorruptBlock,
     IpfsApiError,
     IpfsError,
     IpfsTimeout,
@@ -65,8 +66,10 @@ class KuboStore(VerifyingReads):
         prefetch: int = 8,
     ) -> None:
         import ipfshttpclient  # adapter-only dependency
+        import requests  # ipfshttpclient's transport; some of its errors pass through unwrapped
 
         self._ipfs = ipfshttpclient
+        self._requests_error = requests.exceptions.RequestException
         self.api_url = api_to_url(api)
         self._client = ipfshttpclient.Client(api_to_multiaddr(api), timeout=timeout)
         self._retries = retries
@@ -98,10 +101,14 @@ class KuboStore(VerifyingReads):
                 err = IpfsTimeout(f"IPFS API at {self.api_url} timed out during {what}", api=self.api_url)
             except exc_mod.ErrorResponse as exc:
                 msg = str(exc.args[0] if exc.args else exc)
-                cls = NotFound if any(h in msg.lower() for h in _NOT_FOUND_HINTS) else IpfsApiError
+                low = msg.lower()
+                cls = (CorruptBlock if "corrupt" in low
+                       else NotFound if any(h in low for h in _NOT_FOUND_HINTS) else IpfsApiError)
                 raise cls(f"IPFS {what} failed: {msg}", api=self.api_url) from None
             except exc_mod.Error as exc:
                 raise IpfsApiError(f"IPFS {what} failed: {exc}", api=self.api_url) from None
+            except self._requests_error as exc:  # e.g. a stream the daemon cut off mid-way
+                raise IpfsApiError(f"IPFS {what} failed: {type(exc).__name__}", api=self.api_url) from None
             if attempt + 1 < attempts:
                 time.sleep(min(0.2 * 2**attempt, 2.0))
         raise err

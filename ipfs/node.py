@@ -54,7 +54,10 @@ class _Server(ThreadingHTTPServer):
 
 class EmbeddedNode:
     """start() binds and serves in a background thread; stop() shuts down cleanly. Reusable as a
-    context manager. `api_url` / `api_multiaddr` are valid once started."""
+    context manager. `api_url` / `api_multiaddr` are valid once started. Subclasses may set
+    `commands_class` (tests use it to build a daemon that lies)."""
+
+    commands_class = Commands
 
     def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", port: int = 0) -> None:
         self.repo_path = Path(repo)
@@ -86,7 +89,7 @@ class EmbeddedNode:
         self.repo = Repo(self.repo_path)
         self.repo.lock()
         try:
-            server = _Server((self.host, self.port), Commands(self.repo).table())
+            server = _Server((self.host, self.port), self.commands_class(self.repo).table())
         except OSError as exc:
             self.repo.unlock()
             raise IpfsError(f"cannot listen on {self.host}:{self.port} ({exc.strerror})") from None

@@ -1,0 +1,99 @@
+"""Never trust the daemon: a corrupted block on disk and daemons that lie are all detected."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from gpumesh.ipfs.cid import Cid
+from gpumesh.ipfs.dagpb import decode_node
+from gpumesh.ipfs.errors import CidMismatch, CorruptBlock, IpfsUnreachable
+from gpumesh.ipfs.kubo import KuboStore
+from gpumesh.ipfs.node import EmbeddedNode
+from gpumesh.ipfs.rpc import Commands
+from gpumesh.ipfs.unixfs import CHUNK_SIZE
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::FutureWarning")]
+
+
+def _second_leaf(repo, root: str) -> Cid:
+    return decode_node(repo.get(Cid.parse(root))).links[1].cid
+
+
+def test_corrupted_block_on_disk_is_reported_never_served(tmp_path):
+    data = os.urandom(3 * CHUNK_SIZE)
+    with EmbeddedNode(tmp_path / "repo") as node, KuboStore(node.api_multiaddr) as store:
+        root = store.add_bytes(data)
+        leaf = _second_leaf(node.repo, root)
+        path = node.repo._file(leaf)
+        raw = bytearray(path.read_bytes())
+        raw[100] ^= 0x01  # one flipped bit, as bit rot would do
+        path.write_bytes(bytes(raw))
+
+        with pytest.raises(CorruptBlock):
+            node.repo.get(leaf)
+        # Through the RPC API: block/get answers an error, never the bytes ...
+        with pytest.raises(CorruptBlock, match="corrupt"):
+            store.block_get(leaf)
+        # ... our store surfaces it as a failure (the daemon refused), and `cat` over HTTP is cut
+        # off before the corrupt leaf rather than ending as if the file were whole.
+        with pytest.raises(CorruptBlock):
+            store.cat(root)
+        import ipfshttpclient
+        import requests
+
+        with pytest.raises((ipfshttpclient.exceptions.Error, requests.exceptions.ChunkedEncodingError)):
+            store._client.cat(root)
+
+
+class _LyingCommands(Commands):
+    """A daemon that serves other bytes for one block and reports a wrong CID on add."""
+
+    victim: Cid | None = None
+
+    def block_get(self, req, resp):
+        if _LyingCommands.victim is not None and Cid.parse(req.arg()) == _LyingCommands.victim:
+            resp.stream([b"\x0a\x05evil!"])
+            return
+        super().block_get(req, resp)
+
+    def add(self, req, resp):
+        if req.opt("lie") is None and _LyingCommands.victim is not None:
+            resp.ndjson([{"Name": "bytes", "Hash": str(Cid.of_block(b"other")), "Size": "5"}])
+            # drain the upload so the client finishes sending
+            while req.body.read(1 << 16):
+                pass
+            return
+        super().add(req, resp)
+
+
+class _LyingNode(EmbeddedNode):
+    commands_class = _LyingCommands
+
+
+def test_lying_http_daemon_is_detected(tmp_path):
+    data = os.urandom(3 * CHUNK_SIZE)
+    _LyingCommands.victim = None
+    with _LyingNode(tmp_path / "repo") as node, KuboStore(node.api_multiaddr) as store:
+        root = store.add_bytes(data)
+        assert store.cat(root) == data
+        _LyingCommands.victim = _second_leaf(node.repo, root)
+        try:
+            with pytest.raises(CidMismatch):
+                store.cat(root)
+            with pytest.raises(CidMismatch):
+                store.block_get(_LyingCommands.victim)
+            with pytest.raises(CidMismatch):
+                store.get(root, tmp_path / "out")
+            assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+            with pytest.raises(CidMismatch):
+                store.add_bytes(b"anything")
+        finally:
+            _LyingCommands.victim = None
+
+
+def test_unreachable_daemon_has_one_clear_message():
+    with KuboStore("/ip4/127.0.0.1/tcp/9", timeout=2, retries=1) as store:
+        with pytest.raises(IpfsUnreachable) as exc:
+            store.version()
+    assert str(exc.value) == "IPFS API at http://127.0.0.1:9 is unreachable (connection refused)"
