@@ -1,0 +1,173 @@
+"""Typed wrappers over JobMarket and WorkerRegistry: reads return dataclasses from
+gpumesh.client.chain.types, writes go through a TxSender and return the decoded events.
+Imported by services and CLI commands (which build the web3 connection and the sender)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gpumesh.client.chain.abi_store import load_abi
+from gpumesh.client.chain.deploy import Deployment
+from gpumesh.client.chain.tx import NonceManager, TxSender, reverts_decoded
+from gpumesh.client.chain.types import Address, Job, JobId, JobSpec, JobState, StakeInfo, Wei
+from gpumesh.client.core.errors import ChainError
+
+
+def connect(rpc_url: str, deployment: Deployment | None = None, timeout: float = 10.0):
+    """A Web3 for `rpc_url`; checks the chain id against the deployment and that the market exists."""
+    from web3 import HTTPProvider, Web3
+
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        chain_id = w3.eth.chain_id
+    except Exception as exc:  # noqa: BLE001 - any transport error means "unreachable"
+        raise ChainError(f"RPC at {rpc_url} is unreachable ({type(exc).__name__})") from None
+    if deployment is not None:
+        if chain_id != deployment.chain_id:
+            raise ChainError(f"RPC at {rpc_url} serves chain {chain_id}, the deployment is for chain {deployment.chain_id}")
+        if not w3.eth.get_code(deployment.market):
+            raise ChainError(f"no JobMarket code at {deployment.market} on {rpc_url} (stale deployment file?)")
+    return w3
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: tuple[tuple[str, dict], ...]  # (event name, args) in log order
+
+    def event(self, name: str) -> dict:
+        for n, args in self.events:
+            if n == name:
+                return args
+        raise ChainError(f"transaction {self.tx_hash} emitted no {name}")
+
+
+class _Base:
+    NAME = ""
+
+    def __init__(self, w3, address: str, sender: TxSender | None = None) -> None:
+        self.w3 = w3
+        self.address = Address(w3.to_checksum_address(address))
+        self.contract = w3.eth.contract(address=self.address, abi=list(load_abi(self.NAME)))
+        self.sender = sender
+
+    @classmethod
+    def with_account(cls, w3, address: str, account, nonces: NonceManager | None = None):
+        return cls(w3, address, TxSender(w3, account, nonces or NonceManager(w3)))
+
+    def _call(self, fn: str, *args: Any):
+        return reverts_decoded(lambda: getattr(self.contract.functions, fn)(*args).call(), f"{fn}{args}")
+
+    def _transact(self, fn: str, *args: Any, value: int = 0) -> TxResult:
+        if self.sender is None:
+            raise ChainError(f"{self.NAME}.{fn} needs an account (read-only client)")
+        call = getattr(self.contract.functions, fn)(*args)
+        ctx = f"{fn}({', '.join(_short(a) for a in args)})"
+        receipt = self.sender.transact(call, value=value, context=ctx)
+        return TxResult("0x" + bytes(receipt["transactionHash"]).hex(), receipt["blockNumber"],
+                        receipt["gasUsed"], tuple(self._sorted_events(receipt)))
+
+    def _events(self, receipt):
+        from web3.logs import DISCARD
+
+        for ev in self.contract.events:
+            for log in ev().process_receipt(receipt, errors=DISCARD):
+                if log["address"] == self.address:  # only this contract's logs
+                    yield log["logIndex"], log["event"], dict(log["args"])
+
+    def _sorted_events(self, receipt):
+        return [(n, a) for _, n, a in sorted(self._events(receipt), key=lambda t: t[0])]
+
+
+def _short(a: Any) -> str:
+    if isinstance(a, bytes | bytearray):
+        return "0x" + bytes(a).hex()[:8] + "…"
+    if isinstance(a, tuple):
+        return "spec"
+    return str(a)
+
+
+class JobMarketClient(_Base):
+    NAME = "JobMarket"
+
+    # ---- reads
+    def get_job(self, job_id: int) -> Job:
+        return Job.from_abi(job_id, self._call("getJob", int(job_id)))
+
+    def job_count(self) -> int:
+        return self._call("jobCount")
+
+    def credits(self, account: str) -> Wei:
+        return Wei(self._call("credits", self.w3.to_checksum_address(account)))
+
+    def is_slashed(self, job_id: int) -> bool:
+        return self._call("isSlashed", int(job_id))
+
+    def jobs(self, states: set[JobState] | None = None) -> list[Job]:
+        out = []
+        for i in range(1, self.job_count() + 1):
+            j = self.get_job(i)
+            if states is None or j.state in states:
+                out.append(j)
+        return out
+
+    # ---- writes
+    def post_job(self, spec: JobSpec, reward: int) -> tuple[JobId, TxResult]:
+        res = self._transact("postJob", spec.as_tuple(), value=reward)
+        return JobId(res.event("JobPosted")["jobId"]), res
+
+    def claim_job(self, job_id: int) -> TxResult:
+        return self._transact("claimJob", int(job_id))
+
+    def submit_result(self, job_id: int, result_root: bytes, outputs_cid: str) -> TxResult:
+        return self._transact("submitResult", int(job_id), bytes(result_root), outputs_cid)
+
+    def finalize_job(self, job_id: int) -> TxResult:
+        return self._transact("finalizeJob", int(job_id))
+
+    def cancel_job(self, job_id: int) -> TxResult:
+        return self._transact("cancelJob", int(job_id))
+
+    def expire_job(self, job_id: int) -> TxResult:
+        return self._transact("expireJob", int(job_id))
+
+    def withdraw(self) -> tuple[Wei, TxResult]:
+        res = self._transact("withdraw")
+        return Wei(res.event("Withdrawn")["amount"]), res
+
+
+class WorkerRegistryClient(_Base):
+    NAME = "WorkerRegistry"
+
+    # ---- reads
+    def info(self, worker: str) -> StakeInfo:
+        w = self.w3.to_checksum_address(worker)
+        total, locked, unbonding, ready = self._call("stakeOf", w)
+        return StakeInfo(Address(w), Wei(total), Wei(locked), Wei(unbonding), ready,
+                         Wei(self._call("credits", w)), self._call("capabilities", w))
+
+    def free_stake(self, worker: str) -> Wei:
+        return Wei(self._call("freeStake", self.w3.to_checksum_address(worker)))
+
+    def unbonding_delay(self) -> int:
+        return self._call("unbondingDelay")
+
+    def total_burned(self) -> Wei:
+        return Wei(self._call("totalBurned"))
+
+    # ---- writes
+    def stake(self, amount: int) -> TxResult:
+        return self._transact("stake", value=amount)
+
+    def request_unstake(self, amount: int) -> TxResult:
+        return self._transact("requestUnstake", int(amount))
+
+    def withdraw(self) -> tuple[Wei, TxResult]:
+        res = self._transact("withdraw")
+        return Wei(res.event("Withdrawn")["amount"]), res
+
+    def set_capabilities(self, cid: str) -> TxResult:
+        return self._transact("setCapabilities", cid)

@@ -1,0 +1,140 @@
+"""Typed values of the market and registry contracts (mirrors contracts/src/types/JobTypes.sol and
+IWorkerRegistry.StakeInfo). Plain data, no I/O; imported by the chain adapter and its callers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import IntEnum
+from typing import NewType
+
+JobId = NewType("JobId", int)
+Wei = NewType("Wei", int)
+Address = NewType("Address", str)  # checksummed 0x address
+Bytes32 = NewType("Bytes32", bytes)
+
+ZERO_ADDRESS = Address("0x0000000000000000000000000000000000000000")
+
+
+class JobState(IntEnum):
+    """JobTypes.sol `JobState`; the numbers are the Solidity enum values."""
+
+    NONE = 0
+    OPEN = 1
+    CLAIMED = 2
+    SUBMITTED = 3
+    FINALIZED = 4
+    CANCELLED = 5
+    EXPIRED = 6
+    SLASHED = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.capitalize()
+
+
+def _b32(value: bytes | str, what: str) -> bytes:
+    if isinstance(value, str):
+        text = value.removeprefix("0x")
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"{what} is not hex: {value!r}") from None
+    if len(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What postJob takes (the reward is sent as the transaction value)."""
+
+    spec_cid: str
+    program_root: bytes
+    inputs_root: bytes
+    num_units: int
+    required_stake: Wei
+    claim_deadline: int  # unix seconds
+    execution_time: int  # seconds
+    challenge_window: int  # seconds
+    min_gpu_memory_mib: int
+    dispute_bond: Wei
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "program_root", _b32(self.program_root, "program root"))
+        object.__setattr__(self, "inputs_root", _b32(self.inputs_root, "inputs root"))
+
+    def as_tuple(self) -> tuple:
+        """The ABI tuple, in JobSpec field order."""
+        return (
+            self.spec_cid,
+            self.program_root,
+            self.inputs_root,
+            self.num_units,
+            self.required_stake,
+            self.claim_deadline,
+            self.execution_time,
+            self.challenge_window,
+            self.min_gpu_memory_mib,
+            self.dispute_bond,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """JobMarket.getJob. `deadline` is the claim deadline while Open, the execution deadline while
+    Claimed, the challenge deadline while Submitted."""
+
+    job_id: JobId
+    poster: Address
+    reward: Wei
+    required_stake: Wei
+    dispute_bond: Wei
+    execution_time: int
+    challenge_window: int
+    deadline: int
+    num_units: int
+    open_disputes: int
+    state: JobState
+    worker: Address
+    program_root: bytes
+    inputs_root: bytes
+    result_root: bytes
+
+    @classmethod
+    def from_abi(cls, job_id: int, t: tuple | dict) -> Job:
+        if isinstance(t, dict):
+            t = tuple(t.values())
+        (poster, reward, stake, bond, exec_time, window, deadline, units, open_d, state, worker, pr, ir, rr) = t
+        return cls(
+            JobId(job_id), Address(poster), Wei(reward), Wei(stake), Wei(bond), exec_time, window, deadline,
+            units, open_d, JobState(state), Address(worker), bytes(pr), bytes(ir), bytes(rr),
+        )
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["state"] = self.state.label
+        for k in ("program_root", "inputs_root", "result_root"):
+            d[k] = "0x" + getattr(self, k).hex()
+        return d
+
+
+@dataclass(frozen=True)
+class StakeInfo:
+    """WorkerRegistry.stakeOf plus freeStake and credits (the `worker info` view)."""
+
+    worker: Address
+    total: Wei
+    locked: Wei
+    unbonding: Wei
+    unbonding_ready_at: int
+    credits: Wei
+    capabilities_cid: str
+
+    @property
+    def free(self) -> Wei:
+        return Wei(self.total - self.locked)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["free"] = self.free
+        return d
