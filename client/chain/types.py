@@ -138,3 +138,47 @@ class StakeInfo:
         d = asdict(self)
         d["free"] = self.free
         return d
+
+
+_UNITS = {"wei": 0, "gwei": 9, "eth": 18, "ether": 18}
+_DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_wei(text: str | int) -> Wei:
+    """'1.5' or '1.5eth' -> 1.5 ETH in wei; '20gwei'; '123wei'. Exact (decimal), never negative."""
+    from decimal import Decimal, InvalidOperation
+
+    if isinstance(text, int):
+        return Wei(text)
+    t = text.strip().lower().replace("_", "")
+    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if t.endswith(u)), "eth")
+    num = t[: -len(unit)].strip() if t.endswith(unit) else t
+    try:
+        value = Decimal(num) * (Decimal(10) ** _UNITS[unit])
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {text!r} (examples: 1.5, 0.2eth, 20gwei, 1000wei)") from None
+    if value < 0 or value != value.to_integral_value():
+        raise ValueError(f"not a whole, non-negative number of wei: {text!r}")
+    return Wei(int(value))
+
+
+def parse_duration(text: str | int) -> int:
+    """'90' (seconds), '30m', '2h', '1d', '1w' -> seconds."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().lower()
+    mult = _DURATIONS.get(t[-1:], None)
+    num = t[:-1] if mult else t
+    try:
+        value = int(num) * (mult or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (examples: 90, 30m, 2h, 1d)") from None
+    if value < 0:
+        raise ValueError(f"negative duration: {text!r}")
+    return value
+
+
+def format_eth(wei: int) -> str:
+    from decimal import Decimal
+
+    return f"{(Decimal(wei) / Decimal(10**18)).normalize():f} ETH"
