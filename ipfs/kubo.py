@@ -63,8 +63,12 @@ class KuboStore(VerifyingReads):
         api: str = "/ip4/127.0.0.1/tcp/5001",
         timeout: float = 60.0,
         retries: int = 2,
-        prefetch: int = 8,
+        prefetch: int = 4,
     ) -> None:
+        import warnings
+
+        # ipfshttpclient passes urllib3 an argument it deprecates; the warning is noise to users.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="urllib3")
         import ipfshttpclient  # adapter-only dependency
         import requests  # ipfshttpclient's transport; some of its errors pass through unwrapped
 

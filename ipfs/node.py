@@ -21,6 +21,9 @@ from gpumesh.ipfs.rpc_http import dispatch, log
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "gpumesh-ipfs"
+    # Responses end with a small write (the last chunk); with Nagle on, each one waits for the
+    # client's delayed ACK (~40 ms per request), which made block-by-block reads crawl.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -46,6 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default listen backlog (5) drops the SYNs of a client that prefetches blocks in parallel,
+    # and each dropped SYN costs a 1 s retransmit.
+    request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], commands: dict) -> None:
         self.commands = commands
