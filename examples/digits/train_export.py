@@ -53,12 +53,12 @@ def train(model, x, y, epochs: int, seed: int = 0):
 
 def build_examples(out: Path, unit_batch: int = 32, epochs: int = 40, names=("mlp", "cnn")) -> dict:
     import torch
-    from gpumesh.node.runtime.evaluate import int8_predictions, quantize_units
-    from gpumesh.node.runtime.export import export_model
-    from gpumesh.node.runtime.files import load_program, save_program, save_units
     from safetensors.torch import save_file
 
     from examples.digits import models
+    from gpumesh.node.runtime.evaluate import int8_predictions, quantize_units
+    from gpumesh.node.runtime.export import export_model
+    from gpumesh.node.runtime.files import load_program, save_program, save_units
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     xtr, ytr, xte, yte = load_split()

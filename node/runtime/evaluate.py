@@ -4,6 +4,7 @@ labels (export reports float vs int8 accuracy with it). Adapter code (numpy + th
 from __future__ import annotations
 
 import numpy as np
+
 from gpumesh.client.core.ops.types import ProgramError
 from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.executor import Executor

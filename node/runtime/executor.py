@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from gpumesh.client.core import merkle
 from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import result_root

@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+
 from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.files import RuntimeFault
 from gpumesh.node.runtime.quant import (

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
+
 from gpumesh.client.core.errors import GpumeshError
 from gpumesh.client.core.ops.types import DType, ProgramError, TensorType
 from gpumesh.client.core.program import Program, check_weight_values
-from safetensors.numpy import load_file, save_file
 
 PROGRAM_FILE = "program.json"
 WEIGHTS_FILE = "weights.safetensors"

@@ -7,6 +7,7 @@ Adapter code (imports torch); imported by the executor and the GPU check only.
 from __future__ import annotations
 
 import torch
+
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
 
 _INT_MM_OK: dict[str, bool] = {}
@@ -97,7 +98,7 @@ def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         acc = int_matmul(x.reshape(-1, k), w)
         zp = d.attr("x_zp")
         if zp:
-            acc = acc - zp * w.to(torch.int32).sum(dim=1)
+            acc = acc - zp * w.sum(dim=1, dtype=torch.int32)
         acc = acc + bias  # int32 + int32 wraps mod 2^32: wrap32 of the exact sum
         if d.requant.mode != ReqMode.NONE:
             m, s, q = _req_params(d, xs[3] if len(xs) > 3 else None)
@@ -122,7 +123,7 @@ def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
             out = s.clone() if out is None else torch.maximum(out, s)
         return out
     if op == Opcode.AVGPOOL:
-        acc = x.to(torch.int32).sum(dim=(1, 2))
+        acc = x.sum(dim=(1, 2), dtype=torch.int32)
         zp = d.attr("x_zp")
         if zp:
             acc = acc - zp * x.shape[1] * x.shape[2]

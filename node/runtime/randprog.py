@@ -1,0 +1,139 @@
+"""Random single-op cases of every opcode (shapes, attributes, quantization parameters and values
+drawn at random, with edge-value modes), for the property tests, the test-vector generator and the
+GPU check. `draw(lo, hi)` returns an int in [lo, hi] (Hypothesis `data.draw(st.integers(lo, hi))`
+in tests, a numpy Generator elsewhere), so Hypothesis can shrink shapes and attributes.
+
+Numpy only (no torch); test support, imported by tests, bench/gpu_check.py and gen_vectors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpumesh.client.core.ops.rules import expected_out
+from gpumesh.client.core.ops.types import (
+    DType,
+    Opcode,
+    OpDescriptor,
+    ReqMode,
+    Requant,
+    SlotKind,
+    SlotRef,
+    TensorType,
+    make_attrs,
+)
+
+Draw = Callable[[int, int], int]
+
+
+@dataclass(frozen=True)
+class OpCase:
+    desc: OpDescriptor
+    inputs: tuple[np.ndarray, ...]  # one array per descriptor input, in order
+
+
+def values(draw: Draw, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+    """Values with an edge mode: full range, extremes only, near zero, or constant (ties)."""
+    rng = np.random.default_rng(draw(0, 2**32 - 1))
+    mode = draw(0, 3)
+    lo, hi = dtype.lo, dtype.hi
+    if dtype == DType.INT32:  # keep bias/accumulators mostly moderate, sometimes extreme
+        lo, hi = (lo, hi) if mode == 1 else (-(2**24), 2**24)
+    if mode == 1:
+        a = rng.choice(np.array([lo, hi, lo + 1, hi - 1, 0], dtype=np.int64), size=shape)
+    elif mode == 2:
+        a = rng.integers(-3, 4, size=shape)
+    elif mode == 3:
+        a = np.full(shape, rng.integers(lo, hi + 1))
+    else:
+        a = rng.integers(lo, hi + 1, size=shape, dtype=np.int64)
+    return a.astype(np.int8 if dtype == DType.INT8 else np.int32)
+
+
+def requant_params(draw: Draw, mode: ReqMode) -> Requant:
+    lo = draw(-128, 127)
+    hi = draw(lo, 127)
+    if mode == ReqMode.PER_TENSOR:
+        return Requant(mode, draw(0, 2**31 - 1), draw(1, 62), draw(-128, 127), lo, hi)
+    return Requant(mode, 0, 0, draw(-128, 127), lo, hi)
+
+
+def qp_rows(draw: Draw, channels: int) -> np.ndarray:
+    return np.array([[draw(0, 2**31 - 1), draw(1, 62)] for _ in range(channels)], dtype=np.int32)
+
+
+def _slot(k: int, t: TensorType) -> SlotRef:
+    return SlotRef(SlotKind.UNIT_INPUT if k == 0 else SlotKind.WEIGHT, 0 if k == 0 else k - 1, t)
+
+
+def _case(op: Opcode, types: list[TensorType], arrays: list[np.ndarray], out: TensorType | None = None,
+          **attrs) -> OpCase:
+    slots = tuple(_slot(k, t) for k, t in enumerate(types))
+    a = make_attrs(op, **attrs)
+    placeholder = OpDescriptor(op, slots, out or TensorType(DType.INT8, (1,)), a)
+    desc = OpDescriptor(op, slots, out or expected_out(placeholder), a)
+    return OpCase(desc, tuple(arrays))
+
+
+def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> OpCase:
+    I8, I32 = DType.INT8, DType.INT32
+    if op == Opcode.LINEAR:
+        lead = tuple(draw(1, max_dim) for _ in range(draw(1, 3)))
+        k, n = draw(1, max_k), draw(1, 2 * max_dim)
+        mode = ReqMode(draw(0, 2))
+        x, w, b = TensorType(I8, (*lead, k)), TensorType(I8, (n, k)), TensorType(I32, (n,))
+        types, arrs = [x, w, b], [values(draw, x.shape, I8), values(draw, w.shape, I8), values(draw, b.shape, I32)]
+        if mode == ReqMode.PER_CHANNEL:
+            types.append(TensorType(I32, (n, 2)))
+            arrs.append(qp_rows(draw, n))
+        req = requant_params(draw, mode) if mode else Requant()
+        return _case(op, types, arrs, x_zp=draw(-128, 127), requant=req)
+    if op == Opcode.REQUANT:
+        shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
+        mode = ReqMode(draw(1, 2))
+        types, arrs = [TensorType(I32, shape)], [values(draw, shape, I32)]
+        if mode == ReqMode.PER_CHANNEL:
+            types.append(TensorType(I32, (shape[-1], 2)))
+            arrs.append(qp_rows(draw, shape[-1]))
+        return _case(op, types, arrs, requant=requant_params(draw, mode))
+    if op == Opcode.ADD:
+        shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
+        t = TensorType(I8, shape)
+        lo = draw(-128, 127)
+        return _case(op, [t, t], [values(draw, shape, I8), values(draw, shape, I8)], za=draw(-128, 127),
+                     zb=draw(-128, 127), ma=draw(0, 2**31 - 1), mb=draw(0, 2**31 - 1), shift=draw(1, 62),
+                     zy=draw(-128, 127), lo=lo, hi=draw(lo, 127))
+    if op == Opcode.RELU:
+        shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
+        return _case(op, [TensorType(I8, shape)], [values(draw, shape, I8)], zp=draw(-128, 127))
+    if op in (Opcode.IM2COL, Opcode.MAXPOOL, Opcode.AVGPOOL):
+        shape = (draw(1, 3), draw(1, max_dim + 2), draw(1, max_dim + 2), draw(1, max_dim))
+        t = TensorType(I8, shape)
+        if op == Opcode.AVGPOOL:
+            req = requant_params(draw, ReqMode.PER_TENSOR)
+            return _case(op, [t], [values(draw, shape, I8)], x_zp=draw(-128, 127), requant=req)
+        kh, kw = draw(1, shape[1] + 2), draw(1, shape[2] + 2)
+        ph = draw(max(0, -(-(kh - shape[1]) // 2)), kh)
+        pw = draw(max(0, -(-(kw - shape[2]) // 2)), kw)
+        win = {"kh": kh, "kw": kw, "sh": draw(1, 3), "sw": draw(1, 3), "ph": ph, "pw": pw}
+        if op == Opcode.IM2COL:
+            win["pad"] = draw(-128, 127)
+        return _case(op, [t], [values(draw, shape, I8)], **win)
+    if op in (Opcode.ARGMAX, Opcode.RESHAPE, Opcode.TRANSPOSE):
+        dt = DType(draw(1, 2))
+        shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
+        t = TensorType(dt, shape)
+        arr = values(draw, shape, dt)
+        if op == Opcode.ARGMAX:
+            return _case(op, [t], [arr])
+        if op == Opcode.RESHAPE:
+            return _case(op, [t], [arr], out=TensorType(dt, (t.count,)) if draw(0, 1) else TensorType(dt, shape[::-1]))
+        perm = list(range(len(shape)))
+        for i in range(len(perm) - 1, 0, -1):
+            j = draw(0, i)
+            perm[i], perm[j] = perm[j], perm[i]
+        return _case(op, [t], [arr], perm=tuple(perm))
+    raise ValueError(op)
