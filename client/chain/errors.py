@@ -13,6 +13,7 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
+
 from gpumesh.client.chain.abi_store import available, load_abi
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core.errors import ChainError

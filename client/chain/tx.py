@@ -46,8 +46,10 @@ def reverts_decoded(fn: Callable[[], T], context: str) -> T:
 
 
 class NonceManager:
-    """Hands out nonces per sender: the node's pending count once, then local increments, so several
-    transactions can be sent without waiting. `reset` after a send failure re-reads the node."""
+    """Hands out nonces per sender: the larger of the node's pending count and the local counter, so
+    several transactions can be sent without waiting for receipts, and another signer of the same
+    key (a second client, another process) does not cause "nonce too low". `reset` after a failed
+    send forgets the local counter."""
 
     def __init__(self, w3) -> None:
         self._w3 = w3
@@ -55,10 +57,9 @@ class NonceManager:
         self._lock = threading.Lock()
 
     def next(self, address: str) -> int:
+        pending = self._w3.eth.get_transaction_count(address, "pending")
         with self._lock:
-            if address not in self._next:
-                self._next[address] = self._w3.eth.get_transaction_count(address, "pending")
-            n = self._next[address]
+            n = max(self._next.get(address, 0), pending)
             self._next[address] = n + 1
             return n
 
