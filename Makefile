@@ -33,8 +33,12 @@ contracts: npm
 	$(FORGE) build --quiet
 	$(PY) -m gpumesh.client.chain.export_abi 2>/dev/null || true
 
+# import-linter cannot walk setuptools' editable finder, so it reads the packages through a
+# folder of links that mirrors the installed layout (gpumesh/client -> client/, ...).
 lint: venv
-	$(VENV)/bin/lint-imports
+	@rm -rf build/lint && mkdir -p build/lint/gpumesh && touch build/lint/gpumesh/__init__.py
+	@for d in client node ipfs; do ln -sfn ../../../$$d build/lint/gpumesh/$$d; done
+	PYTHONPATH=build/lint $(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check client node ipfs tests bench
 
 test-contracts: contracts

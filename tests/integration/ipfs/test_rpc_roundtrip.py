@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from gpumesh.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::FutureWarning")]

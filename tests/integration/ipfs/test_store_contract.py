@@ -8,6 +8,7 @@ import io
 import os
 
 import pytest
+
 from gpumesh.ipfs.errors import CidMismatch, IpfsError, NotFound
 from gpumesh.ipfs.store import ContentStore, MemoryStore
 from gpumesh.ipfs.unixfs import CHUNK_SIZE, cid_of_bytes

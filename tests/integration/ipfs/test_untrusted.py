@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from gpumesh.ipfs.cid import Cid
 from gpumesh.ipfs.dagpb import decode_node
 from gpumesh.ipfs.errors import CidMismatch, CorruptBlock, IpfsUnreachable

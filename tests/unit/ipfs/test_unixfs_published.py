@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from gpumesh.ipfs.unixfs import Entry, cid_of_bytes, import_directory, import_file
 
 _spec = importlib.util.spec_from_file_location("gorandom", Path(__file__).with_name("gorandom.py"))

@@ -14,11 +14,12 @@ import hashlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gpumesh.ipfs.cid import Cid
 from gpumesh.ipfs.dagpb import T_FILE, decode_node, decode_unixfs
 from gpumesh.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, FileBuilder, cid_of_bytes
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 CH = 256 * 1024
 assert CHUNK_SIZE == CH and MAX_LINKS == 174  # Kubo's documented defaults
