@@ -1,7 +1,153 @@
-"""`gpumesh program` commands."""
+"""`gpumesh program` commands: build (export a float model to an int8 program), run (execute an
+inputs file locally and print the result root), show (the program's commitments and ops).
+
+Heavy libraries (torch, numpy, safetensors) are imported inside the commands only.
+"""
 
 from __future__ import annotations
 
+import json
+
 import typer
 
-app = typer.Typer(help="program commands.", no_args_is_help=True)
+from gpumesh.client.core.errors import UsageError
+
+app = typer.Typer(help="Build, inspect and run int8 tensor programs.", no_args_is_help=True)
+
+
+def _load_factory(spec: str):
+    """`path/to/file.py:factory` or `package.module:factory` -> the callable. The poster's OWN code,
+    run locally to build a program; workers never receive it."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if ":" not in spec:
+        raise UsageError("--model takes FILE.py:FACTORY or MODULE:FACTORY")
+    mod_name, attr = spec.rsplit(":", 1)
+    if mod_name.endswith(".py"):
+        path = Path(mod_name)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such model file")
+        s = importlib.util.spec_from_file_location(f"_gpumesh_model_{path.stem}", path)
+        mod = importlib.util.module_from_spec(s)
+        s.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(mod_name)
+    if not hasattr(mod, attr):
+        raise UsageError(f"{mod_name} has no {attr!r}")
+    return getattr(mod, attr)
+
+
+def _tensor(path: str, key: str | None):
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    if key is None:
+        if len(t) != 1:
+            raise UsageError(f"{path} holds {sorted(t)}: name one with its --*-key option")
+        return next(iter(t.values()))
+    if key not in t:
+        raise UsageError(f"{path} has no tensor {key!r}")
+    return t[key]
+
+
+@app.command("build")
+def build(
+    model: str = typer.Option(..., "--model", help="FILE.py:FACTORY or MODULE:FACTORY returning the nn.Module."),
+    state_dict: str = typer.Option(..., "--state-dict", help="Float weights (safetensors state_dict)."),
+    calib: str = typer.Option(..., "--calib", help="Calibration samples [S, ...] float (safetensors)."),
+    out: str = typer.Option(..., "--out", help="Program folder to write."),
+    unit_batch: int = typer.Option(32, "--unit-batch", help="Samples per unit (the program input's first dim)."),
+    argmax: bool = typer.Option(True, "--argmax/--logits", help="Output class indices (int32) or int8 logits."),
+    eval_data: str = typer.Option(None, "--eval", help="Held-out samples (safetensors) to report accuracy."),
+    eval_labels: str = typer.Option(None, "--labels", help="Labels for --eval (safetensors int tensor or JSON list)."),
+    calib_key: str = typer.Option(None, "--calib-key"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export a float PyTorch model to an int8 program (per-channel weights, per-tensor activations)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from gpumesh.node.runtime.evaluate import int8_predictions
+    from gpumesh.node.runtime.export import export_model
+    from gpumesh.node.runtime.files import load_program, save_program
+
+    m = _load_factory(model)()
+    m.load_state_dict(load_file(state_dict))
+    x = _tensor(calib, calib_key).float()
+    prog, arrays = export_model(m.eval(), x, unit_batch, argmax=argmax, meta={"model": model})
+    save_program(out, prog, arrays)
+    report = {"program": out, "program_root": "0x" + prog.root().hex(), "ops": len(prog.ops),
+              "weights": len(prog.weights)}
+    if eval_data:
+        if not (eval_labels and argmax):
+            raise UsageError("--eval needs --labels and an argmax program")
+        xe = _tensor(eval_data, None).float()
+        if eval_labels.endswith(".json"):
+            with open(eval_labels) as fh:
+                y = np.array(json.load(fh))
+        else:
+            y = _tensor(eval_labels, None).numpy()
+        with torch.no_grad():
+            report["float_accuracy"] = float((m(xe).argmax(1).numpy() == y).mean())
+        report["int8_accuracy"] = float((int8_predictions(load_program(out), xe.numpy()) == y).mean())
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        for k, v in report.items():
+            typer.echo(f"{k}: {v}")
+
+
+@app.command("run")
+def run(
+    program: str = typer.Argument(..., help="Program folder (program.json + weights.safetensors)."),
+    inputs: str = typer.Option(..., "--inputs", help="Inputs file: safetensors with 'units' [U, ...] int8."),
+    outputs: str = typer.Option(None, "--outputs", help="Write the outputs file here."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Execute every unit locally and print the result root (what a worker submits)."""
+    from gpumesh.client.core.program import inputs_root
+    from gpumesh.node.runtime.executor import Executor
+    from gpumesh.node.runtime.files import load_program, load_units, save_outputs
+
+    bundle = load_program(program)
+    units = load_units(inputs, bundle.program)
+    res = Executor(bundle, device).run(units)
+    if outputs:
+        save_outputs(outputs, res.outputs)
+    report = {
+        "program_root": "0x" + bundle.program.root().hex(),
+        "inputs_root": "0x" + inputs_root(bundle.program, bundle.weight_bytes, [u.tobytes() for u in units]).hex(),
+        "units": len(units),
+        "result_root": "0x" + res.result_root.hex(),
+        "exec_seconds": round(res.exec_seconds, 4),
+        "hash_seconds": round(res.hash_seconds, 4),
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(f"result root: {report['result_root']}  ({report['units']} units)")
+
+
+@app.command("show")
+def show(
+    program: str = typer.Argument(..., help="Program folder."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Validate a program folder and print its root and ops."""
+    from gpumesh.node.runtime.files import load_program
+
+    p = load_program(program).program
+    info = {"program_root": "0x" + p.root().hex(), "input": str(p.input.type), "output": str(p.output_type),
+            "weights": len(p.weights),
+            "ops": [{"name": o.name, "op": o.desc.opcode.name.lower(), "out": str(o.desc.out),
+                     "descriptor": "0x" + o.desc.encode().hex()} for o in p.ops]}
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"program root {info['program_root']}  input {info['input']}  output {info['output']}")
+    for i, o in enumerate(info["ops"]):
+        typer.echo(f"  {i:3d} {o['op']:<9} {o['name']:<20} -> {o['out']}")
