@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from Crypto.Hash import keccak
+
 from gpumesh.client.core import merkle as m
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
