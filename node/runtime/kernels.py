@@ -35,18 +35,21 @@ def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     n = w.shape[0]
     dev = x.device.type
     if _INT_MM_OK.get(dev, hasattr(torch, "_int_mm")):
+        # K is padded to a multiple of 8 on every device: CUDA requires it, and torch 2.13's CPU
+        # _int_mm returns garbage for K = 1 (found by the property tests). CUDA also needs M > 16
+        # and N a multiple of 8.
+        kp = max(_round8(k), 16) if dev == "cuda" else _round8(k)
+        mp, np_ = (max(m, 17), _round8(n)) if dev == "cuda" else (m, n)
         try:
-            if dev == "cuda":
-                mp, kp, np_ = max(m, 17), max(_round8(k), 16), _round8(n)
-                if (mp, kp) != (m, k):
-                    x = torch.nn.functional.pad(x, (0, kp - k, 0, mp - m))
-                if (np_, kp) != (n, k):
-                    w = torch.nn.functional.pad(w, (0, kp - k, 0, np_ - n))
-                out = torch._int_mm(x, w.t())
-                return out[:m, :n]
-            return torch._int_mm(x, w.t())
+            if (mp, kp) != (m, k):
+                x = torch.nn.functional.pad(x, (0, kp - k, 0, mp - m))
+            if (np_, kp) != (n, k):
+                w = torch.nn.functional.pad(w, (0, kp - k, 0, np_ - n))
+            out = torch._int_mm(x, w.t())
+            return out[:m, :n] if (mp, np_) != (m, n) else out
         except (RuntimeError, NotImplementedError):
             _INT_MM_OK[dev] = False  # remember: do not pay for the failure on every call
+            x, w = x[:m, :k], w[:n, :k]
     return (x.to(torch.float64) @ w.to(torch.float64).t()).to(torch.int32)
 
 

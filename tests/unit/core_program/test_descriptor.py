@@ -1,0 +1,150 @@
+"""Descriptor byte layout (pinned by hand from docs/spec/program.md), round trips, validation errors
+and the integer arithmetic checked against exact rational arithmetic."""
+
+from __future__ import annotations
+
+import math
+import struct
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpumesh.client.core.ops.intmath import requant, round_shift, wrap32
+from gpumesh.client.core.ops.rules import check_descriptor
+from gpumesh.client.core.ops.types import (
+    DType,
+    Opcode,
+    OpDescriptor,
+    ProgramError,
+    ReqMode,
+    Requant,
+    SlotKind,
+    SlotRef,
+    TensorType,
+    make_attrs,
+)
+from gpumesh.client.core.program import Program
+
+I8, I32 = DType.INT8, DType.INT32
+
+
+def _linear() -> OpDescriptor:
+    x, w, b, qp = TensorType(I8, (4, 3)), TensorType(I8, (5, 3)), TensorType(I32, (5,)), TensorType(I32, (5, 2))
+    slots = (SlotRef(SlotKind.UNIT_INPUT, 0, x), SlotRef(SlotKind.WEIGHT, 0, w), SlotRef(SlotKind.WEIGHT, 1, b),
+             SlotRef(SlotKind.WEIGHT, 2, qp))
+    attrs = make_attrs(Opcode.LINEAR, x_zp=-2, requant=Requant(ReqMode.PER_CHANNEL, 0, 0, 3, -128, 127))
+    return OpDescriptor(Opcode.LINEAR, slots, TensorType(I8, (4, 5)), attrs)
+
+
+def test_linear_descriptor_bytes_match_the_spec_layout():
+    # written out field by field from docs/spec/program.md 3.2-3.3, not produced by encode()
+    def ttype(dt, dims):
+        return bytes([dt, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims + [1] * (4 - len(dims)))
+
+    want = bytes([0x01, 4])
+    want += bytes([1]) + (0).to_bytes(4, "big") + ttype(1, [4, 3])
+    want += bytes([0]) + (0).to_bytes(4, "big") + ttype(1, [5, 3])
+    want += bytes([0]) + (1).to_bytes(4, "big") + ttype(2, [5])
+    want += bytes([0]) + (2).to_bytes(4, "big") + ttype(2, [5, 2])
+    want += ttype(1, [4, 5])
+    want += bytes([0xFE, 2]) + (0).to_bytes(4, "big", signed=True) + bytes([0, 3, 0x80, 0x7F])
+    d = _linear()
+    assert d.encode() == want
+    assert len(want) == 2 + 4 * 23 + 18 + 10
+    assert OpDescriptor.decode(want) == d
+    check_descriptor(d)
+
+
+def test_decode_rejects_non_canonical_and_truncated_bytes():
+    b = bytearray(_linear().encode())
+    with pytest.raises(ProgramError, match="wrong length"):
+        OpDescriptor.decode(bytes(b[:-1]))
+    bad = bytearray(b)
+    bad[2 + 5 + 2 + 4 * 3 + 3] = 2  # unused 4th dim of x set to 2
+    with pytest.raises(ProgramError, match="non-canonical"):
+        OpDescriptor.decode(bytes(bad))
+    bad = bytearray(b)
+    bad[0] = 0x7F
+    with pytest.raises(ProgramError, match="unknown opcode"):
+        OpDescriptor.decode(bytes(bad))
+
+
+def _prog(ops, weights=None, inp=None) -> dict:
+    return {"format": "gpumesh.program", "version": 1,
+            "input": inp or {"name": "x", "dtype": "int8", "shape": [2, 4]},
+            "weights": weights or [{"name": "w", "dtype": "int8", "shape": [3, 4]},
+                                   {"name": "b", "dtype": "int32", "shape": [3]}],
+            "ops": ops}
+
+
+LIN = {"name": "fc", "op": "linear", "inputs": ["x", "w", "b"], "attrs": {"x_zp": 0}}
+
+
+@pytest.mark.parametrize(("ops", "weights", "msg"), [
+    ([{"name": "a", "op": "conv3d", "inputs": ["x"]}], None, "unknown op 'conv3d'"),
+    ([{**LIN, "inputs": ["x", "w", "nope"]}], None, "'nope' is not the unit input"),
+    ([{**LIN, "inputs": ["x", "w", "later"]}, {"name": "later", "op": "relu", "inputs": ["x"], "attrs": {"zp": 0}}],
+     None, "'later' is not the unit input"),
+    ([LIN], [{"name": "w", "dtype": "int8", "shape": [3, 5]}, {"name": "b", "dtype": "int32", "shape": [3]}],
+     "but x has K = 4"),
+    ([LIN], [{"name": "w", "dtype": "int8", "shape": [3, 4]}, {"name": "b", "dtype": "int8", "shape": [3]}],
+     "bias must be int32"),
+    ([{**LIN, "out": {"dtype": "int8", "shape": [2, 3]}}], None, "the rule gives"),
+    ([{**LIN, "inputs": ["x", "w"]}], None, "takes 3 inputs"),
+    ([{**LIN, "attrs": {"x_zp": 0, "requant": {"mode": "per_tensor", "mult": 5, "shift": 0, "lo": 0, "hi": 1}}}],
+     None, "shift 0 outside"),
+    ([{**LIN, "attrs": {"x_zp": 0, "requant": {"mode": "per_tensor", "mult": 5, "shift": 3, "lo": 9, "hi": 1}}}],
+     None, "clamp"),
+    ([{**LIN, "attrs": {"x_zp": 300}}], None, "field range"),
+    ([{"name": "p", "op": "maxpool", "inputs": ["x"], "attrs": {"kh": 1, "kw": 1, "sh": 1, "sw": 1, "ph": 0, "pw": 0}}],
+     None, r"int8 \[N,H,W,C\]"),
+    ([{"name": "r", "op": "reshape", "inputs": ["x"], "out": {"dtype": "int8", "shape": [9]}}], None, "element count"),
+    ([{"name": "t", "op": "transpose", "inputs": ["x"], "attrs": {"perm": [0, 0]}}], None, "canonical permutation"),
+    ([{"name": "x", "op": "relu", "inputs": ["x"], "attrs": {"zp": 0}}], None, "used twice"),
+    ([], None, "1..4096 ops"),
+])
+def test_validation_names_the_problem(ops, weights, msg):
+    with pytest.raises(ProgramError, match=msg):
+        Program.from_json(_prog(ops, weights))
+
+
+def test_size_limit_and_k_limit():
+    big = {"name": "x", "dtype": "int8", "shape": [1, 65537]}
+    w = [{"name": "w", "dtype": "int8", "shape": [1, 65537]}, {"name": "b", "dtype": "int32", "shape": [1]}]
+    with pytest.raises(ProgramError, match="above the limit 65536"):
+        Program.from_json(_prog([LIN], w, big))
+    huge = {"name": "x", "dtype": "int8", "shape": [1 << 14, 1 << 15]}
+    with pytest.raises(ProgramError, match="above 2\\^28"):
+        Program.from_json(_prog([{"name": "r", "op": "relu", "inputs": ["x"], "attrs": {"zp": 0}}], [], huge))
+
+
+def test_json_round_trip_keeps_the_root():
+    p = Program.from_json(_prog([LIN, {"name": "am", "op": "argmax", "inputs": ["fc"]}]))
+    q = Program.from_json(p.to_json())
+    assert q == p and q.root() == p.root()
+    assert p.output_type == TensorType(I32, (2,))
+
+
+@given(st.integers(-(2**40), 2**40), st.integers(1, 62))
+def test_round_shift_is_round_half_up(v, s):
+    exact = Fraction(v, 2**s)
+    assert round_shift(v, s) == math.floor(exact + Fraction(1, 2))
+
+
+@given(st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**31 - 1), st.integers(1, 62))
+@settings(max_examples=300)
+def test_requant_fits_int64_and_matches_rational_rounding(acc, mult, shift):
+    t = acc * mult + (1 << (shift - 1))
+    assert -(2**63) <= t < 2**63  # the int64 claim of docs/spec/ops.md 2.1
+    y = requant(acc, mult, shift, 0, -128, 127)
+    want = max(-128, min(127, math.floor(Fraction(acc * mult, 2**shift) + Fraction(1, 2))))
+    assert y == want
+
+
+@given(st.integers(-(2**80), 2**80))
+def test_wrap32_is_the_int32_congruent(v):
+    w = wrap32(v)
+    assert -(2**31) <= w < 2**31 and (v - w) % 2**32 == 0
+    assert w == struct.unpack("<i", (v % 2**32).to_bytes(4, "little"))[0]
