@@ -87,6 +87,11 @@ def _hex(b: Any) -> str:
     return "0x" + bytes(b).hex()
 
 
+def _topic_bytes(t: Any) -> bytes:
+    # web3 8 gives event topics as 0x-hex strings and log topics as HexBytes.
+    return bytes.fromhex(t.removeprefix("0x")) if isinstance(t, str) else bytes(t)
+
+
 class EventReader:
     """Polls logs of `contracts` (web3 Contract objects) from `start_block` on."""
 
@@ -107,7 +112,7 @@ class EventReader:
         for c in contracts:
             self._addresses.append(c.address)
             for ev in c.events:
-                self._by_topic[(c.address, bytes(ev().topic))] = ev()
+                self._by_topic[(c.address, _topic_bytes(ev().topic))] = ev()
 
     def poll(self) -> list[ChainEvent]:
         """New confirmed events, in chain order. Call commit() once they are handled."""
@@ -155,7 +160,7 @@ class EventReader:
     def _decode(self, log) -> ChainEvent | None:
         if not log["topics"]:
             return None
-        ev = self._by_topic.get((log["address"], bytes(log["topics"][0])))
+        ev = self._by_topic.get((log["address"], _topic_bytes(log["topics"][0])))
         if ev is None:
             return None
         decoded = ev.process_log(log)

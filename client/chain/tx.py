@@ -46,26 +46,23 @@ def reverts_decoded(fn: Callable[[], T], context: str) -> T:
 
 
 class NonceManager:
-    """Hands out nonces per sender: the larger of the node's pending count and the local counter, so
-    several transactions can be sent without waiting for receipts, and another signer of the same
-    key (a second client, another process) does not cause "nonce too low". `reset` after a failed
-    send forgets the local counter."""
+    """Nonces per sender from the node's pending count (which includes our unmined transactions),
+    with a per-address lock held from choosing the nonce until the node has the signed transaction,
+    so concurrent sends from this process never reuse or skip a nonce. No local counter: after a
+    reorg or a devnet revert the chain's count is the truth, and a stale local one would leave a
+    gap that no block ever fills."""
 
     def __init__(self, w3) -> None:
         self._w3 = w3
-        self._next: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
-    def next(self, address: str) -> int:
-        pending = self._w3.eth.get_transaction_count(address, "pending")
-        with self._lock:
-            n = max(self._next.get(address, 0), pending)
-            self._next[address] = n + 1
-            return n
+    def lock(self, address: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(address, threading.Lock())
 
-    def reset(self, address: str) -> None:
-        with self._lock:
-            self._next.pop(address, None)
+    def pending(self, address: str) -> int:
+        return self._w3.eth.get_transaction_count(address, "pending")
 
 
 def build_tx(w3, call, sender: str, nonce: int, value: int = 0, gas: int | None = None, context: str = "") -> dict:
@@ -121,12 +118,9 @@ class TxSender:
         return self.account.address
 
     def transact(self, call, value: int = 0, context: str = ""):
-        nonce = self.nonces.next(self.address)
-        try:
+        with self.nonces.lock(self.address):
+            nonce = self.nonces.pending(self.address)
             tx = build_tx(self.w3, call, self.address, nonce, value=value, context=context)
             signed = sign_tx(tx, self.account)
             tx_hash = send_signed(self.w3, signed, context)
-        except BaseException:
-            self.nonces.reset(self.address)  # the nonce was not used
-            raise
         return wait_receipt(self.w3, tx_hash, self.receipt_timeout, tx=tx, context=context)

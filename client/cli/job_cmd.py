@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import typer
+
 from gpumesh.client.cli.common import ACCOUNT_OPT, JSON_OPT, emit_json, print_table, unlock_signer
 from gpumesh.client.cli.context import settings
 from gpumesh.client.core.errors import UsageError
@@ -135,11 +136,13 @@ def list_jobs(
     """List jobs (all, or those in the given states)."""
     from gpumesh.client.chain.types import JobState, format_eth
 
-    try:
-        states = {JobState[s.upper()] for s in state} if state else None
-    except KeyError as exc:
-        names = ", ".join(s.name.lower() for s in JobState if s is not JobState.NONE)
-        raise UsageError(f"unknown state {exc.args[0]!r} (one of {names})") from None
+    states = None
+    if state:
+        by_name = {s.name.lower(): s for s in JobState if s is not JobState.NONE}
+        unknown = [x for x in state if x.lower() not in by_name]
+        if unknown:
+            raise UsageError(f"unknown state {unknown[0]!r} (one of {', '.join(by_name)})")
+        states = {by_name[x.lower()] for x in state}
     cs = chain_session(rpc_url, deployment, None, write=False)
     jobs = cs.market.jobs(states)
     if as_json:

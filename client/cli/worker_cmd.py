@@ -4,6 +4,7 @@ Thin over gpumesh.client.chain; web3 is imported inside the commands."""
 from __future__ import annotations
 
 import typer
+
 from gpumesh.client.cli.common import ACCOUNT_OPT, JSON_OPT, emit_json, print_table, resolve_account_name
 from gpumesh.client.cli.job_cmd import DEPLOYMENT_OPT, RPC_OPT, chain_session
 from gpumesh.client.core.errors import UsageError

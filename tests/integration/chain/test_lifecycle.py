@@ -226,3 +226,16 @@ def test_transfer_failed_and_amount_too_large(chain, clients):
     assert ei.value.to.lower() == rejecter and ei.value.amount == REWARD
     with pytest.raises(E("WorkerRegistry_AmountTooLarge")):
         reverts_decoded(lambda: pr.contract.functions.stake().transact({"from": rejecter, "value": 2**96}), "stake")
+
+
+def test_concurrent_sends_from_one_signer_get_distinct_nonces(chain, clients):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, dep, _, w3 = chain
+    _, wr, worker = clients["worker"]
+    start = w3.eth.get_transaction_count(worker)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: wr.stake(10**15), range(6)))
+    assert len({r.tx_hash for r in results}) == 6
+    assert w3.eth.get_transaction_count(worker) == start + 6
+    assert wr.info(worker).total == 6 * 10**15

@@ -1,0 +1,112 @@
+"""The job and worker CLI on a real anvil: the whole lifecycle, --json reads, and custom errors as
+one-line messages with the chain exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpumesh.client.cli.context import cli_state
+from gpumesh.client.cli.main import main
+from gpumesh.client.services.accounts import dev_account
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def gm(chain, tmp_path, capsys):
+    anvil, dep, path, w3 = chain
+
+    def run(*args: str, ok: bool = True):
+        cli_state._settings = None  # each invocation builds its Settings, as a new process would
+        code = main(["--home", str(tmp_path), "--rpc-url", anvil.url, *args])
+        out, err = capsys.readouterr()
+        if ok:
+            assert code == 0, err
+        return code, out, err
+
+    run.deployment = str(path)
+    run.anvil = anvil
+    return run
+
+
+def _post(gm, account="dev1", **extra):
+    args = ["job", "post", "--spec-cid", "bafyspec", "--program-root", "0x" + "11" * 32,
+            "--inputs-root", "0x" + "22" * 32, "--units", "2", "--reward", "0.5", "--stake", "1",
+            "--bond", "0.1", "--exec-time", "10m", "--challenge-window", "1h", "--claim-deadline", "1h",
+            "--min-gpu-mem", "8192", "--account", account, "--deployment", gm.deployment, "--json"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", v]
+    _, out, _ = gm(*args)
+    return json.loads(out)["job_id"]
+
+
+def test_cli_lifecycle(gm):
+    d = ("--deployment", gm.deployment)
+    _, out, _ = gm("worker", "stake", "2", "--account", "dev2", *d)
+    assert out.startswith("staked 2 ETH, total 2 ETH")
+    job_id = _post(gm)
+    assert job_id == 1
+    _, out, _ = gm("job", "status", "1", "--json", *d)
+    st = json.loads(out)
+    assert st["state"] == "Open" and st["reward"] == 5 * 10**17 and st["num_units"] == 2
+    gm("job", "claim", "1", "--account", "dev2", *d)
+    _, out, _ = gm("worker", "info", "--account", "dev2", "--json", *d)
+    info = json.loads(out)
+    assert info["locked"] == 10**18 and info["free"] == 10**18 and info["total"] == 2 * 10**18
+    gm("job", "submit", "1", "--result-root", "0x" + "33" * 32, "--outputs-cid", "bafyout", "--account", "dev2", *d)
+    code, _, err = gm("job", "finalize", "1", "--account", "dev3", *d, ok=False)
+    assert code == 4 and err.startswith("gpumesh: error: finalizeJob(1): job 1: the challenge window is open until")
+    gm.anvil.increase_time(3600)
+    gm("job", "finalize", "1", "--account", "dev3", *d)
+    _, out, _ = gm("job", "list", "--state", "finalized", "--json", *d)
+    assert [j["job_id"] for j in json.loads(out)] == [1]
+    _, out, _ = gm("job", "withdraw", "--account", "dev2", *d)
+    assert out.startswith("withdrew 0.5 ETH")
+    _, out, _ = gm("worker", "unstake", "2", "--account", "dev2", "--json", *d)
+    assert json.loads(out)["unbonding_wei"] == 2 * 10**18
+    gm.anvil.increase_time(3600)
+    _, out, _ = gm("worker", "withdraw", "--account", "dev2", "--json", *d)
+    assert json.loads(out)["amount_wei"] == 2 * 10**18
+    _, out, _ = gm("worker", "info", dev_account(2).address, "--json", *d)
+    assert json.loads(out)["total"] == 0
+
+
+def test_cli_cancel_and_list(gm):
+    d = ("--deployment", gm.deployment)
+    _post(gm)
+    _post(gm)
+    code, _, err = gm("job", "cancel", "1", "--account", "dev3", *d, ok=False)
+    assert code == 4
+    assert err == (f"gpumesh: error: cancelJob(1): only the poster {dev_account(1).address} may do this to job 1 "
+                   f"(you are {dev_account(3).address})\n")
+    _, out, _ = gm("job", "cancel", "1", "--account", "dev1", *d)
+    assert out.startswith("cancelled job 1")
+    _, out, _ = gm("job", "list", "--json", *d)
+    assert [(j["job_id"], j["state"]) for j in json.loads(out)] == [(1, "Cancelled"), (2, "Open")]
+    _, out, _ = gm("job", "list", *d)
+    assert "Cancelled" in out and "Open" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (("job", "status", "9"), "gpumesh: error: getJob(9,): job 9 does not exist"),
+    (("job", "claim", "1", "--account", "dev2"), "gpumesh: error: claimJob(1): "),
+    (("worker", "withdraw", "--account", "dev5"), "gpumesh: error: withdraw(): nothing to withdraw for "),
+    (("worker", "stake", "0", "--account", "dev5"), "gpumesh: error: stake(): the amount must be greater than zero"),
+    (("worker", "unstake", "1", "--account", "dev5"), "gpumesh: error: requestUnstake(1000000000000000000): "),
+    (("job", "withdraw", "--account", "dev5"), "gpumesh: error: withdraw(): nothing to withdraw from the market"),
+])
+def test_cli_custom_errors_are_one_line(gm, args, message):
+    _post(gm)
+    code, out, err = gm(*args, "--deployment", gm.deployment, ok=False)
+    assert code == 4, err
+    assert err.startswith(message)
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_usage_errors(gm):
+    code, _, err = gm("worker", "stake", "lots", "--account", "dev2", "--deployment", gm.deployment, ok=False)
+    assert code == 2 and "not an amount" in err
+    code, _, err = gm("job", "list", "--state", "weird", "--deployment", gm.deployment, ok=False)
+    assert code == 2 and "unknown state 'weird'" in err
