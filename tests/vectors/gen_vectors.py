@@ -1,0 +1,151 @@
+"""Generate tests/vectors/ops_*.json and tensor_encoding.json from the Python scalar reference.
+
+ops_<op>.json: per case, the op descriptor (docs/spec/program.md), its input tensors' roots and
+depths, and for a few output elements the expected value plus every input byte range the element
+needs, each with its Merkle range proof (leaves + boundary siblings) against the input's root. This
+is exactly what the Solidity one-step verifier receives. Cases: random ones from
+gpumesh.node.runtime.randprog (seeded) and hand-made edge cases (-128/127, saturation, rounding
+ties, large K, padding). tests/unit/core_program/test_vectors.py checks the files are up to date.
+
+    .venv/bin/python tests/vectors/gen_vectors.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gpumesh.client.core import merkle
+from gpumesh.client.core.constants import LEAF_BYTES
+from gpumesh.client.core.ops.reference import compute_element, element_ranges
+from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
+from gpumesh.node.runtime.randprog import OpCase, _case, random_case
+
+HERE = Path(__file__).resolve().parent
+RANDOM_CASES = 5
+ELEMENTS = 3
+
+
+def hx(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _arr(v, shape, dt=np.int8):
+    return np.broadcast_to(np.asarray(v, dtype=dt), shape).copy()
+
+
+def edge_cases() -> dict[Opcode, list[tuple[str, OpCase]]]:
+    I8, I32 = DType.INT8, DType.INT32
+    k = 4096
+    x, w, b = TensorType(I8, (2, k)), TensorType(I8, (3, k)), TensorType(I32, (3,))
+    big = TensorType(I8, (1, 2, 2, 3))
+    ties = np.array([-5, -3, -1, 1, 3, 5, 2**31 - 1, -(2**31)], dtype=np.int32)
+    return {
+        Opcode.LINEAR: [
+            ("large K=4096, all -128 x -128, saturates at hi",
+             _case(Opcode.LINEAR, [x, w, b], [_arr(-128, x.shape), _arr(-128, w.shape), _arr([0, 1, -1], b.shape, np.int32)],
+                   x_zp=0, requant=Requant(ReqMode.PER_TENSOR, 1 << 30, 31, 0, -128, 127))),
+            ("bias wraps int32: 127*127*4096 + (2^31-1)",
+             _case(Opcode.LINEAR, [x, w, b], [_arr(127, x.shape), _arr(127, w.shape), _arr(2**31 - 1, b.shape, np.int32)],
+                   x_zp=0, requant=Requant())),
+            ("x_zp=-128 with x=127: (x - zp) = 255 at every k",
+             _case(Opcode.LINEAR, [x, w, b], [_arr(127, x.shape), _arr(-128, w.shape), _arr(0, b.shape, np.int32)],
+                   x_zp=-128, requant=Requant(ReqMode.PER_TENSOR, 2**31 - 1, 62, -128, -128, 127))),
+        ],
+        Opcode.REQUANT: [
+            ("rounding ties: v/2 with v odd rounds half up (toward +inf)",
+             _case(Opcode.REQUANT, [TensorType(I32, (8,))], [ties], requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127))),
+            ("extreme int32 times mult 2^31-1, shift 62, zp 127 saturating",
+             _case(Opcode.REQUANT, [TensorType(I32, (8,))], [ties],
+                   requant=Requant(ReqMode.PER_TENSOR, 2**31 - 1, 62, 127, -128, 127))),
+        ],
+        Opcode.ADD: [
+            ("ties and saturation: (127 + 127) / 2 + 100",
+             _case(Opcode.ADD, [TensorType(I8, (4,))] * 2, [_arr([127, -128, 1, -1], (4,)), _arr([127, -128, 0, 0], (4,))],
+                   za=0, zb=0, ma=1, mb=1, shift=1, zy=100, lo=-128, hi=127)),
+        ],
+        Opcode.RELU: [("relu at -128 and 127 with zp 0", _case(Opcode.RELU, [TensorType(I8, (4,))],
+                                                            [_arr([-128, -1, 0, 127], (4,))], zp=0))],
+        Opcode.IM2COL: [("padding value -128 around a 2x2x3 image", _case(
+            Opcode.IM2COL, [big], [_arr(np.arange(12).reshape(big.shape) - 6, big.shape)],
+            kh=3, kw=3, sh=1, sw=1, ph=1, pw=1, pad=-128))],
+        Opcode.MAXPOOL: [("all -128 window with padding", _case(
+            Opcode.MAXPOOL, [big], [_arr(-128, big.shape)], kh=3, kw=3, sh=2, sw=2, ph=1, pw=1))],
+        Opcode.AVGPOOL: [("sum of 127s with zp -128, ties", _case(
+            Opcode.AVGPOOL, [big], [_arr(127, big.shape)], x_zp=-128,
+            requant=Requant(ReqMode.PER_TENSOR, 1, 3, 0, -128, 127)))],
+        Opcode.ARGMAX: [("ties: first index wins", _case(Opcode.ARGMAX, [TensorType(I8, (2, 5))],
+                                                       [_arr([[3, 7, 7, -128, 7], [-128] * 5], (2, 5))]))],
+    }
+
+
+def _elements(case: OpCase, rng: np.random.Generator) -> list[int]:
+    n = case.desc.out.count
+    picks = {0, n - 1, int(rng.integers(0, n))}
+    return sorted(picks)[:ELEMENTS]
+
+
+def case_json(note: str, case: OpCase, rng: np.random.Generator) -> dict:
+    d = case.desc
+    data = [np.ascontiguousarray(a).tobytes() for a in case.inputs]
+    levels = [merkle.tensor_levels(b) for b in data]
+    inputs = [{"kind": int(s.kind), "index": s.index, "dtype": int(s.type.dtype), "shape": list(s.type.shape),
+               "nbytes": s.type.nbytes, "root": hx(lv[-1][0]), "depth": len(lv) - 1}
+              for s, lv in zip(d.inputs, levels, strict=True)]
+    elements = []
+    for e in _elements(case, rng):
+        ranges, chunks = [], []
+        for r in element_ranges(d, e):
+            first, last = r.start // LEAF_BYTES, -(-r.end // LEAF_BYTES)
+            p = merkle.range_proof(data[r.input], first, last, levels[r.input])
+            chunk = data[r.input][r.start : r.end]
+            chunks.append(chunk)
+            ranges.append({"input": r.input, "start": r.start, "end": r.end, "bytes": hx(chunk),
+                           "leafStart": p.start, "leafEnd": p.end, "leaves": hx(p.leaves),
+                           "siblings": [hx(s) for s in p.siblings]})
+        elements.append({"index": e, "value": compute_element(d, e, chunks), "ranges": ranges})
+    return {"note": note, "descriptor": hx(d.encode()), "opLeaf": hx(merkle.op_leaf(d.encode())),
+            "inputs": inputs, "out": {"dtype": int(d.out.dtype), "shape": list(d.out.shape),
+                                      "nbytes": d.out.nbytes}, "elements": elements}
+
+
+def generate() -> dict[str, dict]:
+    files: dict[str, dict] = {}
+    edges = edge_cases()
+    for op in Opcode:
+        rng = np.random.default_rng(1000 + int(op))
+
+        def draw(lo, hi, rng=rng):
+            return int(rng.integers(lo, hi + 1))
+
+        cases = [case_json(note, c, rng) for note, c in edges.get(op, [])]
+        cases += [case_json(f"random {i}", random_case(draw, op, max_dim=5, max_k=1500), rng)
+                  for i in range(RANDOM_CASES)]
+        files[f"ops_{op.name.lower()}.json"] = {"op": op.name.lower(), "opcode": int(op), "leafBytes": LEAF_BYTES,
+                                                "numCases": len(cases), "cases": cases}
+    enc = []
+    for dt, vals, shape in [(DType.INT8, [-128, -1, 0, 1, 127], [5]), (DType.INT32, [-(2**31), -1, 0, 1, 2**31 - 1, 256],
+                                                                       [2, 3])]:
+        b = np.array(vals, dtype=np.int8 if dt == DType.INT8 else "<i4").tobytes()
+        enc.append({"dtype": int(dt), "shape": shape, "values": vals, "bytes": hx(b), "root": hx(merkle.tensor_root(b)),
+                    "typeEncoding": hx(TensorType(dt, tuple(shape)).encode())})
+    files["tensor_encoding.json"] = {"leafBytes": LEAF_BYTES, "cases": enc}
+    return files
+
+
+def render(obj: dict) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True) + "\n"
+
+
+def main() -> int:
+    for name, obj in generate().items():
+        (HERE / name).write_text(render(obj))
+        print(f"wrote tests/vectors/{name} ({len(render(obj)) // 1024} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
