@@ -145,6 +145,7 @@ contract JobMarket is IJobMarket {
             emit JobExpired(jobId, j.worker, j.reward, slashed);
             // SAFETY: one of the two slash paths (missed execution deadline); the poster who waited
             // in vain is the beneficiary, BURN_BPS of it is burned by the registry.
+            // slither-disable-next-line unused-return -- (burned, paid) are in the registry's StakeSlashed event
             _registry.slash(j.worker, locked, amount, poster);
         } else {
             emit JobExpired(jobId, address(0), j.reward, 0);
@@ -191,6 +192,7 @@ contract JobMarket is IJobMarket {
             uint96 locked = j.requiredStake;
             emit JobSlashed(jobId, j.worker, challenger, locked);
             // SAFETY: the other slash path: only the dispute game's verdict reaches here.
+            // slither-disable-next-line unused-return -- (burned, paid) are in the registry's StakeSlashed event
             _registry.slash(j.worker, locked, locked, challenger);
         }
     }
@@ -216,12 +218,14 @@ contract JobMarket is IJobMarket {
 
     /// @inheritdoc IJobMarket
     function isSlashed(uint256 jobId) external view returns (bool) {
+        // slither-disable-next-line incorrect-equality -- an enum state, not a balance or a time
         return _jobs[jobId].state == JobState.Slashed;
     }
 
     /// @inheritdoc IJobMarket
     function getJob(uint256 jobId) external view returns (Job memory) {
         Job memory j = _jobs[jobId];
+        // slither-disable-next-line incorrect-equality -- an enum state, not a balance or a time
         if (j.state == JobState.None) revert JobMarket_UnknownJob(jobId);
         return j;
     }
