@@ -65,7 +65,7 @@ app.add_typer(demo_cmd.app, name="demo")
 def main(argv: list[str] | None = None) -> int:
     """Console entry point with the error boundary."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except GpumeshError as exc:
         _fail(exc, exc.exit_code)
         return exc.exit_code
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _fail(exc, 1, unexpected=True)
         return 1
-    return 0
+    # click returns typer.Exit's code instead of raising when standalone_mode is off
+    return rc if isinstance(rc, int) else 0
 
 
 def _is_click_usage(exc: Exception) -> bool:

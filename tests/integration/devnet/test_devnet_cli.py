@@ -46,11 +46,11 @@ def test_up_status_down_leaves_nothing_behind(home):
     up = json.loads(r.stdout)
     assert up["up"] and up["state"]["chain_id"] == 31337
     dep = up["deployment"]
-    assert dep and all(v.startswith("0x") for v in dep["contracts"].values())
+    assert dep and all(v.startswith("0x") for v in dep["addresses"].values())
 
     # the deployment file the other commands read, and code at every address
     dep_file = json.loads(Path(up["state"]["deployment_file"]).read_text())
-    assert dep_file["contracts"] == dep["contracts"]
+    assert dep_file["addresses"] == dep["addresses"]
 
     again = gm(home, "devnet", "up")
     assert again.returncode != 0 and "already up" in again.stderr and again.stderr.count("\n") == 1
@@ -70,7 +70,7 @@ def test_restart_restores_chain_state_without_redeploying(home):
     assert gm(home, "devnet", "down").returncode == 0
     r2 = gm(home, "devnet", "up", "--anvil-port", "0", "--ipfs-port", "0", "--json")
     assert r2.returncode == 0, r2.stderr
-    assert json.loads(r2.stdout)["deployment"]["contracts"] == r1["deployment"]["contracts"]
+    assert json.loads(r2.stdout)["deployment"]["addresses"] == r1["deployment"]["addresses"]
     assert "already deployed" in r2.stderr
 
 
