@@ -55,13 +55,19 @@ def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.Tensor:
     """clamp(((acc*mult + 2^(shift-1)) >> shift) + zp, lo, hi) on int64; mult/shift are ints or int64
-    tensors broadcast along the last axis."""
-    a = acc.to(torch.int64) * mult
+    tensors broadcast along the last axis. In-place int64 ops: this is memory-bound, and a per-channel
+    shift that is the same on every channel (what the export emits) takes the scalar-shift path."""
+    a = acc.to(torch.int64)
+    a.mul_(mult)
+    if not isinstance(shift, int) and bool((shift == shift[0]).all()):
+        shift = int(shift[0])
     if isinstance(shift, int):
-        a = (a + (1 << (shift - 1))) >> shift
+        a.add_(1 << (shift - 1)).bitwise_right_shift_(shift)
     else:
-        a = (a + (torch.ones_like(shift) << (shift - 1))) >> shift
-    return (a + zp).clamp_(lo, hi).to(torch.int8)
+        a.add_(torch.ones_like(shift) << (shift - 1)).bitwise_right_shift_(shift)
+    if zp:
+        a.add_(zp)
+    return a.clamp_(lo, hi).to(torch.int8)
 
 
 def _req_params(d: OpDescriptor, qp: torch.Tensor | None):

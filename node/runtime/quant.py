@@ -65,5 +65,7 @@ def quantize_bias(b: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
 
 
 def qp_table(reals: np.ndarray) -> np.ndarray:
-    """int32 [C, 2] rows (mult, shift) for per-channel requant."""
-    return np.array([quantize_multiplier(float(r)) for r in reals], dtype=np.int32).reshape(-1, 2)
+    """int32 [C, 2] rows (mult, shift) for per-channel requant, one shift shared by every channel
+    (the largest multiplier keeps 31 bits) so the executor can shift by a scalar."""
+    mults, shift = common_shift_multipliers([float(r) for r in np.ravel(reals)])
+    return np.array([[m, shift] for m in mults], dtype=np.int32).reshape(-1, 2)
