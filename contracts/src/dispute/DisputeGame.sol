@@ -353,7 +353,7 @@ contract DisputeGame is IDisputeGame {
         bool slashedBefore = market.isSlashed(jobId);
         g.phase = Phase.Resolved;
         uint256 bond = g.bond;
-        uint256 burn;
+        uint256 burn = 0; // only a lost challenge burns
         Outcome outcome;
         if (slashedBefore) {
             outcome = Outcome.Closed;
