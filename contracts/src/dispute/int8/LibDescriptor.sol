@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Int8Errors} from "./Int8Errors.sol";
+
+/// @title LibDescriptor
+/// @notice Decodes and validates one v1 op descriptor (docs/spec/program.md 3.2-3.4): the Solidity
+///         twin of gpumesh.client.core.ops.types.OpDescriptor.decode + rules.check_descriptor.
+///         A descriptor the Python validator rejects reverts here (Int8Verifier_BadDescriptor with
+///         a reason code); one it accepts decodes to the same fields.
+/// @dev Pure; imported by Int8Verifier and LibInt8Ops. Integers are big-endian fixed width, signed
+///      fields two's complement of their width. Attributes land in `Desc.a` at fixed positions per
+///      opcode (A_* below), so the op code reads them without re-parsing.
+library LibDescriptor {
+    // ------------------------------------------------------------------ opcodes and codes
+    uint256 internal constant OP_LINEAR = 0x01;
+    uint256 internal constant OP_REQUANT = 0x02;
+    uint256 internal constant OP_ADD = 0x03;
+    uint256 internal constant OP_RELU = 0x04;
+    uint256 internal constant OP_IM2COL = 0x05;
+    uint256 internal constant OP_MAXPOOL = 0x06;
+    uint256 internal constant OP_AVGPOOL = 0x07;
+    uint256 internal constant OP_ARGMAX = 0x08;
+    uint256 internal constant OP_RESHAPE = 0x09;
+    uint256 internal constant OP_TRANSPOSE = 0x0A;
+
+    uint256 internal constant DT_INT8 = 1;
+    uint256 internal constant DT_INT32 = 2;
+
+    uint256 internal constant KIND_WEIGHT = 0;
+    uint256 internal constant KIND_UNIT_INPUT = 1;
+    uint256 internal constant KIND_OP_OUTPUT = 2;
+
+    uint256 internal constant MODE_NONE = 0;
+    uint256 internal constant MODE_PER_TENSOR = 1;
+    uint256 internal constant MODE_PER_CHANNEL = 2;
+
+    uint256 internal constant SLOT_BYTES = 23;
+    uint256 internal constant TTYPE_BYTES = 18;
+
+    // Limits of docs/spec/program.md 3.4 (gpumesh.client.core.ops.rules).
+    uint256 internal constant MAX_K = 65536;
+    uint256 internal constant MAX_POOL_AREA = 1 << 23;
+    uint256 internal constant MAX_TENSOR_BYTES = 1 << 28;
+    int256 internal constant MAX_MULT = 2 ** 31 - 1;
+
+    // Int8Verifier_BadDescriptor reasons.
+    uint8 internal constant R_LENGTH = 1;
+    uint8 internal constant R_OPCODE = 2;
+    uint8 internal constant R_SLOT = 3;
+    uint8 internal constant R_TYPE = 4;
+    uint8 internal constant R_REQUANT = 5;
+    uint8 internal constant R_INPUT_COUNT = 6;
+    uint8 internal constant R_INPUT_TYPE = 7;
+    uint8 internal constant R_ATTR = 8;
+    uint8 internal constant R_OUTPUT = 9;
+    uint8 internal constant R_TOO_LARGE = 10;
+
+    // Positions in Desc.a. linear / requant / avgpool: x_zp then the REQ block.
+    uint256 internal constant A_XZP = 0;
+    uint256 internal constant A_MODE = 1;
+    uint256 internal constant A_MULT = 2;
+    uint256 internal constant A_SHIFT = 3;
+    uint256 internal constant A_ZP = 4;
+    uint256 internal constant A_LO = 5;
+    uint256 internal constant A_HI = 6;
+    // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
+    // (pad) at 0..6. transpose: perm at 0..3.
+    uint256 internal constant A_KH = 0;
+    uint256 internal constant A_KW = 1;
+    uint256 internal constant A_SH = 2;
+    uint256 internal constant A_SW = 3;
+    uint256 internal constant A_PH = 4;
+    uint256 internal constant A_PW = 5;
+    uint256 internal constant A_PAD = 6;
+
+    /// @notice TensorType: dtype (1 int8, 2 int32), rank 1..4, dims (1 beyond the rank).
+    struct TType {
+        uint256 dtype;
+        uint256 rank;
+        uint256[4] dims;
+    }
+
+    /// @notice SlotRef: where an input lives (WEIGHT w, UNIT_INPUT, OP_OUTPUT j) and its type.
+    struct Slot {
+        uint256 kind;
+        uint256 index;
+        TType t;
+    }
+
+    struct Desc {
+        uint256 opcode;
+        Slot[] ins;
+        TType out;
+        int256[8] a;
+    }
+
+    function _bad(uint8 reason) private pure {
+        revert Int8Errors.Int8Verifier_BadDescriptor(reason);
+    }
+
+    function _need(bool ok, uint8 reason) private pure {
+        if (!ok) revert Int8Errors.Int8Verifier_BadDescriptor(reason);
+    }
+
+    // ------------------------------------------------------------------ field readers
+    function _u8(bytes calldata d, uint256 o) private pure returns (uint256) {
+        return uint8(d[o]);
+    }
+
+    function _i8(bytes calldata d, uint256 o) private pure returns (int256) {
+        return int8(uint8(d[o]));
+    }
+
+    function _u16(bytes calldata d, uint256 o) private pure returns (int256) {
+        return int256(uint256(uint16(bytes2(d[o:o + 2]))));
+    }
+
+    function _u32(bytes calldata d, uint256 o) private pure returns (uint256) {
+        return uint32(bytes4(d[o:o + 4]));
+    }
+
+    function _i32(bytes calldata d, uint256 o) private pure returns (int256) {
+        return int32(uint32(bytes4(d[o:o + 4])));
+    }
+
+    /// @notice Attribute bytes of each opcode (types.ATTR_LAYOUT); 0 for an unknown opcode.
+    function attrSize(uint256 op) internal pure returns (uint256) {
+        if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
+        if (op == OP_REQUANT) return 9;
+        if (op == OP_ADD) return 14;
+        if (op == OP_RELU) return 1;
+        if (op == OP_IM2COL) return 13;
+        if (op == OP_MAXPOOL) return 12;
+        if (op == OP_TRANSPOSE) return 4;
+        return 0; // argmax, reshape
+    }
+
+    // ------------------------------------------------------------------ decoding
+
+    function _ttype(bytes calldata d, uint256 o) private pure returns (TType memory t) {
+        t.dtype = _u8(d, o);
+        t.rank = _u8(d, o + 1);
+        _need(t.dtype == DT_INT8 || t.dtype == DT_INT32, R_TYPE);
+        _need(t.rank >= 1 && t.rank <= 4, R_TYPE);
+        for (uint256 i = 0; i < 4; ++i) {
+            uint256 v = _u32(d, o + 2 + 4 * i);
+            // INVARIANT (canonical form): used dims >= 1, unused dims exactly 1.
+            _need(i < t.rank ? v >= 1 : v == 1, R_TYPE);
+            t.dims[i] = v;
+        }
+    }
+
+    function _req(bytes calldata d, uint256 o, int256[8] memory a) private pure {
+        a[A_MODE] = int256(_u8(d, o));
+        a[A_MULT] = _i32(d, o + 1);
+        a[A_SHIFT] = int256(_u8(d, o + 5));
+        a[A_ZP] = _i8(d, o + 6);
+        a[A_LO] = _i8(d, o + 7);
+        a[A_HI] = _i8(d, o + 8);
+        _need(a[A_MODE] <= 2, R_REQUANT);
+    }
+
+    /// @notice Decode and fully validate `d`; reverts Int8Verifier_BadDescriptor otherwise.
+    function decode(bytes calldata d) internal pure returns (Desc memory D) {
+        _need(d.length >= 2, R_LENGTH);
+        D.opcode = _u8(d, 0);
+        _need(D.opcode >= OP_LINEAR && D.opcode <= OP_TRANSPOSE, R_OPCODE);
+        uint256 nIn = _u8(d, 1);
+        uint256 o = 2 + SLOT_BYTES * nIn;
+        _need(d.length == o + TTYPE_BYTES + attrSize(D.opcode), R_LENGTH);
+        D.ins = new Slot[](nIn);
+        for (uint256 i = 0; i < nIn; ++i) {
+            uint256 s = 2 + SLOT_BYTES * i;
+            Slot memory sl = D.ins[i];
+            sl.kind = _u8(d, s);
+            sl.index = _u32(d, s + 1);
+            _need(sl.kind <= KIND_OP_OUTPUT, R_SLOT);
+            _need(sl.kind != KIND_UNIT_INPUT || sl.index == 0, R_SLOT);
+            sl.t = _ttype(d, s + 5);
+        }
+        D.out = _ttype(d, o);
+        _attrs(d, o + TTYPE_BYTES, D);
+        _check(D);
+    }
+
+    function _attrs(bytes calldata d, uint256 o, Desc memory D) private pure {
+        uint256 op = D.opcode;
+        int256[8] memory a = D.a;
+        if (op == OP_LINEAR || op == OP_AVGPOOL) {
+            a[A_XZP] = _i8(d, o);
+            _req(d, o + 1, a);
+        } else if (op == OP_REQUANT) {
+            _req(d, o, a);
+        } else if (op == OP_ADD) {
+            // za i8, zb i8, ma i32, mb i32, shift u8, zy i8, lo i8, hi i8 (14 bytes)
+            a[0] = _i8(d, o);
+            a[1] = _i8(d, o + 1);
+            a[2] = _i32(d, o + 2);
+            a[3] = _i32(d, o + 6);
+            a[4] = int256(_u8(d, o + 10));
+            a[5] = _i8(d, o + 11);
+            a[6] = _i8(d, o + 12);
+            a[7] = _i8(d, o + 13);
+        } else if (op == OP_RELU) {
+            a[0] = _i8(d, o);
+        } else if (op == OP_IM2COL || op == OP_MAXPOOL) {
+            for (uint256 i = 0; i < 6; ++i) {
+                a[i] = _u16(d, o + 2 * i);
+            }
+            if (op == OP_IM2COL) a[A_PAD] = _i8(d, o + 12);
+        } else if (op == OP_TRANSPOSE) {
+            for (uint256 i = 0; i < 4; ++i) {
+                a[i] = int256(_u8(d, o + i));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ typing rules (rules.py)
+
+    /// @notice Element count (product of the dims).
+    function count(TType memory t) internal pure returns (uint256) {
+        return t.dims[0] * t.dims[1] * t.dims[2] * t.dims[3];
+    }
+
+    /// @notice Bytes per element of a dtype.
+    function width(TType memory t) internal pure returns (uint256) {
+        return t.dtype == DT_INT8 ? 1 : 4;
+    }
+
+    /// @notice Byte length of the canonical encoding.
+    function nbytes(TType memory t) internal pure returns (uint256) {
+        return count(t) * width(t);
+    }
+
+    function _eq(TType memory x, TType memory y) private pure returns (bool) {
+        return x.dtype == y.dtype && x.rank == y.rank && x.dims[0] == y.dims[0] && x.dims[1] == y.dims[1]
+            && x.dims[2] == y.dims[2] && x.dims[3] == y.dims[3];
+    }
+
+    function _is(TType memory t, uint256 dtype, uint256 d0, uint256 d1, uint256 rank) private pure returns (bool) {
+        return t.dtype == dtype && t.rank == rank && t.dims[0] == d0 && t.dims[1] == d1 && t.dims[2] == 1
+            && t.dims[3] == 1;
+    }
+
+    /// @dev Requant.check: mode 0 has every field 0; mode 2 keeps mult/shift inline at 0; mode 1
+    ///      has mult in [0, 2^31-1] and shift in [1, 62]; modes 1 and 2 need lo <= hi.
+    function _checkReq(int256[8] memory a) private pure {
+        if (a[A_MODE] == int256(MODE_NONE)) {
+            _need(a[A_MULT] == 0 && a[A_SHIFT] == 0 && a[A_ZP] == 0 && a[A_LO] == 0 && a[A_HI] == 0, R_REQUANT);
+            return;
+        }
+        if (a[A_MODE] == int256(MODE_PER_CHANNEL)) _need(a[A_MULT] == 0 && a[A_SHIFT] == 0, R_REQUANT);
+        if (a[A_MODE] == int256(MODE_PER_TENSOR)) _checkMultShift(a[A_MULT], a[A_SHIFT], R_REQUANT);
+        _need(a[A_LO] <= a[A_HI], R_REQUANT);
+    }
+
+    function _checkMultShift(int256 mult, int256 shift, uint8 reason) private pure {
+        _need(mult >= 0 && mult <= MAX_MULT && shift >= 1 && shift <= 62, reason);
+    }
+
+    /// @dev Window output size: (size + 2p - k) / s + 1, with k, s >= 1 and k <= size + 2p.
+    function _windowOut(uint256 size, int256 k, int256 s, int256 p) private pure returns (uint256) {
+        _need(k >= 1 && s >= 1, R_ATTR);
+        int256 span = int256(size) + 2 * p - k;
+        _need(span >= 0, R_ATTR);
+        return uint256(span / s) + 1;
+    }
+
+    /// @dev rules.check_descriptor: the declared output equals the rule's, every tensor <= 2^28 B.
+    function _check(Desc memory D) private pure {
+        TType memory want = _expectedOut(D);
+        _need(_eq(D.out, want), R_OUTPUT);
+        for (uint256 i = 0; i < D.ins.length; ++i) {
+            _need(nbytes(D.ins[i].t) <= MAX_TENSOR_BYTES, R_TOO_LARGE);
+        }
+        _need(nbytes(D.out) <= MAX_TENSOR_BYTES, R_TOO_LARGE);
+    }
+
+    function _expectedOut(Desc memory D) private pure returns (TType memory o) {
+        uint256 op = D.opcode;
+        bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL;
+        uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;
+        uint256 base = op == OP_LINEAR ? 3 : op == OP_ADD ? 2 : 1;
+        _need(D.ins.length == base + (mode == MODE_PER_CHANNEL ? 1 : 0), R_INPUT_COUNT);
+        if (hasReq) _checkReq(D.a);
+        if (mode == MODE_PER_CHANNEL) _need(D.ins[D.ins.length - 1].kind == KIND_WEIGHT, R_INPUT_TYPE);
+        TType memory x = D.ins[0].t;
+        if (op == OP_LINEAR) return _linearOut(D, x, mode);
+        if (op == OP_REQUANT) {
+            _need(x.dtype == DT_INT32 && mode != MODE_NONE, R_INPUT_TYPE);
+            if (mode == MODE_PER_CHANNEL) {
+                _need(_is(D.ins[1].t, DT_INT32, x.dims[x.rank - 1], 2, 2), R_INPUT_TYPE);
+            }
+            return _like(x, DT_INT8);
+        }
+        if (op == OP_ADD) {
+            _need(x.dtype == DT_INT8 && _eq(D.ins[1].t, x), R_INPUT_TYPE);
+            _checkMultShift(D.a[2], D.a[4], R_ATTR);
+            _checkMultShift(D.a[3], D.a[4], R_ATTR);
+            _need(D.a[6] <= D.a[7], R_ATTR);
+            return x;
+        }
+        if (op == OP_RELU) {
+            _need(x.dtype == DT_INT8, R_INPUT_TYPE);
+            return x;
+        }
+        if (op == OP_IM2COL || op == OP_MAXPOOL) return _windowOutType(D, x);
+        if (op == OP_AVGPOOL) {
+            _need(x.dtype == DT_INT8 && x.rank == 4, R_INPUT_TYPE);
+            _need(mode == MODE_PER_TENSOR, R_REQUANT);
+            _need(x.dims[1] * x.dims[2] <= MAX_POOL_AREA, R_ATTR);
+            o.dtype = DT_INT8;
+            o.rank = 2;
+            o.dims = [x.dims[0], x.dims[3], 1, 1];
+            return o;
+        }
+        if (op == OP_ARGMAX) {
+            o.dtype = DT_INT32;
+            o.dims = [uint256(1), 1, 1, 1];
+            if (x.rank == 1) {
+                o.rank = 1;
+            } else {
+                o.rank = x.rank - 1;
+                for (uint256 i = 0; i < o.rank; ++i) {
+                    o.dims[i] = x.dims[i];
+                }
+            }
+            return o;
+        }
+        if (op == OP_RESHAPE) {
+            _need(D.out.dtype == x.dtype && count(D.out) == count(x), R_OUTPUT);
+            return D.out;
+        }
+        return _transposeOut(D, x);
+    }
+
+    function _like(TType memory x, uint256 dtype) private pure returns (TType memory o) {
+        o.dtype = dtype;
+        o.rank = x.rank;
+        o.dims = [x.dims[0], x.dims[1], x.dims[2], x.dims[3]];
+    }
+
+    function _linearOut(Desc memory D, TType memory x, uint256 mode) private pure returns (TType memory o) {
+        _need(x.dtype == DT_INT8 && x.rank >= 2, R_INPUT_TYPE);
+        TType memory w = D.ins[1].t;
+        uint256 k = x.dims[x.rank - 1];
+        uint256 n = w.dims[0];
+        _need(w.dtype == DT_INT8 && w.rank == 2 && w.dims[1] == k, R_INPUT_TYPE);
+        _need(k <= MAX_K, R_ATTR);
+        _need(_is(D.ins[2].t, DT_INT32, n, 1, 1), R_INPUT_TYPE);
+        if (mode == MODE_PER_CHANNEL) _need(_is(D.ins[3].t, DT_INT32, n, 2, 2), R_INPUT_TYPE);
+        o = _like(x, mode == MODE_NONE ? DT_INT32 : DT_INT8);
+        o.dims[x.rank - 1] = n;
+    }
+
+    function _windowOutType(Desc memory D, TType memory x) private pure returns (TType memory o) {
+        _need(x.dtype == DT_INT8 && x.rank == 4, R_INPUT_TYPE);
+        int256[8] memory a = D.a;
+        uint256 oh = _windowOut(x.dims[1], a[A_KH], a[A_SH], a[A_PH]);
+        uint256 ow = _windowOut(x.dims[2], a[A_KW], a[A_SW], a[A_PW]);
+        uint256 cols = D.opcode == OP_IM2COL ? uint256(a[A_KH] * a[A_KW]) * x.dims[3] : x.dims[3];
+        o.dtype = DT_INT8;
+        o.rank = 4;
+        o.dims = [x.dims[0], oh, ow, cols];
+    }
+
+    function _transposeOut(Desc memory D, TType memory x) private pure returns (TType memory o) {
+        uint256 r = x.rank;
+        uint256 seen;
+        for (uint256 i = 0; i < 4; ++i) {
+            uint256 p = uint256(D.a[i]);
+            if (i < r) {
+                // INVARIANT: perm[:r] is a permutation of 0..r-1 (each seen once).
+                _need(p < r && (seen >> p) & 1 == 0, R_ATTR);
+                seen |= uint256(1) << p;
+            } else {
+                _need(p == i, R_ATTR);
+            }
+        }
+        o.dtype = x.dtype;
+        o.rank = r;
+        o.dims = [uint256(1), 1, 1, 1];
+        for (uint256 i = 0; i < r; ++i) {
+            o.dims[i] = x.dims[uint256(D.a[i])];
+        }
+    }
+}

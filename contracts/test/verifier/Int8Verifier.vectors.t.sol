@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {VerifierBase} from "./VerifierBase.sol";
+
+/// @notice Int8Verifier against EVERY element of the shared op vectors (tests/vectors/ops_*.json,
+///         values computed by the Python scalar reference): the worker's correct value is
+///         accepted, a different value is detected; once with the inputs proven under the inputs
+///         root (unit input + weights) and once with input 0 as an agreed trace slot.
+contract Int8VerifierVectorsTest is VerifierBase {
+    function _all(string memory op) internal view {
+        string memory json = _vectors(op);
+        uint256 nCases = vm.parseJsonUint(json, ".numCases");
+        uint256 checked;
+        for (uint256 c = 0; c < nCases; ++c) {
+            uint256 nE = _len(json, _key(".cases", c, ".elements"));
+            for (uint256 e = 0; e < nE; ++e) {
+                for (uint256 t = 0; t < 2; ++t) {
+                    Step memory s = _step(json, c, e, t == 1);
+                    string memory what = string.concat(op, " case ", vm.toString(c), " element ", vm.toString(s.index));
+                    assertTrue(_verify(s), string.concat(what, ": the reference value is accepted"));
+                    _put(s.leaf, s.index, s.outDtype, _other(s.value, s.outDtype));
+                    assertFalse(_verify(s), string.concat(what, ": a wrong value is detected"));
+                    ++checked;
+                }
+            }
+        }
+        assertGt(checked, 0);
+    }
+
+    function test_Vectors_Linear() public view {
+        _all("linear");
+    }
+
+    function test_Vectors_Requant() public view {
+        _all("requant");
+    }
+
+    function test_Vectors_Add() public view {
+        _all("add");
+    }
+
+    function test_Vectors_Relu() public view {
+        _all("relu");
+    }
+
+    function test_Vectors_Im2col() public view {
+        _all("im2col");
+    }
+
+    function test_Vectors_Maxpool() public view {
+        _all("maxpool");
+    }
+
+    function test_Vectors_Avgpool() public view {
+        _all("avgpool");
+    }
+
+    function test_Vectors_Argmax() public view {
+        _all("argmax");
+    }
+
+    function test_Vectors_Reshape() public view {
+        _all("reshape");
+    }
+
+    function test_Vectors_Transpose() public view {
+        _all("transpose");
+    }
+
+    /// @notice outputBytes is the vector's output byte length for every case.
+    function test_OutputBytes_MatchVectors() public view {
+        string[10] memory ops =
+            ["linear", "requant", "add", "relu", "im2col", "maxpool", "avgpool", "argmax", "reshape", "transpose"];
+        for (uint256 o = 0; o < ops.length; ++o) {
+            string memory json = _vectors(ops[o]);
+            uint256 nCases = vm.parseJsonUint(json, ".numCases");
+            for (uint256 c = 0; c < nCases; ++c) {
+                bytes memory d = vm.parseJsonBytes(json, _key(".cases", c, ".descriptor"));
+                assertEq(verifier.outputBytes(d), vm.parseJsonUint(json, _key(".cases", c, ".out.nbytes")), ops[o]);
+            }
+        }
+    }
+}
