@@ -1,0 +1,68 @@
+"""Wiring of a worker from explicit parts (what `gpumesh worker run` and the tests both call):
+connect the chain clients with one signer, open the state store, pick the dispute defender, and
+return a WorkerNode and the Daemon that ticks it. Nothing here reads the environment: every value
+comes from the caller (the CLI builds them from Settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
+from gpumesh.client.chain.deploy import Deployment
+from gpumesh.client.chain.tx import NonceManager
+from gpumesh.node.common.daemon import Daemon
+from gpumesh.node.common.store import StateStore
+from gpumesh.node.worker.inventory import Inventory, inventory
+from gpumesh.node.worker.node import Progress, WorkerConfig, WorkerNode
+from gpumesh.node.worker.outbox import OutboxSender
+
+STATE_FILE = "worker.sqlite"
+log = logging.getLogger("gpumesh.worker")
+
+
+@dataclass
+class WorkerApp:
+    node: WorkerNode
+    daemon: Daemon
+    state: StateStore
+
+    def close(self) -> None:
+        self.daemon.stop()
+        self.state.close()
+
+
+def make_defender(w3, deployment: Deployment, account, nonces, state: StateStore):
+    """The Responder-based defender, or None when this build has no dispute client yet."""
+    try:
+        from gpumesh.client.chain.dispute import DisputeGameClient
+        from gpumesh.node.dispute.responder import Responder
+    except ImportError as exc:
+        log.warning("dispute defence unavailable in this build (%s)", exc)
+        return None
+    from gpumesh.client.chain.tx import TxSender
+    from gpumesh.node.worker.defend import ResponderDefender
+
+    client = DisputeGameClient(w3, deployment.dispute_game, TxSender(w3, account, nonces))
+    return ResponderDefender(client, Responder(client, state))
+
+
+def build_worker(*, rpc_url: str, deployment: Deployment, account, store, state_dir: Path,
+                 config: WorkerConfig, inv: Inventory | None = None, progress: Progress | None = None,
+                 metrics=None, interval: float = 1.0, defend: bool = True) -> WorkerApp:
+    w3 = connect(rpc_url, deployment)
+    nonces = NonceManager(w3)
+    state = StateStore(Path(state_dir) / STATE_FILE)
+    market = JobMarketClient(w3, deployment.market)
+    registry = WorkerRegistryClient(w3, deployment.registry)
+    sender = OutboxSender(w3, account, nonces, state)
+    defender = make_defender(w3, deployment, account, nonces, state) if defend else None
+    holder: dict = {}
+    node = WorkerNode(market=market, registry=registry, sender=sender, store=store, state=state, config=config,
+                      inventory=inv or inventory(), defender=defender, progress=progress, metrics=metrics,
+                      stopping=lambda: holder["daemon"].stopping)
+    daemon = Daemon("worker", node.tick, interval=interval, log=log)
+    holder["daemon"] = daemon
+    return WorkerApp(node, daemon, state)

@@ -1,0 +1,127 @@
+"""TEST TOOL: fault injection for the demo and the end-to-end tests: a worker whose executor flips
+one bit of one element of one op output in one unit, INSIDE the forward pass, so every later op
+computes on the corrupted value (as a faulty GPU would) and the worker's outputs, result root and
+dispute trace all agree with each other and disagree with the honest computation. A watchtower
+must catch it and the dispute game must slash it.
+
+Adapter code (torch, through the runtime's executor and kernels); imported by the worker daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gpumesh.client.core.errors import UsageError
+from gpumesh.client.core.ops.types import SlotKind
+from gpumesh.node.runtime import kernels
+from gpumesh.node.runtime.executor import Executor, Trace
+from gpumesh.node.runtime.files import ProgramBundle
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Corrupt element `element` (negative: from the end) of op `op`'s output (an index, or the op's
+    name) in unit `unit`."""
+
+    unit: int
+    op: int | str
+    element: int
+
+    @staticmethod
+    def parse(text: str) -> Fault:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise UsageError(f"--corrupt takes UNIT:OP:ELEMENT (e.g. 0:3:17 or 2:fc:-1), got {text!r}")
+        try:
+            unit, element = int(parts[0]), int(parts[2])
+        except ValueError:
+            raise UsageError(f"--corrupt {text!r}: UNIT and ELEMENT must be integers") from None
+        op: int | str = int(parts[1]) if parts[1].lstrip("-").isdigit() else parts[1]
+        if unit < 0:
+            raise UsageError(f"--corrupt {text!r}: UNIT must be >= 0")
+        return Fault(unit, op, element)
+
+    def resolve(self, bundle: ProgramBundle) -> tuple[int, int]:
+        """(op index, element index) in this program, checked against its shapes."""
+        ops = bundle.program.ops
+        if isinstance(self.op, str):
+            idx = [i for i, o in enumerate(ops) if o.name == self.op]
+            if not idx:
+                raise UsageError(f"--corrupt: the program has no op named {self.op!r}")
+            op = idx[0]
+        else:
+            op = self.op if self.op >= 0 else len(ops) + self.op
+        if not 0 <= op < len(ops):
+            raise UsageError(f"--corrupt: op {self.op} out of range (the program has {len(ops)} ops)")
+        n = ops[op].desc.out.count
+        e = self.element if self.element >= 0 else n + self.element
+        if not 0 <= e < n:
+            raise UsageError(f"--corrupt: element {self.element} out of range (op {op} has {n} elements)")
+        return op, e
+
+
+class FaultyExecutor(Executor):
+    """An Executor that corrupts one element of one op output of one unit (TEST TOOL).
+
+    Callers go through `run_unit_at(u, unit)` and `trace_at(u, unit)`, which say which unit is being
+    computed; the corruption applies only to `fault.unit`."""
+
+    def __init__(self, bundle: ProgramBundle, fault: Fault, device: str = "cpu") -> None:
+        super().__init__(bundle, device)
+        self.fault = fault
+        self.fault_op, self.fault_element = fault.resolve(bundle)
+        self._active = False
+
+    def run_unit_at(self, u: int, unit: np.ndarray) -> np.ndarray:
+        self._active = u == self.fault.unit
+        try:
+            return self.run_unit(unit)
+        finally:
+            self._active = False
+
+    def trace_at(self, u: int, unit: np.ndarray) -> Trace:
+        self._active = u == self.fault.unit
+        try:
+            return self.trace(unit)
+        finally:
+            self._active = False
+
+    def _forward(self, unit: torch.Tensor, keep: bool) -> list[torch.Tensor | None]:
+        # Executor._forward with one extra step after op `fault_op` (kept in step with it: the
+        # honest-vs-faulty tests compare the two on every op but the corrupted element).
+        outs: list[torch.Tensor | None] = []
+        for j, d in enumerate(self._descs):
+            xs = []
+            for s in d.inputs:
+                if s.kind == SlotKind.WEIGHT:
+                    xs.append(self._weights[s.index])
+                elif s.kind == SlotKind.UNIT_INPUT:
+                    xs.append(unit)
+                else:
+                    xs.append(outs[s.index])
+            y = kernels.run_op(d, xs)
+            if self._active and j == self.fault_op:
+                y = y.clone(memory_format=torch.contiguous_format)
+                flat = y.view(-1)
+                flat[self.fault_element] = flat[self.fault_element] ^ 1  # one flipped bit, in range
+            outs.append(y)
+            if not keep:
+                for s in d.inputs:
+                    if s.kind == SlotKind.OP_OUTPUT and self._last_use[s.index] == j:
+                        outs[s.index] = None
+        return outs
+
+
+def executor_for(bundle: ProgramBundle, device: str = "cpu", fault: Fault | None = None) -> Executor:
+    return FaultyExecutor(bundle, fault, device) if fault is not None else Executor(bundle, device)
+
+
+def run_unit_at(ex: Executor, u: int, unit: np.ndarray) -> np.ndarray:
+    return ex.run_unit_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.run_unit(unit)
+
+
+def trace_at(ex: Executor, u: int, unit: np.ndarray) -> Trace:
+    return ex.trace_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.trace(unit)

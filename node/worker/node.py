@@ -1,0 +1,400 @@
+"""The worker's job handlers: find jobs, decide, validate, claim, execute in resumable chunks,
+publish, submit, finalize, withdraw, and defend disputes. One `tick()` moves every job on by what
+the chain and the stored state allow; `gpumesh worker run` calls it from a Daemon.
+
+State (StateStore, keyed by on-chain job id): record kind "job" holds the job's status and what was
+decided; kind "out:<job>" holds one record per finished unit (its output bytes and root), written
+as each unit finishes, so a worker killed mid-job resumes from the first unfinished unit. Every
+transaction goes through the OutboxSender under a stable intent name. Every handler first reads
+the job's on-chain state, so running it twice, or after a crash at any point, is harmless.
+
+Job statuses: new -> claimed -> submitted -> finalized -> done, or a terminal skipped / rejected /
+gone (someone else's, cancelled, expired before we claimed) / lost (expired after we claimed) /
+slashed.
+
+Everything is injected by the entry point: the chain clients, the signer's outbox, the content
+store, the state store, the inventory, the clock, a progress sink and an optional dispute defender.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpumesh.client.chain.events import EventReader
+from gpumesh.client.chain.types import Job, JobState, format_eth
+from gpumesh.client.core import merkle
+from gpumesh.client.core.program import result_root
+from gpumesh.node.common.store import StateStore
+from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, posted_event
+from gpumesh.node.jobs.outputs import outputs_bytes
+from gpumesh.node.worker.capabilities import capability_document
+from gpumesh.node.worker.cursor import StateCursorStore
+from gpumesh.node.worker.faults import Fault, executor_for, run_unit_at, trace_at
+from gpumesh.node.worker.inventory import Inventory
+from gpumesh.node.worker.outbox import OutboxSender
+
+JOB = "job"
+ACTIVE = ("new", "claimed", "submitted", "finalized")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    min_reward: int = 0  # wei
+    device: str = "cpu"
+    chunk_units: int = 8  # units between checkpoints (each unit is stored as it finishes)
+    max_active: int = 1  # jobs claimed and not yet submitted at once
+    limits: JobLimits = field(default_factory=JobLimits)
+    fetch_attempts: int = 5  # retryable data failures (IPFS unreachable/not found) before giving up
+    retry_seconds: float = 5.0
+    tick_budget_seconds: float = 2.0  # execution time per tick before other jobs get a turn
+    confirmations: int = 0
+    start_block: int = 0
+    fault: Fault | None = None  # TEST TOOL: corrupt one element (gpumesh.node.worker.faults)
+    unit_delay: float = 0.0  # TEST TOOL: sleep after each unit (lets tests kill mid-job)
+
+
+class Progress(Protocol):
+    def start(self, job_id: int, total: int, done: int) -> None: ...
+    def advance(self, job_id: int, done: int) -> None: ...
+    def finish(self, job_id: int) -> None: ...
+
+
+class NoProgress:
+    def start(self, job_id: int, total: int, done: int) -> None:
+        pass
+
+    def advance(self, job_id: int, done: int) -> None:
+        pass
+
+    def finish(self, job_id: int) -> None:
+        pass
+
+
+class Defender(Protocol):
+    """Plays the worker's side of every open dispute game of a job (gpumesh.node.worker.defend)."""
+
+    def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...],
+               trace: Callable[[int], tuple[bytes, ...]]) -> None: ...
+
+
+class WorkerNode:
+    def __init__(self, *, market, registry, sender: OutboxSender, store, state: StateStore,
+                 config: WorkerConfig, inventory: Inventory, defender: Defender | None = None,
+                 progress: Progress | None = None, metrics=None, stopping: Callable[[], bool] = lambda: False,
+                 log: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.market, self.registry, self.sender = market, registry, sender
+        self.store, self.state, self.cfg, self.inventory = store, state, config, inventory
+        self.defender = defender
+        self.progress = progress or NoProgress()
+        self.metrics = metrics
+        self.stopping = stopping
+        self.log = log or logging.getLogger("gpumesh.worker")
+        self.clock = clock
+        self.me = sender.address
+        self._data: dict[int, JobData] = {}
+        self._executors: dict[int, Any] = {}
+        self._traces: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"),
+                                   start_block=config.start_block, confirmations=config.confirmations)
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self) -> None:
+        """Settle the outbox, publish the capability document, and scan the Open jobs."""
+        n = self.sender.flush()
+        if n:
+            self.log.info("settled %d transaction(s) recorded before a restart", n)
+        self.publish_capabilities()
+        for j in self.market.jobs({JobState.OPEN}):
+            self._note_job(j.job_id, None)
+        active = {k: v["status"] for k, v in self.state.all(JOB).items() if v["status"] in ACTIVE}
+        self.log.info("worker %s started on %s; %d job(s) in progress or to consider", self.me,
+                      self.cfg.device, len(active))
+        self._started = True
+
+    def publish_capabilities(self) -> str:
+        doc = capability_document(self.inventory, self.cfg.device, self.cfg.limits)
+        cid = self.store.add_bytes(doc)
+        if self.registry.info(self.me).capabilities_cid != cid:
+            self.sender.send(f"capabilities:{cid}", self.registry.contract.functions.setCapabilities(cid))
+            self.log.info("published capabilities %s", cid)
+        return cid
+
+    def tick(self) -> None:
+        if not self._started:
+            self.startup()
+        for ev in self._events.poll():
+            if ev.name == "JobPosted":
+                self._note_job(ev.args["jobId"], ev.args)
+        self._events.commit()
+        jobs = self.state.all(JOB)
+        for key in sorted(jobs, key=int):
+            if self.stopping():
+                return
+            if jobs[key]["status"] in ACTIVE:
+                self._advance(int(key))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _note_job(self, job_id: int, posted: dict | None) -> None:
+        if self.state.get(JOB, job_id) is not None:
+            return
+        rec: dict[str, Any] = {"status": "new", "attempts": 0, "next_try": 0.0}
+        if posted is not None:
+            rec.update(spec_cid=posted["specCid"], min_gpu_mib=int(posted["minGpuMemoryMiB"]))
+        self.state.put(JOB, job_id, rec)
+        self._count("jobs_seen")
+
+    def _set(self, job_id: int, **changes: Any) -> dict[str, Any]:
+        return self.state.update(JOB, job_id, **changes)
+
+    def _end(self, job_id: int, status: str, why: str, level: int = logging.INFO) -> None:
+        self.log.log(level, "job %d: %s: %s", job_id, status, why)
+        self._set(job_id, status=status, reason=why)
+        self._forget(job_id)
+        self._count(f"jobs_{status}")
+
+    def _forget(self, job_id: int) -> None:
+        self._data.pop(job_id, None)
+        self._executors.pop(job_id, None)
+        for k in [k for k in self._traces if k[0] == job_id]:
+            del self._traces[k]
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name, n)
+
+    def _chain_now(self) -> int:
+        return int(self.market.w3.eth.get_block("latest")["timestamp"])
+
+    # ------------------------------------------------------------------ the state machine
+    def _advance(self, job_id: int) -> None:
+        rec = self.state.get(JOB, job_id) or {}
+        job = self.market.get_job(job_id)
+        status = rec["status"]
+        if status == "new":
+            self._consider(job, rec)
+        elif status == "claimed":
+            self._execute(job, rec)
+        elif status == "submitted":
+            self._after_submit(job, rec)
+        elif status == "finalized":
+            self._withdraw(job)
+
+    def _consider(self, job: Job, rec: dict) -> None:
+        jid = job.job_id
+        if job.state == JobState.CLAIMED and job.worker == self.me:  # claimed, then crashed
+            self._set(jid, status="claimed")
+            return self._execute(job, self.state.get(JOB, jid))
+        if job.state != JobState.OPEN:
+            return self._end(jid, "gone", f"the job is {job.state.label}")
+        if self.clock() < rec.get("next_try", 0.0):
+            return None
+        if self._now_past(job.deadline):
+            return self._end(jid, "gone", "its claim deadline passed")
+        why = self._cannot_run(job, rec)
+        if why is not None:
+            return self._end(jid, "skipped", why)
+        busy = sum(1 for v in self.state.all(JOB).values() if v["status"] == "claimed")
+        if busy >= self.cfg.max_active:
+            return None  # considered again once a running job is submitted
+        free = self.registry.free_stake(self.me)
+        if free < job.required_stake:
+            self._set(jid, next_try=self.clock() + self.cfg.retry_seconds)
+            if not rec.get("stake_noted"):
+                self._set(jid, stake_noted=True)
+                self.log.info("job %d: waiting: needs %s free stake, this worker has %s", jid,
+                              format_eth(job.required_stake), format_eth(free))
+            return None
+        data = self._load(job, rec)
+        if data is None:
+            return None
+        rec = self.state.get(JOB, jid)  # _load may have filled in the event's fields
+        min_mib = max(rec.get("min_gpu_mib", 0), data.spec.min_gpu_memory_mib)
+        if (why := self._memory_short(min_mib)) is not None:
+            return self._end(jid, "skipped", why)
+        for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
+            self.store.pin(cid)  # keep the data while we may have to prove our work
+        res = self.sender.send(f"claim:job:{jid}", self.market.contract.functions.claimJob(jid))
+        self._set(jid, status="claimed", claim_tx="0x" + bytes(res["transactionHash"]).hex())
+        self._count("jobs_claimed")
+        self.log.info("job %d: claimed (%s reward, %s stake locked, %d units)", jid, format_eth(job.reward),
+                      format_eth(job.required_stake), job.num_units)
+        return self._execute(self.market.get_job(jid), self.state.get(JOB, jid))
+
+    def _now_past(self, deadline: int) -> bool:
+        return self._chain_now() > deadline
+
+    def _cannot_run(self, job: Job, rec: dict) -> str | None:
+        if job.reward < self.cfg.min_reward:
+            return f"reward {format_eth(job.reward)} is below this worker's minimum {format_eth(self.cfg.min_reward)}"
+        if job.num_units > self.cfg.limits.max_units:
+            return f"{job.num_units} units, over this worker's limit of {self.cfg.limits.max_units}"
+        return self._memory_short(rec.get("min_gpu_mib", 0))
+
+    def _memory_short(self, min_mib: int) -> str | None:
+        if min_mib <= 0:
+            return None
+        if self.cfg.device == "cpu":
+            return f"needs a GPU with {min_mib} MiB; this worker runs on the CPU"
+        have = self.inventory.max_gpu_memory_mib
+        return None if have >= min_mib else f"needs {min_mib} MiB of GPU memory, this worker's GPU has {have}"
+
+    def _load(self, job: Job, rec: dict) -> JobData | None:
+        """The job's validated data (cached), or None after recording why not."""
+        jid = job.job_id
+        if jid in self._data:
+            return self._data[jid]
+        try:
+            if "spec_cid" not in rec:
+                ev = posted_event(self.market, jid, self.cfg.start_block)
+                rec = self._set(jid, spec_cid=ev["specCid"], min_gpu_mib=int(ev["minGpuMemoryMiB"]))
+            data = fetch_job(self.store, job, rec["spec_cid"], self.cfg.limits)
+        except JobDataError as exc:
+            attempts = rec.get("attempts", 0) + 1
+            if exc.retryable and attempts < self.cfg.fetch_attempts and rec["status"] == "new":
+                self._set(jid, attempts=attempts, next_try=self.clock() + self.cfg.retry_seconds * attempts)
+                self.log.warning("job %d: data not available yet (try %d of %d): %s", jid, attempts,
+                                 self.cfg.fetch_attempts, exc)
+                return None
+            if rec["status"] == "new":
+                self._end(jid, "rejected", f"not claiming: {exc}", logging.WARNING)
+                return None
+            raise  # our own claimed job: keep retrying (the daemon backs off), never drop it
+        self.log.info("job %d: validated: program %s (root 0x%s), inputs %s (root 0x%s), %d units", jid,
+                      data.spec.program_cid, job.program_root.hex()[:16], data.spec.inputs_cid,
+                      job.inputs_root.hex()[:16], job.num_units)
+        self._data[jid] = data
+        return data
+
+    def _executor(self, jid: int, data: JobData):
+        if jid not in self._executors:
+            self._executors[jid] = executor_for(data.bundle, self.cfg.device, self.cfg.fault)
+        return self._executors[jid]
+
+    def _unit_records(self, jid: int) -> dict[int, dict]:
+        return {int(k): v for k, v in self.state.all(f"out:{jid}").items()}
+
+    def _execute(self, job: Job, rec: dict) -> None:
+        jid = job.job_id
+        if job.state == JobState.SUBMITTED and job.worker == self.me:  # submitted, then crashed
+            self._set(jid, status="submitted")
+            return None
+        if job.state != JobState.CLAIMED or job.worker != self.me:
+            return self._end(jid, "lost", f"the job is {job.state.label} (worker {job.worker})", logging.WARNING)
+        if self._now_past(job.deadline):
+            return self._end(jid, "lost", "its execution deadline passed before we submitted", logging.WARNING)
+        data = self._load(job, rec)
+        if data is None:
+            return None
+        done = self._unit_records(jid)
+        total = job.num_units
+        nxt = next((u for u in range(total) if u not in done), total)
+        if nxt < total:
+            self._run_units(jid, data, done, nxt, total)
+            done = self._unit_records(jid)
+            if len(done) < total:
+                return None  # the next tick goes on
+        return self._submit(job, data, done)
+
+    def _run_units(self, jid: int, data: JobData, done: dict, nxt: int, total: int) -> None:
+        if done:
+            self.log.info("job %d: resuming at unit %d/%d (%d unit(s) already stored)", jid, nxt, total, len(done))
+        ex = self._executor(jid, data)
+        self.progress.start(jid, total, len(done))
+        t_end = self.clock() + self.cfg.tick_budget_seconds
+        count = len(done)
+        u = nxt
+        while u < total and not self.stopping():
+            for v in range(u, min(u + self.cfg.chunk_units, total)):
+                if v in done:
+                    continue
+                out = np.ascontiguousarray(run_unit_at(ex, v, data.units[v]))
+                raw = out.tobytes()
+                self.state.put(f"out:{jid}", f"{v:08d}", {
+                    "root": merkle.tensor_root(raw).hex(), "out": base64.b64encode(raw).decode()})
+                count += 1
+                self._count("units_executed")
+                self.progress.advance(jid, count)
+                if self.cfg.unit_delay:
+                    time.sleep(self.cfg.unit_delay)
+            u = min(u + self.cfg.chunk_units, total)
+            if self.clock() >= t_end:
+                break
+        if count >= total:
+            self.progress.finish(jid)
+
+    def _submit(self, job: Job, data: JobData, done: dict) -> None:
+        jid = job.job_id
+        out_t = data.bundle.program.output_type
+        from gpumesh.node.runtime.files import NP_DTYPE
+
+        outs = np.stack([np.frombuffer(base64.b64decode(done[u]["out"]), dtype=NP_DTYPE[out_t.dtype])
+                         .reshape(out_t.shape) for u in range(job.num_units)])
+        roots = [bytes.fromhex(done[u]["root"]) for u in range(job.num_units)]
+        rr = result_root(roots)
+        cid = self.store.add_bytes(outputs_bytes(outs))  # same bytes, same CID: safe to redo
+        self._set(jid, result_root=rr.hex(), outputs_cid=cid)
+        self.log.info("job %d: executed %d units, result root 0x%s, outputs %s", jid, job.num_units, rr.hex(), cid)
+        res = self.sender.send(f"submit:job:{jid}", self.market.contract.functions.submitResult(jid, rr, cid))
+        self._set(jid, status="submitted", submit_tx="0x" + bytes(res["transactionHash"]).hex())
+        self._count("jobs_submitted")
+        self.log.info("job %d: submitted (tx 0x%s)", jid, bytes(res["transactionHash"]).hex())
+
+    def _after_submit(self, job: Job, rec: dict) -> None:
+        jid = job.job_id
+        if job.state == JobState.SLASHED:
+            return self._end(jid, "slashed", "a dispute game found our result wrong", logging.ERROR)
+        if job.state == JobState.FINALIZED:
+            self._set(jid, status="finalized")
+            return self._withdraw(job)
+        if job.state != JobState.SUBMITTED:
+            return self._end(jid, "lost", f"the job is {job.state.label}", logging.WARNING)
+        if job.open_disputes > 0 or rec.get("disputed"):
+            if not rec.get("disputed"):
+                self._set(jid, disputed=True)
+                self.log.warning("job %d: disputed (%d open game(s)); defending", jid, job.open_disputes)
+            self._defend(job, rec)
+            job = self.market.get_job(jid)
+        if job.state != JobState.SUBMITTED or job.open_disputes > 0:
+            return None  # a game is still running (or just ended the job: the next tick sees it)
+        if self._chain_now() >= job.deadline:
+            self.sender.send(f"finalize:job:{jid}", self.market.contract.functions.finalizeJob(jid))
+            self.log.info("job %d: finalized after its challenge window", jid)
+            self._set(jid, status="finalized")
+            return self._withdraw(self.market.get_job(jid))
+        return None
+
+    def _defend(self, job: Job, rec: dict) -> None:
+        jid = job.job_id
+        if self.defender is None:
+            self.log.error("job %d: disputed, but this worker has no dispute defender configured", jid)
+            return
+        data = self._load(job, rec)
+        if data is None:
+            return
+        done = self._unit_records(jid)
+        roots = tuple(bytes.fromhex(done[u]["root"]) for u in range(job.num_units))
+
+        def trace(u: int) -> tuple[bytes, ...]:
+            if (jid, u) not in self._traces:
+                self.log.info("job %d: re-executing unit %d in trace mode for the dispute", jid, u)
+                self._traces[(jid, u)] = trace_at(self._executor(jid, data), u, data.units[u]).outputs
+            return self._traces[(jid, u)]
+
+        self.defender.defend(jid, data, roots, trace)
+
+    def _withdraw(self, job: Job) -> None:
+        jid = job.job_id
+        credits = self.market.credits(self.me)
+        if credits > 0:
+            self.sender.send(f"withdraw:after-job:{jid}", self.market.contract.functions.withdraw())
+            self.log.info("job %d: paid; withdrew %s", jid, format_eth(credits))
+            self._count("withdrawals")
+        self._end(jid, "done", f"finalized, reward {format_eth(job.reward)}")

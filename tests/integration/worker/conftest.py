@@ -1,0 +1,125 @@
+"""Worker/poster integration fixtures: one real anvil with Deploy.s.sol's contracts and one embedded
+IPFS node per session; each test runs on an evm_snapshot reverted afterwards. `env.post(...)`
+publishes a program + inputs to IPFS and posts the job; `env.worker(...)` builds an in-process
+worker (WorkerNode + Daemon) whose ticks the test drives. (To be replaced by the shared
+tests/integration/nodes/conftest.py when it lands.)"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gpumesh.client.chain.anvil import start_anvil
+from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
+from gpumesh.client.chain.deploy import deploy
+from gpumesh.client.chain.types import JobSpec
+from gpumesh.client.services.accounts import dev_account
+from gpumesh.ipfs.node import EmbeddedNode
+
+REPO = Path(__file__).resolve().parents[3]
+MLP = REPO / "examples/digits/mlp"
+MLP_INPUTS = REPO / "examples/digits/data/test_inputs_mlp.safetensors"
+LABELS = REPO / "examples/digits/data/test_labels.json"
+ETH = 10**18
+POSTER, WORKER, OTHER = 1, 2, 3
+
+
+@pytest.fixture(scope="session")
+def devchain(tmp_path_factory):
+    with start_anvil() as anvil:
+        dep = deploy(anvil.url, dev_account(0).key.hex(), unbonding_delay=3600)
+        path = tmp_path_factory.mktemp("deployment") / "devnet.json"
+        dep.save(path)
+        yield anvil, dep, path
+
+
+@pytest.fixture(scope="session")
+def ipfs_node(tmp_path_factory):
+    warnings.filterwarnings("ignore", category=FutureWarning, module="urllib3")
+    n = EmbeddedNode(tmp_path_factory.mktemp("ipfs-repo"))
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+@dataclass
+class Env:
+    anvil: object
+    dep: object
+    dep_path: Path
+    w3: object
+    ipfs: object
+    tmp: Path
+    apps: list = field(default_factory=list)
+
+    def store(self):
+        from gpumesh.ipfs.kubo import KuboStore
+
+        return KuboStore(self.ipfs.api_multiaddr)
+
+    def market(self, i: int | None = None) -> JobMarketClient:
+        if i is None:
+            return JobMarketClient(self.w3, self.dep.market)
+        return JobMarketClient.with_account(self.w3, self.dep.market, dev_account(i))
+
+    def registry(self, i: int | None = None) -> WorkerRegistryClient:
+        if i is None:
+            return WorkerRegistryClient(self.w3, self.dep.registry)
+        return WorkerRegistryClient.with_account(self.w3, self.dep.registry, dev_account(i))
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def post_spec(self, spec_cid: str, program_root: bytes, inputs_root: bytes, units: int, *,
+                  reward: int = ETH // 2, stake: int = ETH, bond: int = ETH // 10, window: int = 600,
+                  exec_time: int = 3600, min_gpu: int = 0, poster: int = POSTER) -> int:
+        spec = JobSpec(spec_cid=spec_cid, program_root=program_root, inputs_root=inputs_root, num_units=units,
+                       required_stake=stake, claim_deadline=self.now() + 3600, execution_time=exec_time,
+                       challenge_window=window, min_gpu_memory_mib=min_gpu, dispute_bond=bond)
+        job_id, _ = self.market(poster).post_job(spec, reward)
+        return job_id
+
+    def post(self, program=MLP, inputs=MLP_INPUTS, **kw) -> tuple[int, object]:
+        from gpumesh.node.jobs.publish import publish_job
+
+        pub = publish_job(self.store(), program, inputs)
+        s = pub.spec
+        return self.post_spec(pub.spec_cid, s.program_root, s.inputs_root, s.num_units, **kw), pub
+
+    def worker(self, i: int = WORKER, name: str = "w", **cfg):
+        from gpumesh.node.worker.app import build_worker
+        from gpumesh.node.worker.node import WorkerConfig
+
+        cfg.setdefault("retry_seconds", 0.0)
+        app = build_worker(rpc_url=self.anvil.url, deployment=self.dep, account=dev_account(i), store=self.store(),
+                           state_dir=self.tmp / f"worker-{name}", config=WorkerConfig(**cfg), interval=0.05)
+        self.apps.append(app)
+        return app
+
+    @staticmethod
+    def drive(app, until, max_ticks: int = 200) -> None:
+        """Tick the worker until `until()` is true; every tick must succeed."""
+        for _ in range(max_ticks):
+            if until():
+                return
+            assert app.daemon.tick_once(), "a worker tick failed (see the captured log)"
+        assert until(), "condition not reached"
+
+
+@pytest.fixture()
+def env(devchain, ipfs_node, tmp_path):
+    anvil, dep, path = devchain
+    snap = anvil.rpc("evm_snapshot")
+    e = Env(anvil, dep, path, connect(anvil.url, dep), ipfs_node, tmp_path)
+    try:
+        yield e
+    finally:
+        for app in e.apps:
+            app.close()
+        assert anvil.rpc("evm_revert", [snap]) is True
+
