@@ -5,8 +5,10 @@ gpumesh.ipfs.store by entry points that build a store from settings.
 
 ipfshttpclient 0.7 refuses daemons >= 0.8.0 in `connect()`; modern Kubo reports 0.2x/0.3x. We build
 `ipfshttpclient.Client` directly (its documented way to skip the check) and ask `version` ourselves.
-Reads go block by block through `block/get` and are verified here (VerifyingReads); uploads are
-hashed locally while they stream and the daemon's CID must equal ours.
+Reads fetch the DAG's internal nodes through `block/get` and the leaf bytes through one `cat`
+stream with offset/length; every block and every leaf is verified here (VerifyingReads,
+gpumesh.ipfs.ranged). Uploads are hashed locally while they stream and the daemon's CID must equal
+ours.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from gpumesh.ipfs.errors import (
 )
 from gpumesh.ipfs.multipart import DIRECTORY_TYPE, OutPart, content_type_header, encode_parts, new_boundary
 from gpumesh.ipfs.store import VerifyingReads
-from gpumesh.ipfs.unixfs import FileBuilder, TreeBuilder, walk_tree
+from gpumesh.ipfs.unixfs import FileBuilder
+from gpumesh.ipfs.unixfs_dir import TreeBuilder, walk_tree
 
 T = TypeVar("T")
-_READ = 256 * 1024
+_READ = 1024 * 1024
 _NOT_FOUND_HINTS = ("not found", "could not find", "no link named", "not pinned")
 
 
@@ -141,6 +144,12 @@ class KuboStore(VerifyingReads):
             for f in window:
                 f.cancel()
 
+    def _fetch_range(self, cid: Cid, offset: int, length: int) -> Iterator[bytes]:
+        what = f"cat {cid}"
+        stream = self._call(what, lambda: self._client.cat(str(cid), offset=offset, length=length,
+                                                             stream=True))
+        return _GuardedStream(stream, what, self)
+
     # -- writes --------------------------------------------------------------------------------------
     def _add(self, parts_factory: Callable[[TreeBuilder], Iterator[OutPart]], top: str,
              cid_version: int, pin: bool, tree: TreeBuilder) -> str:
@@ -243,6 +252,35 @@ def _tee_file(tree: TreeBuilder, rel: str, path: Path) -> Iterator[bytes]:
             fb.write(chunk)
             yield chunk
     tree.add_file(rel, fb.finish())
+
+
+class _GuardedStream:
+    """A streamed response whose transport errors surface as IpfsApiError (the ranged reader then
+    falls back to verified block reads) and which can be closed early."""
+
+    def __init__(self, inner, what: str, store: KuboStore) -> None:
+        self._inner = inner
+        self._it = iter(inner)
+        self._what = what
+        self._store = store
+
+    def __iter__(self) -> _GuardedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "stop trusting the stream"
+            raise IpfsApiError(f"IPFS {self._what} failed: {type(exc).__name__}",
+                               api=self._store.api_url) from None
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken stream may fail; nothing to keep
+            pass
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from gpumesh.ipfs.errors import IpfsError
 
 DIRECTORY_TYPE = "application/x-directory"
 SYMLINK_TYPE = "application/symlink"
-_READ = 256 * 1024
+_READ = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,7 @@ class _Parser:
         self._eof = False
         self._finished = False
         self._in_body = False
+        self._scan = 0
 
     def _fill(self, want: int) -> bool:
         while len(self._buf) < want and not self._eof:
@@ -163,26 +164,31 @@ class _Parser:
             return b""
         dl = len(self._delim)
         while True:
-            i = self._buf.find(self._delim)
+            # Bytes before self._scan were searched already and cannot start a delimiter: each byte
+            # of a large part is searched about once.
+            i = self._buf.find(self._delim, self._scan)
             if i == 0:  # end of this part: consume the delimiter, report end of body
                 del self._buf[:dl]
+                self._scan = 0
                 self._in_body = False
                 self._after_delimiter()
                 return b""
             if i > 0:
-                take = min(i, n)
-                out = bytes(self._buf[:take])
-                del self._buf[:take]
-                return out
-            safe = len(self._buf) - dl + 1  # bytes that cannot be the start of a delimiter
+                return self._take(min(i, n))
+            self._scan = max(len(self._buf) - dl + 1, 0)  # bytes that cannot start a delimiter
+            safe = self._scan
             if safe > 0 and (safe >= min(n, _READ) or self._eof):
-                take = min(safe, n)
-                out = bytes(self._buf[:take])
-                del self._buf[:take]
-                return out
+                return self._take(min(safe, n))
             if self._eof:
                 raise IpfsError("malformed multipart body (truncated part)")
             self._fill(len(self._buf) + _READ)
+
+    def _take(self, k: int) -> bytes:
+        with memoryview(self._buf) as mv:
+            out = bytes(mv[:k])  # one copy; deleting a bytearray's head is cheap in CPython
+        del self._buf[:k]
+        self._scan = max(self._scan - k, 0)
+        return out
 
 
 def _filename(disposition: str) -> str:

@@ -9,8 +9,11 @@ Layout (REPO/):  blocks/XY/<KEY>.data   KEY = base32 (upper, unpadded) of the mu
                  api                    the RPC multiaddr while the node runs (as Kubo writes it)
                  repo.lock              held (flock) by the running node
 Every write goes to a temp file in the same folder, is fsynced, then renamed over the target, and
-the folder is fsynced: after a crash a block is either absent or complete. Every read re-hashes the
-block; a block that no longer matches its CID raises CorruptBlock and is never served.
+the folder is fsynced: after a crash a block is either absent or complete. `add` writes its blocks
+through a `BlockBatch`: a small thread pool writes + fsyncs + renames each block while the import
+goes on (the disk works while the CPU hashes), and `commit()` waits for all of them and fsyncs each
+touched folder once before `add` answers. Every read re-hashes the block; a block that no longer
+matches its CID raises CorruptBlock and is never served.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, b32encode, b58encode
 from gpumesh.ipfs.errors import CorruptBlock, IpfsError, NotFound
+from gpumesh.ipfs.reader import VerifiedBlock
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -40,6 +45,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+# Blocks written in parallel by a BlockBatch, and how many may wait in memory for the pool (bounded
+# memory: at most this many blocks of an upload are held beyond the one being imported).
+WRITERS = 8
+MAX_PENDING = 32
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,6 +68,7 @@ class Repo:
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._pins: set[Cid] = set()
         pins = self.path / "pins.json"
         if pins.exists():
@@ -81,10 +93,22 @@ class Repo:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def writer_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="ipfs-blockwrite")
+            return self._pool
+
+    def batch(self) -> BlockBatch:
+        return BlockBatch(self)
 
     # -- blocks -------------------------------------------------------------------------------------
     def _file(self, cid: Cid) -> Path:
@@ -94,8 +118,8 @@ class Repo:
     def has(self, cid: Cid) -> bool:
         return self._file(cid).exists()
 
-    def put(self, cid: Cid, block: bytes, *, sync_dir: bool = True) -> bool:
-        """Store a block (verified first). Returns False if it was already there."""
+    def put(self, cid: Cid, block: bytes) -> bool:
+        """Store a block (verified first), durably. Returns False if it was already there."""
         if not cid.matches(block):
             raise IpfsError(f"refusing to store a block that does not match {cid}")
         f = self._file(cid)
@@ -103,24 +127,18 @@ class Repo:
             return False
         f.parent.mkdir(exist_ok=True)
         _atomic_write(f, block)
-        if sync_dir:
-            _fsync_dir(f.parent)
+        _fsync_dir(f.parent)
         return True
 
-    def sync(self) -> None:
-        """fsync every shard folder (after a batch written with sync_dir=False)."""
-        for d in self.blocks_dir.iterdir():
-            if d.is_dir():
-                _fsync_dir(d)
-
-    def get(self, cid: Cid) -> bytes:
+    def get(self, cid: Cid) -> VerifiedBlock:
+        """The block, re-hashed now; marked as verified so the DAG reader does not hash it again."""
         try:
             block = self._file(cid).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"block was not found locally (offline): {cid}") from None
         if hashlib.sha256(block).digest() != cid.digest:
             raise CorruptBlock(f"block {cid} on disk is corrupt (its content no longer matches its hash)")
-        return block
+        return VerifiedBlock(block, cid.digest)
 
     def size(self, cid: Cid) -> int:
         try:
@@ -168,4 +186,71 @@ class Repo:
             self._save_pins()
 
 
-__all__ = ["Repo", "CODEC_DAG_PB"]
+class BlockBatch:
+    """The blocks of one `add`, written in the background: `put()` hands a block to the repo's
+    writer pool (temp file + fsync + rename each) and returns; `commit()` waits for every write,
+    fsyncs each folder it touched once, and only then may the caller acknowledge the blocks.
+
+    Crash safety is the same as `Repo.put`: a block file is renamed into place only after its bytes
+    are on disk, so a crash leaves each block absent or complete; blocks that were renamed but not
+    yet committed are merely unpinned (repo gc removes them). `put()` trusts `cid` (the importer has
+    just computed it from these bytes); every later read re-hashes the block anyway.
+    """
+
+    def __init__(self, repo: Repo) -> None:
+        self._repo = repo
+        self._pool = repo.writer_pool()
+        self._slots = threading.BoundedSemaphore(MAX_PENDING)
+        self._futures: list[Future] = []
+        self._seen: set[bytes] = set()
+        self._dirs: set[Path] = set()
+
+    def put(self, cid: Cid, block: bytes) -> None:
+        if cid.digest in self._seen:
+            return
+        self._seen.add(cid.digest)
+        f = self._repo._file(cid)
+        if f.exists():
+            return
+        if f.parent not in self._dirs:
+            f.parent.mkdir(exist_ok=True)
+            self._dirs.add(f.parent)
+        self._slots.acquire()  # bounded memory: wait while MAX_PENDING blocks are queued
+        try:
+            fut = self._pool.submit(self._write, f, block)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._futures.append(fut)
+        if len(self._futures) >= 4 * MAX_PENDING:  # keep the list short; surface errors early
+            self._reap(wait=False)
+
+    def _write(self, f: Path, block: bytes) -> None:
+        try:
+            _atomic_write(f, block)
+        finally:
+            self._slots.release()
+
+    def _reap(self, wait: bool) -> None:
+        keep = []
+        for fut in self._futures:
+            if wait or fut.done():
+                fut.result()  # raises the first write error
+            else:
+                keep.append(fut)
+        self._futures = keep
+
+    def commit(self) -> None:
+        self._reap(wait=True)
+        for fut in [self._pool.submit(_fsync_dir, d) for d in self._dirs]:
+            fut.result()
+        self._dirs.clear()
+
+    def abort(self) -> None:
+        """Wait for the writes in flight (so none lands after the caller moved on); errors ignored."""
+        for fut in self._futures:
+            fut.exception()
+        self._futures.clear()
+
+
+__all__ = ["BlockBatch", "Repo", "CODEC_DAG_PB"]

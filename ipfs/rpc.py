@@ -20,10 +20,12 @@ from gpumesh.ipfs.errors import IpfsError
 from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, iter_parts
 from gpumesh.ipfs.repo import Repo
 from gpumesh.ipfs.rpc_http import ClientError, Command, Request, Response
-from gpumesh.ipfs.unixfs import CHUNK_SIZE, TreeBuilder
+from gpumesh.ipfs.unixfs import CHUNK_SIZE
+from gpumesh.ipfs.unixfs_dir import TreeBuilder
 
 VERSION = "0.1.0"
 AGENT = f"gpumesh-embedded/{VERSION}"
+_ADD_READ = 4 * CHUNK_SIZE  # big reads: fewer passes through the multipart parser per byte
 
 
 class Commands:
@@ -64,7 +66,8 @@ class Commands:
             raise ClientError("only the sha2-256 hash is supported")
         if req.flag("trickle", False) or req.flag("inline", False) or req.flag("nocopy", False):
             raise ClientError("trickle, inline and nocopy are not supported")
-        sink = None if only_hash else (lambda c, b: self.repo.put(c, b, sync_dir=False))
+        batch = None if only_hash else self.repo.batch()
+        sink = None if batch is None else batch.put
         wrap = req.flag("wrap-with-directory", False)
         tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink, wrap=wrap)
         # Replies are buffered until the upload is read to its end: a client that streams its body
@@ -72,28 +75,34 @@ class Commands:
         out: list[dict] = []
         unnamed = 0
         with self.write_lock:
-            for part in iter_parts(req.body, req.content_type):
-                path = part.path
-                if not path:
-                    unnamed += 1
-                    path = f"\0unnamed{unnamed}"
-                if part.content_type == DIRECTORY_TYPE:
-                    tree.add_dir(path)
-                    continue
-                if part.content_type == SYMLINK_TYPE:
-                    tree.add_symlink(path, part.stream.read(4096).decode("utf-8"))
-                    continue
-                fb = tree.file()
-                done = 0
-                while chunk := part.stream.read(CHUNK_SIZE):
-                    fb.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        out.append({"Name": path, "Bytes": done})
-                tree.add_file(path, fb.finish())
-            entries = tree.finish()
-            if not only_hash:
-                self.repo.sync()
+            try:
+                for part in iter_parts(req.body, req.content_type):
+                    path = part.path
+                    if not path:
+                        unnamed += 1
+                        path = f"\0unnamed{unnamed}"
+                    if part.content_type == DIRECTORY_TYPE:
+                        tree.add_dir(path)
+                        continue
+                    if part.content_type == SYMLINK_TYPE:
+                        tree.add_symlink(path, part.stream.read(4096).decode("utf-8"))
+                        continue
+                    fb = tree.file()
+                    done = 0
+                    step = CHUNK_SIZE if progress else _ADD_READ  # progress: one line per chunk
+                    while chunk := part.stream.read(step):
+                        fb.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            out.append({"Name": path, "Bytes": done})
+                    tree.add_file(path, fb.finish())
+                entries = tree.finish()
+                if batch is not None:
+                    batch.commit()  # every block durable before anything is pinned or reported
+            except BaseException:
+                if batch is not None:
+                    batch.abort()
+                raise
             if pin and not only_hash:
                 # Kubo pins what it reports as roots: the wrapper, or each top-level item.
                 for e in entries:

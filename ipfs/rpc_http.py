@@ -148,10 +148,11 @@ class Response:
         first = next(it, b"")  # fail before the status line when the very first read fails
         self._head(200, ctype, {"X-Stream-Output": "1", **(extra or {})})
         w = self._h.wfile
+        sock = self._h.connection
         try:
             for chunk in _prepend(first, it):
                 if chunk:
-                    w.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    _send_parts(sock, (b"%x\r\n" % len(chunk), chunk, b"\r\n"))
         except Exception as exc:  # noqa: BLE001 - logged, then the connection is aborted
             log.warning("stream aborted: %s", exc)
             self._h.close_connection = True
@@ -161,6 +162,15 @@ class Response:
     def ndjson(self, objs: Iterable[object]) -> None:
         self.stream(((json.dumps(o) + "\n").encode() for o in objs), "application/json",
                     {"X-Chunked-Output": "1"})
+
+
+def _send_parts(sock, parts: tuple[bytes, ...]) -> None:
+    """One chunk of a chunked body, sent without copying the payload into a new string (wfile is
+    unbuffered in http.server, so writing to the socket directly keeps the order)."""
+    sent = sock.sendmsg(parts)
+    total = sum(len(p) for p in parts)
+    if sent < total:  # rare: a partial send; finish it the simple way
+        sock.sendall(b"".join(parts)[sent:])
 
 
 def _prepend(first: bytes, rest):

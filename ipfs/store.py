@@ -5,8 +5,10 @@ Imported by services and daemons (the port), by tests (the fake) and by gpumesh.
 `KuboStore` is re-exported lazily so that importing this module never imports ipfshttpclient.
 
 Never trust the daemon: `cat`, `cat_to` and `get` fetch raw blocks, hash each against its CID and
-walk the DAG themselves (gpumesh.ipfs.reader); `add_*` compute the CID locally and refuse a daemon
-that reports another one. A mismatch raises CidMismatch; no unverified byte is ever returned.
+walk the DAG themselves (gpumesh.ipfs.reader); an adapter that can stream a file's bytes
+(`_fetch_range`) gets its leaves that way, each rebuilt and hashed against its CID
+(gpumesh.ipfs.ranged). `add_*` compute the CID locally and refuse a daemon that reports another one.
+A mismatch raises CidMismatch; no unverified byte is ever returned.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from gpumesh.ipfs import reader
-from gpumesh.ipfs.cid import Cid, as_cid
-from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK
+from gpumesh.ipfs import ranged, reader
+from gpumesh.ipfs.cid import CODEC_RAW, Cid, as_cid
+from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK, decode_node, decode_unixfs
 from gpumesh.ipfs.errors import IpfsError, MalformedDag, NotFound
-from gpumesh.ipfs.unixfs import FileBuilder, import_directory, import_file
+from gpumesh.ipfs.unixfs import FileBuilder, import_file
+from gpumesh.ipfs.unixfs_dir import import_directory
 
 
 @runtime_checkable
@@ -40,10 +43,19 @@ class ContentStore(Protocol):
 
 
 class VerifyingReads:
-    """cat / cat_to / get / block_get over `_fetch_many`, which may return anything: all is verified."""
+    """cat / cat_to / get / block_get over `_fetch_many` (and `_fetch_range`, where an adapter sets
+    it), which may return anything: all is verified."""
+
+    # (cid, offset, length) -> chunks of that byte range of the file, untrusted; None: blocks only.
+    _fetch_range: ranged.FetchRange | None = None
 
     def _fetch_many(self, cids: list[Cid]) -> Iterable[bytes]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _iter_file(self, cid: Cid, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        if self._fetch_range is None:
+            return reader.iter_file(cid, self._fetch_many, offset, length)
+        return ranged.iter_file_ranged(cid, self._fetch_many, self._fetch_range, offset, length)
 
     def _resolve(self, cid: str | Cid) -> Cid:
         if isinstance(cid, Cid):
@@ -55,7 +67,7 @@ class VerifyingReads:
         return reader.fetch_one(self._fetch_many, c)
 
     def iter_cat(self, cid: str | Cid, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return reader.iter_file(self._resolve(cid), self._fetch_many, offset, length)
+        return self._iter_file(self._resolve(cid), offset, length)
 
     def cat(self, cid: str | Cid, offset: int = 0, length: int | None = None) -> bytes:
         return b"".join(self.iter_cat(cid, offset, length))
@@ -82,7 +94,7 @@ class VerifyingReads:
         if node.kind == T_FILE:
             tmp = dest.with_name(dest.name + ".part")
             with open(tmp, "wb") as f:
-                for chunk in reader.iter_file(cid, self._fetch_many):
+                for chunk in self._iter_file(cid):
                     f.write(chunk)
             os.replace(tmp, dest)
         elif node.kind == T_DIRECTORY:
@@ -103,7 +115,9 @@ class MemoryStore(VerifyingReads):
     """In-memory ContentStore for unit tests. Blocks are keyed by multihash, as Kubo keys them.
 
     It can be told to lie, to prove that readers never trust a store: `tamper(cid, data)` makes it
-    serve `data` for that block, and `lie_about_add = True` makes add report a wrong CID.
+    serve `data` for that block (in block reads and in the byte ranges it streams, which it builds
+    from its blocks without checking them, as a daemon with a bad disk would), `lie_in_cat = True`
+    flips a byte in every range it streams, and `lie_about_add = True` makes add report a wrong CID.
     """
 
     def __init__(self) -> None:
@@ -111,6 +125,7 @@ class MemoryStore(VerifyingReads):
         self.pins: set[bytes] = set()
         self._lies: dict[bytes, bytes] = {}
         self.lie_about_add = False
+        self.lie_in_cat = False
         self.peer_id = "memory"
 
     # -- lying -------------------------------------------------------------------------------------
@@ -129,6 +144,32 @@ class MemoryStore(VerifyingReads):
                 yield self.blocks[c.digest]
             else:
                 raise NotFound(f"block {c} not found")
+
+    def _fetch_range(self, cid: Cid, offset: int, length: int) -> Iterator[bytes]:
+        pos, end = 0, offset + length
+        for chunk in self._served_file(cid):
+            a, b = max(offset - pos, 0), min(end - pos, len(chunk))
+            pos += len(chunk)
+            if a < b:
+                piece = chunk[a:b]
+                if self.lie_in_cat:
+                    piece = bytes([piece[0] ^ 1]) + piece[1:]
+                yield piece
+            if pos >= end:
+                return
+
+    def _served_file(self, cid: Cid) -> Iterator[bytes]:
+        """The file's bytes as the (possibly tampered) blocks say, checking nothing."""
+        block = next(iter(self._fetch_many([cid])))
+        if cid.codec == CODEC_RAW:
+            yield block
+            return
+        pb = decode_node(block)
+        u = decode_unixfs(pb.data or b"\x08\x02")
+        if u.data:
+            yield u.data
+        for link in pb.links:
+            yield from self._served_file(link.cid)
 
     def _added(self, cid: Cid, pin: bool) -> str:
         if pin:

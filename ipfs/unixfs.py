@@ -1,7 +1,8 @@
-"""The UnixFS importer: byte streams, files and directories to Kubo-identical CIDs and blocks.
+"""The UnixFS importer: byte streams and files to Kubo-identical CIDs and blocks (directories, symlinks
+and whole trees: gpumesh.ipfs.unixfs_dir, whose names are also reachable from here).
 
-Pure (hashlib, os for directory walks). Used by the CLI (`--only-hash`), by the stores (to check the
-CID a daemon returns) and by the embedded node's `add`.
+Pure (hashlib, os). Used by the CLI (`--only-hash`), by the stores (to check the CID a daemon
+returns), by the embedded node's `add` and by the ranged reader (leaf_frame).
 
 Rules, as Kubo's defaults (boxo importer/balanced + helpers, go-unixfs, go-merkledag):
 - fixed-size chunker, CHUNK_SIZE = 256 KiB; an empty input is one empty leaf;
@@ -11,36 +12,23 @@ Rules, as Kubo's defaults (boxo importer/balanced + helpers, go-unixfs, go-merkl
   right; one chunk is its own root; a parent is
   `PBNode{Links: [{Hash, Name: "", Tsize}...], Data: Data{Type: File, filesize, blocksizes}}`;
 - Tsize (cumulative size) = block length + the children's Tsizes; raw leaves: the data length;
-- directories: `Data{Type: Directory}`, links sorted by name bytes with Tsize of each child;
-  symlinks: `Data{Type: Symlink, Data: target}`. Directories whose links would pass Kubo's
-  HAMT threshold (256 KiB estimated) are refused (Unsupported) instead of getting a wrong CID.
+- directories and symlinks: see gpumesh.ipfs.unixfs_dir.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, encode_varint
-from gpumesh.ipfs.dagpb import (
-    T_DIRECTORY,
-    T_FILE,
-    T_SYMLINK,
-    PBLink,
-    UnixfsData,
-    encode_node,
-    encode_unixfs,
-)
-from gpumesh.ipfs.errors import IpfsError, Unsupported
+from gpumesh.ipfs.dagpb import T_FILE, PBLink, UnixfsData, encode_node, encode_unixfs
+from gpumesh.ipfs.errors import IpfsError
 
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174
-HAMT_THRESHOLD = 256 * 1024  # boxo: HAMTShardingSize, estimated as sum(len(name) + len(cid bytes))
 _READ_SIZE = 4 * CHUNK_SIZE
 
 # Called with (cid, block bytes) for every block, children before parents, root last.
@@ -61,23 +49,15 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """One added path, as `ipfs add` reports it (files first in walk order, then directories)."""
-
-    name: str
-    result: ImportResult
-
-
-@dataclass(frozen=True, slots=True)
 class _Child:
     cid: Cid
     filesize: int
     tsize: int
 
 
-def _leaf_dagpb_frame(n: int) -> tuple[bytes, bytes]:
-    """(prefix, suffix) around a chunk of length n in a dag-pb File leaf, so the chunk is never copied
-    just to be hashed."""
+def leaf_frame(n: int) -> tuple[bytes, bytes]:
+    """(prefix, suffix) around a chunk of length n in a dag-pb File leaf, as Kubo encodes it, so the
+    chunk is never copied just to be hashed (and a reader can rebuild a leaf from its bytes)."""
     # UnixFS Data: 08 02 | 12 len(chunk) chunk | 18 filesize. An empty chunk has no Data field (Go
     # leaves the nil slice unset), but still a filesize of 0.
     head = b"\x08\x02" + (b"\x12" + encode_varint(n) if n else b"")
@@ -174,7 +154,7 @@ class FileBuilder:
             else:
                 self._blocks += 1
         else:
-            prefix, suffix = _leaf_dagpb_frame(n)
+            prefix, suffix = leaf_frame(n)
             h = hashlib.sha256(prefix)
             h.update(chunk)
             h.update(suffix)
@@ -253,170 +233,15 @@ def import_file(
     return import_stream(src, cid_version=cid_version, raw_leaves=raw_leaves, sink=sink)
 
 
-def directory_node(
-    entries: list[tuple[str, Cid, int]], cid_version: int = 0
-) -> tuple[Cid, bytes, int]:
-    """A basic UnixFS directory over (name, cid, tsize) entries: (cid, block, tsize)."""
-    names = [name for name, _, _ in entries]
-    if len(set(names)) != len(names):
-        raise IpfsError("duplicate names in a directory")
-    for name in names:
-        if not name or "/" in name or name in (".", ".."):
-            raise IpfsError(f"invalid directory entry name {name!r}")
-    estimate = sum(len(name.encode("utf-8")) + len(cid.to_bytes()) for name, cid, _ in entries)
-    if estimate > HAMT_THRESHOLD:
-        raise Unsupported(
-            f"directory with {len(entries)} entries needs a HAMT-sharded node, which this importer "
-            "does not build"
-        )
-    ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
-    block = encode_node(
-        [PBLink(cid, name, tsize) for name, cid, tsize in ordered], encode_unixfs(UnixfsData(T_DIRECTORY))
-    )
-    cid = Cid(cid_version, CODEC_DAG_PB, hashlib.sha256(block).digest())
-    return cid, block, len(block) + sum(t for _, _, t in ordered)
+# The directory half of the importer lives in gpumesh.ipfs.unixfs_dir; these names stay importable
+# from here (lazily: unixfs_dir imports this module).
+_DIR_NAMES = frozenset({"Entry", "HAMT_THRESHOLD", "TreeBuilder", "directory_node", "import_directory",
+                        "symlink_node", "walk_tree"})
 
 
-def symlink_node(target: str, cid_version: int = 0) -> tuple[Cid, bytes]:
-    block = encode_node([], encode_unixfs(UnixfsData(T_SYMLINK, target.encode("utf-8"))))
-    return Cid(cid_version, CODEC_DAG_PB, hashlib.sha256(block).digest()), block
+def __getattr__(name: str):
+    if name in _DIR_NAMES:
+        from gpumesh.ipfs import unixfs_dir
 
-
-class TreeBuilder:
-    """Assembles files, symlinks and directories announced by path ("top/sub/file") into UnixFS
-    directories, in the order Kubo reports them: each file or symlink as it completes, then every
-    directory, deepest first (post-order, children by name), top-level items last.
-
-    Shared by import_directory, the Kubo adapter (which checks the daemon's CID against it while
-    uploading) and the embedded node's `add`, so the three can never disagree on a directory.
-    With wrap=True every top-level item goes into one unnamed root directory (wrap-with-directory).
-    """
-
-    def __init__(
-        self,
-        *,
-        cid_version: int = 0,
-        raw_leaves: bool | None = None,
-        sink: BlockSink | None = None,
-        wrap: bool = False,
-    ) -> None:
-        self.cid_version = cid_version
-        self.raw_leaves = raw_leaves
-        self._sink = sink
-        self._wrap = wrap
-        self._dirs: dict[str, dict[str, ImportResult]] = {"": {}}
-        self._order: list[str] = []  # top-level names in arrival order
-        self.entries: list[Entry] = []
-
-    def _parent(self, path: str) -> tuple[dict[str, ImportResult], str]:
-        path = path.strip("/")
-        if not path or any(p in ("", ".", "..") for p in path.split("/")):
-            raise IpfsError(f"invalid path {path!r} in a directory upload")
-        parent, _, name = path.rpartition("/")
-        if parent not in self._dirs:
-            raise IpfsError(f"{path!r} arrived before its directory {parent!r}")
-        if name in self._dirs[parent] or path in self._dirs:
-            raise IpfsError(f"duplicate path {path!r}")
-        if not parent:
-            self._order.append(name)
-        return self._dirs[parent], name
-
-    def add_dir(self, path: str) -> None:
-        self._parent(path)
-        self._dirs[path.strip("/")] = {}
-
-    def file(self) -> FileBuilder:
-        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, sink=self._sink)
-
-    def add_file(self, path: str, result: ImportResult) -> None:
-        siblings, name = self._parent(path)
-        siblings[name] = result
-        self.entries.append(Entry(path.strip("/"), result))
-
-    def add_symlink(self, path: str, target: str) -> None:
-        cid, block = symlink_node(target, self.cid_version)
-        if self._sink is not None:
-            self._sink(cid, block)
-        self.add_file(path, ImportResult(cid, 0, len(block), 1))
-
-    def finish(self) -> list[Entry]:
-        """Build every directory; return all entries in Kubo's order (the root is the last one)."""
-        def build(path: str) -> ImportResult:
-            children = self._dirs[path]
-            prefix = path + "/" if path else ""
-            for name in sorted(
-                (n for n in self._dirs if n.startswith(prefix) and "/" not in n[len(prefix):] and n != path),
-                key=lambda n: n.encode("utf-8"),
-            ):
-                children[name[len(prefix):]] = build(name)
-            cid, block, tsize = directory_node(
-                [(n, r.cid, r.tsize) for n, r in children.items()], self.cid_version
-            )
-            if self._sink is not None:
-                self._sink(cid, block)
-            res = ImportResult(cid, 0, tsize, 1 + sum(r.blocks for r in children.values()))
-            if path:
-                self.entries.append(Entry(path, res))
-            return res
-
-        top_dirs = [n for n in self._order if n in self._dirs]
-        if self._wrap:
-            root = build("")
-            self.entries.append(Entry("", root))
-        else:
-            for name in top_dirs:
-                build(name)
-        return self.entries
-
-
-def walk_tree(path: str | os.PathLike, *, hidden: bool = False) -> Iterator[tuple[str, str, Path]]:
-    """(relative path, kind, absolute path) of a directory tree in upload order: a directory before
-    its entries, entries by name bytes; kind is "dir", "file" or "symlink". Dotfiles are skipped
-    unless hidden=True, as Kubo's CLI does."""
-    root = Path(path)
-    if not root.is_dir():
-        raise IpfsError(f"{root} is not a directory")
-    base = root.name or root.resolve().name
-
-    def walk(d: Path, rel: str) -> Iterator[tuple[str, str, Path]]:
-        yield rel, "dir", d
-        for name in sorted(os.listdir(d), key=lambda s: s.encode("utf-8", "surrogateescape")):
-            if not hidden and name.startswith("."):
-                continue
-            p = d / name
-            mode = p.lstat().st_mode
-            if stat.S_ISLNK(mode):
-                yield f"{rel}/{name}", "symlink", p
-            elif stat.S_ISDIR(mode):
-                yield from walk(p, f"{rel}/{name}")
-            elif stat.S_ISREG(mode):
-                yield f"{rel}/{name}", "file", p
-            else:
-                raise IpfsError(f"unrecognized file type for {p}")
-
-    yield from walk(root, base)
-
-
-def import_directory(
-    path: str | os.PathLike,
-    cid_version: int = 0,
-    *,
-    raw_leaves: bool | None = None,
-    hidden: bool = False,
-    sink: BlockSink | None = None,
-    entries: list[Entry] | None = None,
-) -> ImportResult:
-    """`ipfs add -r PATH`: files streamed, symlinks stored as UnixFS symlinks. `entries`, if given,
-    receives every added path in Kubo's output order."""
-    tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink)
-    for rel, kind, p in walk_tree(path, hidden=hidden):
-        if kind == "dir":
-            tree.add_dir(rel)
-        elif kind == "symlink":
-            tree.add_symlink(rel, os.readlink(p))
-        else:
-            tree.add_file(rel, import_file(p, cid_version, raw_leaves=raw_leaves, sink=sink))
-    out = tree.finish()
-    if entries is not None:
-        entries.extend(out)
-    return out[-1].result
+        return getattr(unixfs_dir, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

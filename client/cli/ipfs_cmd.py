@@ -27,7 +27,8 @@ def add(
 ) -> None:
     """Add a file or directory; prints `added CID NAME` like `ipfs add`."""
     from gpumesh.ipfs.errors import IpfsError
-    from gpumesh.ipfs.unixfs import Entry, import_directory, import_file
+    from gpumesh.ipfs.unixfs import import_file
+    from gpumesh.ipfs.unixfs_dir import Entry, import_directory
 
     if not path.exists():
         raise IpfsError(f"{path} does not exist")
