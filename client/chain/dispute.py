@@ -1,0 +1,394 @@
+"""Typed client of the DisputeGame contract (docs/spec/dispute.md): reads (`get_game`, `snapshot`,
+`games_of_job`, `credits`...), one write per entry point, and the raw-transaction path that the
+responders use to record a signed move in their outbox BEFORE it is broadcast.
+
+`snapshot(game_id)` turns the on-chain Game plus its events (the block the worker revealed, every
+revealed trace-tree node, the revealed leaf) into the pure `gpumesh.client.core.game.GameSnapshot`
+the strategies read. Reverts decode to the exceptions of gpumesh.client.chain.errors
+(`errors.DisputeGame_StaleMove`, ...). Imported by the worker and watchtower daemons, the CLI and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpumesh.client.chain.contracts import TxResult, _Base
+from gpumesh.client.chain.tx import NonceManager, TxSender, build_tx, reverts_decoded, sign_tx, wait_receipt
+from gpumesh.client.chain.types import Address, Wei
+from gpumesh.client.core.errors import ChainError
+from gpumesh.client.core.game import GameSnapshot, Outcome, Phase, Reason, Side, block_nodes
+
+GameId = int
+
+#: Node answers that mean "this exact transaction is already in the pool or mined" on re-broadcast.
+_ALREADY_SENT = ("already known", "nonce too low", "known transaction", "already imported", "replacement")
+
+
+@dataclass(frozen=True)
+class GameState:
+    """IDisputeGame.Game, field for field (the on-chain truth of one game)."""
+
+    game_id: GameId
+    challenger: Address
+    bond: Wei
+    worker: Address
+    phase: Phase
+    turn: Side
+    outcome: Outcome
+    height: int
+    move_no: int
+    last_move_at: int
+    worker_clock: int
+    challenger_clock: int
+    index: int
+    count: int
+    out_bytes: int
+    unit_index: int
+    op_index: int
+    num_ops: int
+    num_weights: int
+    num_units: int
+    job_id: int
+    node: bytes
+    program_root: bytes
+    inputs_root: bytes
+    trace_root: bytes
+    ops_root: bytes
+    op_leaf: bytes
+
+    @classmethod
+    def from_abi(cls, game_id: int, t: tuple | dict) -> GameState:
+        if isinstance(t, dict):
+            t = tuple(t.values())
+        (ch, bond, worker, phase, turn, outcome, height, move_no, last, wclock, cclock, index, count,
+         out_bytes, unit, op, num_ops, num_weights, num_units, job_id, node, pr, ir, tr, opsr, opl) = t
+        return cls(game_id, Address(ch), Wei(bond), Address(worker), Phase(phase), Side(turn), Outcome(outcome),
+                   height, move_no, last, wclock, cclock, index, count, out_bytes, unit, op, num_ops, num_weights,
+                   num_units, job_id, bytes(node), bytes(pr), bytes(ir), bytes(tr), bytes(opsr), bytes(opl))
+
+    @property
+    def resolved(self) -> bool:
+        return self.phase == Phase.RESOLVED
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if isinstance(v, bytes):
+                v = "0x" + v.hex()
+            elif isinstance(v, Phase | Side | Outcome):
+                v = v.name.lower()
+            out[k] = v
+        return out
+
+
+@dataclass(frozen=True)
+class GameOpened:
+    game_id: GameId
+    job_id: int
+    challenger: Address
+    worker: Address
+    bond: Wei
+    num_units: int
+    result_root: bytes
+    block_number: int
+
+
+@dataclass(frozen=True)
+class GameResolved:
+    game_id: GameId
+    job_id: int
+    outcome: Outcome
+    reason: Reason
+    burned: Wei
+    block_number: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One contract call ready to become a transaction: the web3 ContractFunction, the value sent,
+    and a short description for error messages (`reveal(game 3, move 7)`)."""
+
+    fn: Any
+    value: int
+    context: str
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: bytes
+    tx_hash: str  # 0x-hex
+    nonce: int
+    tx: dict  # the unsigned fields (to replay a revert for its reason)
+
+
+class DisputeGameClient(_Base):
+    """DisputeGame at `address`; `from_block` bounds event scans (the deployment block)."""
+
+    NAME = "DisputeGame"
+
+    def __init__(self, w3, address: str, sender: TxSender | None = None, from_block: int = 0) -> None:
+        super().__init__(w3, address, sender)
+        self.from_block = from_block
+        self._split_bits: int | None = None
+
+    @classmethod
+    def with_account(cls, w3, address: str, account, nonces: NonceManager | None = None, from_block: int = 0):
+        return cls(w3, address, TxSender(w3, account, nonces or NonceManager(w3)), from_block)
+
+    @property
+    def account_address(self) -> str:
+        if self.sender is None:
+            raise ChainError("DisputeGame client has no account (read-only)")
+        return self.sender.address
+
+    # ================================================================ reads
+
+    def get_game(self, game_id: int) -> GameState:
+        return GameState.from_abi(int(game_id), self._call("getGame", int(game_id)))
+
+    def game_count(self) -> int:
+        return self._call("gameCount")
+
+    def split_bits(self) -> int:
+        if self._split_bits is None:  # immutable in the contract
+            self._split_bits = int(self._call("splitBits"))
+        return self._split_bits
+
+    def clock_seconds(self) -> int:
+        return self._call("clockSeconds")
+
+    def credits(self, account: str) -> Wei:
+        return Wei(self._call("credits", self.w3.to_checksum_address(account)))
+
+    def burned(self) -> Wei:
+        return Wei(self._call("burned"))
+
+    def clock_now(self, game_id: int) -> tuple[Side, int, bool]:
+        turn, left, expired = self._call("clockNow", int(game_id))
+        return Side(turn), left, expired
+
+    def chain_now(self) -> int:
+        """Timestamp of the latest block: the time the contract's clocks are measured in."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def _logs(self, event: str, **filters: Any) -> list:
+        ev = getattr(self.contract.events, event)
+        logs = reverts_decoded(lambda: ev.get_logs(from_block=self.from_block, argument_filters=filters or None),
+                               f"{event} logs")
+        return sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"]))
+
+    def games_opened(self, job_id: int | None = None, challenger: str | None = None) -> list[GameOpened]:
+        """GameOpened events, oldest first, optionally of one job and/or one challenger."""
+        f: dict[str, Any] = {}
+        if job_id is not None:
+            f["jobId"] = int(job_id)
+        if challenger is not None:
+            f["challenger"] = self.w3.to_checksum_address(challenger)
+        return [GameOpened(a["gameId"], a["jobId"], Address(a["challenger"]), Address(a["worker"]), Wei(a["bond"]),
+                           a["numUnits"], bytes(a["resultRoot"]), lg["blockNumber"])
+                for lg in self._logs("GameOpened", **f) for a in [lg["args"]]]
+
+    def games_of_job(self, job_id: int) -> list[GameId]:
+        return [g.game_id for g in self.games_opened(job_id=job_id)]
+
+    def resolutions(self, game_id: int | None = None, job_id: int | None = None) -> list[GameResolved]:
+        f: dict[str, Any] = {}
+        if game_id is not None:
+            f["gameId"] = int(game_id)
+        if job_id is not None:
+            f["jobId"] = int(job_id)
+        return [GameResolved(a["gameId"], a["jobId"], Outcome(a["outcome"]), Reason(a["reason"]), Wei(a["burned"]),
+                             lg["blockNumber"]) for lg in self._logs("GameResolved", **f) for a in [lg["args"]]]
+
+    def snapshot(self, game_id: int) -> GameSnapshot:
+        """What a player needs to choose its next move (GameSnapshot), from the game and its events."""
+        g = self.get_game(game_id)
+        if g.phase == Phase.NONE:
+            raise ChainError(f"dispute game {game_id} does not exist")
+        children: tuple[bytes, ...] = ()
+        trace_nodes: dict[tuple[int, int], bytes] = {}
+        leaf = b""
+        needs_trace = g.phase in (Phase.TRACE_DESCENT, Phase.OP_REVEAL, Phase.TENSOR_DESCENT,
+                                  Phase.LEAF_REVEAL, Phase.ONE_STEP)
+        needs_children = g.phase.is_descent and g.turn == Side.CHALLENGER
+        if needs_trace or needs_children:
+            for lg in self._logs("ChildrenRevealed", gameId=int(game_id)):
+                a = lg["args"]
+                kids = tuple(bytes(c) for c in a["children"])
+                if Phase(a["phase"]) == Phase.TRACE_DESCENT:
+                    trace_nodes.update(block_nodes(a["height"], a["index"], kids))
+                if needs_children and a["moveNo"] == g.move_no - 1:
+                    children = kids
+            if needs_children and not children:
+                raise ChainError(f"game {game_id}: no ChildrenRevealed event for move {g.move_no - 1} "
+                                 f"(the RPC node's logs lag its state; retry)")
+        if g.phase == Phase.ONE_STEP:
+            logs = self._logs("LeafRevealed", gameId=int(game_id))
+            if not logs:
+                raise ChainError(f"game {game_id}: no LeafRevealed event yet (retry)")
+            leaf = bytes(logs[-1]["args"]["leaf"])
+        return GameSnapshot(
+            game_id=g.game_id, phase=g.phase, turn=g.turn, move_no=g.move_no, height=g.height, index=g.index,
+            count=g.count, node=g.node, split_bits=self.split_bits(), now=self.chain_now(),
+            last_move_at=g.last_move_at, worker_clock=g.worker_clock, challenger_clock=g.challenger_clock,
+            unit_index=g.unit_index, op_index=g.op_index, num_units=g.num_units, num_ops=g.num_ops,
+            num_weights=g.num_weights, out_bytes=g.out_bytes, trace_root=g.trace_root, ops_root=g.ops_root,
+            program_root=g.program_root, inputs_root=g.inputs_root, children=children, leaf=leaf,
+            trace_nodes=trace_nodes,
+        )
+
+    # ================================================================ calls (one per entry point)
+
+    def _mk(self, fn: str, *args: Any, value: int = 0, context: str | None = None) -> Call:
+        return Call(getattr(self.contract.functions, fn)(*args), int(value), context or fn)
+
+    def challenge_call(self, job_id: int, bond: int) -> Call:
+        return self._mk("challenge", int(job_id), value=bond, context=f"challenge(job {job_id})")
+
+    def reveal_call(self, game_id: int, move_no: int, children: Sequence[bytes]) -> Call:
+        return self._mk("reveal", int(game_id), int(move_no), [bytes(c) for c in children],
+                        context=f"reveal(game {game_id}, move {move_no})")
+
+    def pick_call(self, game_id: int, move_no: int, c: int, child: bytes, path: Sequence[bytes]) -> Call:
+        return self._mk("pick", int(game_id), int(move_no), int(c), bytes(child), [bytes(p) for p in path],
+                        context=f"pick(game {game_id}, move {move_no}, child {c})")
+
+    def commit_trace_call(self, game_id: int, move_no: int, trace_root: bytes, num_ops: int, num_weights: int,
+                          ops_root: bytes, output_path: Sequence[bytes]) -> Call:
+        return self._mk("commitTrace", int(game_id), int(move_no), bytes(trace_root), int(num_ops), int(num_weights),
+                        bytes(ops_root), [bytes(p) for p in output_path],
+                        context=f"commitTrace(game {game_id}, move {move_no})")
+
+    def prove_op_call(self, game_id: int, move_no: int, descriptor: bytes, path: Sequence[bytes]) -> Call:
+        return self._mk("proveOp", int(game_id), int(move_no), bytes(descriptor), [bytes(p) for p in path],
+                        context=f"proveOp(game {game_id}, move {move_no})")
+
+    def reveal_leaf_call(self, game_id: int, move_no: int, leaf: bytes) -> Call:
+        return self._mk("revealLeaf", int(game_id), int(move_no), bytes(leaf),
+                        context=f"revealLeaf(game {game_id}, move {move_no})")
+
+    def step_call(self, game_id: int, move_no: int, descriptor: bytes, element_index: int, leaf: bytes,
+                  proofs: bytes) -> Call:
+        return self._mk("step", int(game_id), int(move_no), bytes(descriptor), int(element_index), bytes(leaf),
+                        bytes(proofs), context=f"step(game {game_id}, move {move_no}, element {element_index})")
+
+    def resolve_timeout_call(self, game_id: int) -> Call:
+        return self._mk("resolveTimeout", int(game_id), context=f"resolveTimeout(game {game_id})")
+
+    def close_slashed_call(self, game_id: int) -> Call:
+        return self._mk("closeSlashed", int(game_id), context=f"closeSlashed(game {game_id})")
+
+    def withdraw_call(self) -> Call:
+        return self._mk("withdraw", context="withdraw(dispute game credits)")
+
+    # ================================================================ writes (build, sign, send, wait)
+
+    def send(self, call: Call) -> TxResult:
+        if self.sender is None:
+            raise ChainError(f"{call.context} needs an account (read-only client)")
+        receipt = self.sender.transact(call.fn, value=call.value, context=call.context)
+        return self.result_of(receipt)
+
+    def challenge(self, job_id: int, bond: int) -> tuple[GameId, TxResult]:
+        res = self.send(self.challenge_call(job_id, bond))
+        return GameId(res.event("GameOpened")["gameId"]), res
+
+    def reveal(self, game_id: int, move_no: int, children: Sequence[bytes]) -> TxResult:
+        return self.send(self.reveal_call(game_id, move_no, children))
+
+    def pick(self, game_id: int, move_no: int, c: int, child: bytes, path: Sequence[bytes]) -> TxResult:
+        return self.send(self.pick_call(game_id, move_no, c, child, path))
+
+    def commit_trace(self, game_id: int, move_no: int, trace_root: bytes, num_ops: int, num_weights: int,
+                     ops_root: bytes, output_path: Sequence[bytes]) -> TxResult:
+        return self.send(self.commit_trace_call(game_id, move_no, trace_root, num_ops, num_weights, ops_root,
+                                                output_path))
+
+    def prove_op(self, game_id: int, move_no: int, descriptor: bytes, path: Sequence[bytes]) -> TxResult:
+        return self.send(self.prove_op_call(game_id, move_no, descriptor, path))
+
+    def reveal_leaf(self, game_id: int, move_no: int, leaf: bytes) -> TxResult:
+        return self.send(self.reveal_leaf_call(game_id, move_no, leaf))
+
+    def step(self, game_id: int, move_no: int, descriptor: bytes, element_index: int, leaf: bytes,
+             proofs: bytes) -> TxResult:
+        return self.send(self.step_call(game_id, move_no, descriptor, element_index, leaf, proofs))
+
+    def resolve_timeout(self, game_id: int) -> TxResult:
+        return self.send(self.resolve_timeout_call(game_id))
+
+    def close_slashed(self, game_id: int) -> TxResult:
+        return self.send(self.close_slashed_call(game_id))
+
+    def withdraw(self) -> tuple[Wei, TxResult]:
+        res = self.send(self.withdraw_call())
+        return Wei(res.event("Withdrawn")["amount"]), res
+
+    # ================================================================ raw path (outbox first)
+
+    def sign_and_send(self, call: Call, record: Callable[[SignedTx], None]) -> SignedTx:
+        """Build (gas estimate: a revert surfaces here, before anything is signed), sign, hand the
+        signed bytes to `record` (the outbox write), then broadcast. The nonce lock is held from
+        choosing the nonce until the node has the transaction, so a recorded tx never shares its
+        nonce with another send of this process."""
+        if self.sender is None:
+            raise ChainError(f"{call.context} needs an account (read-only client)")
+        s = self.sender
+        with s.nonces.lock(s.address):
+            nonce = s.nonces.pending(s.address)
+            tx = build_tx(self.w3, call.fn, s.address, nonce, value=call.value, context=call.context)
+            signed = sign_tx(tx, s.account)
+            st = SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), nonce, tx)
+            record(st)
+            self.broadcast(st.raw, call.context)
+        return st
+
+    def broadcast(self, raw: bytes, context: str = "") -> None:
+        """Send signed bytes; a node that already has them (or mined them) is not an error."""
+        from web3.exceptions import Web3RPCError
+
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            msg = str(getattr(exc, "message", None) or exc).lower()
+            if any(m in msg for m in _ALREADY_SENT):
+                return
+            raise ChainError(f"{context}: the node refused the transaction: {msg}") from None
+        except (ConnectionError, OSError) as exc:
+            raise ChainError(f"{context}: the RPC endpoint is unreachable ({type(exc).__name__})") from None
+
+    def receipt(self, tx_hash: str):
+        """The receipt of `tx_hash`, or None while it is not mined."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def known(self, tx_hash: str) -> bool:
+        """Whether the node has the transaction (pending or mined)."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return self.w3.eth.get_transaction(tx_hash) is not None
+        except TransactionNotFound:
+            return False
+
+    def wait(self, signed: SignedTx | str, timeout: float = 120.0, context: str = "") -> TxResult:
+        """Wait for a sent transaction; a revert raises its decoded error."""
+        tx_hash = signed.tx_hash if isinstance(signed, SignedTx) else signed
+        tx = signed.tx if isinstance(signed, SignedTx) else None
+        receipt = wait_receipt(self.w3, bytes.fromhex(tx_hash.removeprefix("0x")), timeout, tx=tx, context=context)
+        return self.result_of(receipt)
+
+    def confirmed_nonce(self) -> int:
+        """Transactions of our account mined so far (a recorded tx with a lower nonce and no receipt
+        was replaced or dropped and will never be mined)."""
+        return self.w3.eth.get_transaction_count(self.account_address, "latest")
+
+    def result_of(self, receipt) -> TxResult:
+        return TxResult("0x" + bytes(receipt["transactionHash"]).hex(), receipt["blockNumber"],
+                        receipt["gasUsed"], tuple(self._sorted_events(receipt)))
