@@ -1,23 +1,20 @@
-"""Worker/poster integration fixtures: one real anvil with Deploy.s.sol's contracts and one embedded
-IPFS node per session; each test runs on an evm_snapshot reverted afterwards. `env.post(...)`
-publishes a program + inputs to IPFS and posts the job; `env.worker(...)` builds an in-process
-worker (WorkerNode + Daemon) whose ticks the test drives. (To be replaced by the shared
-tests/integration/nodes/conftest.py when it lands.)"""
+"""Worker/poster integration fixtures on the shared node devnet (tests/integration/nodes/conftest.py:
+one real anvil with Deploy.s.sol's contracts and one embedded IPFS node per session, each test in an
+evm_snapshot). `env.post(...)` publishes a program + inputs with the poster's own code path
+(gpumesh.node.jobs.publish) and posts the job; `env.worker(...)` builds an in-process worker
+(WorkerNode + Daemon) whose ticks the test drives with `env.drive`."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from gpumesh.client.chain.anvil import start_anvil
 from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
-from gpumesh.client.chain.deploy import deploy
 from gpumesh.client.chain.types import JobSpec
 from gpumesh.client.services.accounts import dev_account
-from gpumesh.ipfs.node import EmbeddedNode
+from tests.integration.nodes.conftest import *  # noqa: F403 - shared node fixtures
 
 REPO = Path(__file__).resolve().parents[3]
 MLP = REPO / "examples/digits/mlp"
@@ -25,26 +22,6 @@ MLP_INPUTS = REPO / "examples/digits/data/test_inputs_mlp.safetensors"
 LABELS = REPO / "examples/digits/data/test_labels.json"
 ETH = 10**18
 POSTER, WORKER, OTHER = 1, 2, 3
-
-
-@pytest.fixture(scope="session")
-def devchain(tmp_path_factory):
-    with start_anvil() as anvil:
-        dep = deploy(anvil.url, dev_account(0).key.hex(), unbonding_delay=3600)
-        path = tmp_path_factory.mktemp("deployment") / "devnet.json"
-        dep.save(path)
-        yield anvil, dep, path
-
-
-@pytest.fixture(scope="session")
-def ipfs_node(tmp_path_factory):
-    warnings.filterwarnings("ignore", category=FutureWarning, module="urllib3")
-    n = EmbeddedNode(tmp_path_factory.mktemp("ipfs-repo"))
-    n.start()
-    try:
-        yield n
-    finally:
-        n.stop()
 
 
 @dataclass
@@ -55,12 +32,11 @@ class Env:
     w3: object
     ipfs: object
     tmp: Path
+    dn: object = None  # the shared NodeDevnet
     apps: list = field(default_factory=list)
 
     def store(self):
-        from gpumesh.ipfs.kubo import KuboStore
-
-        return KuboStore(self.ipfs.api_multiaddr)
+        return self.dn.store()  # closed by the shared fixture after the test
 
     def market(self, i: int | None = None) -> JobMarketClient:
         if i is None:
@@ -112,14 +88,12 @@ class Env:
 
 
 @pytest.fixture()
-def env(devchain, ipfs_node, tmp_path):
-    anvil, dep, path = devchain
-    snap = anvil.rpc("evm_snapshot")
-    e = Env(anvil, dep, path, connect(anvil.url, dep), ipfs_node, tmp_path)
+def env(devnet, tmp_path):  # noqa: F811 - `devnet` is the shared fixture imported above
+    e = Env(devnet.anvil, devnet.deployment, devnet.deployment_path, connect(devnet.rpc_url, devnet.deployment),
+            devnet.ipfs, tmp_path, devnet)
     try:
         yield e
     finally:
         for app in e.apps:
             app.close()
-        assert anvil.rpc("evm_revert", [snap]) is True
 
