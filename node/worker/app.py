@@ -7,7 +7,7 @@ comes from the caller (the CLI builds them from Settings).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
@@ -34,19 +34,18 @@ class WorkerApp:
         self.state.close()
 
 
-def make_defender(w3, deployment: Deployment, account, nonces, state: StateStore):
-    """The Responder-based defender, or None when this build has no dispute client yet."""
-    try:
-        from gpumesh.client.chain.dispute import DisputeGameClient
-        from gpumesh.node.dispute.responder import Responder
-    except ImportError as exc:
-        log.warning("dispute defence unavailable in this build (%s)", exc)
-        return None
+def make_defender(w3, deployment: Deployment, account, nonces, state: StateStore, market: JobMarketClient):
+    """The worker side of dispute games: the Responder over the deployment's DisputeGame, with the
+    same signer (and nonce lock) and the same state store as the rest of the worker."""
+    from gpumesh.client.chain.dispute import DisputeGameClient
     from gpumesh.client.chain.tx import TxSender
+    from gpumesh.node.dispute.responder import Responder
     from gpumesh.node.worker.defend import ResponderDefender
 
-    client = DisputeGameClient(w3, deployment.dispute_game, TxSender(w3, account, nonces))
-    return ResponderDefender(client, Responder(client, state))
+    client = DisputeGameClient(w3, deployment.dispute_game, TxSender(w3, account, nonces),
+                               from_block=deployment.deploy_block)
+    return ResponderDefender(client, Responder(client, state, is_slashed=market.is_slashed,
+                                               log=logging.getLogger("gpumesh.worker.dispute")))
 
 
 def build_worker(*, rpc_url: str, deployment: Deployment, account, store, state_dir: Path,
@@ -58,7 +57,9 @@ def build_worker(*, rpc_url: str, deployment: Deployment, account, store, state_
     market = JobMarketClient(w3, deployment.market)
     registry = WorkerRegistryClient(w3, deployment.registry)
     sender = OutboxSender(w3, account, nonces, state)
-    defender = make_defender(w3, deployment, account, nonces, state) if defend else None
+    defender = make_defender(w3, deployment, account, nonces, state, market) if defend else None
+    if config.start_block == 0:
+        config = replace(config, start_block=deployment.deploy_block)
     holder: dict = {}
     node = WorkerNode(market=market, registry=registry, sender=sender, store=store, state=state, config=config,
                       inventory=inv or inventory(), defender=defender, progress=progress, metrics=metrics,
