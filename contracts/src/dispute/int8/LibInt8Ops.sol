@@ -207,14 +207,26 @@ library LibInt8Ops {
     }
 
     function _argmax(Range memory r, uint256 w) private pure returns (int256 best) {
+        uint256 p = r.ptr;
         uint256 n = (r.end - r.start) / w;
-        int256 top = w == 1 ? _i8(r.ptr) : _i32(r.ptr);
-        for (uint256 k = 1; k < n; ++k) {
-            int256 v = w == 1 ? _i8(r.ptr + k) : _i32(r.ptr + 4 * k);
-            // strict: the first maximal index wins ties
-            if (v > top) {
-                top = v;
-                best = int256(k);
+        // SAFETY: reads the n elements of the opened range only (p .. p + n*w); memory-safe.
+        assembly ("memory-safe") {
+            function rd(q, width) -> v {
+                switch width
+                case 1 { v := signextend(0, byte(0, mload(q))) }
+                default {
+                    let b := shr(224, mload(q))
+                    v := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
+                }
+            }
+            let top := rd(p, w)
+            for { let k := 1 } lt(k, n) { k := add(k, 1) } {
+                let v := rd(add(p, mul(k, w)), w)
+                // strict: the first maximal index wins ties
+                if sgt(v, top) {
+                    top := v
+                    best := k
+                }
             }
         }
     }
