@@ -60,47 +60,97 @@ def _tx_line(verb: str, res) -> None:
     typer.echo(f"{verb} (tx {res.tx_hash}, block {res.block_number}, gas {res.gas_used})")
 
 
-@app.command("post")
+def _store():
+    """The IPFS store of the configured API (every read verified against its CID)."""
+    from gpumesh.ipfs.kubo import KuboStore
+
+    store = KuboStore(settings().ipfs_api)
+    store.version()  # unreachable IPFS: one line before anything is uploaded or sent
+    return store
+
+
+AMOUNTS = "Amounts: a bare number is ETH; suffixes eth, gwei, wei (0.1, 0.1eth, 20gwei, 1e17wei)."
+
+
+@app.command("post", help=f"Post a job with its reward in escrow. Either --program DIR --inputs FILE (uploads both "
+             f"to IPFS, computes every root, writes the job spec), or --spec-cid with the roots. {AMOUNTS}")
 def post(
-    spec_cid: str = typer.Option(..., "--spec-cid", help="IPFS CID of the job spec document."),
-    program_root: str = typer.Option(..., "--program-root", help="0x + 64 hex: the program root."),
-    inputs_root: str = typer.Option(..., "--inputs-root", help="0x + 64 hex: the inputs root."),
-    units: int = typer.Option(..., "--units", min=1, help="Number of units (leaves of the result root)."),
-    reward: str = typer.Option(..., "--reward", help="Reward held in escrow (1.5, 0.2eth, 20gwei, 10wei)."),
-    stake: str = typer.Option(..., "--stake", help="Stake the worker must lock."),
-    bond: str = typer.Option(..., "--bond", help="Bond a challenger posts per dispute game."),
+    program: str = typer.Option(None, "--program", help="Program folder (program.json + weights.safetensors)."),
+    inputs: str = typer.Option(None, "--inputs", help="Inputs file (safetensors, one tensor `units`)."),
+    spec_cid: str = typer.Option(None, "--spec-cid", help="Already published: IPFS CID of the job spec document."),
+    program_root: str = typer.Option(None, "--program-root", help="With --spec-cid: 0x + 64 hex, the program root."),
+    inputs_root: str = typer.Option(None, "--inputs-root", help="With --spec-cid: 0x + 64 hex, the inputs root."),
+    units: int = typer.Option(None, "--units", min=1, help="Number of units (with --inputs: checked against the file)."),
+    reward: str = typer.Option(..., "--reward", help="Reward held in escrow (0.5, 0.2eth, 20gwei, 1e17wei)."),
+    stake: str = typer.Option(..., "--stake", help="Stake the worker must lock (same units as --reward)."),
+    bond: str = typer.Option(..., "--bond", help="Bond a challenger posts per dispute game (same units)."),
     claim_deadline: str = typer.Option("1h", "--claim-deadline", help="Claim window from now (90, 30m, 2h, 1d)."),
     exec_time: str = typer.Option("1h", "--exec-time", help="Time from claim to the submit deadline."),
     challenge_window: str = typer.Option("1h", "--challenge-window", help="Time after submit to challenge."),
-    min_gpu_mem: int = typer.Option(0, "--min-gpu-mem", min=0, help="Minimum GPU memory in MiB (0: CPU is fine)."),
+    min_gpu_mem: int = typer.Option(0, "--min-gpu-memory", "--min-gpu-mem", min=0,
+                                    help="Minimum GPU memory in MiB (0: CPU is fine)."),
+    class_names: str = typer.Option(None, "--class-names", help="Comma-separated names of the output classes, "
+                                    "kept in the spec's meta (job result prints them)."),
+    samples: int = typer.Option(None, "--samples", min=1, help="Real samples in the inputs (the last unit may be "
+                                "zero-padded); kept in the spec's meta."),
     account: str = ACCOUNT_OPT,
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Post a job with its reward in escrow."""
     from gpumesh.client.chain.types import JobSpec, parse_duration, parse_wei
 
+    if program or inputs:
+        if not (program and inputs):
+            raise UsageError("--program and --inputs go together")
+        if spec_cid or program_root or inputs_root:
+            raise UsageError("--program/--inputs compute the spec and the roots: drop --spec-cid/--program-root/"
+                             "--inputs-root")
+    elif not (spec_cid and program_root and inputs_root and units):
+        raise UsageError("give --program DIR --inputs FILE, or --spec-cid, --program-root, --inputs-root and --units")
     reward_wei = _parse(parse_wei, reward, "--reward")
+    common = dict(required_stake=_parse(parse_wei, stake, "--stake"), dispute_bond=_parse(parse_wei, bond, "--bond"),
+                  execution_time=_parse(parse_duration, exec_time, "--exec-time"),
+                  challenge_window=_parse(parse_duration, challenge_window, "--challenge-window"),
+                  min_gpu_memory_mib=min_gpu_mem)
+    claim_in = _parse(parse_duration, claim_deadline, "--claim-deadline")
+    cs = chain_session(rpc_url, deployment, account, write=True)  # fail on the chain before uploading
+    published = None
+    if program:
+        from gpumesh.node.jobs.publish import publish_job
+
+        meta: dict = {}
+        if class_names:
+            meta["labels"] = [c.strip() for c in class_names.split(",")]
+        if samples:
+            meta["samples"] = samples
+        store = _store()
+        try:
+            published = publish_job(store, program, inputs, units=units, min_gpu_memory_mib=min_gpu_mem, meta=meta)
+        finally:
+            store.close()
+        d = published.spec
+        spec_cid, program_root, inputs_root, units = published.spec_cid, d.program_root, d.inputs_root, d.num_units
     try:
-        spec_args = dict(
-            spec_cid=spec_cid, program_root=program_root, inputs_root=inputs_root, num_units=units,
-            required_stake=_parse(parse_wei, stake, "--stake"), dispute_bond=_parse(parse_wei, bond, "--bond"),
-            execution_time=_parse(parse_duration, exec_time, "--exec-time"),
-            challenge_window=_parse(parse_duration, challenge_window, "--challenge-window"),
-            min_gpu_memory_mib=min_gpu_mem,
-        )
-        claim_in = _parse(parse_duration, claim_deadline, "--claim-deadline")
-        cs = chain_session(rpc_url, deployment, account, write=True)
         now = cs.w3.eth.get_block("latest")["timestamp"]  # chain time (a devnet may have travelled)
-        spec = JobSpec(claim_deadline=now + claim_in, **spec_args)
+        spec = JobSpec(spec_cid=spec_cid, program_root=program_root, inputs_root=inputs_root, num_units=units,
+                       claim_deadline=now + claim_in, **common)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     job_id, res = cs.market.post_job(spec, reward_wei)
+    info = {"job_id": job_id, "tx": res.tx_hash, "block": res.block_number, "gas_used": res.gas_used,
+            "spec_cid": spec_cid, "program_root": "0x" + spec.program_root.hex(),
+            "inputs_root": "0x" + spec.inputs_root.hex(), "units": units}
+    if published is not None:
+        info.update(program_cid=published.spec.program_cid, inputs_cid=published.spec.inputs_cid)
     if as_json:
-        emit_json({"job_id": job_id, "tx": res.tx_hash, "block": res.block_number, "gas_used": res.gas_used})
-    else:
-        _tx_line(f"posted job {job_id}", res)
+        emit_json(info)
+        return
+    if published is not None:
+        typer.echo(f"program {published.spec.program_cid} (root {info['program_root']})")
+        typer.echo(f"inputs  {published.spec.inputs_cid} (root {info['inputs_root']}, {units} units)")
+        typer.echo(f"spec    {spec_cid}")
+    _tx_line(f"posted job {job_id}", res)
 
 
 @app.command("status")
@@ -220,3 +270,140 @@ def withdraw(
         emit_json({"amount_wei": amount, "tx": res.tx_hash})
     else:
         _tx_line(f"withdrew {format_eth(amount)}", res)
+
+
+# ---------------------------------------------------------------- following a job and its result
+
+_TERMINAL = ("FINALIZED", "CANCELLED", "EXPIRED", "SLASHED")
+
+
+def _event_line(ev) -> str:
+    skip = {"jobId", "gameId"}
+    parts = []
+    for k, v in ev.args.items():
+        if k in skip:
+            continue
+        if isinstance(v, bytes | bytearray):
+            v = "0x" + bytes(v).hex()
+            v = v if len(v) <= 20 else v[:18] + "…"
+        parts.append(f"{k}={v}")
+    where = f"game {ev.args['gameId']} " if "gameId" in ev.args else ""
+    return f"block {ev.block_number}: {where}{ev.name} " + " ".join(parts)
+
+
+@app.command("watch")
+def watch(
+    job_id: int = typer.Argument(..., min=1),
+    interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between polls."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop after this many seconds (default: until the job ends)."),
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (NDJSON)."),
+) -> None:
+    """Follow a job live: its events (and those of its dispute games) and state changes, until it
+    is finalized, cancelled, expired or slashed."""
+    import json
+    import time
+
+    from gpumesh.client.chain.events import EventReader, MemoryCursorStore
+
+    cs = chain_session(rpc_url, deployment, None, write=False)
+    contracts = [cs.market.contract]
+    dep = cs.deployment
+    if "DisputeGame" in dep.addresses and cs.w3.eth.get_code(dep.dispute_game):
+        from gpumesh.client.chain.dispute import DisputeGameClient
+
+        contracts.append(DisputeGameClient(cs.w3, dep.dispute_game).contract)
+    reader = EventReader(cs.w3, contracts, MemoryCursorStore(), start_block=dep.deploy_block)
+    games: set[int] = set()
+    last_state = None
+    t_end = None if timeout is None else time.monotonic() + timeout
+
+    def out(kind: str, text: str, data: dict) -> None:
+        if as_json:
+            typer.echo(json.dumps({"kind": kind, "job_id": job_id, **data}, default=str))
+        else:
+            typer.echo(text)
+
+    while True:
+        for ev in reader.poll():
+            mine = ev.args.get("jobId") == job_id
+            if mine and "gameId" in ev.args:
+                games.add(ev.args["gameId"])
+            if mine or ev.args.get("gameId") in games:
+                args = {k: ("0x" + bytes(v).hex() if isinstance(v, bytes | bytearray) else v)
+                        for k, v in ev.args.items()}
+                out("event", _event_line(ev), {"event": ev.name, "block": ev.block_number, "tx": ev.tx_hash,
+                                               "args": args})
+        reader.commit()
+        j = cs.market.get_job(job_id)
+        if j.state.name == "NONE":
+            raise UsageError(f"job {job_id} does not exist")
+        if j.state != last_state:
+            last_state = j.state
+            extra = f", {j.open_disputes} open dispute(s)" if j.open_disputes else ""
+            out("state", f"state: {j.state.label} (deadline {j.deadline}{extra})",
+                {"state": j.state.label, "deadline": j.deadline, "open_disputes": j.open_disputes})
+        if j.state.name in _TERMINAL or (t_end is not None and time.monotonic() >= t_end):
+            return
+        time.sleep(interval)
+
+
+@app.command("result")
+def result(
+    job_id: int = typer.Argument(..., min=1),
+    out_dir: str = typer.Option(..., "--out", "-o", help="Folder to write outputs.safetensors (and predictions.json)."),
+    labels: str = typer.Option(None, "--labels", help="JSON list of the true label of each sample: prints accuracy."),
+    show: int = typer.Option(20, "--show", min=0, help="Predictions to print (the file has them all)."),
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Download a job's outputs, verify them against the ON-CHAIN result root, write them, and print
+    the predictions (with the spec's class names, and accuracy against --labels)."""
+    import json
+    from pathlib import Path
+
+    from gpumesh.node.jobs.results import accuracy, fetch_result
+
+    truth = None
+    if labels:
+        try:
+            truth = json.loads(Path(labels).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--labels {labels}: {exc}") from None
+        if not isinstance(truth, list) or not all(isinstance(x, int) for x in truth):
+            raise UsageError(f"--labels {labels}: want a JSON list of integers")
+    cs = chain_session(rpc_url, deployment, None, write=False)
+    job = cs.market.get_job(job_id)
+    store = _store()
+    try:
+        res = fetch_result(store, cs.market, job, cs.deployment.deploy_block)
+    finally:
+        store.close()
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "outputs.safetensors").write_bytes(res.raw)
+    preds = res.predictions()
+    names = res.label_names()
+    (folder / "predictions.json").write_text(json.dumps([int(p) for p in preds]) + "\n")
+    acc = accuracy(preds, truth) if truth is not None else None
+    final = job.state.name == "FINALIZED"
+    summary = {"job_id": job_id, "state": job.state.label, "result_root": "0x" + res.result_root.hex(),
+               "outputs_cid": res.outputs_cid, "outputs_file": str(folder / "outputs.safetensors"),
+               "samples": len(preds), "predictions": [int(p) for p in preds],
+               "accuracy": None if acc is None else acc[0], "final": final}
+    if as_json:
+        emit_json(summary)
+        return
+    typer.echo(f"outputs {res.outputs_cid} verified against the on-chain result root 0x{res.result_root.hex()}")
+    if not final:
+        typer.echo(f"note: the job is {job.state.label}; the result can still be challenged until {job.deadline}")
+    rows = [(i, int(p), names[int(p)] if names and 0 <= int(p) < len(names) else "") +
+            ((truth[i], "ok" if i < len(truth) and truth[i] == int(p) else "x") if truth and i < len(truth) else ())
+            for i, p in enumerate(preds[:show])]
+    cols = ["sample", "prediction", "label"] + (["truth", ""] if truth else [])
+    print_table(f"job {job_id}: {len(preds)} predictions (first {min(show, len(preds))})", cols, rows)
+    if acc is not None:
+        typer.echo(f"accuracy {100 * acc[0]:.2f}% on {acc[1]} labelled samples")
+    typer.echo(f"wrote {folder / 'outputs.safetensors'} and {folder / 'predictions.json'}")

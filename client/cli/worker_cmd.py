@@ -1,15 +1,24 @@
-"""`gpumesh worker` commands: stake, unstake, withdraw, info (the registry side of a worker).
-Thin over gpumesh.client.chain; web3 is imported inside the commands."""
+"""`gpumesh worker` commands: stake, unstake, withdraw, info (the registry side of a worker), and
+`run` (the worker daemon, gpumesh.node.worker) and `doctor` (inventory + self-test).
+Thin over gpumesh.client.chain and gpumesh.node.worker; heavy imports stay inside the commands."""
 
 from __future__ import annotations
 
 import typer
 
-from gpumesh.client.cli.common import ACCOUNT_OPT, JSON_OPT, emit_json, print_table, resolve_account_name
+from gpumesh.client.cli.common import (
+    ACCOUNT_OPT,
+    JSON_OPT,
+    emit_json,
+    print_table,
+    resolve_account_name,
+    unlock_signer,
+)
+from gpumesh.client.cli.context import settings
 from gpumesh.client.cli.job_cmd import DEPLOYMENT_OPT, RPC_OPT, chain_session
 from gpumesh.client.core.errors import UsageError
 
-app = typer.Typer(help="Worker stake in the registry.", no_args_is_help=True)
+app = typer.Typer(help="Run a worker, check its machine, and manage its stake.", no_args_is_help=True)
 
 
 def _amount(text: str):
@@ -109,3 +118,164 @@ def info(
         ("unbonding", format_eth(si.unbonding)), ("unbonding ready at", si.unbonding_ready_at),
         ("credits", format_eth(si.credits)), ("capabilities", si.capabilities_cid or "-"),
     ])
+
+
+# ---------------------------------------------------------------- the daemon and its doctor
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available to torch on this machine")
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+    import sys
+
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("web3", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command("run")
+def run(
+    min_reward: str = typer.Option("0", "--min-reward", help="Skip jobs paying less (0.01, 0.01eth, 20gwei, 1e15wei; "
+                                   "a bare number is ETH)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    state: str = typer.Option(None, "--state", help="State folder (SQLite; default <home>/worker/<network>/<address>)."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port "
+                                     "(127.0.0.1)."),
+    interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between polls of the chain."),
+    chunk_units: int = typer.Option(8, "--chunk-units", min=1, help="Units per execution step (each finished unit "
+                                    "is stored, so a restart resumes after the last one)."),
+    max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
+    corrupt: str = typer.Option(None, "--corrupt", help="TEST TOOL, makes this worker a CHEATER that will be "
+                                "slashed: flip one bit of element E of op OP's output in unit U, as UNIT:OP:ELEMENT "
+                                "(OP an index or name, negative counts from the end)."),
+    unit_delay: float = typer.Option(0.0, "--unit-delay", min=0.0, help="TEST TOOL: sleep this many seconds after "
+                                     "each unit (to kill a worker mid-job in tests and demos)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    account: str = ACCOUNT_OPT,
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
+) -> None:
+    """Run the worker: publish capabilities, take jobs, execute, submit, get paid, defend disputes.
+
+    Stops cleanly on SIGTERM / Ctrl-C (the current unit finishes); a restart resumes every job from its stored state."""
+    import sys
+    from pathlib import Path
+
+    from gpumesh.client.chain.deploy import Deployment
+    from gpumesh.client.chain.types import format_eth
+    from gpumesh.ipfs.kubo import KuboStore
+    from gpumesh.node.worker.app import build_worker
+    from gpumesh.node.worker.faults import Fault
+    from gpumesh.node.worker.node import WorkerConfig
+    from gpumesh.node.worker.progress import LogProgress, RichProgress
+
+    _setup_logging(verbose)
+    wei = _amount(min_reward)
+    fault = Fault.parse(corrupt) if corrupt else None
+    _check_device(device)
+    s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
+    dep = Deployment.load(s.deployment_file)
+    acct = unlock_signer(account)
+    state_dir = Path(state) if state else s.home / "worker" / s.network.name / acct.address
+    metrics = None
+    if metrics_port is not None:
+        from gpumesh.node.worker.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        metrics.serve(metrics_port)
+    store = KuboStore(s.ipfs_api)
+    store.version()  # unreachable IPFS: one line now, not a retry loop later
+    progress = RichProgress() if sys.stderr.isatty() else LogProgress()
+    cfg = WorkerConfig(min_reward=wei, device=device, chunk_units=chunk_units, max_active=max_active,
+                       fault=fault, unit_delay=unit_delay)
+    wapp = build_worker(rpc_url=s.network.rpc_url, deployment=dep, account=acct, store=store, state_dir=state_dir,
+                        config=cfg, progress=progress, metrics=metrics, interval=interval)
+    if fault is not None:
+        wapp.node.log.warning("TEST TOOL --corrupt %s: this worker will submit WRONG results and be slashed", corrupt)
+    wapp.node.log.info("state in %s; minimum reward %s; IPFS %s", state_dir, format_eth(wei), store.api_url)
+    try:
+        wapp.daemon.run_forever()
+    finally:
+        wapp.close()
+        store.close()
+        if metrics is not None:
+            metrics.close()
+    typer.echo("worker stopped")
+
+
+@app.command("doctor")
+def doctor(
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda: the device the self-test runs on."),
+    examples: str = typer.Option(None, "--examples", help="examples/digits folder (default: the checkout's)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Hardware inventory (NVML GPUs, or the CPU) and a self-test: the digits example must give its
+    recorded result root on this machine, bit for bit."""
+    from pathlib import Path
+
+    from gpumesh.node.worker.inventory import inventory
+    from gpumesh.node.worker.selftest import self_test
+
+    _check_device(device)
+    inv = inventory()
+    st = self_test(device, Path(examples) if examples else None)
+    if as_json:
+        emit_json({"inventory": inv.to_dict(), "self_test": st.to_json()})
+    else:
+        rows = [(f"GPU {g.index}", f"{g.name}, {g.memory_mib} MiB, driver {g.driver}, CC {g.compute_capability}")
+                for g in inv.gpus]
+        if not inv.gpus:
+            rows.append(("GPU", f"none ({inv.nvml_error})"))
+        c = inv.cpu
+        rows.append(("CPU", f"{c.model}, {c.logical_cores} cores, {c.memory_mib} MiB, {c.machine}"))
+        rows.append(("self-test", ("PASS: " if st.ok else "FAIL: ") + st.message))
+        if st.result_root is not None:
+            rows.append(("result root", f"0x{st.result_root.hex()} ({st.units} units, {st.seconds:.2f}s)"))
+        print_table("worker doctor", ["check", "result"], rows)
+    if not st.ok:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check(
+    job_id: int = typer.Argument(..., min=1),
+    max_inputs_mib: int = typer.Option(1024, "--max-inputs-mib", min=0, help="Refuse inputs files larger than this."),
+    max_weights_mib: int = typer.Option(1024, "--max-weights-mib", min=0, help="Refuse weights files larger than this."),
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Validate a job's data as the worker does before claiming (spec, program and inputs fetched
+    from IPFS, every root checked against the chain), without claiming it."""
+    from gpumesh.ipfs.kubo import KuboStore
+    from gpumesh.node.jobs.fetch import JobLimits, fetch_job, spec_cid_of
+
+    cs = chain_session(rpc_url, deployment, None, write=False)
+    job = cs.market.get_job(job_id)
+    if job.state.name == "NONE":
+        raise UsageError(f"job {job_id} does not exist")
+    store = KuboStore(settings().ipfs_api)
+    try:
+        store.version()
+        limits = JobLimits(max_inputs_bytes=max_inputs_mib << 20, max_weights_bytes=max_weights_mib << 20)
+        data = fetch_job(store, job, spec_cid_of(cs.market, job_id, cs.deployment.deploy_block), limits)
+    finally:
+        store.close()
+    info = {"job_id": job_id, "ok": True, "program_cid": data.spec.program_cid, "inputs_cid": data.spec.inputs_cid,
+            "program_root": "0x" + job.program_root.hex(), "inputs_root": "0x" + job.inputs_root.hex(),
+            "units": len(data.units), "ops": len(data.bundle.program.ops)}
+    if as_json:
+        emit_json(info)
+    else:
+        typer.echo(f"job {job_id}: data OK: program {info['program_cid']} ({info['ops']} ops) and inputs "
+                   f"{info['inputs_cid']} ({info['units']} units) match the on-chain roots")

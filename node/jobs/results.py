@@ -1,0 +1,90 @@
+"""The poster's view of a finished job: find its outputs (the ResultSubmitted event), fetch them and
+the program description from IPFS, verify them against the ON-CHAIN result root, and turn them into
+predictions (class ids, named by the spec's meta `labels`, scored against true labels if given).
+
+Used by `gpumesh job result` and the demo. Imports the IPFS port only through the store passed in;
+the market client is passed in (no web3 import here).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpumesh.client.core.errors import ValidationError
+from gpumesh.client.core.jobspec import JobSpecDoc
+from gpumesh.client.core.ops.types import Opcode
+from gpumesh.client.core.program import Program
+from gpumesh.node.jobs.fetch import JobDataError, JobLimits, load_spec, read_bounded, spec_cid_of
+from gpumesh.node.jobs.outputs import verify_outputs
+from gpumesh.node.runtime.files import PROGRAM_FILE
+
+ZERO32 = b"\0" * 32
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: int
+    spec: JobSpecDoc
+    program: Program
+    outputs_cid: str
+    result_root: bytes
+    outputs: np.ndarray  # verified [numUnits, *output.shape]
+    raw: bytes  # the verified outputs file
+
+    def predictions(self) -> np.ndarray:
+        """One value per sample: the values of an argmax program, else the argmax of the last axis
+        (trimmed to the spec's meta `samples` when the poster padded the last unit)."""
+        out = self.outputs
+        if self.program.ops[-1].desc.opcode == Opcode.ARGMAX or out.ndim == 1:
+            preds = out.reshape(-1)
+        else:
+            preds = out.argmax(axis=-1).reshape(-1)
+        n = self.spec.meta.get("samples")
+        return preds[:n] if isinstance(n, int) and 0 < n <= len(preds) else preds
+
+    def label_names(self) -> list[str] | None:
+        names = self.spec.meta.get("labels")
+        return [str(x) for x in names] if isinstance(names, list) else None
+
+
+def outputs_cid_of(market, job_id: int, from_block: int = 0) -> str:
+    """The outputs CID of the job's (last) ResultSubmitted event."""
+    logs = list(market.contract.events.ResultSubmitted().get_logs(
+        argument_filters={"jobId": int(job_id)}, from_block=from_block))
+    if not logs:
+        raise JobDataError(f"job {job_id}: no result was submitted")
+    return str(logs[-1]["args"]["outputsCid"])
+
+
+def fetch_result(store, market, job, from_block: int = 0, limits: JobLimits = JobLimits()) -> JobResult:
+    """Outputs of `job` (on-chain Job) verified against its on-chain result root."""
+    jid = int(job.job_id)
+    if job.result_root == ZERO32:
+        raise JobDataError(f"job {jid} has no result yet (state {job.state.label})")
+    spec = load_spec(store, spec_cid_of(market, jid, from_block), jid, limits)
+    pj = read_bounded(store, f"{spec.program_cid}/{PROGRAM_FILE}", limits.max_program_json_bytes, "program file", jid)
+    try:
+        program = Program.from_json(json.loads(pj))
+    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
+        raise JobDataError(f"job {jid}: program {spec.program_cid}: {exc}") from None
+    if program.root() != job.program_root:
+        raise JobDataError(f"job {jid}: program {spec.program_cid} is not the one the chain commits to")
+    cid = outputs_cid_of(market, jid, from_block)
+    out_t = program.output_type
+    limit = job.num_units * out_t.nbytes + 4096  # the tensor plus a small safetensors header
+    raw = read_bounded(store, cid, limit, "outputs", jid)
+    try:
+        outputs = verify_outputs(raw, program, job.result_root, job.num_units)
+    except JobDataError as exc:
+        raise JobDataError(f"job {jid}: outputs {cid}: {exc}") from None
+    return JobResult(jid, spec, program, cid, job.result_root, outputs, raw)
+
+
+def accuracy(preds: np.ndarray, truth: list[int]) -> tuple[float, int]:
+    n = min(len(preds), len(truth))
+    if n == 0:
+        return 0.0, 0
+    return float(np.mean(np.asarray(preds[:n]) == np.asarray(truth[:n]))), n
