@@ -207,6 +207,8 @@ def iter_parts(src: BinaryIO, content_type: str) -> Iterator[InPart]:
     while True:
         headers = parser.headers()
         if headers is None:
+            while src.read(_READ):  # the epilogue: read to the end so the connection can be reused
+                pass
             return
         reader = _PartReader(parser)
         yield InPart(

@@ -8,6 +8,7 @@ Kubo binary can run. Binds to loopback by default; only POST is accepted (405 ot
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Allow", "POST")
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -55,7 +57,34 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], commands: dict) -> None:
         self.commands = commands
+        # Open connections, so that stop() can end idle keep-alive ones (their threads would
+        # otherwise wait for a next request that a stopped node must not serve).
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
         super().__init__(addr, _Handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's API
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:  # noqa: ANN001
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        # A client that hangs up mid-request is routine for a daemon: log it, print no traceback.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class EmbeddedNode:
@@ -111,6 +140,7 @@ class EmbeddedNode:
         if server is None:
             return
         server.shutdown()
+        server.close_connections()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)

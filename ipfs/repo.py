@@ -49,7 +49,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # Blocks written in parallel by a BlockBatch, and how many may wait in memory for the pool (bounded
 # memory: at most this many blocks of an upload are held beyond the one being imported).
-WRITERS = 8
+WRITERS = 4
 MAX_PENDING = 32
 
 

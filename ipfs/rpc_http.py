@@ -56,6 +56,10 @@ class _Chunked:
             self._raw.readline(16)
         return data
 
+    @property
+    def done(self) -> bool:
+        return self._eof
+
 
 class _Sized:
     def __init__(self, raw: BinaryIO, length: int) -> None:
@@ -66,8 +70,14 @@ class _Sized:
         if self._left <= 0:
             return b""
         data = self._raw.read(self._left if n < 0 else min(n, self._left))
+        if not data:
+            raise ClientError("truncated request body")
         self._left -= len(data)
         return data
+
+    @property
+    def done(self) -> bool:
+        return self._left <= 0
 
 
 class Request:
@@ -105,6 +115,11 @@ class Request:
         except ValueError:
             raise ClientError(f'invalid value "{v}" for option "{name}": not an integer') from None
 
+    def body_done(self) -> bool:
+        """True when the whole request body has been read: only then may the connection carry
+        another request (keep-alive); otherwise the rest would be parsed as one."""
+        return self.body.done  # type: ignore[attr-defined]
+
     def arg(self, what: str = "ipfs-path") -> str:
         if not self.args:
             raise ClientError(f'argument "{what}" is required')
@@ -112,8 +127,9 @@ class Request:
 
 
 class Response:
-    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+    def __init__(self, handler: BaseHTTPRequestHandler, request: Request | None = None) -> None:
         self._h = handler
+        self.request = request
         self.started = False
 
     def _head(self, status: int, ctype: str, extra: dict[str, str] | None = None,
@@ -125,6 +141,10 @@ class Response:
         h.send_header("Access-Control-Expose-Headers", "X-Stream-Output, X-Chunked-Output, X-Content-Length")
         for k, v in (extra or {}).items():
             h.send_header(k, v)
+        if self.request is None or not self.request.body_done():
+            # Part of the request body is still unread: this connection cannot be reused.
+            h.send_header("Connection", "close")
+            h.close_connection = True
         if length is None:
             h.send_header("Transfer-Encoding", "chunked")
         else:
@@ -183,21 +203,23 @@ Command = Callable[[Request, Response], None]
 
 def dispatch(handler: BaseHTTPRequestHandler, commands: dict[str, Command]) -> None:
     url = urllib.parse.urlsplit(handler.path)
-    resp = Response(handler)
     if not url.path.startswith("/api/v0/"):
         body = b"404 page not found\n"
         handler.send_response(404)
         handler.send_header("Content-Type", "text/plain; charset=utf-8")
         handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Connection", "close")  # the request body (if any) is left unread
         handler.end_headers()
         handler.wfile.write(body)
+        handler.close_connection = True
         return
     name = url.path[len("/api/v0/") :].strip("/")
     cmd = commands.get(name)
     if cmd is None:
-        resp.error(f"unknown command {name!r}", 404, 0)
+        Response(handler).error(f"unknown command {name!r}", 404, 0)
         return
     req = Request(handler, url.query)
+    resp = Response(handler, req)
     try:
         cmd(req, resp)
     except ClientError as exc:
@@ -211,8 +233,10 @@ def dispatch(handler: BaseHTTPRequestHandler, commands: dict[str, Command]) -> N
         log.exception("%s crashed", name)
         if not resp.started:
             resp.error(f"internal error: {type(exc).__name__}: {exc}", 500, 0)
-    # Whatever the command left unread must not be parsed as the next request.
-    handler.close_connection = True
+    # Whatever the command left unread must not be parsed as the next request; a fully read
+    # request leaves the connection open for the next one (HTTP/1.1 keep-alive).
+    if not req.body_done():
+        handler.close_connection = True
 
 
 __all__ = ["ClientError", "Command", "NotFound", "Request", "Response", "dispatch"]
