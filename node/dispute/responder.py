@@ -197,6 +197,12 @@ class Responder:
             return False
         return self._send(action_intent(action), action_call(self.client, action))
 
+    def collect(self, game_id: int) -> bool:
+        """Withdraw our credits once game `game_id` is resolved; True when a withdrawal was mined."""
+        if self.client.get_game(game_id).phase != Phase.RESOLVED:
+            return False
+        return self._withdraw(game_id)
+
     def finished(self, game_id: int) -> bool:
         """Resolved, and our credits from it withdrawn (or there were none)."""
         g = self.client.get_game(game_id)

@@ -1,0 +1,330 @@
+"""The watchtower daemon: watches submitted results, re-executes all units of each job or a seeded
+random sample, compares its per-unit output roots with the worker's published ones (after checking
+those against the on-chain result root), challenges on a mismatch, plays the game to the end as the
+challenger (gpumesh.node.dispute.responder), resolves the worker's timeouts and withdraws its winnings.
+
+    tower = Watchtower(market=..., registry=..., game=..., content=KuboStore(...), state=StateStore(...),
+                       executor_factory=lambda bundle: Executor(bundle, "cpu"), config=WatchtowerConfig())
+    Daemon("watchtower", tower.tick, interval=2.0).run_forever()
+
+Crash safety: everything lives in the StateStore, keyed by on-chain ids: `job/<id>` records (status,
+sampling seed and sample, what was found, the game id) and `game/<id>` records; every transaction
+goes through the outbox (intent `job:<id>:challenge`, `game:<id>:move:<n>`...), recorded signed before
+it is sent. A tick only moves records forward from what the chain says, so a watchtower killed at any
+point and restarted re-reads, re-executes deterministically and resumes without a second transaction.
+
+Built by `gpumesh watchtower run`; everything (clients, stores, executor factory, clock) is injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpumesh.client.chain.dispute import Call, DisputeGameClient
+from gpumesh.client.chain.events import Cursor, EventReader
+from gpumesh.client.chain.types import JobState
+from gpumesh.client.core import merkle
+from gpumesh.client.core.errors import ChainError, GpumeshError
+from gpumesh.client.core.game import Outcome, Side
+from gpumesh.node.common.store import StateStore
+from gpumesh.node.dispute.play import executor_traces, int8_prover, player_data, spliced_roots
+from gpumesh.node.dispute.responder import Responder, Sent
+from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, read_bounded, spec_cid_of
+from gpumesh.node.jobs.outputs import unit_output_roots, verify_outputs
+from gpumesh.node.watchtower.checker import CheckResult, check_rate, draw_seed, mismatches, sample_units
+
+#: Job record statuses. Final ones are never revisited.
+CHECKING = ("new", "retry")
+FINAL = ("ok", "skipped", "invalid", "won", "lost", "closed")
+
+
+@dataclass(frozen=True)
+class WatchtowerConfig:
+    sample_rate: float = 1.0
+    confirmations: int = 0
+    retry_seconds: float = 30.0  # wait before re-fetching data that was unreachable
+    max_outputs_bytes: int = 1 << 30
+    limits: JobLimits = field(default_factory=JobLimits)
+
+    def __post_init__(self) -> None:
+        check_rate(self.sample_rate)
+
+
+class StoreCursor:
+    """EventReader cursor kept in the watchtower's StateStore (records kind 'cursor')."""
+
+    def __init__(self, state: StateStore, name: str = "market") -> None:
+        self.state, self.name = state, name
+
+    def load(self) -> Cursor | None:
+        d = self.state.get("cursor", self.name)
+        return Cursor(d["block"], d["block_hash"], tuple(d["seen"])) if d else None
+
+    def save(self, cursor: Cursor) -> None:
+        self.state.put("cursor", self.name, {"block": cursor.block, "block_hash": cursor.block_hash,
+                                             "seen": list(cursor.seen)})
+
+
+@dataclass
+class _JobContext:
+    """What a job's game needs, rebuilt from IPFS + re-execution after a restart (deterministic)."""
+
+    data: JobData
+    executor: Any
+    unit_roots: tuple[bytes, ...]  # the challenger's result-tree leaves
+    prover: Any
+    _player: Any = None
+
+    def player(self):
+        if self._player is None:
+            self._player = player_data(self.data.bundle, self.unit_roots,
+                                       executor_traces(self.executor, self.data.units))
+        return self._player
+
+
+class Watchtower:
+    def __init__(self, *, market, registry, game: DisputeGameClient, content, state: StateStore,
+                 executor_factory: Callable[[Any], Any], config: WatchtowerConfig | None = None,
+                 from_block: int = 0, metrics=None, log: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.market, self.registry, self.game = market, registry, game
+        self.content = content
+        self.state = state
+        self.executor_factory = executor_factory
+        self.config = config or WatchtowerConfig()
+        self.from_block = from_block
+        self.metrics = metrics
+        self.log = log or logging.getLogger("gpumesh.watchtower")
+        self.clock = clock
+        self.me = game.account_address
+        self.responder = Responder(game, state, is_slashed=market.is_slashed, log=self.log, on_sent=self._sent)
+        self.events = EventReader(market.w3, [market.contract], StoreCursor(state), start_block=from_block,
+                                  confirmations=self.config.confirmations)
+        self._contexts: dict[int, _JobContext] = {}
+        self._started = False
+
+    # ================================================================ the loop
+    def tick(self) -> None:
+        if not self._started:
+            n = self.responder.outbox.flush()  # settle what a previous life recorded
+            if n:
+                self.log.info("settled %d recorded transaction(s) from before the restart", n)
+            self._scan_submitted()
+            self._started = True
+        self._poll_events()
+        for key, rec in self.state.all("job").items():
+            status = rec.get("status")
+            if status in CHECKING and self.clock() >= rec.get("retry_at", 0):
+                self._check(int(key))
+            elif status == "mismatch":
+                self._challenge(int(key))
+        for key, g in self.state.all("game").items():
+            if g.get("status") == "open":
+                self._play(int(key), g)
+        if self.metrics is not None:
+            self.metrics.open_games.set(sum(1 for g in self.state.all("game").values() if g.get("status") == "open"))
+
+    def run_until_idle(self, max_ticks: int = 500, between: Callable[[], None] | None = None) -> int:
+        """Tick until nothing is left to check or play (tests, one-shot runs); returns the ticks."""
+        for i in range(max_ticks):
+            self.tick()
+            if not self.busy():
+                return i + 1
+            if between is not None:
+                between()
+        raise GpumeshError(f"the watchtower still has work after {max_ticks} ticks")
+
+    def busy(self) -> bool:
+        jobs = self.state.all("job").values()
+        games = self.state.all("game").values()
+        return any(r.get("status") in (*CHECKING, "mismatch") for r in jobs) or \
+            any(g.get("status") == "open" for g in games)
+
+    # ================================================================ discovery
+    def _scan_submitted(self) -> None:
+        for job in self.market.jobs({JobState.SUBMITTED}):
+            self._register(int(job.job_id), None, "scan")
+
+    def _poll_events(self) -> None:
+        for ev in self.events.poll():
+            if ev.name == "ResultSubmitted":
+                self._register(int(ev.args["jobId"]), str(ev.args["outputsCid"]), f"block {ev.block_number}")
+        self.events.commit()
+
+    def _register(self, job_id: int, outputs_cid: str | None, where: str) -> None:
+        if self.state.get("job", job_id) is not None:
+            return
+        # The seed is drawn and stored BEFORE anything runs: a restart checks the same units.
+        self.state.put("job", job_id, {"status": "new", "seed": draw_seed(), "outputs_cid": outputs_cid,
+                                       "rate": self.config.sample_rate, "attempts": 0})
+        self.log.info("job %d: result submitted (%s); queued for checking", job_id, where)
+
+    def _outputs_cid(self, job_id: int, rec: dict) -> str:
+        if rec.get("outputs_cid"):
+            return rec["outputs_cid"]
+        logs = self.market.contract.events.ResultSubmitted().get_logs(
+            argument_filters={"jobId": int(job_id)}, from_block=self.from_block)
+        if not logs:
+            raise JobDataError(f"job {job_id}: no ResultSubmitted event", retryable=True)
+        return str(logs[-1]["args"]["outputsCid"])
+
+    # ================================================================ checking
+    def _skip(self, job_id: int, status: str, why: str, level: int = logging.INFO) -> None:
+        self.state.update("job", job_id, status=status, reason=why)
+        self.log.log(level, "job %d: not checked: %s", job_id, why)
+        if self.metrics is not None:
+            self.metrics.jobs_checked.labels(status).inc()
+
+    def _check(self, job_id: int) -> None:
+        rec = self.state.get("job", job_id) or {}
+        job = self.market.get_job(job_id)
+        if job.state != JobState.SUBMITTED:
+            return self._skip(job_id, "skipped", f"job is {job.state.label}")
+        if job.worker.lower() == self.me.lower():
+            return self._skip(job_id, "skipped", "our own result")
+        if self.game.chain_now() >= job.deadline:
+            return self._skip(job_id, "skipped", "the challenge window has closed")
+        try:
+            ctx, result = self._run_check(job, rec)
+        except JobDataError as exc:
+            if exc.retryable:
+                attempts = rec.get("attempts", 0) + 1
+                self.state.update("job", job_id, status="retry", attempts=attempts, reason=str(exc),
+                                  retry_at=self.clock() + self.config.retry_seconds)
+                self.log.warning("job %d: cannot check yet (attempt %d): %s", job_id, attempts, exc)
+                return None
+            return self._skip(job_id, "invalid", str(exc), logging.WARNING)
+        if self.metrics is not None:
+            self.metrics.units_checked.inc(len(result.checked))
+            self.metrics.jobs_checked.labels("ok" if result.ok else "mismatch").inc()
+        self._contexts[job_id] = ctx
+        self.state.update("job", job_id, status="ok" if result.ok else "mismatch", check=result.to_json(),
+                          line=result.line())
+        if result.ok:
+            self.log.info("%s", result.line())
+        return None
+
+    def _run_check(self, job, rec: dict) -> tuple[_JobContext, CheckResult]:
+        jid = int(job.job_id)
+        data = fetch_job(self.content, job, spec_cid_of(self.market, jid, self.from_block), self.config.limits)
+        ex = self.executor_factory(data.bundle)
+        worker_roots: tuple[bytes, ...] | None
+        note = ""
+        try:
+            raw = read_bounded(self.content, self._outputs_cid(jid, rec), self.config.max_outputs_bytes,
+                               "outputs", jid)
+            worker_roots = unit_output_roots(verify_outputs(raw, data.bundle.program, job.result_root,
+                                                            job.num_units))
+        except JobDataError as exc:
+            if exc.retryable and rec.get("attempts", 0) < 3:
+                raise
+            # No usable outputs: re-execute everything and compare the result root itself.
+            worker_roots = None
+            note = f"outputs unusable: {exc}"
+        units = (sample_units(job.num_units, rec.get("rate", self.config.sample_rate), rec["seed"])
+                 if worker_roots is not None else tuple(range(job.num_units)))
+        own = {u: merkle.tensor_root(np.ascontiguousarray(ex.run_unit(data.units[u])).tobytes()) for u in units}
+        if worker_roots is not None:
+            bad = mismatches(own, worker_roots)
+            leaves = spliced_roots(worker_roots, own)
+            differs = False
+        else:
+            leaves = tuple(own[u] for u in range(job.num_units))
+            bad = ()
+            differs = merkle.roots_root(list(leaves)) != job.result_root
+        ctx = _JobContext(data, ex, leaves, int8_prover(data.bundle, data.units))
+        return ctx, CheckResult(jid, job.num_units, units, own, worker_roots, bad, differs,
+                                worker_roots is None, note)
+
+    def _context(self, job_id: int) -> _JobContext:
+        """The job's game context, rebuilt after a restart by re-running the recorded check."""
+        if job_id not in self._contexts:
+            rec = self.state.get("job", job_id) or {}
+            ctx, _ = self._run_check(self.market.get_job(job_id), rec)
+            self._contexts[job_id] = ctx
+        return self._contexts[job_id]
+
+    # ================================================================ challenging
+    def _challenge(self, job_id: int) -> None:
+        rec = self.state.get("job", job_id) or {}
+        job = self.market.get_job(job_id)
+        if job.state != JobState.SUBMITTED and not self.responder.outbox.live(f"job:{job_id}:challenge")[0]:
+            return self._skip(job_id, "skipped", f"mismatch found, but the job is {job.state.label} now")
+        try:
+            res = self.responder.outbox.send(f"job:{job_id}:challenge",
+                                             self.game.challenge_call(job_id, job.dispute_bond))
+        except ChainError as exc:
+            name = getattr(exc, "error_name", "")
+            if name in ("JobMarket_ChallengeWindowClosed", "JobMarket_WrongState"):
+                return self._skip(job_id, "skipped", f"mismatch found, but {exc}", logging.WARNING)
+            raise
+        gid = int(res.event("GameOpened")["gameId"])
+        self.state.put("game", gid, {"job_id": job_id, "status": "open", "opened_block": res.block_number})
+        self.state.update("job", job_id, status="challenged", game_id=gid)
+        if self.metrics is not None:
+            self.metrics.challenges.inc()
+        line = rec.get("line", f"job {job_id}: MISMATCH")
+        self.log.warning("%s -> game %d", line, gid)
+        return None
+
+    # ================================================================ playing
+    def _play(self, game_id: int, g: dict) -> None:
+        job_id = int(g["job_id"])
+        state = self.game.get_game(game_id)
+        if state.resolved:
+            self.responder.collect(game_id)  # the bond back (won or closed)
+            self._collect_slash_reward(game_id, state.outcome)
+            if self.responder.finished(game_id):
+                self._finish(game_id, job_id, state.outcome)
+            return
+        ctx = self._context(job_id)
+        self.responder.play(game_id, Side.CHALLENGER, ctx.player(), ctx.prover)
+
+    def _collect_slash_reward(self, game_id: int, outcome: Outcome) -> None:
+        """90 % of the slashed stake is credited to us in the registry: withdraw it."""
+        if outcome != Outcome.CHALLENGER_WON:
+            return
+        intent = f"game:{game_id}:registry-withdraw"
+        entry, _ = self.responder.outbox.live(intent)
+        if entry is not None and entry.status == "mined":
+            return
+        if entry is None and self.registry.info(self.me).credits == 0:
+            return
+        call = Call(self.registry.contract.functions.withdraw(), 0, "withdraw(registry credits)")
+        res = self.responder.outbox.send(intent, call)
+        self.log.info("game %d: withdrew the slash reward from the registry (tx %s)", game_id, res.tx_hash)
+
+    def _finish(self, game_id: int, job_id: int, outcome: Outcome) -> None:
+        status = {Outcome.CHALLENGER_WON: "won", Outcome.WORKER_WON: "lost", Outcome.CLOSED: "closed"}[outcome]
+        reason = self.game.resolutions(game_id)[-1].reason.name.lower()
+        self.state.update("game", game_id, status=status, reason=reason)
+        self.state.update("job", job_id, status=status)
+        self._contexts.pop(job_id, None)
+        if self.metrics is not None:
+            self.metrics.games_resolved.labels(status).inc()
+        level = logging.INFO if outcome != Outcome.WORKER_WON else logging.ERROR
+        self.log.log(level, "job %d: game %d resolved: %s (%s)", job_id, game_id, status, reason)
+
+    def _sent(self, sent: Sent) -> None:
+        if self.metrics is not None:
+            self.metrics.moves.inc()
+        g = self.state.get("meta", "gas") or {"gas": 0, "txs": 0}
+        self.state.put("meta", "gas", {"gas": g["gas"] + sent.gas_used, "txs": g["txs"] + 1})
+
+    # ================================================================ status (CLI)
+    def status(self) -> dict:
+        return status_of(self.state)
+
+
+def status_of(state: StateStore) -> dict:
+    """What the watchtower has checked and its games, from its state file alone."""
+    jobs = {int(k): v for k, v in state.all("job").items()}
+    games = {int(k): v for k, v in state.all("game").items()}
+    meta = state.get("meta", "gas") or {"gas": 0, "txs": 0}
+    return {"jobs": jobs, "games": games, "transactions": meta["txs"], "gas_used": meta["gas"]}

@@ -1,0 +1,146 @@
+"""The watchtower on a real anvil with the real DisputeGame + Int8Verifier, the embedded IPFS node and
+torch: it checks an honest job and leaves it alone; it catches a worker that corrupted one element
+(first op, a middle op, the last element of a tensor), wins the game with the real one-step verifier
+and collects; a worker that stops answering loses on its clock, and so does a watchtower that stops.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from gpumesh.client.core import merkle
+from gpumesh.client.core.game import BOND_BURN_BPS, GAME_CLOCK_SECONDS, Outcome, Reason, Side
+from gpumesh.node.common.store import StateStore
+from gpumesh.node.dispute.responder import Responder
+from gpumesh.node.watchtower.tower import status_of
+from tests.integration.nodes.conftest import Corruption, cheat_trace, post_digits_job, submit_as_worker
+from tests.integration.watchtower.helpers import DefendingWorker, make_tower, run
+
+pytestmark = pytest.mark.integration
+
+
+def assert_output_changed(sub, c: Corruption) -> None:
+    """Precondition: the corruption reaches the unit's output (else the result is honest)."""
+    from gpumesh.node.runtime.executor import Executor
+
+    honest = np.ascontiguousarray(Executor(sub.bundle).run_unit(sub.job.units[c.unit])).tobytes()
+    assert merkle.tensor_root(honest) != sub.unit_roots[c.unit]
+
+
+def test_honest_job_is_checked_and_left_alone(devnet, tmp_path, caplog):
+    job = post_digits_job(devnet, num_units=4)
+    submit_as_worker(devnet, job)
+    tower = make_tower(devnet, tmp_path / "wt.sqlite")
+    with caplog.at_level(logging.INFO, logger="gpumesh.watchtower"):
+        run(tower)
+    rec = tower.state.get("job", job.job_id)
+    assert rec["status"] == "ok" and rec["check"]["checked"] == [0, 1, 2, 3]
+    assert f"job {job.job_id}: checked 4/4 units: OK" in caplog.text
+    assert devnet.game().games_of_job(job.job_id) == []
+
+
+@pytest.mark.parametrize("c", [
+    Corruption(unit=0, op=0, element=420, delta=100),  # the first op (reads the unit input)
+    Corruption(unit=1, op=4, element=57773, delta=127),  # a middle op (conv2: linear, per-channel)
+    Corruption(unit=3, op=11, element=31, delta=1),  # the last element of the output tensor
+], ids=["first-op", "middle-op", "last-element"])
+def test_cheating_worker_is_challenged_and_slashed(devnet, tmp_path, caplog, c):
+    job = post_digits_job(devnet, num_units=4)
+    sub = submit_as_worker(devnet, job, corruptions=(c,))
+    assert_output_changed(sub, c)
+    me = devnet.address("watchtower")
+    balance = devnet.w3().eth.get_balance(me)
+    tower = make_tower(devnet, tmp_path / "wt.sqlite", metrics=True)
+    with caplog.at_level(logging.INFO, logger="gpumesh.watchtower"):
+        run(tower, DefendingWorker(devnet, sub, tmp_path / "worker.sqlite"))
+
+    (gid,) = devnet.game().games_of_job(job.job_id)
+    g = devnet.game().get_game(gid)
+    assert g.outcome == Outcome.CHALLENGER_WON
+    assert devnet.game().resolutions(gid)[0].reason == Reason.ONE_STEP
+    assert (g.unit_index, g.op_index) == (c.unit, c.op), "the corrupted unit and its FIRST wrong op"
+    assert devnet.market().is_slashed(job.job_id)
+    assert f"checked 4/4 units: MISMATCH unit {c.unit} -> game {gid}" in caplog.text
+    st = status_of(tower.state)
+    assert st["jobs"][job.job_id]["status"] == "won" and st["games"][gid]["reason"] == "one_step"
+    # Collected: the bond back from the game, 90 % of the slashed stake from the registry.
+    assert devnet.game().credits(me) == 0 and devnet.registry().info(me).credits == 0
+    reward = job.stake - job.stake * 1000 // 10_000
+    gained = devnet.w3().eth.get_balance(me) - balance
+    assert reward - 10**16 < gained < reward  # minus the gas of ~15 transactions
+    assert "gpumesh_watchtower_games_resolved_total{outcome=\"won\"} 1.0" in tower.metrics.text()
+
+
+def test_worker_that_stops_answering_loses_on_its_clock(devnet, tmp_path):
+    job = post_digits_job(devnet, num_units=2)
+    c = Corruption(unit=1, op=11, element=0, delta=3)
+    sub = submit_as_worker(devnet, job, corruptions=(c,))
+    tower = make_tower(devnet, tmp_path / "wt.sqlite")
+    silent = DefendingWorker(devnet, sub, tmp_path / "worker.sqlite", silent=True)
+    ticks = {"n": 0}
+
+    def wait_out_the_clock():
+        ticks["n"] += 1
+        if ticks["n"] == 3:  # the game is open and the worker owes its first move
+            devnet.anvil.increase_time(GAME_CLOCK_SECONDS + 1)
+
+    run(tower, silent, wait_out_the_clock)
+    (gid,) = devnet.game().games_of_job(job.job_id)
+    assert devnet.game().get_game(gid).outcome == Outcome.CHALLENGER_WON
+    assert devnet.game().resolutions(gid)[0].reason == Reason.TIMEOUT
+    assert devnet.market().is_slashed(job.job_id)
+
+
+def test_watchtower_that_stops_answering_loses_on_its_clock(devnet, tmp_path):
+    job = post_digits_job(devnet, num_units=2)
+    sub = submit_as_worker(devnet, job, corruptions=(Corruption(unit=0, op=11, element=5, delta=2),))
+    tower = make_tower(devnet, tmp_path / "wt.sqlite")
+    while not devnet.game().games_of_job(job.job_id):
+        tower.tick()  # checks and challenges, then "dies"
+    (gid,) = devnet.game().games_of_job(job.job_id)
+    worker = DefendingWorker(devnet, sub, tmp_path / "worker.sqlite")
+    worker()  # the worker reveals; now the challenger owes a move and never makes it
+    assert devnet.game().get_game(gid).turn == Side.CHALLENGER
+    devnet.anvil.increase_time(GAME_CLOCK_SECONDS + 1)
+    worker()  # resolveTimeout
+    worker()  # and withdraws what it won
+    g = devnet.game().get_game(gid)
+    assert g.outcome == Outcome.WORKER_WON and devnet.game().resolutions(gid)[0].reason == Reason.TIMEOUT
+    assert not devnet.market().is_slashed(job.job_id)
+    assert devnet.game().burned() == job.bond * BOND_BURN_BPS // 10_000
+    assert worker.responder.finished(gid)
+
+
+def test_lying_challenger_loses_its_bond(devnet, tmp_path):
+    """A challenger that disputes a CORRECT result (it plays a wrong belief about unit 1, op 4)
+    reaches the one-step and the Int8Verifier sides with the worker."""
+    from gpumesh.node.dispute.play import int8_prover, player_data, spliced_roots
+    from gpumesh.node.dispute.strategy import UnitTrace
+
+    job = post_digits_job(devnet, num_units=3)
+    sub = submit_as_worker(devnet, job)  # honest
+    wrong = Corruption(unit=1, op=4, element=57773, delta=127)
+    lie = cheat_trace(sub.bundle, job.units[1], wrong)
+    honest = sub.player_data()
+    believed = player_data(sub.bundle, spliced_roots(sub.unit_roots, {1: merkle.tensor_root(lie[-1])}),
+                           lambda u: UnitTrace(lie) if u == 1 else honest.trace(u))
+    game = devnet.game("watchtower2")
+    gid, _ = game.challenge(job.job_id, job.bond)
+    liar = Responder(game, StateStore(tmp_path / "liar.sqlite"))
+    worker = DefendingWorker(devnet, sub, tmp_path / "worker.sqlite")
+    worker_before = devnet.w3().eth.get_balance(devnet.address("worker"))
+    for _ in range(200):
+        worker()
+        liar.play(gid, Side.CHALLENGER, believed, int8_prover(sub.bundle, job.units))
+        if worker.responder.finished(gid):
+            break
+    g = game.get_game(gid)
+    assert g.outcome == Outcome.WORKER_WON and game.resolutions(gid)[0].reason == Reason.ONE_STEP
+    assert (g.unit_index, g.op_index) == (1, 4)
+    assert not devnet.market().is_slashed(job.job_id)
+    burn = job.bond * BOND_BURN_BPS // 10_000
+    assert game.burned() == burn and game.credits(devnet.address("worker")) == 0
+    assert devnet.w3().eth.get_balance(devnet.address("worker")) > worker_before + (job.bond - burn) - 10**16
