@@ -18,7 +18,7 @@ from pathlib import Path
 from gpumesh.client.core.errors import ChainError
 
 SCRIPT = "contracts/script/Deploy.s.sol:Deploy"
-CONTRACT_NAMES = ("WorkerRegistry", "JobMarket", "DisputeGame")
+CONTRACT_NAMES = ("WorkerRegistry", "JobMarket", "DisputeGame", "Int8Verifier")
 FORMAT_VERSION = 1
 
 
@@ -99,16 +99,22 @@ def deploy(
     rpc_url: str,
     deployer_key: str,
     unbonding_delay: int | None = None,
+    game_clock: int | None = None,
     root: Path | None = None,
     timeout: float = 600.0,
 ) -> Deployment:
-    """Deploy registry, market and dispute game with Deploy.s.sol; returns the Deployment."""
+    """Deploy registry, market, Int8Verifier and dispute game with Deploy.s.sol; returns the Deployment.
+
+    `game_clock` is each side's chess-clock budget in seconds (default: Constants.GAME_CLOCK_SECONDS).
+    """
     root = root or repo_root()
     with tempfile.TemporaryDirectory(prefix="gpumesh-deploy-") as tmp:
         env = dict(os.environ)
         env["GPUMESH_DEPLOYER_KEY"] = deployer_key if deployer_key.startswith("0x") else "0x" + deployer_key
         if unbonding_delay is not None:
             env["GPUMESH_UNBONDING_DELAY"] = str(int(unbonding_delay))
+        if game_clock is not None:
+            env["GPUMESH_GAME_CLOCK"] = str(int(game_clock))
         # A private broadcast folder: concurrent deploys to chains with the same id do not collide.
         env["FOUNDRY_BROADCAST"] = tmp
         cmd = [_forge(root), "script", SCRIPT, "--broadcast", "--rpc-url", rpc_url, "--skip", "test"]
@@ -138,6 +144,7 @@ def parse_broadcast(record: dict, rpc_url: str | None = None) -> Deployment:
             "WorkerRegistry": to_checksum_address(returns["registry"]["value"]),
             "JobMarket": to_checksum_address(returns["market"]["value"]),
             "DisputeGame": to_checksum_address(returns["disputeGame"]["value"]),
+            "Int8Verifier": to_checksum_address(returns["verifier"]["value"]),
         }
         chain_id = int(record["chain"])
         blocks = [int(r["blockNumber"], 16) for r in record.get("receipts", [])]

@@ -143,6 +143,8 @@ def up(s: Settings, deployer: Deployer, fresh: bool = False, progress: Callable[
         s.deployment_file.unlink(missing_ok=True)
 
     anvil_bin = procs.find_tool("anvil")
+    if s.ipfs_external and not ipfs_reachable(s.ipfs_api):
+        raise DevnetError(f"IPFS API at {ipfs_api_url(s.ipfs_api)} is unreachable")
     if not s.ipfs_external:
         # Check both ports before starting anything, so a busy port leaves nothing behind.
         ipfs_port = procs.choose_port(s.devnet.ipfs_port, "the IPFS API", "--ipfs-port / GPUMESH_IPFS_PORT")
@@ -160,8 +162,6 @@ def up(s: Settings, deployer: Deployer, fresh: bool = False, progress: Callable[
         if s.ipfs_external:
             ipfs_api = s.ipfs_api
             progress(f"using the IPFS daemon at {ipfs_api}")
-            if not ipfs_reachable(ipfs_api):
-                raise DevnetError(f"IPFS API at {ipfs_api_url(ipfs_api)} is unreachable")
         else:
             ipfs_api = f"/ip4/127.0.0.1/tcp/{ipfs_port}"
             progress(f"starting the embedded IPFS node on {ipfs_api}")

@@ -185,7 +185,7 @@ def _impersonate(anvil, w3, address, fund=10 * ETH):
 
 
 def test_game_hook_errors_via_the_predicted_game_address(chain, clients):
-    """The game is not deployed yet; anvil impersonates its predicted address to call the hooks."""
+    """anvil impersonates the game contract to call the hooks with inputs a real game never sends."""
     anvil, dep, _, w3 = chain
     pm, _, _ = clients["poster"]
     wm, wr, _ = clients["worker"]

@@ -75,10 +75,13 @@ def test_parse_broadcast():
     rec = {"chain": 31337, "returns": {
         "registry": {"internal_type": "address", "value": "0x5fbdb2315678afecb367f032d93f642f64180aa3"},
         "market": {"internal_type": "address", "value": "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512"},
-        "disputeGame": {"internal_type": "address", "value": "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0"}},
+        "verifier": {"internal_type": "address", "value": "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0"},
+        "disputeGame": {"internal_type": "address", "value": "0xcf7ed3acca5a467e9e704c703e8d87f634fb0fc9"}},
         "receipts": [{"blockNumber": "0x3"}, {"blockNumber": "0x2"}]}
     d = parse_broadcast(rec)
     assert d.registry == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    assert d.address("Int8Verifier") == "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+    assert d.dispute_game == "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9"
     assert d.deploy_block == 2 and d.chain_id == 31337
     with pytest.raises(DeployError):
         parse_broadcast({**rec, "receipts": []})
