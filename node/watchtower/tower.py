@@ -122,7 +122,8 @@ class Watchtower:
             status = rec.get("status")
             if status in CHECKING and self.clock() >= rec.get("retry_at", 0):
                 self._check(int(key))
-            elif status == "mismatch":
+                status = (self.state.get("job", key) or {}).get("status")
+            if status == "mismatch":
                 self._challenge(int(key))
         for key, g in self.state.all("game").items():
             if g.get("status") == "open":
