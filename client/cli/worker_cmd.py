@@ -156,7 +156,7 @@ def run(
                                     "is stored, so a restart resumes after the last one)."),
     max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
     corrupt: str = typer.Option(None, "--corrupt", help="TEST TOOL, makes this worker a CHEATER that will be "
-                                "slashed: flip one bit of element E of op OP's output in unit U, as UNIT:OP:ELEMENT "
+                                "slashed: flip one bit (+-64) of element E of op OP's output in unit U, as UNIT:OP:ELEMENT "
                                 "(OP an index or name, negative counts from the end)."),
     unit_delay: float = typer.Option(0.0, "--unit-delay", min=0.0, help="TEST TOOL: sleep this many seconds after "
                                      "each unit (to kill a worker mid-job in tests and demos)."),

@@ -1,5 +1,5 @@
 """TEST TOOL: fault injection for the demo and the end-to-end tests: a worker whose executor flips
-one bit of one element of one op output in one unit, INSIDE the forward pass, so every later op
+one bit (FLIP) of one element of one op output in one unit, INSIDE the forward pass, so every later op
 computes on the corrupted value (as a faulty GPU would) and the worker's outputs, result root and
 dispute trace all agree with each other and disagree with the honest computation. A watchtower
 must catch it and the dispute game must slash it.
@@ -19,6 +19,11 @@ from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.executor import Executor, Trace
 from gpumesh.node.runtime.files import ProgramBundle
+
+#: The flipped bit: +-64, in range for int8 and int32, and large enough that the change usually
+#: reaches the unit's output (a corruption that does not change the output is not a wrong result,
+#: and no watchtower can or needs to catch it).
+FLIP = 0x40
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,20 @@ class FaultyExecutor(Executor):
         self.fault = fault
         self.fault_op, self.fault_element = fault.resolve(bundle)
         self._active = False
+        plan = getattr(self, "_plan", None)
+        if plan is not None:
+            # The executor runs a plan of prepared per-op closures: wrap the faulty op's closure, so
+            # the forward pass itself is the executor's own (later ops read the corrupted tensor).
+            fn, srcs = plan[self.fault_op]
+            plan[self.fault_op] = (lambda xs, fn=fn: self._corrupt(fn(xs)), srcs)
+
+    def _corrupt(self, y: torch.Tensor) -> torch.Tensor:
+        if not self._active:
+            return y
+        y = y.clone(memory_format=torch.contiguous_format)
+        flat = y.view(-1)
+        flat[self.fault_element] = flat[self.fault_element] ^ FLIP  # one flipped bit
+        return y
 
     def run_unit_at(self, u: int, unit: np.ndarray) -> np.ndarray:
         self._active = u == self.fault.unit
@@ -90,24 +109,16 @@ class FaultyExecutor(Executor):
             self._active = False
 
     def _forward(self, unit: torch.Tensor, keep: bool) -> list[torch.Tensor | None]:
-        # Executor._forward with one extra step after op `fault_op` (kept in step with it: the
-        # honest-vs-faulty tests compare the two on every op but the corrupted element).
+        if hasattr(self, "_plan"):
+            return super()._forward(unit, keep)
+        # An executor without a plan runs kernels.run_op per op: the same loop, corrupting op
+        # `fault_op`'s output before any later op reads it.
         outs: list[torch.Tensor | None] = []
         for j, d in enumerate(self._descs):
-            xs = []
-            for s in d.inputs:
-                if s.kind == SlotKind.WEIGHT:
-                    xs.append(self._weights[s.index])
-                elif s.kind == SlotKind.UNIT_INPUT:
-                    xs.append(unit)
-                else:
-                    xs.append(outs[s.index])
+            xs = [self._weights[s.index] if s.kind == SlotKind.WEIGHT else unit if s.kind == SlotKind.UNIT_INPUT
+                  else outs[s.index] for s in d.inputs]
             y = kernels.run_op(d, xs)
-            if self._active and j == self.fault_op:
-                y = y.clone(memory_format=torch.contiguous_format)
-                flat = y.view(-1)
-                flat[self.fault_element] = flat[self.fault_element] ^ 1  # one flipped bit, in range
-            outs.append(y)
+            outs.append(self._corrupt(y) if j == self.fault_op else y)
             if not keep:
                 for s in d.inputs:
                     if s.kind == SlotKind.OP_OUTPUT and self._last_use[s.index] == j:

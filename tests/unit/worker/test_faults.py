@@ -1,5 +1,5 @@
 """The fault-injection executor (TEST TOOL) against the honest one: ops before the corrupted one are
-identical, the corrupted op differs in exactly the chosen element (one flipped bit), later ops see
+identical, the corrupted op differs in exactly the chosen element (one flipped bit, FLIP), later ops see
 the corrupted value, other units are untouched, and the trace agrees with the outputs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from gpumesh.client.core.errors import UsageError
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.runtime.files import load_program, load_units
-from gpumesh.node.worker.faults import Fault, FaultyExecutor, run_unit_at, trace_at
+from gpumesh.node.worker.faults import FLIP, Fault, FaultyExecutor, run_unit_at, trace_at
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -37,7 +37,7 @@ def test_one_element_is_corrupted_and_propagates(cnn, op, element):
     assert diff == [e * width]
     a = int.from_bytes(h[j][e * width:(e + 1) * width], "little", signed=True)
     b = int.from_bytes(f[j][e * width:(e + 1) * width], "little", signed=True)
-    assert a ^ b == 1
+    assert a ^ b == FLIP
     # the outputs agree with the trace, and other units are honest
     assert np.ascontiguousarray(run_unit_at(faulty, 1, units[1])).tobytes() == f[-1]
     for u in (0, 2):
