@@ -143,8 +143,7 @@ def _acquire(tmp_path_factory) -> NodeDevnet:
                 anvil.stop()
                 raise
             dn = NodeDevnet(anvil, dep, path, ipfs, tmp)
-            if not dn.has_dispute_game():
-                _install_dispute_game(dn)
+            assert dn.has_dispute_game(), "the deployment has no DisputeGame code"
             _SHARED["devnet"] = dn
             _SHARED["refs"] = 0
         _SHARED["refs"] += 1
@@ -159,38 +158,6 @@ def _release() -> None:
             dn.close_stores()
             dn.ipfs.stop()
             dn.anvil.stop()
-
-
-def _install_dispute_game(dn: NodeDevnet) -> None:
-    """Until Deploy.s.sol deploys the real game, put DisputeGame(market, Int8Verifier, k, clock) at
-    the address the market was built with (anvil_setCode: the runtime code carries the immutables;
-    the constructor writes no storage). Unused as soon as the deployment has the game."""
-    import json
-    import os
-    import subprocess
-
-    from web3 import Web3
-
-    out = Path(dn.tmp) / "forge-out"
-    env = dict(os.environ, FOUNDRY_OUT=str(out), FOUNDRY_CACHE_PATH=str(out / "cache"))
-    subprocess.run(  # noqa: S603 - fixed argv
-        [str(ROOT / "node_modules/.bin/forge"), "build", "--quiet", "contracts/src/dispute/DisputeGame.sol",
-         "contracts/src/dispute/Int8Verifier.sol"], cwd=ROOT, env=env, check=True, capture_output=True)
-    w3 = Web3(Web3.HTTPProvider(dn.anvil.url))
-    deployer = dev_account(9).address  # not a role account: their nonces stay as the tests expect
-
-    def create(name: str, *args) -> str:
-        doc = json.loads((out / f"{name}.sol" / f"{name}.json").read_text())
-        c = w3.eth.contract(abi=doc["abi"], bytecode=doc["bytecode"]["object"])
-        rc = w3.eth.wait_for_transaction_receipt(c.constructor(*args).transact({"from": deployer}))
-        return rc.contractAddress
-
-    verifier = create("Int8Verifier")
-    from gpumesh.client.core.game import GAME_CLOCK_SECONDS, SPLIT_BITS
-
-    game = create("DisputeGame", dn.deployment.market, verifier, SPLIT_BITS, GAME_CLOCK_SECONDS)
-    dn.anvil.rpc("anvil_setCode", [dn.deployment.dispute_game, "0x" + bytes(w3.eth.get_code(game)).hex()])
-    assert dn.has_dispute_game()
 
 
 @pytest.fixture(scope="session")

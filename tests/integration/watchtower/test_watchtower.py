@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gpumesh.client.core import merkle
-from gpumesh.client.core.game import BOND_BURN_BPS, GAME_CLOCK_SECONDS, Outcome, Reason, Side
+from gpumesh.client.core.game import BOND_BURN_BPS, Outcome, Reason, Side
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.watchtower.tower import status_of
@@ -85,7 +85,7 @@ def test_worker_that_stops_answering_loses_on_its_clock(devnet, tmp_path):
     def wait_out_the_clock():
         ticks["n"] += 1
         if ticks["n"] == 3:  # the game is open and the worker owes its first move
-            devnet.anvil.increase_time(GAME_CLOCK_SECONDS + 1)
+            devnet.anvil.increase_time(devnet.game().clock_seconds() + 1)
 
     run(tower, silent, wait_out_the_clock)
     (gid,) = devnet.game().games_of_job(job.job_id)
@@ -104,7 +104,7 @@ def test_watchtower_that_stops_answering_loses_on_its_clock(devnet, tmp_path):
     worker = DefendingWorker(devnet, sub, tmp_path / "worker.sqlite")
     worker()  # the worker reveals; now the challenger owes a move and never makes it
     assert devnet.game().get_game(gid).turn == Side.CHALLENGER
-    devnet.anvil.increase_time(GAME_CLOCK_SECONDS + 1)
+    devnet.anvil.increase_time(devnet.game().clock_seconds() + 1)
     worker()  # resolveTimeout
     worker()  # and withdraws what it won
     g = devnet.game().get_game(gid)
