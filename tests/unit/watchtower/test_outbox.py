@@ -1,0 +1,156 @@
+"""The responder's exactly-once transaction outbox against a fake chain client (the same behaviours
+run against the real DisputeGameClient on anvil in tests/integration/watchtower/
+test_responder_toy.py and test_restart_and_races.py): the signed bytes are recorded before they are
+broadcast; a restart re-broadcasts the recorded bytes and never signs again; a transaction whose
+nonce was taken is marked failed and a later attempt gets its own name; races are not errors."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from gpumesh.client.chain import errors as chain_errors
+from gpumesh.client.chain.contracts import TxResult
+from gpumesh.client.chain.dispute import Call, SignedTx
+from gpumesh.client.core.game import Side
+from gpumesh.node.common.store import StateStore
+from gpumesh.node.dispute import actions as A
+from gpumesh.node.dispute.responder import Responder, ResponderError, TxOutbox, action_intent, tx_nonce
+
+KEY = "0x" + "11" * 32
+
+
+def signed(nonce: int, typed: bool = True) -> SignedTx:
+    tx = {"to": "0x" + "22" * 20, "value": 0, "gas": 21000, "nonce": nonce, "chainId": 31337, "data": b""}
+    if typed:
+        tx |= {"maxFeePerGas": 10**9, "maxPriorityFeePerGas": 1}
+    else:
+        tx |= {"gasPrice": 10**9}
+    s = Account.from_key(KEY).sign_transaction(tx)
+    return SignedTx(bytes(s.raw_transaction), "0x" + bytes(s.hash).hex(), nonce, tx)
+
+
+@pytest.mark.parametrize("typed", [True, False])
+@pytest.mark.parametrize("nonce", [0, 1, 127, 128, 65535, 2**40])
+def test_tx_nonce_reads_what_eth_account_signed(nonce, typed):
+    assert tx_nonce(signed(nonce, typed).raw) == nonce
+
+
+class FakeClient:
+    """The slice of DisputeGameClient the outbox uses; a chain that mines whatever it receives."""
+
+    def __init__(self) -> None:
+        self.nonce = 0
+        self.pool: dict[str, bytes] = {}  # hash -> raw, mined at once
+        self.broadcasts: list[bytes] = []
+        self.signed: list[SignedTx] = []
+        self.fail_broadcast = False
+        self.revert_on_estimate: Exception | None = None
+
+    def sign_and_send(self, call: Call, record):
+        if self.revert_on_estimate is not None:
+            raise self.revert_on_estimate
+        st = signed(self.nonce)
+        self.signed.append(st)
+        record(st)
+        self.broadcast(st.raw, call.context)
+        return st
+
+    def broadcast(self, raw: bytes, context: str = "") -> None:
+        if self.fail_broadcast:
+            raise KeyboardInterrupt("killed")  # the process dies here
+        self.broadcasts.append(raw)
+        h = next(s.tx_hash for s in self.signed if s.raw == raw)
+        if h not in self.pool and tx_nonce(raw) == self.nonce:
+            self.pool[h] = raw
+            self.nonce += 1
+
+    def receipt(self, tx_hash: str):
+        return {"transactionHash": bytes.fromhex(tx_hash[2:]), "blockNumber": 1, "gasUsed": 50_000,
+                "status": 1} if tx_hash in self.pool else None
+
+    def known(self, tx_hash: str) -> bool:
+        return tx_hash in self.pool
+
+    def confirmed_nonce(self) -> int:
+        return self.nonce
+
+    def wait(self, st, timeout: float = 0, context: str = "") -> TxResult:
+        h = st.tx_hash if isinstance(st, SignedTx) else st
+        assert h in self.pool, "waited for a transaction the chain never got"
+        return TxResult(h, 1, 50_000, ())
+
+    def result_of(self, receipt) -> TxResult:
+        return TxResult("0x" + receipt["transactionHash"].hex(), 1, receipt["gasUsed"], ())
+
+
+CALL = Call(fn=None, value=0, context="pick(game 1, move 3)")
+
+
+def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_path):
+    chain = FakeClient()
+    store = StateStore(tmp_path / "s.sqlite")
+    chain.fail_broadcast = True
+    with pytest.raises(KeyboardInterrupt):
+        TxOutbox(chain, store).send("game:1:move:3", CALL)
+    entry = store.outbox_get("game:1:move:3")
+    assert entry.status == "pending" and entry.raw_tx == chain.signed[0].raw  # recorded, never sent
+    assert chain.broadcasts == []
+
+    chain.fail_broadcast = False
+    again = TxOutbox(chain, StateStore(tmp_path / "s.sqlite"))  # a new life on the same file
+    res = again.send("game:1:move:3", CALL)
+    assert res.tx_hash == chain.signed[0].tx_hash
+    assert len(chain.signed) == 1 and chain.broadcasts == [chain.signed[0].raw]  # signed once, sent once
+    assert again.done("game:1:move:3")
+    assert again.send("game:1:move:3", CALL).tx_hash == res.tx_hash  # idempotent afterwards too
+    assert len(chain.signed) == 1 and len(chain.broadcasts) == 1
+
+
+def test_flush_settles_what_a_previous_life_left_pending(tmp_path):
+    chain = FakeClient()
+    store = StateStore(tmp_path / "s.sqlite")
+    chain.fail_broadcast = True
+    with pytest.raises(KeyboardInterrupt):
+        TxOutbox(chain, store).send("job:4:challenge", CALL)
+    chain.fail_broadcast = False
+    assert TxOutbox(chain, store).flush() == 1
+    assert store.outbox_pending() == [] and store.outbox_get("job:4:challenge").status == "mined"
+
+
+def test_a_recorded_tx_whose_nonce_was_taken_is_failed_and_retried_under_a_new_name(tmp_path):
+    chain = FakeClient()
+    store = StateStore(tmp_path / "s.sqlite")
+    chain.fail_broadcast = True
+    with pytest.raises(KeyboardInterrupt):
+        TxOutbox(chain, store).send("game:1:move:3", CALL)
+    chain.nonce = 1  # meanwhile another transaction of this key used nonce 0
+    chain.fail_broadcast = False
+    with pytest.raises(ResponderError, match="dropped"):
+        TxOutbox(chain, store).send("game:1:move:3", CALL)
+    assert store.outbox_get("game:1:move:3").status == "failed"
+    res = TxOutbox(chain, store).send("game:1:move:3", CALL)  # the caller re-read the game: still wanted
+    assert store.outbox_get("game:1:move:3#1").status == "mined" and res.tx_hash == chain.signed[-1].tx_hash
+
+
+def test_a_race_revert_at_estimate_is_not_an_error_and_records_nothing(tmp_path):
+    chain = FakeClient()
+    stale = chain_errors.error_class("DisputeGame_StaleMove")("stale", {"gameId": 1, "expected": 3, "actual": 4})
+    chain.revert_on_estimate = stale
+    r = Responder(chain, StateStore(tmp_path / "s.sqlite"))
+    assert r._send("game:1:move:3", CALL) is False
+    assert r.store.outbox_get("game:1:move:3") is None
+    chain.revert_on_estimate = chain_errors.error_class("DisputeGame_BadPick")("bad", {"gameId": 1, "childIndex": 0})
+    with pytest.raises(chain_errors.ContractRevert):
+        r._send("game:1:move:3", CALL)
+
+
+def test_intents_name_the_game_and_move():
+    assert action_intent(A.Pick(5, 9, 0, b"", ())) == "game:5:move:9"
+    assert action_intent(A.Reveal(5, 10, ())) == "game:5:move:10"
+    assert action_intent(A.ResolveTimeout(5)) == "game:5:timeout"
+
+
+def test_the_challenger_side_needs_a_prover(tmp_path):
+    with pytest.raises(ValueError, match="StepProver"):
+        Responder(FakeClient(), StateStore(tmp_path / "s.sqlite")).play(1, Side.CHALLENGER, None, None)
