@@ -24,6 +24,8 @@ from gpumesh.client.core.program import result_root
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
 
+_UNIT = object()  # plan marker: the unit input tensor
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -63,29 +65,41 @@ class Executor:
             for w in self.program.weights
         ]
         self._descs = [op.desc for op in self.program.ops]
-        # last op reading each op output: the honest path drops a tensor after its last reader
-        self._last_use = {}
+        self._plan = [self._prepare(d) for d in self._descs]
+        # outputs an op is the last reader of: the honest path drops them right after that op
+        last_use: dict[int, int] = {}
         for j, d in enumerate(self._descs):
             for s in d.inputs:
                 if s.kind == SlotKind.OP_OUTPUT:
-                    self._last_use[s.index] = j
+                    last_use[s.index] = j
+        self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
+
+    def _source(self, s):
+        """What an input slot reads at run time: a weight tensor, _UNIT (the unit input) or op index j."""
+        if s.kind == SlotKind.WEIGHT:
+            return self._weights[s.index]
+        return _UNIT if s.kind == SlotKind.UNIT_INPUT else s.index
+
+    def _prepare(self, d):
+        """(closure, sources): constant inputs (weights) are prepared once (kernels.prepare_op)."""
+        const_pos = kernels.CONST_INPUTS.get(d.opcode, ())
+        const_pos = tuple(i for i in const_pos if i < len(d.inputs))
+        if all(d.inputs[i].kind == SlotKind.WEIGHT for i in const_pos):
+            consts = [np.asarray(self.bundle.weight_arrays[self.program.weights[d.inputs[i].index].name])
+                      for i in const_pos]
+            fn = kernels.prepare_op(d, consts, self.device)
+            dyn = [i for i in range(len(d.inputs)) if i not in const_pos]
+            return fn, tuple(self._source(d.inputs[i]) for i in dyn)
+        # a weight operand computed at run time: prepare on every call (rare; still exact)
+        return (lambda xs, d=d: kernels.run_op(d, xs)), tuple(self._source(s) for s in d.inputs)
 
     def _forward(self, unit: torch.Tensor, keep: bool) -> list[torch.Tensor | None]:
-        outs: list[torch.Tensor | None] = []
-        for j, d in enumerate(self._descs):
-            xs = []
-            for s in d.inputs:
-                if s.kind == SlotKind.WEIGHT:
-                    xs.append(self._weights[s.index])
-                elif s.kind == SlotKind.UNIT_INPUT:
-                    xs.append(unit)
-                else:
-                    xs.append(outs[s.index])
-            outs.append(kernels.run_op(d, xs))
+        outs: list[torch.Tensor | None] = [None] * len(self._plan)
+        for j, (fn, srcs) in enumerate(self._plan):
+            outs[j] = fn([unit if s is _UNIT else outs[s] if isinstance(s, int) else s for s in srcs])
             if not keep:
-                for s in d.inputs:
-                    if s.kind == SlotKind.OP_OUTPUT and self._last_use[s.index] == j:
-                        outs[s.index] = None
+                for i in self._frees[j]:
+                    outs[i] = None
         return outs
 
     def _to_device(self, unit: np.ndarray) -> torch.Tensor:

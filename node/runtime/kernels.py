@@ -1,16 +1,33 @@
-"""Exact torch kernels of the v1 op set (docs/spec/ops.md 2.3): same bits as the scalar reference
-(gpumesh.client.core.ops.reference) on CPU and CUDA, whole tensors at a time.
+"""Exact torch kernels of the v1 op set (docs/spec/ops.md 2.3, 2.4): same bits as the scalar
+reference (gpumesh.client.core.ops.reference) on CPU and CUDA, whole tensors at a time.
+
+Two layers. `prepare_op(desc, consts, device)` does the per-op work once (transposed int8 weights,
+folded int32 bias, per-channel requant vectors on the device) and returns a closure that maps the
+op's dynamic input tensor(s) to its output; the executor builds one per op at construction.
+`run_op(desc, xs)` prepares from the given tensors and runs (tests, the GPU check). The generic
+int64 kernels (`requant`, `_run_generic`) remain for what the fast path does not cover: requant
+shifts above FP64_MAX_SHIFT, CUDA (kept on the int64 path verified on an H200), and linear ops whose
+weight is not a constant.
 
 Adapter code (imports torch); imported by the executor and the GPU check only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
 
 _INT_MM_OK: dict[str, bool] = {}
+
+#: Largest requant/add shift for which the float64 path is exact (proof in docs/spec/ops.md 2.4).
+FP64_MAX_SHIFT = 42
+
+Prepared = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 def set_deterministic() -> None:
@@ -26,7 +43,7 @@ def _round8(v: int) -> int:
 
 
 def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x int8 [M, K] @ w int8 [N, K]^T -> int32 [M, N], exact.
+    """x int8 [M, K] @ w int8 [N, K]^T -> int32 [M, N], exact (unprepared form).
 
     torch._int_mm (oneDNN VNNI / CUDA IMMA) when present; operands are zero-padded to M >= 17 and K,
     N multiples of 8 (CUDA's shape rules), which adds exact zeros. Fallback: float64 matmul, exact
@@ -36,15 +53,15 @@ def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     dev = x.device.type
     if _INT_MM_OK.get(dev, hasattr(torch, "_int_mm")):
         # K is padded to a multiple of 8 on every device: CUDA requires it, and torch 2.13's CPU
-        # _int_mm returns garbage for K = 1 (found by the property tests). CUDA also needs M > 16
-        # and N a multiple of 8.
+        # _int_mm returns garbage for K = 1 with a transposed (column-major) weight. CUDA also needs
+        # M > 16 and N a multiple of 8.
         kp = max(_round8(k), 16) if dev == "cuda" else _round8(k)
         mp, np_ = (max(m, 17), _round8(n)) if dev == "cuda" else (m, n)
         try:
             if (mp, kp) != (m, k):
-                x = torch.nn.functional.pad(x, (0, kp - k, 0, mp - m))
+                x = F.pad(x, (0, kp - k, 0, mp - m))
             if (np_, kp) != (n, k):
-                w = torch.nn.functional.pad(w, (0, kp - k, 0, np_ - n))
+                w = F.pad(w, (0, kp - k, 0, np_ - n))
             out = torch._int_mm(x, w.t())
             return out[:m, :n] if (mp, np_) != (m, n) else out
         except (RuntimeError, NotImplementedError):
@@ -68,6 +85,214 @@ def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.
     if zp:
         a.add_(zp)
     return a.clamp_(lo, hi).to(torch.int8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared (fast) path
+
+
+class _Req:
+    """A requant prepared once. fp64 mode (CPU, every shift <= FP64_MAX_SHIFT): the caller hands a
+    float64 tensor holding the exact int32 accumulator; y = floor(clamp(v*m + (zp + 1/2), lo, hi))
+    with m = mult * 2^-shift exact in float64 — exact by the proof in docs/spec/ops.md 2.4. Else the
+    generic int64 `requant` on an int tensor."""
+
+    def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
+        mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+        shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+        self.zp, self.lo, self.hi = zp, lo, hi
+        self.fp64 = device.type == "cpu" and int(shift.max()) <= FP64_MAX_SHIFT
+        if self.fp64:
+            m = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))  # exact: a power-of-two scaling
+            self.m = float(m[0]) if m.size == 1 else torch.from_numpy(m).to(device)
+            self.c = zp + 0.5
+            self.floor = lo < 0  # in [lo, hi] with lo >= 0, the int8 cast (truncation) is the floor
+        else:
+            one = mult.size == 1
+            self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
+            self.shift = int(shift[0]) if one or (shift == shift[0]).all() else torch.from_numpy(shift).to(device)
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if self.fp64:  # a: float64, owned by the caller (modified in place)
+            a.mul_(self.m).add_(self.c).clamp_(self.lo, self.hi)
+            if self.floor:
+                a.floor_()
+            return a.to(torch.int8)
+        return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
+
+
+def _req_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> _Req:
+    q = d.requant
+    if q.mode == ReqMode.PER_CHANNEL:
+        return _Req(qp[:, 0], qp[:, 1], q.zp, q.lo, q.hi, device)
+    return _Req(q.mult, q.shift, q.zp, q.lo, q.hi, device)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class _MatMul:
+    """x int8 [M, K] -> x @ W^T int32 [M, N] with W prepared once: on CPU, W^T contiguous [K, N]
+    (oneDNN's fast layout: 5-18x faster than the transposed view for conv shapes here, and free of
+    the K = 1 bug of the transposed layout; K = 1 is still padded to 8 as a precaution); on CUDA,
+    the padded layout verified on an H200 (K multiple of 8 and >= 16, N multiple of 8, M >= 17)."""
+
+    def __init__(self, w: np.ndarray, device: torch.device) -> None:
+        n, k = w.shape
+        self.n, self.k, self.dev = n, k, device.type
+        if self.dev == "cuda":
+            self.kp, self.np_ = max(_round8(k), 16), _round8(n)
+        else:
+            self.kp, self.np_ = (8 if k == 1 else k), n
+        wp = np.zeros((self.np_, self.kp), dtype=np.int8)
+        wp[:n, :k] = w
+        self.wt = torch.from_numpy(np.ascontiguousarray(wp.T)).to(device)  # [Kp, Np] row-major
+        self.w_rows = torch.from_numpy(wp).to(device) if self.dev == "cuda" else None
+        self.w64 = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.shape[0]
+        if _INT_MM_OK.get(self.dev, hasattr(torch, "_int_mm")):
+            mp = max(m, 17) if self.dev == "cuda" else m
+            try:
+                xp = F.pad(x, (0, self.kp - self.k, 0, mp - m)) if (mp, self.kp) != (m, self.k) else x
+                if self.dev == "cuda":
+                    out = torch._int_mm(xp, self.w_rows.t())
+                    return out[:m, : self.n] if (mp, self.np_) != (m, self.n) else out
+                return torch._int_mm(xp.contiguous(), self.wt)
+            except (RuntimeError, NotImplementedError):
+                _INT_MM_OK[self.dev] = False
+        if self.w64 is None:
+            self.w64 = self.wt[: self.k, : self.n].to(torch.float64)
+        return (x.to(torch.float64) @ self.w64).to(torch.int32)  # exact: integers below 2^31 < 2^53
+
+
+def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:
+    w, bias = consts[0], consts[1]
+    n, k = w.shape
+    mm = _MatMul(w, device)
+    # wrap32(sum (x - zp) W + b) = wrap32(x @ W^T + wrap32(b - zp * rowsum W)): wrap32 is a ring map
+    w64 = w.astype(np.int64)
+    b_eff = bias.astype(np.int64) - d.attr("x_zp") * w64.sum(axis=1)
+    b_eff = ((b_eff + 2**31) % 2**32 - 2**31).astype(np.int32)
+    b32 = torch.from_numpy(b_eff).to(device)
+    out_shape = d.out.shape
+    if d.requant.mode == ReqMode.NONE:
+        def run_none(xs):
+            acc = mm(xs[0].reshape(-1, k))
+            return acc.add_(b32).reshape(out_shape)  # int32 add wraps: wrap32 of the exact sum
+        return run_none
+    req = _req_of(d, consts[2] if len(consts) > 2 else None, device)
+    # |x @ W^T| <= 128 * sum|W[n]|: when that plus |b_eff| stays in int32, no wrap can happen and the
+    # float64 sum acc + b is the exact accumulator (integers far below 2^53).
+    no_wrap = bool(np.all(128 * np.abs(w64).sum(axis=1) + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1))
+    if req.fp64 and no_wrap:
+        b64 = torch.from_numpy(b_eff.astype(np.float64)).to(device)
+
+        def run_fp64(xs):
+            return req(torch.add(mm(xs[0].reshape(-1, k)), b64)).reshape(out_shape)
+        return run_fp64
+
+    def run_wrap(xs):
+        acc = mm(xs[0].reshape(-1, k)).add_(b32)
+        return req(acc.to(torch.float64) if req.fp64 else acc).reshape(out_shape)
+    return run_wrap
+
+
+def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
+    a = dict(d.attrs)
+    s = a["shift"]
+    if device.type != "cpu" or s > FP64_MAX_SHIFT:
+        return lambda xs: _run_generic(d, xs)
+    # v + zy + 1/2 with v = ((a-za)*ma + (b-zb)*mb) / 2^s, computed with NO rounding at all: every
+    # term and partial sum is a multiple of 2^-s below 2^(41-s)... (docs/spec/ops.md 2.4).
+    ma, mb = a["ma"] * 2.0**-s, a["mb"] * 2.0**-s
+    c = a["zy"] + 0.5 - a["za"] * ma - a["zb"] * mb
+    mat = torch.tensor([ma], dtype=torch.float64, device=device)
+    lo, hi = a["lo"], a["hi"]
+
+    def run(xs):
+        f = torch.mul(xs[0], mat)  # int8 x float64 -> float64, exact
+        f.add_(xs[1], alpha=mb).add_(c).clamp_(lo, hi)
+        if lo < 0:
+            f.floor_()
+        return f.to(torch.int8)
+    return run
+
+
+def _prep_im2col(d: OpDescriptor) -> Prepared:
+    kh, kw, sh, sw, ph, pw, pad = (d.attr(a) for a in ("kh", "kw", "sh", "sw", "ph", "pw", "pad"))
+    n, oh, ow, cols = d.out.shape
+
+    def run(xs):
+        xp = F.pad(xs[0], (0, 0, pw, pw, ph, ph), value=pad) if ph or pw else xs[0].contiguous()
+        s0, s1, s2, s3 = xp.stride()
+        win = xp.as_strided((n, oh, ow, kh, kw, xp.shape[3]), (s0, sh * s1, sw * s2, s1, s2, s3))
+        return win.reshape(n, oh, ow, cols)  # one gather copy, column order (kh, kw, c)
+    return run
+
+
+def _prep_maxpool(d: OpDescriptor, device: torch.device) -> Prepared:
+    kh, kw, sh, sw, ph, pw = (d.attr(a) for a in ("kh", "kw", "sh", "sw", "ph", "pw"))
+    if device.type != "cpu" or 2 * ph > kh or 2 * pw > kw:
+        return lambda xs: _run_generic(d, xs)
+
+    # torch pads with -inf; with pad <= kernel/2 every window holds a real element, so that equals
+    # the spec's -128 padding. NHWC is torch's channels_last layout: no copy in or out.
+    def run(xs):
+        y = F.max_pool2d(xs[0].permute(0, 3, 1, 2), (kh, kw), (sh, sw), (ph, pw))
+        return y.permute(0, 2, 3, 1).contiguous()
+    return run
+
+
+def _prep_avgpool(d: OpDescriptor, device: torch.device) -> Prepared:
+    _, h, w, _ = d.inputs[0].type.shape
+    req = _req_of(d, None, device)
+    corr = -d.attr("x_zp") * h * w
+
+    def run(xs):
+        acc = xs[0].sum(dim=(1, 2), dtype=torch.int32)  # |sum x| <= 128 * 2^23: no wrap
+        if req.fp64:
+            return req(acc.to(torch.float64).add_(corr))
+        return req(acc.add_(corr) if corr else acc)
+    return run
+
+
+def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:
+    """The op as a closure over its prepared constants. `consts` are the op's inputs after the first
+    (linear: W, bias[, qp]; requant: [qp]) as numpy arrays; other ops take none. The closure takes
+    the list of the op's input tensors (only the dynamic ones are read: xs[0], and xs[1] for add)."""
+    op = d.opcode
+    if op == Opcode.LINEAR:
+        return _prep_linear(d, consts, device)
+    if op == Opcode.REQUANT:
+        req = _req_of(d, consts[0] if consts else None, device)
+        return lambda xs: req(xs[0].to(torch.float64) if req.fp64 else xs[0])
+    if op == Opcode.ADD:
+        return _prep_add(d, device)
+    if op == Opcode.IM2COL:
+        return _prep_im2col(d)
+    if op == Opcode.MAXPOOL:
+        return _prep_maxpool(d, device)
+    if op == Opcode.AVGPOOL:
+        return _prep_avgpool(d, device)
+    return lambda xs: _run_generic(d, xs)
+
+
+#: Input positions read as prepared constants, per opcode (the rest are dynamic tensors).
+CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
+
+
+def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
+    """Output tensor of one op from its input tensors (dtypes and shapes as the descriptor says)."""
+    pos = CONST_INPUTS.get(d.opcode, ())
+    consts = [_np(xs[i]) for i in pos if i < len(xs)]
+    return prepare_op(d, consts, xs[0].device)(xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic (unprepared) kernels
 
 
 def _req_params(d: OpDescriptor, qp: torch.Tensor | None):
@@ -97,8 +322,8 @@ def _windows(d: OpDescriptor, x: torch.Tensor, pad_value: int):
             yield xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
 
 
-def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
-    """Output tensor of one op from its input tensors (dtypes and shapes as the descriptor says)."""
+def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
+    """The int64 kernels of every op (the fast path's fallback and the CUDA path of add/maxpool)."""
     op = d.opcode
     x = xs[0]
     if op == Opcode.LINEAR:
