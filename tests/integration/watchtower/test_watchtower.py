@@ -144,3 +144,55 @@ def test_lying_challenger_loses_its_bond(devnet, tmp_path):
     burn = job.bond * BOND_BURN_BPS // 10_000
     assert game.burned() == burn and game.credits(devnet.address("worker")) == 0
     assert devnet.w3().eth.get_balance(devnet.address("worker")) > worker_before + (job.bond - burn) - 10**16
+
+
+def test_the_sample_is_drawn_once_and_a_restart_checks_the_same_units(devnet, tmp_path):
+    from gpumesh.node.watchtower.checker import sample_units
+
+    job = post_digits_job(devnet, num_units=4)
+    submit_as_worker(devnet, job)
+    first = make_tower(devnet, tmp_path / "wt.sqlite", rate=0.5)
+
+    def die(*_):
+        raise KeyboardInterrupt("killed mid-check")
+
+    first._run_check = die
+    with pytest.raises(KeyboardInterrupt):
+        first.tick()
+    seed = first.state.get("job", job.job_id)["seed"]
+    first.state.close()
+    second = make_tower(devnet, tmp_path / "wt.sqlite", rate=0.5, metrics=True)
+    server = second.metrics.serve(0)
+    try:
+        run(second)
+        rec = second.state.get("job", job.job_id)
+        assert rec["seed"] == seed and rec["status"] == "ok"
+        assert tuple(rec["check"]["checked"]) == sample_units(4, 0.5, seed) and len(rec["check"]["checked"]) == 2
+        import urllib.request
+
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics").read().decode()  # noqa: S310
+        assert "gpumesh_watchtower_units_checked_total 2.0" in body
+        assert 'gpumesh_watchtower_jobs_checked_total{result="ok"} 1.0' in body
+    finally:
+        server.shutdown()
+
+
+def test_outputs_that_do_not_match_the_result_root_mean_a_full_rerun(devnet, tmp_path, caplog):
+    """The worker commits a corrupt result but publishes the honest outputs file: the file does not
+    hash to the on-chain result root, so the sampling watchtower re-executes every unit, finds that
+    its result root differs, and the game (which needs no per-unit hint) still finds unit 3."""
+    job = post_digits_job(devnet, num_units=4)
+    from gpumesh.node.runtime.executor import Executor
+    from gpumesh.node.runtime.files import load_program
+
+    clean = Executor(load_program(job.program_dir)).run(job.units).outputs
+    c = Corruption(unit=3, op=11, element=31, delta=1)
+    sub = submit_as_worker(devnet, job, corruptions=(c,), publish=clean)
+    tower = make_tower(devnet, tmp_path / "wt.sqlite", rate=0.25)
+    with caplog.at_level(logging.INFO, logger="gpumesh.watchtower"):
+        run(tower, DefendingWorker(devnet, sub, tmp_path / "worker.sqlite"))
+    (gid,) = devnet.game().games_of_job(job.job_id)
+    assert "checked 4/4 units (outputs unusable: outputs hash to result root" in caplog.text
+    assert f"MISMATCH result root -> game {gid}" in caplog.text
+    g = devnet.game().get_game(gid)
+    assert g.outcome == Outcome.CHALLENGER_WON and (g.unit_index, g.op_index) == (3, 11)
