@@ -122,16 +122,16 @@ class TxOutbox:
         self.store.outbox_settle(e.intent, "mined", f"block {res.block_number} gas {res.gas_used}")
         return res
 
-    def flush(self) -> int:
-        """Settle every pending entry of this store (after a restart); returns how many settled."""
-        n = 0
+    def flush(self) -> list[Sent]:
+        """Settle every pending entry of this store (after a restart); returns those mined now."""
+        done = []
         for e in self.store.outbox_pending():
             try:
-                self.settle(e)
-                n += 1
+                res = self.settle(e)
+                done.append(Sent(e.intent, res.tx_hash, res.block_number, res.gas_used))
             except ChainError as exc:
                 self.log.warning("outbox %s: %s", e.intent, exc)
-        return n
+        return done
 
 
 def action_call(client: DisputeGameClient, action: A.Action) -> Call:

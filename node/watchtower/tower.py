@@ -112,9 +112,11 @@ class Watchtower:
     # ================================================================ the loop
     def tick(self) -> None:
         if not self._started:
-            n = self.responder.outbox.flush()  # settle what a previous life recorded
-            if n:
-                self.log.info("settled %d recorded transaction(s) from before the restart", n)
+            settled = self.responder.outbox.flush()  # settle what a previous life recorded
+            for sent in settled:
+                self._sent(sent)
+            if settled:
+                self.log.info("settled %d recorded transaction(s) from before the restart", len(settled))
             self._scan_submitted()
             self._started = True
         self._poll_events()
@@ -265,6 +267,7 @@ class Watchtower:
             if name in ("JobMarket_ChallengeWindowClosed", "JobMarket_WrongState"):
                 return self._skip(job_id, "skipped", f"mismatch found, but {exc}", logging.WARNING)
             raise
+        self._sent(Sent(f"job:{job_id}:challenge", res.tx_hash, res.block_number, res.gas_used))
         gid = int(res.event("GameOpened")["gameId"])
         self.state.put("game", gid, {"job_id": job_id, "status": "open", "opened_block": res.block_number})
         self.state.update("job", job_id, status="challenged", game_id=gid)
@@ -299,6 +302,7 @@ class Watchtower:
             return
         call = Call(self.registry.contract.functions.withdraw(), 0, "withdraw(registry credits)")
         res = self.responder.outbox.send(intent, call)
+        self._sent(Sent(intent, res.tx_hash, res.block_number, res.gas_used))
         self.log.info("game %d: withdrew the slash reward from the registry (tx %s)", game_id, res.tx_hash)
 
     def _finish(self, game_id: int, job_id: int, outcome: Outcome) -> None:
@@ -313,10 +317,12 @@ class Watchtower:
         self.log.log(level, "job %d: game %d resolved: %s (%s)", job_id, game_id, status, reason)
 
     def _sent(self, sent: Sent) -> None:
+        """Account a mined transaction once per intent (a restart may settle it again)."""
+        if self.state.get("tx", sent.intent) is not None:
+            return
+        self.state.put("tx", sent.intent, {"tx": sent.tx_hash, "block": sent.block_number, "gas": sent.gas_used})
         if self.metrics is not None:
             self.metrics.moves.inc()
-        g = self.state.get("meta", "gas") or {"gas": 0, "txs": 0}
-        self.state.put("meta", "gas", {"gas": g["gas"] + sent.gas_used, "txs": g["txs"] + 1})
 
     # ================================================================ status (CLI)
     def status(self) -> dict:
@@ -327,5 +333,6 @@ def status_of(state: StateStore) -> dict:
     """What the watchtower has checked and its games, from its state file alone."""
     jobs = {int(k): v for k, v in state.all("job").items()}
     games = {int(k): v for k, v in state.all("game").items()}
-    meta = state.get("meta", "gas") or {"gas": 0, "txs": 0}
-    return {"jobs": jobs, "games": games, "transactions": meta["txs"], "gas_used": meta["gas"]}
+    txs = state.all("tx")
+    return {"jobs": jobs, "games": games, "transactions": len(txs),
+            "gas_used": sum(t["gas"] for t in txs.values())}

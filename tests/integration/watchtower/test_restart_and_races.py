@@ -16,6 +16,7 @@ import pytest
 
 from gpumesh.client.core.game import Outcome
 from gpumesh.node.common.store import StateStore
+from gpumesh.node.watchtower.tower import status_of
 from tests.integration.nodes.conftest import Corruption, post_digits_job, submit_as_worker
 from tests.integration.watchtower.helpers import DefendingWorker, make_tower, run
 
@@ -74,6 +75,11 @@ def test_killed_between_record_and_broadcast_resumes_and_wins(devnet, tmp_path):
     assert devnet.game().receipt(pending[0].tx_hash)["status"] == 1  # the recorded bytes were mined
     assert nonce(devnet, "watchtower") - before == challenger_txs_expected(devnet.game(), gid)
     assert outbox_statuses(path) == {"mined": challenger_txs_expected(devnet.game(), gid)}
+    st = status_of(second.state)
+    assert st["transactions"] == challenger_txs_expected(devnet.game(), gid)
+    w3 = devnet.w3()
+    assert st["gas_used"] == sum(w3.eth.get_transaction_receipt(t["tx"])["gasUsed"]
+                                 for t in second.state.all("tx").values())
 
 
 def _start(devnet, tmp_path, state, log):

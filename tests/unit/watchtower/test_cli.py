@@ -22,7 +22,8 @@ def _state(folder):
     s.put("job", 4, {"status": "won", "game_id": 2, "check": {"checked": [0, 1, 2, 3]},
                      "line": "job 4: checked 4/4 units: MISMATCH unit 1"})
     s.put("game", 2, {"job_id": 4, "status": "won", "reason": "one_step"})
-    s.put("meta", "gas", {"gas": 1_234_567, "txs": 17})
+    for i in range(17):
+        s.put("tx", f"game:2:move:{2 * i + 1}", {"tx": "0x" + "ab" * 32, "block": 10 + i, "gas": 1000 + i})
     s.close()
 
 
@@ -32,7 +33,7 @@ def test_status_json_and_table(tmp_path):
     assert r.returncode == 0, r.stderr
     st = json.loads(r.stdout)
     assert st["jobs"]["4"]["game_id"] == 2 and st["games"]["2"]["reason"] == "one_step"
-    assert (st["transactions"], st["gas_used"]) == (17, 1_234_567)
+    assert (st["transactions"], st["gas_used"]) == (17, 17 * 1000 + sum(range(17)))
     r = _gpumesh("watchtower", "status", "--state", str(tmp_path), home=tmp_path / "home")
     assert r.returncode == 0, r.stderr
     assert "MISMATCH unit 1" in r.stdout and "one_step" in r.stdout and "17 transaction(s)" in r.stdout

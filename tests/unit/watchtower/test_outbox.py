@@ -114,7 +114,8 @@ def test_flush_settles_what_a_previous_life_left_pending(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         TxOutbox(chain, store).send("job:4:challenge", CALL)
     chain.fail_broadcast = False
-    assert TxOutbox(chain, store).flush() == 1
+    (sent,) = TxOutbox(chain, store).flush()
+    assert (sent.intent, sent.tx_hash) == ("job:4:challenge", chain.signed[0].tx_hash)
     assert store.outbox_pending() == [] and store.outbox_get("job:4:challenge").status == "mined"
 
 
