@@ -160,9 +160,9 @@ def test_corrupt_worker_loses_to_the_real_verifier(chain, job, unit, op, element
     assert chain.game.functions.credits(chain.challenger).call() == BOND
     moves = [x for x in chain.gas if x[0] != "ResolveTimeout"]
     assert len(moves) == total_moves(UNITS, len(job.prog.ops), out.nbytes, SPLIT_BITS)
-    step_gas = dict(chain.gas)["Step"]
-    print(f"\nop {op} ({job.prog.ops[op].desc.opcode.name.lower()}) element {element}: step {step_gas:,} gas, "
-          f"max move {max(g for _, g in moves):,}, total {sum(g for _, g in moves):,}")
+    gas = dict(chain.gas)
+    print(f"\nop {op} ({job.prog.ops[op].desc.opcode.name.lower()}) element {element}: step {gas['Step']:,} gas, "
+          f"proveOp {gas['ProveOp']:,}, moves {len(moves)}, total {sum(g for _, g in moves):,}")
 
 
 def test_challenger_disputing_a_correct_result_loses_its_bond(chain, job):
