@@ -60,6 +60,8 @@ class Executor:
         self.bundle = bundle
         self.program = bundle.program
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            kernels.tune_allocator()
         self._weights = [
             torch.from_numpy(np.array(bundle.weight_arrays[w.name], copy=True)).to(self.device)
             for w in self.program.weights

@@ -38,6 +38,32 @@ def set_deterministic() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> None:
+    """Process-wide, once, glibc only: keep freed large blocks in the heap (mmap threshold and trim
+    threshold raised to 1 GiB) so that the executor's per-op tensors reuse memory instead of being
+    unmapped and page-faulted again on every op. On the 2-core build VM a fresh 16 MiB tensor cost
+    ~70 ms of page faults vs 2 ms for the same requant on reused memory. Anything else in the
+    process (torch eager included) benefits alike; RSS stays at its peak instead of shrinking."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+        import platform
+
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except OSError:  # pragma: no cover - no glibc: nothing to tune
+        pass
+
+
 def _round8(v: int) -> int:
     return -(-v // 8) * 8
 

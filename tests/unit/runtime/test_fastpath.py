@@ -1,0 +1,141 @@
+"""The speed paths are exact: the raw keccak256 equals pycryptodome's wrapper on random data and the
+tree functions equal a naive rebuild from the spec; the float64 requant and add equal the int64
+formula (docs/spec/ops.md 2.1) on accumulators built to land on and next to every rounding tie, at
+every shift the float64 path accepts; the prepared executor equals per-op run_op."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from Crypto.Hash import keccak as pyc_keccak
+
+from gpumesh.client.core import merkle
+from gpumesh.client.core.constants import LEAF_BYTES
+from gpumesh.client.core.ops.types import (
+    DType,
+    Opcode,
+    OpDescriptor,
+    SlotKind,
+    SlotRef,
+    TensorType,
+    make_attrs,
+)
+from gpumesh.node.runtime import kernels
+from gpumesh.node.runtime.executor import Executor
+from gpumesh.node.runtime.files import load_program, load_units
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "digits"
+
+
+def _pyc(b: bytes) -> bytes:
+    return pyc_keccak.new(data=b, digest_bits=256).digest()
+
+
+def test_fast_keccak_is_the_fast_one_and_equals_pycryptodome():
+    assert merkle.keccak256 is not merkle._keccak_new  # the raw path loaded on this machine
+    rng = np.random.default_rng(1)
+    for n in [0, 1, 31, 32, 33, 64, 65, 135, 136, 137, 1024, 1025, 4097, 100_000]:
+        b = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert merkle.keccak256(b) == _pyc(b)
+    assert merkle.keccak256(bytearray(b"abc")) == _pyc(b"abc")
+    # published keccak256("") (Ethereum's empty-code hash)
+    assert merkle.keccak256(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+
+
+def _naive_root(data: bytes) -> bytes:
+    n = max(1, -(-len(data) // LEAF_BYTES))
+    size = 1 << (n - 1).bit_length()
+    padded = data + bytes(size * LEAF_BYTES - len(data))
+    level = [_pyc(b"\x00" + padded[i : i + LEAF_BYTES]) for i in range(0, len(padded), LEAF_BYTES)]
+    while len(level) > 1:
+        level = [_pyc(b"\x01" + level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 1023, 1024, 1025, 3 * 1024, 5 * 1024 + 7, 17 * 1024])
+def test_tensor_root_equals_naive_full_tree(nbytes):
+    data = os.urandom(nbytes)
+    assert merkle.tensor_root(data) == _naive_root(data)
+
+
+def test_keccak_per_thread_states():
+    from concurrent.futures import ThreadPoolExecutor
+
+    blobs = [os.urandom(i * 37 % 3000) for i in range(200)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(merkle.keccak256, blobs))
+    assert got == [_pyc(b) for b in blobs]
+
+
+def _int64_requant(acc: np.ndarray, mult: int, shift: int, zp: int, lo: int, hi: int) -> np.ndarray:
+    v = [min(max(((int(a) * mult + (1 << (shift - 1))) >> shift) + zp, lo), hi) for a in acc]
+    return np.array(v, dtype=np.int8)
+
+
+@pytest.mark.parametrize("shift", [1, 2, 13, 31, 32, 36, 40, 41, 42])
+def test_fp64_requant_exact_at_ties(shift):
+    rng = np.random.default_rng(shift)
+    req_cases = 0
+    for _ in range(30):
+        mult = int(rng.integers(1, 2**31))
+        zp, lo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        hi = int(rng.integers(lo, 128))
+        # accumulators whose exact value acc*mult/2^s is just below, at, and just above k + 1/2
+        accs = []
+        for k in rng.integers(-300, 300, 12):
+            target = (2 * int(k) + 1) << (shift - 1)  # (k + 1/2) * 2^s
+            a0 = target // mult
+            accs += [a0 - 1, a0, a0 + 1, a0 + 2]
+        accs += [-(2**31), 2**31 - 1, 0, 1, -1]
+        acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int32)
+        req = kernels._Req(mult, shift, zp, lo, hi, torch.device("cpu"))
+        assert req.fp64
+        got = req(torch.from_numpy(acc).to(torch.float64)).numpy()
+        assert np.array_equal(got, _int64_requant(acc, mult, shift, zp, lo, hi))
+        req_cases += 1
+    assert req_cases == 30
+
+
+def test_fp64_limit_falls_back_to_int64():
+    assert not kernels._Req(12345, kernels.FP64_MAX_SHIFT + 1, 0, -128, 127, torch.device("cpu")).fp64
+
+
+@pytest.mark.parametrize("shift", [1, 20, 31, 42, 43, 62])
+def test_add_fast_path_exact_at_ties(shift):
+    rng = np.random.default_rng(100 + shift)
+    t = TensorType(DType.INT8, (256, 256))
+    slots = (SlotRef(SlotKind.UNIT_INPUT, 0, t), SlotRef(SlotKind.WEIGHT, 0, t))
+    a = np.repeat(np.arange(-128, 128, dtype=np.int8), 256).reshape(256, 256)  # every (a, b) pair
+    b = a.T.copy()
+    for _ in range(6):
+        za, zb, zy = (int(v) for v in rng.integers(-128, 128, 3))
+        lo = int(rng.integers(-128, 128))
+        ma = int(rng.integers(0, 2**31)) >> int(rng.integers(0, 20))
+        mb = int(rng.integers(0, 2**31)) >> int(rng.integers(0, 20))
+        if shift <= 8:
+            ma, mb = ma >> 24, mb >> 24
+        d = OpDescriptor(Opcode.ADD, slots, t, make_attrs(Opcode.ADD, za=za, zb=zb, ma=ma, mb=mb, shift=shift, zy=zy,
+                                                          lo=lo, hi=int(rng.integers(lo, 128))))
+        got = kernels.run_op(d, [torch.from_numpy(a), torch.from_numpy(b)])
+        want = kernels._run_generic(d, [torch.from_numpy(a), torch.from_numpy(b)])
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_prepared_executor_equals_per_op_generic_kernels(name):
+    bundle = load_program(EXAMPLES / name)
+    prog = bundle.program
+    units = load_units(EXAMPLES / "data" / f"test_inputs_{name}.safetensors", prog)
+    tr = Executor(bundle).trace(units[2])
+    outs: list[torch.Tensor] = []
+    w = {x.name: torch.from_numpy(np.array(bundle.weight_arrays[x.name])) for x in prog.weights}
+    for j, op in enumerate(prog.ops):
+        xs = [w[prog.weights[s.index].name] if s.kind == SlotKind.WEIGHT else
+              torch.from_numpy(np.array(units[2])) if s.kind == SlotKind.UNIT_INPUT else outs[s.index]
+              for s in op.desc.inputs]
+        outs.append(kernels._run_generic(op.desc, xs))
+        assert np.ascontiguousarray(outs[-1].numpy()).tobytes() == tr.outputs[j], op.name
