@@ -317,10 +317,11 @@ class SubmittedJob:
 
 def submit_as_worker(dn: NodeDevnet, job: PostedJob, *, worker: str = "worker",
                      corruptions: tuple[Corruption, ...] = (), stake: int | None = None,
-                     publish: np.ndarray | None = None) -> SubmittedJob:
+                     publish: np.ndarray | None = None, outputs_cid: str | None = None) -> SubmittedJob:
     """Stake, claim, execute (with `corruptions`), publish the outputs file and submit: the steps a
     worker daemon takes, by hand, so watchtower tests control exactly what is committed.
-    `publish` replaces the outputs file's content (a worker whose file does not match its root)."""
+    `publish` replaces the outputs file's content (a worker whose file does not match its root);
+    `outputs_cid` submits that CID and uploads nothing (outputs nobody serves)."""
     from gpumesh.client.core import merkle
     from gpumesh.client.core.program import result_root
     from gpumesh.node.runtime.executor import Executor
@@ -340,7 +341,8 @@ def submit_as_worker(dn: NodeDevnet, job: PostedJob, *, worker: str = "worker",
     roots = tuple(merkle.tensor_root(np.ascontiguousarray(o).tobytes()) for o in outputs)
     rr = result_root(list(roots))
     out_file = job.program_dir.parent / f"outputs-{rr.hex()[:12]}.safetensors"
-    save_outputs(out_file, outputs if publish is None else publish)
-    outputs_cid = dn.store().add_path(out_file)
+    if outputs_cid is None:
+        save_outputs(out_file, outputs if publish is None else publish)
+        outputs_cid = dn.store().add_path(out_file)
     market.submit_result(job.job_id, rr, outputs_cid)
     return SubmittedJob(job, outputs, roots, rr, outputs_cid, traces, bundle)

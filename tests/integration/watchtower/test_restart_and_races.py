@@ -82,12 +82,12 @@ def test_killed_between_record_and_broadcast_resumes_and_wins(devnet, tmp_path):
                                  for t in second.state.all("tx").values())
 
 
-def _start(devnet, tmp_path, state, log):
+def _start(devnet, tmp_path, state, log, once: bool = True):
     env = dict(os.environ, GPUMESH_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
     env.pop("GPUMESH_CONFIG", None)
     cmd = [sys.executable, "-m", "gpumesh.client.cli.main", "--ipfs-api", devnet.ipfs_api, "watchtower", "run",
            "--account", "dev3", "--rpc-url", devnet.rpc_url, "--deployment", str(devnet.deployment_path),
-           "--state", str(state), "--interval", "0.1", "--once"]
+           "--state", str(state), "--interval", "0.1", *(["--once"] if once else [])]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
 
@@ -166,3 +166,23 @@ def test_two_watchtowers_challenge_the_same_wrong_result(devnet, tmp_path):
         assert devnet.game().credits(devnet.game().get_game(g).challenger) == 0  # both bonds collected
     assert w3.eth.get_balance(devnet.address("watchtower2")) > bal_b - 10**16  # b got its bond back
     assert {a.state.get("job", job.job_id)["status"], b.state.get("job", job.job_id)["status"]} == {"won", "closed"}
+
+
+def test_sigterm_stops_the_watchtower_cleanly(devnet, tmp_path):
+    logf = open(tmp_path / "wt.log", "wb")  # noqa: SIM115 - closed below
+    proc = _start(devnet, tmp_path, tmp_path / "state", logf, once=False)
+    try:
+        deadline = time.time() + 60
+        while b" on chain 31337 " not in (tmp_path / "wt.log").read_bytes():
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "wt.log").read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few ticks
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        logf.close()
+    text = (tmp_path / "wt.log").read_text()
+    assert text.rstrip().endswith("watchtower stopped") and "Traceback" not in text

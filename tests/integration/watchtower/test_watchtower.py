@@ -196,3 +196,24 @@ def test_outputs_that_do_not_match_the_result_root_mean_a_full_rerun(devnet, tmp
     assert f"MISMATCH result root -> game {gid}" in caplog.text
     g = devnet.game().get_game(gid)
     assert g.outcome == Outcome.CHALLENGER_WON and (g.unit_index, g.op_index) == (3, 11)
+
+
+def test_outputs_missing_from_ipfs_are_retried_then_everything_is_rerun(devnet, tmp_path, caplog):
+    """The worker submits a wrong result naming an outputs CID that no IPFS node has: the watchtower
+    retries the fetch (the content may still appear), then re-executes every unit and challenges."""
+    import os
+
+    from gpumesh.ipfs.store import MemoryStore
+
+    nowhere = MemoryStore().add_bytes(os.urandom(64))  # a valid CID of bytes nobody ever added
+    job = post_digits_job(devnet, num_units=2)
+    sub = submit_as_worker(devnet, job, corruptions=(Corruption(unit=0, op=11, element=3, delta=2),),
+                           outputs_cid=nowhere)
+    tower = make_tower(devnet, tmp_path / "wt.sqlite", rate=0.5)
+    with caplog.at_level(logging.INFO, logger="gpumesh.watchtower"):
+        run(tower, DefendingWorker(devnet, sub, tmp_path / "worker.sqlite"))
+    rec = tower.state.get("job", job.job_id)
+    assert rec["attempts"] == 3 and rec["status"] == "won"
+    assert f"job {job.job_id}: cannot check yet (attempt 1)" in caplog.text
+    assert f"job {job.job_id}: checked 2/2 units (outputs unusable: job {job.job_id}: outputs {nowhere}" in caplog.text
+    assert devnet.market().is_slashed(job.job_id)
