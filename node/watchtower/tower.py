@@ -79,6 +79,7 @@ class _JobContext:
     executor: Any
     unit_roots: tuple[bytes, ...]  # the challenger's result-tree leaves
     prover: Any
+    cids: list[str] = field(default_factory=list)  # spec, program, inputs (, outputs)
     _player: Any = None
 
     def player(self):
@@ -120,18 +121,31 @@ class Watchtower:
             self._scan_submitted()
             self._started = True
         self._poll_events()
+        failed: list[str] = []
+        # One failing job or game (IPFS down, an RPC hiccup) must not stall the others: each is
+        # handled on its own, and the tick reports the failures at the end (the Daemon backs off).
         for key, rec in self.state.all("job").items():
-            status = rec.get("status")
-            if status in CHECKING and self.clock() >= rec.get("retry_at", 0):
-                self._check(int(key))
-                status = (self.state.get("job", key) or {}).get("status")
-            if status == "mismatch":
-                self._challenge(int(key))
+            try:
+                status = rec.get("status")
+                if status in CHECKING and self.clock() >= rec.get("retry_at", 0):
+                    self._check(int(key))
+                    status = (self.state.get("job", key) or {}).get("status")
+                if status == "mismatch":
+                    self._challenge(int(key))
+            except GpumeshError as exc:
+                failed.append(f"job {key}")
+                self.log.warning("job %s: %s (retrying)", key, exc)
         for key, g in self.state.all("game").items():
             if g.get("status") == "open":
-                self._play(int(key), g)
+                try:
+                    self._play(int(key), g)
+                except GpumeshError as exc:
+                    failed.append(f"game {key}")
+                    self.log.warning("game %s: %s (retrying)", key, exc)
         if self.metrics is not None:
             self.metrics.open_games.set(sum(1 for g in self.state.all("game").values() if g.get("status") == "open"))
+        if failed:
+            raise GpumeshError(f"{len(failed)} handler(s) failed this tick: {', '.join(failed)}")
 
     def run_until_idle(self, max_ticks: int = 500, between: Callable[[], None] | None = None) -> int:
         """Tick until nothing is left to check or play (tests, one-shot runs); returns the ticks."""
@@ -207,25 +221,31 @@ class Watchtower:
             self.metrics.units_checked.inc(len(result.checked))
             self.metrics.jobs_checked.labels("ok" if result.ok else "mismatch").inc()
         self._contexts[job_id] = ctx
+        if not result.ok:
+            self._pin(job_id, ctx.cids)  # the game must not depend on someone else still serving it
         self.state.update("job", job_id, status="ok" if result.ok else "mismatch", check=result.to_json(),
                           line=result.line())
         if result.ok:
             self.log.info("%s", result.line())
         return None
 
-    def _run_check(self, job, rec: dict) -> tuple[_JobContext, CheckResult]:
+    def _run_check(self, job, rec: dict, for_game: bool = False) -> tuple[_JobContext, CheckResult]:
+        """Fetch, verify and re-execute. `for_game`: rebuilding the context of a game in progress,
+        where waiting is not an option: outputs that cannot be read mean a full re-run."""
         jid = int(job.job_id)
-        data = fetch_job(self.content, job, spec_cid_of(self.market, jid, self.from_block), self.config.limits)
+        spec_cid = spec_cid_of(self.market, jid, self.from_block)
+        data = fetch_job(self.content, job, spec_cid, self.config.limits)
+        cids = [spec_cid, data.spec.program_cid, data.spec.inputs_cid]
         ex = self.executor_factory(data.bundle)
         worker_roots: tuple[bytes, ...] | None
         note = ""
         try:
-            raw = read_bounded(self.content, self._outputs_cid(jid, rec), self.config.max_outputs_bytes,
-                               "outputs", jid)
+            cids.append(self._outputs_cid(jid, rec))
+            raw = read_bounded(self.content, cids[-1], self.config.max_outputs_bytes, "outputs", jid)
             worker_roots = unit_output_roots(verify_outputs(raw, data.bundle.program, job.result_root,
                                                             job.num_units))
         except JobDataError as exc:
-            if exc.retryable and rec.get("attempts", 0) < 3:
+            if exc.retryable and rec.get("attempts", 0) < 3 and not for_game:
                 raise
             # No usable outputs: re-execute everything and compare the result root itself.
             worker_roots = None
@@ -241,15 +261,23 @@ class Watchtower:
             leaves = tuple(own[u] for u in range(job.num_units))
             bad = ()
             differs = merkle.roots_root(list(leaves)) != job.result_root
-        ctx = _JobContext(data, ex, leaves, int8_prover(data.bundle, data.units))
+        ctx = _JobContext(data, ex, leaves, int8_prover(data.bundle, data.units), cids)
         return ctx, CheckResult(jid, job.num_units, units, own, worker_roots, bad, differs,
                                 worker_roots is None, note)
+
+    def _pin(self, job_id: int, cids: list[str]) -> None:
+        for cid in cids:
+            try:
+                self.content.pin(cid)
+            except GpumeshError as exc:  # serving it is a courtesy; we hold what we fetched
+                self.log.warning("job %d: could not pin %s: %s", job_id, cid, exc)
+        self.state.update("job", job_id, pinned=list(cids))
 
     def _context(self, job_id: int) -> _JobContext:
         """The job's game context, rebuilt after a restart by re-running the recorded check."""
         if job_id not in self._contexts:
             rec = self.state.get("job", job_id) or {}
-            ctx, _ = self._run_check(self.market.get_job(job_id), rec)
+            ctx, _ = self._run_check(self.market.get_job(job_id), rec, for_game=True)
             self._contexts[job_id] = ctx
         return self._contexts[job_id]
 
