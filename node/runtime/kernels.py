@@ -259,19 +259,6 @@ def _prep_im2col(d: OpDescriptor) -> Prepared:
     return run
 
 
-def _prep_maxpool(d: OpDescriptor, device: torch.device) -> Prepared:
-    kh, kw, sh, sw, ph, pw = (d.attr(a) for a in ("kh", "kw", "sh", "sw", "ph", "pw"))
-    if device.type != "cpu" or 2 * ph > kh or 2 * pw > kw:
-        return lambda xs: _run_generic(d, xs)
-
-    # torch pads with -inf; with pad <= kernel/2 every window holds a real element, so that equals
-    # the spec's -128 padding. NHWC is torch's channels_last layout: no copy in or out.
-    def run(xs):
-        y = F.max_pool2d(xs[0].permute(0, 3, 1, 2), (kh, kw), (sh, sw), (ph, pw))
-        return y.permute(0, 2, 3, 1).contiguous()
-    return run
-
-
 def _prep_avgpool(d: OpDescriptor, device: torch.device) -> Prepared:
     _, h, w, _ = d.inputs[0].type.shape
     req = _req_of(d, None, device)
@@ -299,8 +286,6 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
         return _prep_add(d, device)
     if op == Opcode.IM2COL:
         return _prep_im2col(d)
-    if op == Opcode.MAXPOOL:
-        return _prep_maxpool(d, device)
     if op == Opcode.AVGPOOL:
         return _prep_avgpool(d, device)
     return lambda xs: _run_generic(d, xs)
@@ -380,7 +365,10 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.MAXPOOL:
         out = None
         for s in _windows(d, x, -128):
-            out = s.clone() if out is None else torch.maximum(out, s)
+            if out is None:
+                out = s.clone()
+            else:
+                torch.maximum(out, s, out=out)
         return out
     if op == Opcode.AVGPOOL:
         acc = x.sum(dim=(1, 2), dtype=torch.int32)
