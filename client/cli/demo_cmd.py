@@ -1,7 +1,7 @@
 """`gpumesh demo run`: the whole story on a throw-away embedded devnet (own home, free ports).
 
-Today: devnet up (anvil + embedded IPFS + contracts), the deployment shown, clean tear-down.
-The market, runtime and dispute stages plug into `gpumesh.client.services.demo` as they land.
+devnet up (anvil + embedded IPFS + contracts), then the story of gpumesh.node.demo.story (build a
+program, an honest job paid and verified, a cheater caught and slashed), then a clean tear-down.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ app = typer.Typer(help="Run the end-to-end demo on a throw-away local devnet.", 
 def run(
     keep: bool = typer.Option(False, "--keep", help="Leave the devnet up and its home folder in place."),
     home: Path = typer.Option(None, "--demo-home", help="Folder for the demo's devnet (default: a temp dir)."),
+    devnet_only: bool = typer.Option(False, "--devnet-only", help="Only bring the devnet up and down."),
+    json_out: Path = typer.Option(None, "--report", help="Also write the figures as JSON to this file."),
 ) -> None:
     """Bring a devnet up, run the story, tear everything down."""
     from gpumesh.client.cli.devnet_cmd import _deployer, _print_status
@@ -39,12 +41,38 @@ def run(
     t0 = time.perf_counter()
     typer.echo(f"gpumesh demo — devnet home {demo_home}")
     try:
-        devnet.up(s, _deployer(), fresh=True, progress=lambda m: typer.echo(f"· {m}"))
+        state = devnet.up(s, _deployer(), fresh=True, progress=lambda m: typer.echo(f"· {m}"))
         _print_status(devnet.status(s), json_out=False)
         typer.echo(f"devnet ready in {time.perf_counter() - t0:.1f}s")
+        if not devnet_only:
+            _story(s, state, demo_home, json_out)
+        typer.echo(f"demo finished in {time.perf_counter() - t0:.1f}s")
     finally:
         if not keep:
             stopped = devnet.down(s)
             typer.echo("torn down: " + (", ".join(stopped) or "nothing was running"))
             if home is None:
                 shutil.rmtree(demo_home, ignore_errors=True)
+
+
+def _story(s, state, demo_home: Path, report_path: Path | None) -> None:
+    import json
+
+    from gpumesh.client.chain.deploy import Deployment
+    from gpumesh.node.demo.story import DemoConfig, run_story
+
+    cfg = DemoConfig(rpc_url=state.rpc_url, deployment=Deployment.load(Path(state.deployment_file)),
+                     ipfs_api=state.ipfs_api, work=demo_home / "work")
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    report = run_story(cfg, typer.echo)
+    d = report.dispute
+    typer.echo("\n== summary")
+    typer.echo(f"  int8 program: float {report.float_accuracy:.2%} -> int8 {report.int8_accuracy:.2%} on held-out digits")
+    typer.echo(f"  honest job {report.honest_job}: paid; poster-verified accuracy {report.honest_accuracy:.2%}")
+    typer.echo(f"  cheating job {report.cheat_job}: {d.outcome} ({d.reason}); {d.moves_worker + d.moves_challenger} "
+               f"moves, {d.gas_total:,} gas, {d.wall_seconds:.1f}s of dispute wall time")
+    typer.echo("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
+    if report_path is not None:
+        import dataclasses
+
+        report_path.write_text(json.dumps(dataclasses.asdict(report), indent=2, default=str))
