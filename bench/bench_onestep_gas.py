@@ -1,6 +1,6 @@
 """One-step gas of Int8Verifier on anvil for linear with K = 1,024 and K = 4,096 (goal:
 <= 1M for K = 1,024) and for one representative element of every op. Each op is placed in the
-reference job of docs/spec/dispute.md 6: 1,024 units, 1,024 ops (input 0 is agreed trace slot 1,022
+reference job of docs/protocol.md 5.6: 1,024 units, 1,024 ops (input 0 is agreed trace slot 1,022
 of op 1,023, depth 10), 64 weights. Two figures per element:
   tx    eth_estimateGas of a direct `verify` transaction: 21k base + calldata + execution. Under
         Prague's EIP-7623 calldata floor (anvil's default fork) large proofs cost their floor.

@@ -1,5 +1,5 @@
 """Game math of the bisection dispute game, mirrored 1:1 with contracts/src/libraries/
-LibDissection.sol and the state of contracts/src/dispute/DisputeGame.sol (docs/spec/dispute.md).
+LibDissection.sol and the state of contracts/src/dispute/DisputeGame.sol (docs/protocol.md section 5).
 
 Pure: no I/O. Imported by the dispute strategies (gpumesh.node.dispute), the chain adapter that
 decodes game state, and tests. A position is (height, index): the node `height` levels above the

@@ -1,4 +1,4 @@
-"""Program format v1 (docs/spec/program.md): the human JSON form, validation with one clear error per
+"""Program format v1 (docs/protocol.md section 3): the human JSON form, validation with one clear error per
 problem, the binary op descriptors and the program root; plus the job-level commitments built on
 them (inputs root, result root, trace root) via gpumesh.client.core.merkle.
 

@@ -2,7 +2,7 @@
 `proofs` bytes of DisputeGame.step from the challenger's own data, and opens such bytes again the
 way the contract does (a pre-flight check and the twin the tests compare with the contract).
 
-proofs layout (docs/spec/verifier.md 3): for each input the element reads (the inputs of
+proofs layout (docs/protocol.md 5.7.3): for each input the element reads (the inputs of
 `element_ranges`, ascending), once:
     slotRoot (32) || rootPath (32 each, bottom first)
 followed by each byte range of that input, in element_ranges order:

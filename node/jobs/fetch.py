@@ -85,7 +85,7 @@ def posted_event(market, job_id: int, from_block: int = 0) -> dict:
 
 
 def spec_cid_of(market, job_id: int, from_block: int = 0) -> str:
-    """The spec CID from the job's JobPosted event (the chain does not store it: docs/spec/market.md
+    """The spec CID from the job's JobPosted event (the chain does not store it: docs/protocol.md section 4
     4.4). `market` is a gpumesh.client.chain.contracts.JobMarketClient."""
     return str(posted_event(market, job_id, from_block)["specCid"])
 

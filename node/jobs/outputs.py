@@ -1,4 +1,4 @@
-"""A job's outputs file (docs/spec/program.md 3.1: one safetensors tensor `outputs`
+"""A job's outputs file (docs/protocol.md 3.1: one safetensors tensor `outputs`
 [numUnits, *output.shape] of the last op's dtype) as bytes, and its verification against a result
 root: the per-unit output roots and the result root are recomputed from the bytes, so outputs that
 any IPFS node or worker serves are accepted only if they are the ones committed on-chain.

@@ -1,4 +1,4 @@
-"""Program folders and inputs/outputs files (docs/spec/program.md 3.1), read and written with
+"""Program folders and inputs/outputs files (docs/protocol.md 3.1), read and written with
 safetensors only (a job is data: never pickle, never torch.load).
 
 Adapter code (numpy, safetensors); used by the executor, the CLI and the export.

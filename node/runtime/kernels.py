@@ -1,4 +1,4 @@
-"""Exact torch kernels of the v1 op set (docs/spec/ops.md 2.3, 2.4): same bits as the scalar
+"""Exact torch kernels of the v1 op set (docs/protocol.md 2.3, 2.4): same bits as the scalar
 reference (gpumesh.client.core.ops.reference) on CPU and CUDA, whole tensors at a time.
 
 Two layers. `prepare_op(desc, consts, device)` does the per-op work once (transposed int8 weights,
@@ -24,7 +24,7 @@ from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
 
 _INT_MM_OK: dict[str, bool] = {}
 
-#: Largest requant/add shift for which the float64 path is exact (proof in docs/spec/ops.md 2.4).
+#: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
 FP64_MAX_SHIFT = 42
 
 Prepared = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -120,7 +120,7 @@ def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.
 class _Req:
     """A requant prepared once. fp64 mode (CPU, every shift <= FP64_MAX_SHIFT): the caller hands a
     float64 tensor holding the exact int32 accumulator; y = floor(clamp(v*m + (zp + 1/2), lo, hi))
-    with m = mult * 2^-shift exact in float64 — exact by the proof in docs/spec/ops.md 2.4. Else the
+    with m = mult * 2^-shift exact in float64 — exact by the proof in docs/protocol.md 2.4. Else the
     generic int64 `requant` on an int tensor."""
 
     def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
@@ -232,7 +232,7 @@ def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     if device.type != "cpu" or s > FP64_MAX_SHIFT:
         return lambda xs: _run_generic(d, xs)
     # v + zy + 1/2 with v = ((a-za)*ma + (b-zb)*mb) / 2^s, computed with NO rounding at all: every
-    # term and partial sum is a multiple of 2^-s below 2^(41-s)... (docs/spec/ops.md 2.4).
+    # term and partial sum is a multiple of 2^-s below 2^(41-s)... (docs/protocol.md 2.4).
     ma, mb = a["ma"] * 2.0**-s, a["mb"] * 2.0**-s
     c = a["zy"] + 0.5 - a["za"] * ma - a["zb"] * mb
     mat = torch.tensor([ma], dtype=torch.float64, device=device)

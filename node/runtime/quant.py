@@ -1,5 +1,5 @@
 """Post-training quantization math for the export: symmetric per-channel int8 weights, symmetric
-per-tensor int8 activations, and real multipliers as (mult, shift) of docs/spec/ops.md 2.1.
+per-tensor int8 activations, and real multipliers as (mult, shift) of docs/protocol.md 2.1.
 
 Pure numpy (no torch), used by gpumesh.node.runtime.export.
 """

@@ -1,6 +1,6 @@
 """Generate tests/vectors/ops_*.json and tensor_encoding.json from the Python scalar reference.
 
-ops_<op>.json: per case, the op descriptor (docs/spec/program.md), its input tensors' roots and
+ops_<op>.json: per case, the op descriptor (docs/protocol.md section 3), its input tensors' roots and
 depths, and for a few output elements the expected value plus every input byte range the element
 needs, each with its Merkle range proof (leaves + boundary siblings) against the input's root. This
 is exactly what the Solidity one-step verifier receives. Cases: random ones from

@@ -1,4 +1,4 @@
-"""Integer arithmetic of docs/spec/ops.md 2.1: wrap32, clamp, round-half-up requantization.
+"""Integer arithmetic of docs/protocol.md 2.1: wrap32, clamp, round-half-up requantization.
 
 Pure Python integers (arbitrary precision), so these ARE the mathematical definitions; the torch
 kernels and the Solidity verifier must agree with them. Anyone may import this module.

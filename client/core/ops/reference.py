@@ -1,4 +1,4 @@
-"""Scalar reference of every op (docs/spec/ops.md 2.2): which contiguous input byte ranges one
+"""Scalar reference of every op (docs/protocol.md 2.2): which contiguous input byte ranges one
 output element needs, and the element computed from exactly those bytes. This is what the Solidity
 one-step verifier mirrors and what the dispute prover uses; `run_op` (whole op, slow) is built on
 the same two functions so the tests compare the fast executor against the verifier's arithmetic.
@@ -142,7 +142,7 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
     if op == Opcode.MAXPOOL:
         c = x.shape[3]
         vals = [v for ch in chunks for v in from_le(ch, 1)[::c]]
-        # Out-of-range window positions read -128 (docs/spec/ops.md); they never exceed a real value.
+        # Out-of-range window positions read -128 (docs/protocol.md section 2); they never exceed a real value.
         return max(vals, default=-128)
     if op == Opcode.AVGPOOL:
         c = x.shape[3]

@@ -1,4 +1,4 @@
-"""Typing rules of every op (docs/spec/program.md 3.3-3.4): the output type an op must declare for
+"""Typing rules of every op (docs/protocol.md 3.3-3.4): the output type an op must declare for
 its inputs and attributes, and the range checks on attributes. One ProgramError per problem.
 
 Pure; used by program validation, the scalar reference and the executor. Anyone may import it.

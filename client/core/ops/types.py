@@ -1,4 +1,4 @@
-"""Op descriptors of the v1 op set and their canonical binary encoding (docs/spec/program.md 3.2-3.3).
+"""Op descriptors of the v1 op set and their canonical binary encoding (docs/protocol.md 3.2-3.3).
 
 Pure: no I/O. The binary form is what the program root commits and what the Solidity one-step
 verifier decodes, so every field is fixed-width big-endian. Anyone may import this module.
@@ -16,7 +16,7 @@ MAX_RANK = 4
 
 
 class ProgramError(ValidationError):
-    """A program, descriptor or tensor breaks a rule of docs/spec/program.md (one problem each)."""
+    """A program, descriptor or tensor breaks a rule of docs/protocol.md section 3 (one problem each)."""
 
 
 class DType(IntEnum):

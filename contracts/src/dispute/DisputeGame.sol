@@ -9,7 +9,7 @@ import {IDisputeGame} from "./IDisputeGame.sol";
 import {IOneStepVerifier} from "./IOneStepVerifier.sol";
 
 /// @title DisputeGame
-/// @notice The bisection fraud proof of docs/spec/dispute.md: one challenger against the worker of
+/// @notice The bisection fraud proof of docs/protocol.md section 5: one challenger against the worker of
 ///         a Submitted job, refereed down to one element of one op, which `verifier` recomputes.
 ///         Unit descent (result root) -> trace commitment -> trace descent (first disputed op) ->
 ///         op proof -> tensor descent (that op's output) -> leaf reveal -> one-step.

@@ -2,7 +2,7 @@
 pragma solidity ^0.8.24;
 
 /// @title IDisputeGame
-/// @notice Types, errors and events of the bisection dispute game (docs/spec/dispute.md). The
+/// @notice Types, errors and events of the bisection dispute game (docs/protocol.md section 5). The
 ///         worker and watchtower daemons live on these events; every state change emits one.
 interface IDisputeGame {
     // ---------------------------------------------------------------- types

@@ -8,7 +8,7 @@ pragma solidity ^0.8.24;
 /// @dev Implementations: dispute/Int8Verifier.sol (the real op set) and the test ToyStepper
 ///      (contracts/test/dispute/mocks/). Both are pure referees: no state, no callbacks.
 interface IOneStepVerifier {
-    /// @notice What the game has fixed when it reaches the one-step (docs/spec/dispute.md 4).
+    /// @notice What the game has fixed when it reaches the one-step (docs/protocol.md 5.4).
     /// @param programRoot  the job's program root (on-chain since postJob)
     /// @param inputsRoot   the job's inputs root: nodeHash(weightsRoot, unitInputsRoot)
     /// @param traceRoot    the worker's trace root of the disputed unit; every slot before

@@ -9,12 +9,12 @@ import {LibMerkle} from "../libraries/LibMerkle.sol";
 import {Constants} from "../libraries/Constants.sol";
 
 /// @title Int8Verifier
-/// @notice The one-step referee of the int8 op set (docs/spec/verifier.md): decodes the disputed
-///         op's descriptor (docs/spec/program.md), derives the input byte ranges the element reads
-///         (docs/spec/ops.md, as gpumesh.client.core.ops.reference), checks each against the
+/// @notice The one-step referee of the int8 op set (docs/protocol.md section 5.7): decodes the disputed
+///         op's descriptor (docs/protocol.md section 3), derives the input byte ranges the element reads
+///         (docs/protocol.md section 2, as gpumesh.client.core.ops.reference), checks each against the
 ///         agreed commitments with a LibMerkle range proof, recomputes the element with the
 ///         runtime's exact integer semantics and compares it with the worker's revealed value.
-/// @dev Stateless, no constructor arguments. `proofs` layout (docs/spec/verifier.md 3; Python
+/// @dev Stateless, no constructor arguments. `proofs` layout (docs/protocol.md 5.7.3; Python
 ///      encoder gpumesh.node.dispute.int8_prover): for each input the element reads, in input
 ///      order: slotRoot (32) || rootPath (32 each) || per range of that input: leaves (LEAF_BYTES
 ///      each) || range siblings (32 each). Every length follows from the descriptor and the

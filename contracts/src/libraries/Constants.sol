@@ -24,9 +24,9 @@ library Constants {
     ///         bounds every loop over tree levels.
     uint256 internal constant MAX_DEPTH = 40;
 
-    // ------------------------------------------------------------ dispute game (docs/spec/dispute.md)
+    // ------------------------------------------------------------ dispute game (docs/protocol.md section 5)
     /// @notice k of the k-ary dissection: a reveal shows 2^k descendants (chosen by measurement,
-    ///         docs/spec/dispute.md section 6).
+    ///         docs/protocol.md 5.6).
     uint256 internal constant SPLIT_BITS = 4;
     /// @notice Chess-clock budget per side (seconds), the deployment default: 3.5 days each.
     uint64 internal constant GAME_CLOCK_SECONDS = 302_400;

@@ -35,7 +35,7 @@ struct JobSpec {
     uint96 disputeBond; // bond a challenger posts per game
 }
 
-/// @notice A job as stored: 7 slots, 5 of them written by postJob (gas: docs/spec/market.md).
+/// @notice A job as stored: 7 slots, 5 of them written by postJob (gas: docs/protocol.md section 4).
 struct Job {
     // slot 0
     address poster;

@@ -1,4 +1,4 @@
-"""Descriptor byte layout (pinned by hand from docs/spec/program.md), round trips, validation errors
+"""Descriptor byte layout (pinned by hand from docs/protocol.md section 3), round trips, validation errors
 and the integer arithmetic checked against exact rational arithmetic."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _linear() -> OpDescriptor:
 
 
 def test_linear_descriptor_bytes_match_the_spec_layout():
-    # written out field by field from docs/spec/program.md 3.2-3.3, not produced by encode()
+    # written out field by field from docs/protocol.md 3.2-3.3, not produced by encode()
     def ttype(dt, dims):
         return bytes([dt, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims + [1] * (4 - len(dims)))
 
@@ -137,7 +137,7 @@ def test_round_shift_is_round_half_up(v, s):
 @settings(max_examples=300)
 def test_requant_fits_int64_and_matches_rational_rounding(acc, mult, shift):
     t = acc * mult + (1 << (shift - 1))
-    assert -(2**63) <= t < 2**63  # the int64 claim of docs/spec/ops.md 2.1
+    assert -(2**63) <= t < 2**63  # the int64 claim of docs/protocol.md 2.1
     y = requant(acc, mult, shift, 0, -128, 127)
     want = max(-128, min(127, math.floor(Fraction(acc * mult, 2**shift) + Fraction(1, 2))))
     assert y == want

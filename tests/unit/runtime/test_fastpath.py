@@ -1,6 +1,6 @@
 """The speed paths are exact: the raw keccak256 equals pycryptodome's wrapper on random data and the
 tree functions equal a naive rebuild from the spec; the float64 requant and add equal the int64
-formula (docs/spec/ops.md 2.1) on accumulators built to land on and next to every rounding tie, at
+formula (docs/protocol.md 2.1) on accumulators built to land on and next to every rounding tie, at
 every shift the float64 path accepts; the prepared executor equals per-op run_op."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The int8 prover's proofs blob (docs/spec/verifier.md 3): encoded for random ops of every kind and
+"""The int8 prover's proofs blob (docs/protocol.md 5.7.3): encoded for random ops of every kind and
 opened again, it yields exactly the reference's input bytes; every single-byte change, a cut or an
 extra byte, and an unagreed slot are rejected (as Int8Verifier reverts). The contract itself is
 compared with this opener on anvil in tests/integration/verifier."""

@@ -7,9 +7,9 @@ pragma solidity ^0.8.24;
 ///         back up): the verifier reverts, the game keeps the challenger's clock running, and the
 ///         worker is never judged on bad evidence (IOneStepVerifier.verify).
 /// @dev An interface so that Int8Verifier inherits the errors into its ABI (the Python side decodes
-///      them by name); the libraries revert with `Int8Errors.X(...)`. docs/spec/verifier.md 5.
+///      them by name); the libraries revert with `Int8Errors.X(...)`. docs/protocol.md 5.7.5.
 interface Int8Errors {
-    /// @notice The descriptor breaks docs/spec/program.md 3.3-3.4 (the rule the Python validator
+    /// @notice The descriptor breaks docs/protocol.md 3.3-3.4 (the rule the Python validator
     ///         enforces). `reason`: LibDescriptor.R_* (1 length, 2 opcode, 3 slot, 4 tensor type,
     ///         5 requant block, 6 input count, 7 input types, 8 attribute range, 9 declared output,
     ///         10 tensor above 2^28 bytes).

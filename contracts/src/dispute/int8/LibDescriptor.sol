@@ -4,7 +4,7 @@ pragma solidity ^0.8.24;
 import {Int8Errors} from "./Int8Errors.sol";
 
 /// @title LibDescriptor
-/// @notice Decodes and validates one v1 op descriptor (docs/spec/program.md 3.2-3.4): the Solidity
+/// @notice Decodes and validates one v1 op descriptor (docs/protocol.md 3.2-3.4): the Solidity
 ///         twin of gpumesh.client.core.ops.types.OpDescriptor.decode + rules.check_descriptor.
 ///         A descriptor the Python validator rejects reverts here (Int8Verifier_BadDescriptor with
 ///         a reason code); one it accepts decodes to the same fields.
@@ -38,7 +38,7 @@ library LibDescriptor {
     uint256 internal constant SLOT_BYTES = 23;
     uint256 internal constant TTYPE_BYTES = 18;
 
-    // Limits of docs/spec/program.md 3.4 (gpumesh.client.core.ops.rules).
+    // Limits of docs/protocol.md 3.4 (gpumesh.client.core.ops.rules).
     uint256 internal constant MAX_K = 65536;
     uint256 internal constant MAX_POOL_AREA = 1 << 23;
     uint256 internal constant MAX_TENSOR_BYTES = 1 << 28;

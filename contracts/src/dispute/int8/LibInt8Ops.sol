@@ -5,7 +5,7 @@ import {Int8Errors} from "./Int8Errors.sol";
 import {LibDescriptor as LD} from "./LibDescriptor.sol";
 
 /// @title LibInt8Ops
-/// @notice The scalar semantics of the v1 op set for ONE output element (docs/spec/ops.md 2):
+/// @notice The scalar semantics of the v1 op set for ONE output element (docs/protocol.md 2):
 ///         the twin of gpumesh.client.core.ops.reference. `ranges` names the input byte ranges
 ///         the element reads (element_ranges, same order); `compute` evaluates it from those bytes
 ///         (compute_element), reading each range through a memory pointer set by the proof check.
