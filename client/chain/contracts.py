@@ -9,7 +9,7 @@ from typing import Any
 
 from gpumesh.client.chain.abi_store import load_abi
 from gpumesh.client.chain.deploy import Deployment
-from gpumesh.client.chain.tx import NonceManager, TxSender, reverts_decoded
+from gpumesh.client.chain.tx import Call, NonceManager, TxSender, reverts_decoded
 from gpumesh.client.chain.types import Address, Job, JobId, JobSpec, JobState, StakeInfo, Wei
 from gpumesh.client.core.errors import ChainError
 
@@ -61,12 +61,27 @@ class _Base:
     def _call(self, fn: str, *args: Any):
         return reverts_decoded(lambda: getattr(self.contract.functions, fn)(*args).call(), f"{fn}{args}")
 
-    def _transact(self, fn: str, *args: Any, value: int = 0) -> TxResult:
+    @property
+    def account_address(self) -> str:
         if self.sender is None:
-            raise ChainError(f"{self.NAME}.{fn} needs an account (read-only client)")
-        call = getattr(self.contract.functions, fn)(*args)
-        ctx = f"{fn}({', '.join(_short(a) for a in args)})"
-        receipt = self.sender.transact(call, value=value, context=ctx)
+            raise ChainError(f"{self.NAME} client has no account (read-only)")
+        return self.sender.address
+
+    def tx_call(self, fn: str, *args: Any, value: int = 0, context: str | None = None) -> Call:
+        """Entry point `fn(*args)` as a Call (for TxSender / the daemons' outbox)."""
+        ctx = context or f"{fn}({', '.join(_short(a) for a in args)})"
+        return Call(getattr(self.contract.functions, fn)(*args), int(value), ctx)
+
+    def send(self, call: Call) -> TxResult:
+        if self.sender is None:
+            raise ChainError(f"{call.context} needs an account (read-only {self.NAME} client)")
+        return self.result_of(self.sender.transact(call.fn, value=call.value, context=call.context))
+
+    def _transact(self, fn: str, *args: Any, value: int = 0) -> TxResult:
+        return self.send(self.tx_call(fn, *args, value=value))
+
+    def result_of(self, receipt) -> TxResult:
+        """A mined receipt as a TxResult with this contract's events decoded."""
         return TxResult("0x" + bytes(receipt["transactionHash"]).hex(), receipt["blockNumber"],
                         receipt["gasUsed"], tuple(self._sorted_events(receipt)))
 

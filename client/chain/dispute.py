@@ -1,6 +1,6 @@
-"""Typed client of the DisputeGame contract (docs/spec/dispute.md): reads (`get_game`, `snapshot`,
-`games_of_job`, `credits`...), one write per entry point, and the raw-transaction path that the
-responders use to record a signed move in their outbox BEFORE it is broadcast.
+"""Typed client of the DisputeGame contract (docs/protocol.md section 5): reads (`get_game`, `snapshot`,
+`games_of_job`, `credits`...), one write per entry point, and one `*_call` per entry point (a
+`Call` that the responders' outbox signs and records BEFORE it is broadcast: TxSender's raw path).
 
 `snapshot(game_id)` turns the on-chain Game plus its events (the block the worker revealed, every
 revealed trace-tree node, the revealed leaf) into the pure `gpumesh.client.core.game.GameSnapshot`
@@ -10,21 +10,17 @@ the strategies read. Reverts decode to the exceptions of gpumesh.client.chain.er
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gpumesh.client.chain.contracts import TxResult, _Base
-from gpumesh.client.chain.tx import NonceManager, TxSender, build_tx, reverts_decoded, sign_tx, wait_receipt
+from gpumesh.client.chain.tx import Call, NonceManager, TxSender, reverts_decoded
 from gpumesh.client.chain.types import Address, Wei
 from gpumesh.client.core.errors import ChainError
 from gpumesh.client.core.game import GameSnapshot, Outcome, Phase, Reason, Side, block_nodes
 
 GameId = int
-
-#: Node answers that mean "this exact transaction is already in the pool or mined" on re-broadcast.
-_ALREADY_SENT = ("already known", "nonce too low", "known transaction", "already imported", "replacement")
-
 
 @dataclass(frozen=True)
 class GameState:
@@ -105,24 +101,6 @@ class GameResolved:
     block_number: int
 
 
-@dataclass(frozen=True)
-class Call:
-    """One contract call ready to become a transaction: the web3 ContractFunction, the value sent,
-    and a short description for error messages (`reveal(game 3, move 7)`)."""
-
-    fn: Any
-    value: int
-    context: str
-
-
-@dataclass(frozen=True)
-class SignedTx:
-    raw: bytes
-    tx_hash: str  # 0x-hex
-    nonce: int
-    tx: dict  # the unsigned fields (to replay a revert for its reason)
-
-
 class DisputeGameClient(_Base):
     """DisputeGame at `address`; `from_block` bounds event scans (the deployment block)."""
 
@@ -136,12 +114,6 @@ class DisputeGameClient(_Base):
     @classmethod
     def with_account(cls, w3, address: str, account, nonces: NonceManager | None = None, from_block: int = 0):
         return cls(w3, address, TxSender(w3, account, nonces or NonceManager(w3)), from_block)
-
-    @property
-    def account_address(self) -> str:
-        if self.sender is None:
-            raise ChainError("DisputeGame client has no account (read-only)")
-        return self.sender.address
 
     # ================================================================ reads
 
@@ -241,55 +213,46 @@ class DisputeGameClient(_Base):
 
     # ================================================================ calls (one per entry point)
 
-    def _mk(self, fn: str, *args: Any, value: int = 0, context: str | None = None) -> Call:
-        return Call(getattr(self.contract.functions, fn)(*args), int(value), context or fn)
-
     def challenge_call(self, job_id: int, bond: int) -> Call:
-        return self._mk("challenge", int(job_id), value=bond, context=f"challenge(job {job_id})")
+        return self.tx_call("challenge", int(job_id), value=bond, context=f"challenge(job {job_id})")
 
     def reveal_call(self, game_id: int, move_no: int, children: Sequence[bytes]) -> Call:
-        return self._mk("reveal", int(game_id), int(move_no), [bytes(c) for c in children],
+        return self.tx_call("reveal", int(game_id), int(move_no), [bytes(c) for c in children],
                         context=f"reveal(game {game_id}, move {move_no})")
 
     def pick_call(self, game_id: int, move_no: int, c: int, child: bytes, path: Sequence[bytes]) -> Call:
-        return self._mk("pick", int(game_id), int(move_no), int(c), bytes(child), [bytes(p) for p in path],
+        return self.tx_call("pick", int(game_id), int(move_no), int(c), bytes(child), [bytes(p) for p in path],
                         context=f"pick(game {game_id}, move {move_no}, child {c})")
 
     def commit_trace_call(self, game_id: int, move_no: int, trace_root: bytes, num_ops: int, num_weights: int,
                           ops_root: bytes, output_path: Sequence[bytes]) -> Call:
-        return self._mk("commitTrace", int(game_id), int(move_no), bytes(trace_root), int(num_ops), int(num_weights),
+        return self.tx_call("commitTrace", int(game_id), int(move_no), bytes(trace_root), int(num_ops), int(num_weights),
                         bytes(ops_root), [bytes(p) for p in output_path],
                         context=f"commitTrace(game {game_id}, move {move_no})")
 
     def prove_op_call(self, game_id: int, move_no: int, descriptor: bytes, path: Sequence[bytes]) -> Call:
-        return self._mk("proveOp", int(game_id), int(move_no), bytes(descriptor), [bytes(p) for p in path],
+        return self.tx_call("proveOp", int(game_id), int(move_no), bytes(descriptor), [bytes(p) for p in path],
                         context=f"proveOp(game {game_id}, move {move_no})")
 
     def reveal_leaf_call(self, game_id: int, move_no: int, leaf: bytes) -> Call:
-        return self._mk("revealLeaf", int(game_id), int(move_no), bytes(leaf),
+        return self.tx_call("revealLeaf", int(game_id), int(move_no), bytes(leaf),
                         context=f"revealLeaf(game {game_id}, move {move_no})")
 
     def step_call(self, game_id: int, move_no: int, descriptor: bytes, element_index: int, leaf: bytes,
                   proofs: bytes) -> Call:
-        return self._mk("step", int(game_id), int(move_no), bytes(descriptor), int(element_index), bytes(leaf),
+        return self.tx_call("step", int(game_id), int(move_no), bytes(descriptor), int(element_index), bytes(leaf),
                         bytes(proofs), context=f"step(game {game_id}, move {move_no}, element {element_index})")
 
     def resolve_timeout_call(self, game_id: int) -> Call:
-        return self._mk("resolveTimeout", int(game_id), context=f"resolveTimeout(game {game_id})")
+        return self.tx_call("resolveTimeout", int(game_id), context=f"resolveTimeout(game {game_id})")
 
     def close_slashed_call(self, game_id: int) -> Call:
-        return self._mk("closeSlashed", int(game_id), context=f"closeSlashed(game {game_id})")
+        return self.tx_call("closeSlashed", int(game_id), context=f"closeSlashed(game {game_id})")
 
     def withdraw_call(self) -> Call:
-        return self._mk("withdraw", context="withdraw(dispute game credits)")
+        return self.tx_call("withdraw", context="withdraw(dispute game credits)")
 
     # ================================================================ writes (build, sign, send, wait)
-
-    def send(self, call: Call) -> TxResult:
-        if self.sender is None:
-            raise ChainError(f"{call.context} needs an account (read-only client)")
-        receipt = self.sender.transact(call.fn, value=call.value, context=call.context)
-        return self.result_of(receipt)
 
     def challenge(self, job_id: int, bond: int) -> tuple[GameId, TxResult]:
         res = self.send(self.challenge_call(job_id, bond))
@@ -325,70 +288,3 @@ class DisputeGameClient(_Base):
     def withdraw(self) -> tuple[Wei, TxResult]:
         res = self.send(self.withdraw_call())
         return Wei(res.event("Withdrawn")["amount"]), res
-
-    # ================================================================ raw path (outbox first)
-
-    def sign_and_send(self, call: Call, record: Callable[[SignedTx], None]) -> SignedTx:
-        """Build (gas estimate: a revert surfaces here, before anything is signed), sign, hand the
-        signed bytes to `record` (the outbox write), then broadcast. The nonce lock is held from
-        choosing the nonce until the node has the transaction, so a recorded tx never shares its
-        nonce with another send of this process."""
-        if self.sender is None:
-            raise ChainError(f"{call.context} needs an account (read-only client)")
-        s = self.sender
-        with s.nonces.lock(s.address):
-            nonce = s.nonces.pending(s.address)
-            tx = build_tx(self.w3, call.fn, s.address, nonce, value=call.value, context=call.context)
-            signed = sign_tx(tx, s.account)
-            st = SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), nonce, tx)
-            record(st)
-            self.broadcast(st.raw, call.context)
-        return st
-
-    def broadcast(self, raw: bytes, context: str = "") -> None:
-        """Send signed bytes; a node that already has them (or mined them) is not an error."""
-        from web3.exceptions import Web3RPCError
-
-        try:
-            self.w3.eth.send_raw_transaction(raw)
-        except Web3RPCError as exc:
-            msg = str(getattr(exc, "message", None) or exc).lower()
-            if any(m in msg for m in _ALREADY_SENT):
-                return
-            raise ChainError(f"{context}: the node refused the transaction: {msg}") from None
-        except (ConnectionError, OSError) as exc:
-            raise ChainError(f"{context}: the RPC endpoint is unreachable ({type(exc).__name__})") from None
-
-    def receipt(self, tx_hash: str):
-        """The receipt of `tx_hash`, or None while it is not mined."""
-        from web3.exceptions import TransactionNotFound
-
-        try:
-            return self.w3.eth.get_transaction_receipt(tx_hash)
-        except TransactionNotFound:
-            return None
-
-    def known(self, tx_hash: str) -> bool:
-        """Whether the node has the transaction (pending or mined)."""
-        from web3.exceptions import TransactionNotFound
-
-        try:
-            return self.w3.eth.get_transaction(tx_hash) is not None
-        except TransactionNotFound:
-            return False
-
-    def wait(self, signed: SignedTx | str, timeout: float = 120.0, context: str = "") -> TxResult:
-        """Wait for a sent transaction; a revert raises its decoded error."""
-        tx_hash = signed.tx_hash if isinstance(signed, SignedTx) else signed
-        tx = signed.tx if isinstance(signed, SignedTx) else None
-        receipt = wait_receipt(self.w3, bytes.fromhex(tx_hash.removeprefix("0x")), timeout, tx=tx, context=context)
-        return self.result_of(receipt)
-
-    def confirmed_nonce(self) -> int:
-        """Transactions of our account mined so far (a recorded tx with a lower nonce and no receipt
-        was replaced or dropped and will never be mined)."""
-        return self.w3.eth.get_transaction_count(self.account_address, "latest")
-
-    def result_of(self, receipt) -> TxResult:
-        return TxResult("0x" + bytes(receipt["transactionHash"]).hex(), receipt["blockNumber"],
-                        receipt["gasUsed"], tuple(self._sorted_events(receipt)))

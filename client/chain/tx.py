@@ -1,6 +1,10 @@
 """Transactions in three separate steps: build (with nonce and gas estimate), sign (offline, with an
 eth-account LocalAccount), send; plus receipt waiting with a timeout. Reverts at any step surface as
 the decoded custom-error exception (gpumesh.client.chain.errors). Imported by the contract wrappers.
+
+`TxSender` also exposes the raw path the daemons' outbox (gpumesh.node.common.outbox) is built on:
+`sign_and_send(call, record)` hands the SIGNED bytes to `record` before broadcasting them, and
+`broadcast` / `receipt` / `known` / `confirmed_nonce` / `wait` settle recorded bytes later.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from gpumesh.client.chain.errors import ReceiptTimeout, TransactionFailed, Unkno
 from gpumesh.client.core.errors import ChainError
 
 T = TypeVar("T")
+
+#: Node answers that mean "this exact transaction is already in the pool or mined" on re-broadcast.
+_ALREADY_SENT = ("already known", "nonce too low", "known transaction", "already imported", "replacement")
 
 #: Safety margin on eth_estimateGas (state can move between estimate and inclusion).
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 6, 5
@@ -104,6 +111,24 @@ def wait_receipt(w3, tx_hash: bytes, timeout: float = 120.0, tx: dict | None = N
     raise TransactionFailed(f"{context}: transaction 0x{tx_hash.hex()} reverted")
 
 
+@dataclass(frozen=True)
+class Call:
+    """One contract call ready to become a transaction: the web3 ContractFunction, the value sent,
+    and a short description for error messages (`reveal(game 3, move 7)`)."""
+
+    fn: Any
+    value: int
+    context: str
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: bytes
+    tx_hash: str  # 0x-hex
+    nonce: int
+    tx: dict  # the unsigned fields (to replay a revert for its reason)
+
+
 @dataclass
 class TxSender:
     """One signer bound to one chain: build -> sign -> send -> wait, with its own nonces."""
@@ -118,9 +143,68 @@ class TxSender:
         return self.account.address
 
     def transact(self, call, value: int = 0, context: str = ""):
+        """Send contract function `call` and wait: its receipt (a revert raises its decoded error)."""
+        st = self.sign_and_send(Call(call, int(value), context))
+        return self.wait(st, self.receipt_timeout, context)
+
+    # ---------------------------------------------------------------- the raw path (outbox first)
+    def sign_and_send(self, call: Call, record: Callable[[SignedTx], None] | None = None) -> SignedTx:
+        """Build (gas estimate: a revert surfaces here, before anything is signed), sign, hand the
+        signed bytes to `record` (the outbox write, if any), then broadcast. The nonce lock is held from
+        choosing the nonce until the node has the transaction, so a recorded tx never shares its
+        nonce with another send of this process."""
         with self.nonces.lock(self.address):
             nonce = self.nonces.pending(self.address)
-            tx = build_tx(self.w3, call, self.address, nonce, value=value, context=context)
+            tx = build_tx(self.w3, call.fn, self.address, nonce, value=call.value, context=call.context)
             signed = sign_tx(tx, self.account)
-            tx_hash = send_signed(self.w3, signed, context)
-        return wait_receipt(self.w3, tx_hash, self.receipt_timeout, tx=tx, context=context)
+            st = SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), nonce, tx)
+            if record is None:
+                send_signed(self.w3, signed, call.context)  # a fresh send: any refusal is an error
+            else:
+                record(st)
+                self.broadcast(st.raw, call.context)  # recorded bytes: "already known" is fine
+        return st
+
+    def broadcast(self, raw: bytes, context: str = "") -> None:
+        """Send signed bytes; a node that already has them (or mined them) is not an error."""
+        from web3.exceptions import Web3RPCError
+
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            msg = str(getattr(exc, "message", None) or exc).lower()
+            if any(m in msg for m in _ALREADY_SENT):
+                return
+            raise ChainError(f"{context}: the node refused the transaction: {msg}") from None
+        except (ConnectionError, OSError) as exc:
+            raise ChainError(f"{context}: the RPC endpoint is unreachable ({type(exc).__name__})") from None
+
+    def receipt(self, tx_hash: str):
+        """The receipt of `tx_hash`, or None while it is not mined."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def known(self, tx_hash: str) -> bool:
+        """Whether the node has the transaction (pending or mined)."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return self.w3.eth.get_transaction(tx_hash) is not None
+        except TransactionNotFound:
+            return False
+
+    def wait(self, signed: SignedTx | str, timeout: float = 120.0, context: str = ""):
+        """The receipt of a sent transaction; a revert raises its decoded error (replayed for its
+        reason when the unsigned fields are at hand)."""
+        tx_hash = signed.tx_hash if isinstance(signed, SignedTx) else signed
+        tx = signed.tx if isinstance(signed, SignedTx) else None
+        return wait_receipt(self.w3, bytes.fromhex(tx_hash.removeprefix("0x")), timeout, tx=tx, context=context)
+
+    def confirmed_nonce(self) -> int:
+        """Transactions of our account mined so far (a recorded tx with a lower nonce and no receipt
+        was replaced or dropped and will never be mined)."""
+        return self.w3.eth.get_transaction_count(self.address, "latest")

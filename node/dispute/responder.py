@@ -6,8 +6,9 @@ strategy) into DisputeGame transactions, exactly once each.
     responder.finished(game_id)                               # resolved and paid out?
 
 Exactly once: every transaction is named by an intent (`game:{id}:move:{moveNo}`,
-`game:{id}:timeout`, `game:{id}:close`, `game:{id}:withdraw`) and its SIGNED bytes are recorded in
-the StateStore outbox before they are broadcast. A player killed anywhere re-broadcasts the
+`game:{id}:timeout`, `game:{id}:close`, `game:{id}:withdraw`) and goes through the daemons' common
+outbox (gpumesh.node.common.outbox): its SIGNED bytes are recorded in the StateStore before they
+are broadcast. A player killed anywhere re-broadcasts the
 recorded bytes on restart (same nonce, same hash) instead of signing a second move; and the game
 itself refuses a repeated move number (DisputeGame_StaleMove), so two processes sharing a key
 cannot land one move twice either.
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from gpumesh.client.chain import errors as chain_errors
-from gpumesh.client.chain.dispute import Call, DisputeGameClient, SignedTx
+from gpumesh.client.chain.dispute import DisputeGameClient
+from gpumesh.client.chain.tx import Call
 from gpumesh.client.core.errors import ChainError
 from gpumesh.client.core.game import Outcome, Phase, Side
-from gpumesh.node.common.store import OutboxEntry, StateStore
+from gpumesh.node.common.outbox import Outbox, Sent
+from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute import actions as A
 from gpumesh.node.dispute.strategy import PlayerData, StepProver, challenger_move, worker_move
 
@@ -34,104 +36,6 @@ from gpumesh.node.dispute.strategy import PlayerData, StepProver, challenger_mov
 #: resolved it): read the game again next tick rather than treat them as failures.
 _RACES = ("DisputeGame_StaleMove", "DisputeGame_NotYourTurn", "DisputeGame_WrongPhase",
           "DisputeGame_ClockRunning", "DisputeGame_NothingToWithdraw", "DisputeGame_NotSlashed")
-
-
-class ResponderError(ChainError):
-    """A recorded transaction of a game failed for a reason other than a race."""
-
-
-@dataclass(frozen=True)
-class Sent:
-    intent: str
-    tx_hash: str
-    block_number: int
-    gas_used: int
-
-
-def tx_nonce(raw: bytes) -> int:
-    """The nonce of a signed raw transaction (typed EIP-2718 or legacy)."""
-    import rlp
-
-    if raw and raw[0] < 0x7F:  # typed: type byte, then the RLP list [chainId, nonce, ...]
-        return int.from_bytes(rlp.decode(raw[1:])[1] or b"\x00", "big")
-    return int.from_bytes(rlp.decode(raw)[0] or b"\x00", "big")
-
-
-class TxOutbox:
-    """Intent -> one recorded signed transaction, for one DisputeGameClient signer.
-
-    `send(intent, call)` returns the mined TxResult, recording the signed bytes first; a second
-    call for an intent already recorded never signs again: it re-broadcasts and waits. A recorded
-    transaction that can no longer be mined (its nonce went to another one) or that reverted is
-    marked failed; a later `send` for the same intent (after the caller re-read the chain and
-    still wants it) records a new attempt as `intent#1`, `intent#2`...
-    """
-
-    def __init__(self, client: DisputeGameClient, store: StateStore, receipt_timeout: float = 60.0,
-                 log: logging.Logger | None = None) -> None:
-        self.client = client
-        self.store = store
-        self.receipt_timeout = receipt_timeout
-        self.log = log or logging.getLogger("gpumesh.dispute.outbox")
-
-    def live(self, intent: str) -> tuple[OutboxEntry | None, str]:
-        """The entry standing for `intent` (skipping failed attempts) and the name of a new attempt."""
-        name, k = intent, 0
-        while (e := self.store.outbox_get(name)) is not None:
-            if e.status != "failed":
-                return e, name
-            k += 1
-            name = f"{intent}#{k}"
-        return None, name
-
-    def done(self, intent: str) -> bool:
-        e, _ = self.live(intent)
-        return e is not None and e.status == "mined"
-
-    def send(self, intent: str, call: Call):
-        entry, name = self.live(intent)
-        if entry is not None:
-            return self.settle(entry)
-
-        def record(st: SignedTx) -> None:
-            self.store.outbox_add(name, st.raw, st.tx_hash)
-            self.log.info("%s: sending %s (tx %s, nonce %d)", name, call.context, st.tx_hash, st.nonce)
-
-        st = self.client.sign_and_send(call, record)
-        return self.settle(self.store.outbox_get(name), st)
-
-    def settle(self, e: OutboxEntry, st: SignedTx | None = None):
-        """Wait for a recorded transaction; mark it mined or failed. Returns its TxResult."""
-        if e.status == "mined":
-            rc = self.client.receipt(e.tx_hash)
-            if rc is not None:
-                return self.client.result_of(rc)
-        if self.client.receipt(e.tx_hash) is None:
-            # After a restart the node may never have seen it: the same bytes again.
-            self.client.broadcast(e.raw_tx, e.intent)
-            if not self.client.known(e.tx_hash) and self.client.confirmed_nonce() > tx_nonce(e.raw_tx):
-                self.store.outbox_settle(e.intent, "failed", "dropped: its nonce was used by another tx")
-                raise ResponderError(f"{e.intent}: transaction {e.tx_hash} was dropped (nonce used)")
-        try:
-            res = self.client.wait(st or e.tx_hash, self.receipt_timeout, context=e.intent)
-        except chain_errors.ReceiptTimeout:
-            raise  # still pending: the next tick settles it
-        except ChainError as exc:
-            self.store.outbox_settle(e.intent, "failed", str(exc)[:500])
-            raise
-        self.store.outbox_settle(e.intent, "mined", f"block {res.block_number} gas {res.gas_used}")
-        return res
-
-    def flush(self) -> list[Sent]:
-        """Settle every pending entry of this store (after a restart); returns those mined now."""
-        done = []
-        for e in self.store.outbox_pending():
-            try:
-                res = self.settle(e)
-                done.append(Sent(e.intent, res.tx_hash, res.block_number, res.gas_used))
-            except ChainError as exc:
-                self.log.warning("outbox %s: %s", e.intent, exc)
-        return done
 
 
 def action_call(client: DisputeGameClient, action: A.Action) -> Call:
@@ -171,7 +75,8 @@ class Responder:
         self.store = store
         self.is_slashed = is_slashed  # market.is_slashed: close a game whose job another game slashed
         self.log = log or logging.getLogger("gpumesh.dispute.responder")
-        self.outbox = TxOutbox(client, store, receipt_timeout, self.log)
+        self.outbox = Outbox(client.sender, store, result_of=client.result_of, receipt_timeout=receipt_timeout,
+                             log=self.log)
         self.on_sent = on_sent
 
     # ---------------------------------------------------------------- public

@@ -26,15 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from gpumesh.client.chain.dispute import Call, DisputeGameClient
+from gpumesh.client.chain.dispute import DisputeGameClient
 from gpumesh.client.chain.events import Cursor, EventReader
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
 from gpumesh.client.core.game import Outcome, Side
+from gpumesh.node.common.outbox import Sent
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.play import executor_traces, int8_prover, player_data, spliced_roots
-from gpumesh.node.dispute.responder import Responder, Sent
+from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, read_bounded, spec_cid_of
 from gpumesh.node.jobs.outputs import unit_output_roots, verify_outputs
 from gpumesh.node.watchtower.checker import CheckResult, check_rate, draw_seed, mismatches, sample_units
@@ -328,8 +329,7 @@ class Watchtower:
             return
         if entry is None and self.registry.info(self.me).credits == 0:
             return
-        call = Call(self.registry.contract.functions.withdraw(), 0, "withdraw(registry credits)")
-        res = self.responder.outbox.send(intent, call)
+        res = self.responder.outbox.send(intent, self.registry.tx_call("withdraw", context="withdraw(registry credits)"))
         self._sent(Sent(intent, res.tx_hash, res.block_number, res.gas_used))
         self.log.info("game %d: withdrew the slash reward from the registry (tx %s)", game_id, res.tx_hash)
 

@@ -5,7 +5,7 @@ the chain and the stored state allow; `gpumesh worker run` calls it from a Daemo
 State (StateStore, keyed by on-chain job id): record kind "job" holds the job's status and what was
 decided; kind "out:<job>" holds one record per finished unit (its output bytes and root), written
 as each unit finishes, so a worker killed mid-job resumes from the first unfinished unit. Every
-transaction goes through the OutboxSender under a stable intent name. Every handler first reads
+transaction goes through the daemon's Outbox (gpumesh.node.common.outbox) under a stable intent name. Every handler first reads
 the job's on-chain state, so running it twice, or after a crash at any point, is harmless.
 
 Job statuses: new -> claimed -> submitted -> finalized -> done, or a terminal skipped / rejected /
@@ -31,6 +31,7 @@ from gpumesh.client.chain.events import EventReader
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
 from gpumesh.client.core.program import result_root
+from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, posted_event
 from gpumesh.node.jobs.outputs import outputs_bytes
@@ -38,7 +39,6 @@ from gpumesh.node.worker.capabilities import capability_document
 from gpumesh.node.worker.cursor import StateCursorStore
 from gpumesh.node.worker.faults import Fault, executor_for, run_unit_at, trace_at
 from gpumesh.node.worker.inventory import Inventory
-from gpumesh.node.worker.outbox import OutboxSender
 
 JOB = "job"
 ACTIVE = ("new", "claimed", "submitted", "finalized")
@@ -85,11 +85,11 @@ class Defender(Protocol):
 
 
 class WorkerNode:
-    def __init__(self, *, market, registry, sender: OutboxSender, store, state: StateStore,
+    def __init__(self, *, market, registry, outbox: Outbox, store, state: StateStore,
                  config: WorkerConfig, inventory: Inventory, defender: Defender | None = None,
                  progress: Progress | None = None, metrics=None, stopping: Callable[[], bool] = lambda: False,
                  log: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.market, self.registry, self.sender = market, registry, sender
+        self.market, self.registry, self.outbox = market, registry, outbox
         self.store, self.state, self.cfg, self.inventory = store, state, config, inventory
         self.defender = defender
         self.progress = progress or NoProgress()
@@ -97,7 +97,7 @@ class WorkerNode:
         self.stopping = stopping
         self.log = log or logging.getLogger("gpumesh.worker")
         self.clock = clock
-        self.me = sender.address
+        self.me = outbox.address
         self._data: dict[int, JobData] = {}
         self._executors: dict[int, Any] = {}
         self._traces: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -108,7 +108,7 @@ class WorkerNode:
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
         """Settle the outbox, publish the capability document, and scan the Open jobs."""
-        n = self.sender.flush()
+        n = len(self.outbox.flush())
         if n:
             self.log.info("settled %d transaction(s) recorded before a restart", n)
         self.publish_capabilities()
@@ -123,7 +123,7 @@ class WorkerNode:
         doc = capability_document(self.inventory, self.cfg.device, self.cfg.limits)
         cid = self.store.add_bytes(doc)
         if self.registry.info(self.me).capabilities_cid != cid:
-            self.sender.send(f"capabilities:{cid}", self.registry.contract.functions.setCapabilities(cid))
+            self.outbox.send(f"capabilities:{cid}", self.registry.tx_call("setCapabilities", cid))
             self.log.info("published capabilities %s", cid)
         return cid
 
@@ -221,8 +221,8 @@ class WorkerNode:
             return self._end(jid, "skipped", why)
         for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
             self.store.pin(cid)  # keep the data while we may have to prove our work
-        res = self.sender.send(f"claim:job:{jid}", self.market.contract.functions.claimJob(jid))
-        self._set(jid, status="claimed", claim_tx="0x" + bytes(res["transactionHash"]).hex())
+        res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
+        self._set(jid, status="claimed", claim_tx=res.tx_hash)
         self._count("jobs_claimed")
         self.log.info("job %d: claimed (%s reward, %s stake locked, %d units)", jid, format_eth(job.reward),
                       format_eth(job.required_stake), job.num_units)
@@ -342,10 +342,10 @@ class WorkerNode:
         cid = self.store.add_bytes(outputs_bytes(outs))  # same bytes, same CID: safe to redo
         self._set(jid, result_root=rr.hex(), outputs_cid=cid)
         self.log.info("job %d: executed %d units, result root 0x%s, outputs %s", jid, job.num_units, rr.hex(), cid)
-        res = self.sender.send(f"submit:job:{jid}", self.market.contract.functions.submitResult(jid, rr, cid))
-        self._set(jid, status="submitted", submit_tx="0x" + bytes(res["transactionHash"]).hex())
+        res = self.outbox.send(f"submit:job:{jid}", self.market.tx_call("submitResult", jid, rr, cid))
+        self._set(jid, status="submitted", submit_tx=res.tx_hash)
         self._count("jobs_submitted")
-        self.log.info("job %d: submitted (tx 0x%s)", jid, bytes(res["transactionHash"]).hex())
+        self.log.info("job %d: submitted (tx %s)", jid, res.tx_hash)
 
     def _after_submit(self, job: Job, rec: dict) -> None:
         jid = job.job_id
@@ -365,7 +365,7 @@ class WorkerNode:
         if job.state != JobState.SUBMITTED or job.open_disputes > 0:
             return None  # a game is still running (or just ended the job: the next tick sees it)
         if self._chain_now() >= job.deadline:
-            self.sender.send(f"finalize:job:{jid}", self.market.contract.functions.finalizeJob(jid))
+            self.outbox.send(f"finalize:job:{jid}", self.market.tx_call("finalizeJob", jid))
             self.log.info("job %d: finalized after its challenge window", jid)
             self._set(jid, status="finalized")
             return self._withdraw(self.market.get_job(jid))
@@ -394,7 +394,7 @@ class WorkerNode:
         jid = job.job_id
         credits = self.market.credits(self.me)
         if credits > 0:
-            self.sender.send(f"withdraw:after-job:{jid}", self.market.contract.functions.withdraw())
+            self.outbox.send(f"withdraw:after-job:{jid}", self.market.tx_call("withdraw"))
             self.log.info("job %d: paid; withdrew %s", jid, format_eth(credits))
             self._count("withdrawals")
         self._end(jid, "done", f"finalized, reward {format_eth(job.reward)}")

@@ -125,7 +125,7 @@ def test_killed_between_record_and_broadcast_resumes_with_the_same_bytes(toy_cha
 
     # First life: the challenger signs its pick, records it, and "dies" before broadcasting.
     crashing = client_for(chain, 2)
-    crashing.broadcast = lambda raw, context="": (_ for _ in ()).throw(CrashAfterRecord())
+    crashing.sender.broadcast = lambda raw, context="": (_ for _ in ()).throw(CrashAfterRecord())
     store1 = StateStore(path)
     with pytest.raises(CrashAfterRecord):
         Responder(crashing, store1).play(gid, Side.CHALLENGER, honest, ToyProver(job))
@@ -133,7 +133,7 @@ def test_killed_between_record_and_broadcast_resumes_with_the_same_bytes(toy_cha
     move_no = client_for(chain, 2).get_game(gid).move_no
     recorded = StateStore(path).outbox_get(f"game:{gid}:move:{move_no}")
     assert recorded is not None and recorded.status == "pending"
-    assert client_for(chain, 2).receipt(recorded.tx_hash) is None  # it never left the process
+    assert client_for(chain, 2).sender.receipt(recorded.tx_hash) is None  # it never left the process
 
     # Second life, same SQLite file: it re-broadcasts the recorded bytes instead of signing anew.
     store2 = StateStore(path)
@@ -142,7 +142,7 @@ def test_killed_between_record_and_broadcast_resumes_with_the_same_bytes(toy_cha
     assert cr.play(gid, Side.CHALLENGER, honest, ToyProver(job)) is True
     assert txs_of(chain, chain.challenger) == before + 1
     assert store2.outbox_get(f"game:{gid}:move:{move_no}").status == "mined"
-    assert client_for(chain, 2).receipt(recorded.tx_hash)["status"] == 1
+    assert client_for(chain, 2).sender.receipt(recorded.tx_hash)["status"] == 1
     play_out(chain, gid, {Side.WORKER: (wr, worker, None), Side.CHALLENGER: (cr, honest, ToyProver(job))})
     assert client_for(chain, 2).get_game(gid).outcome == Outcome.CHALLENGER_WON
 

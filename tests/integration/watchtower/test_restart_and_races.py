@@ -59,7 +59,7 @@ def test_killed_between_record_and_broadcast_resumes_and_wins(devnet, tmp_path):
         first.tick()
         worker()
     # The next challenger move is signed and recorded, then the process "dies" before sending it.
-    first.game.broadcast = lambda raw, context="": (_ for _ in ()).throw(Crash())
+    first.game.sender.broadcast = lambda raw, context="": (_ for _ in ()).throw(Crash())
     with pytest.raises(Crash):
         for _ in range(5):
             first.tick()
@@ -72,7 +72,7 @@ def test_killed_between_record_and_broadcast_resumes_and_wins(devnet, tmp_path):
     run(second, worker)
     (gid,) = devnet.game().games_of_job(job.job_id)
     assert devnet.game().get_game(gid).outcome == Outcome.CHALLENGER_WON
-    assert devnet.game().receipt(pending[0].tx_hash)["status"] == 1  # the recorded bytes were mined
+    assert devnet.game().w3.eth.get_transaction_receipt(pending[0].tx_hash)["status"] == 1  # the recorded bytes were mined
     assert nonce(devnet, "watchtower") - before == challenger_txs_expected(devnet.game(), gid)
     assert outbox_statuses(path) == {"mined": challenger_txs_expected(devnet.game(), gid)}
     st = status_of(second.state)

@@ -1,6 +1,7 @@
-"""The responder's exactly-once transaction outbox against a fake chain client (the same behaviours
-run against the real DisputeGameClient on anvil in tests/integration/watchtower/
-test_responder_toy.py and test_restart_and_races.py): the signed bytes are recorded before they are
+"""The daemons' exactly-once transaction outbox (gpumesh.node.common.outbox, used by the worker and
+by the dispute Responder) against a fake signer (the same behaviours run against the real TxSender
+on anvil in tests/integration/watchtower/test_responder_toy.py and test_restart_and_races.py, and
+tests/integration/worker/test_worker_crash.py): the signed bytes are recorded before they are
 broadcast; a restart re-broadcasts the recorded bytes and never signs again; a transaction whose
 nonce was taken is marked failed and a later attempt gets its own name; races are not errors."""
 
@@ -10,12 +11,12 @@ import pytest
 from eth_account import Account
 
 from gpumesh.client.chain import errors as chain_errors
-from gpumesh.client.chain.contracts import TxResult
-from gpumesh.client.chain.dispute import Call, SignedTx
+from gpumesh.client.chain.tx import Call, SignedTx
 from gpumesh.client.core.game import Side
+from gpumesh.node.common.outbox import Outbox, OutboxError, plain_result, tx_nonce
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute import actions as A
-from gpumesh.node.dispute.responder import Responder, ResponderError, TxOutbox, action_intent, tx_nonce
+from gpumesh.node.dispute.responder import Responder, action_intent
 
 KEY = "0x" + "11" * 32
 
@@ -36,8 +37,10 @@ def test_tx_nonce_reads_what_eth_account_signed(nonce, typed):
     assert tx_nonce(signed(nonce, typed).raw) == nonce
 
 
-class FakeClient:
-    """The slice of DisputeGameClient the outbox uses; a chain that mines whatever it receives."""
+class FakeSender:
+    """The raw path of TxSender the outbox uses; a chain that mines whatever it receives."""
+
+    address = Account.from_key(KEY).address
 
     def __init__(self) -> None:
         self.nonce = 0
@@ -47,7 +50,7 @@ class FakeClient:
         self.fail_broadcast = False
         self.revert_on_estimate: Exception | None = None
 
-    def sign_and_send(self, call: Call, record):
+    def sign_and_send(self, call: Call, record=None):
         if self.revert_on_estimate is not None:
             raise self.revert_on_estimate
         st = signed(self.nonce)
@@ -75,30 +78,35 @@ class FakeClient:
     def confirmed_nonce(self) -> int:
         return self.nonce
 
-    def wait(self, st, timeout: float = 0, context: str = "") -> TxResult:
+    def wait(self, st, timeout: float = 0, context: str = ""):
         h = st.tx_hash if isinstance(st, SignedTx) else st
         assert h in self.pool, "waited for a transaction the chain never got"
-        return TxResult(h, 1, 50_000, ())
+        return self.receipt(h)
 
-    def result_of(self, receipt) -> TxResult:
-        return TxResult("0x" + receipt["transactionHash"].hex(), 1, receipt["gasUsed"], ())
+
+class FakeClient:
+    """The slice of DisputeGameClient the Responder uses: its signer and its receipt decoding."""
+
+    def __init__(self) -> None:
+        self.sender = FakeSender()
+        self.result_of = plain_result
 
 
 CALL = Call(fn=None, value=0, context="pick(game 1, move 3)")
 
 
 def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_path):
-    chain = FakeClient()
+    chain = FakeSender()
     store = StateStore(tmp_path / "s.sqlite")
     chain.fail_broadcast = True
     with pytest.raises(KeyboardInterrupt):
-        TxOutbox(chain, store).send("game:1:move:3", CALL)
+        Outbox(chain, store).send("game:1:move:3", CALL)
     entry = store.outbox_get("game:1:move:3")
     assert entry.status == "pending" and entry.raw_tx == chain.signed[0].raw  # recorded, never sent
     assert chain.broadcasts == []
 
     chain.fail_broadcast = False
-    again = TxOutbox(chain, StateStore(tmp_path / "s.sqlite"))  # a new life on the same file
+    again = Outbox(chain, StateStore(tmp_path / "s.sqlite"))  # a new life on the same file
     res = again.send("game:1:move:3", CALL)
     assert res.tx_hash == chain.signed[0].tx_hash
     assert len(chain.signed) == 1 and chain.broadcasts == [chain.signed[0].raw]  # signed once, sent once
@@ -108,40 +116,40 @@ def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_
 
 
 def test_flush_settles_what_a_previous_life_left_pending(tmp_path):
-    chain = FakeClient()
+    chain = FakeSender()
     store = StateStore(tmp_path / "s.sqlite")
     chain.fail_broadcast = True
     with pytest.raises(KeyboardInterrupt):
-        TxOutbox(chain, store).send("job:4:challenge", CALL)
+        Outbox(chain, store).send("job:4:challenge", CALL)
     chain.fail_broadcast = False
-    (sent,) = TxOutbox(chain, store).flush()
+    (sent,) = Outbox(chain, store).flush()
     assert (sent.intent, sent.tx_hash) == ("job:4:challenge", chain.signed[0].tx_hash)
     assert store.outbox_pending() == [] and store.outbox_get("job:4:challenge").status == "mined"
 
 
 def test_a_recorded_tx_whose_nonce_was_taken_is_failed_and_retried_under_a_new_name(tmp_path):
-    chain = FakeClient()
+    chain = FakeSender()
     store = StateStore(tmp_path / "s.sqlite")
     chain.fail_broadcast = True
     with pytest.raises(KeyboardInterrupt):
-        TxOutbox(chain, store).send("game:1:move:3", CALL)
+        Outbox(chain, store).send("game:1:move:3", CALL)
     chain.nonce = 1  # meanwhile another transaction of this key used nonce 0
     chain.fail_broadcast = False
-    with pytest.raises(ResponderError, match="dropped"):
-        TxOutbox(chain, store).send("game:1:move:3", CALL)
+    with pytest.raises(OutboxError, match="dropped"):
+        Outbox(chain, store).send("game:1:move:3", CALL)
     assert store.outbox_get("game:1:move:3").status == "failed"
-    res = TxOutbox(chain, store).send("game:1:move:3", CALL)  # the caller re-read the game: still wanted
+    res = Outbox(chain, store).send("game:1:move:3", CALL)  # the caller re-read the game: still wanted
     assert store.outbox_get("game:1:move:3#1").status == "mined" and res.tx_hash == chain.signed[-1].tx_hash
 
 
 def test_a_race_revert_at_estimate_is_not_an_error_and_records_nothing(tmp_path):
     chain = FakeClient()
     stale = chain_errors.error_class("DisputeGame_StaleMove")("stale", {"gameId": 1, "expected": 3, "actual": 4})
-    chain.revert_on_estimate = stale
+    chain.sender.revert_on_estimate = stale
     r = Responder(chain, StateStore(tmp_path / "s.sqlite"))
     assert r._send("game:1:move:3", CALL) is False
     assert r.store.outbox_get("game:1:move:3") is None
-    chain.revert_on_estimate = chain_errors.error_class("DisputeGame_BadPick")("bad", {"gameId": 1, "childIndex": 0})
+    chain.sender.revert_on_estimate = chain_errors.error_class("DisputeGame_BadPick")("bad", {"gameId": 1, "childIndex": 0})
     with pytest.raises(chain_errors.ContractRevert):
         r._send("game:1:move:3", CALL)
 
