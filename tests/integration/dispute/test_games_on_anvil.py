@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gpumesh.client.core.game import BOND_BURN_BPS, Outcome, Phase, Reason, total_moves
+from gpumesh.client.core.game import BOND_BURN_BPS, Outcome, Reason, total_moves
 from gpumesh.client.core.merkle import program_root
-from gpumesh.node.dispute.strategy import challenger_move, worker_move
+from tests.integration.dispute.harness import play, resolved_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "dispute"))
 from toy import ToyJob, ToyProver  # noqa: E402
@@ -31,29 +31,6 @@ def setup_game(chain, job: ToyJob, worker_traces: dict[int, list[bytes]]):
     chain.post_job(JOB, result, program_root(1, prog.num_ops, 0, prog.ops_root), job.inputs_root,
                    len(job.unit_inputs), BOND)
     return honest, worker, chain.challenge(JOB, BOND)
-
-
-def play(chain, gid, worker_data, challenger_data, prover, *, stall: str | None = None, limit: int = 200):
-    """Alternate the strategies until the game ends; `stall` names a side that stops answering."""
-    for _ in range(limit):
-        snap = chain.snapshot(gid)
-        if snap.phase == Phase.RESOLVED:
-            return chain.game.functions.getGame(gid).call()
-        if stall == ("worker" if snap.turn == 0 else "challenger"):
-            chain.anvil.increase_time(3601)
-            chain.send(challenger_move(chain.snapshot(gid), challenger_data, prover) if stall == "worker"
-                       else worker_move(chain.snapshot(gid), worker_data), chain.anyone)
-            continue
-        if snap.turn == 0:
-            chain.send(worker_move(snap, worker_data), chain.worker)
-        else:
-            chain.send(challenger_move(snap, challenger_data, prover), chain.challenger)
-    raise AssertionError("game did not end")
-
-
-def resolved_reason(chain, gid) -> Reason:
-    ev = chain.game.events.GameResolved.get_logs(from_block=0, argument_filters={"gameId": gid})[-1]
-    return Reason(ev["args"]["reason"])
 
 
 def corrupt(job: ToyJob, u: int, t: int, pos: int, propagate: bool = True) -> dict[int, list[bytes]]:

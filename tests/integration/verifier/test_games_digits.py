@@ -6,11 +6,10 @@ argmax) on three units of its test inputs, traced by the torch executor.
 A worker that corrupts one element of the first op, of middle ops (a linear, the residual add) or
 the last element of the last op loses at the one-step and is slashed; an honest worker wins against
 a challenger whose own trace is wrong (it disputes a correct result and loses its bond).
-The game harness (Chain, play) is tests/integration/dispute's, imported, not copied."""
+The game harness (Chain, play) is tests/integration/dispute/harness.py, imported, not copied."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -25,41 +24,22 @@ from gpumesh.node.dispute.strategy import PlayerData, Program, UnitTrace
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.runtime.files import load_program, load_units
+from tests.integration.dispute.harness import Chain, play, resolved_reason
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 CNN = ROOT / "examples" / "digits" / "cnn"
 INPUTS = ROOT / "examples" / "digits" / "data" / "test_inputs_cnn.safetensors"
-DISPUTE = ROOT / "tests" / "integration" / "dispute"
 UNITS = 3
 BOND = 10**18
 JOB = 1
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-harness = _load("dispute_harness", DISPUTE / "conftest.py")
-games = _load("dispute_games", DISPUTE / "test_games_on_anvil.py")
-
-
-class Int8Chain(harness.Chain):
-    """The dispute tests' Chain with Int8Verifier as the game's verifier: the harness deploys its
-    verifier from artifacts["ToyStepper"], so that entry is the Int8Verifier artifact."""
-
-    def __init__(self, anvil, artifacts, k: int) -> None:
-        super().__init__(anvil, {**artifacts, "ToyStepper": artifacts["Int8Verifier"]}, k)
-
-
 @pytest.fixture()
 def chain(anvil, verifier_artifacts):
     snap = anvil.rpc("evm_snapshot")
-    yield Int8Chain(anvil, verifier_artifacts, SPLIT_BITS)
+    yield Chain(anvil, verifier_artifacts, SPLIT_BITS, stepper="Int8Verifier")
     assert anvil.rpc("evm_revert", [snap]) is True
 
 
@@ -152,9 +132,9 @@ def test_corrupt_worker_loses_to_the_real_verifier(chain, job, unit, op, element
     out = job.prog.ops[op].desc.out
     worker, gid = _setup(chain, job, {unit: job.wrong_result(unit, op, element)})
     prover = Int8Prover(job.inputs)
-    g = games.play(chain, gid, worker, job.player(), prover)
+    g = play(chain, gid, worker, job.player(), prover)
     assert Outcome(g[5]) == Outcome.CHALLENGER_WON
-    assert games.resolved_reason(chain, gid) == Reason.ONE_STEP
+    assert resolved_reason(chain, gid) == Reason.ONE_STEP
     assert (g[14], g[15]) == (unit, op), "the disputed unit and the FIRST wrong op"
     assert chain.market.functions.isSlashed(JOB).call()
     assert chain.game.functions.credits(chain.challenger).call() == BOND
@@ -169,9 +149,9 @@ def test_challenger_disputing_a_correct_result_loses_its_bond(chain, job):
     worker, gid = _setup(chain, job, {})
     # The challenger's own trace of unit 2 is wrong at op 4 (a bug on its side): it disputes.
     wrong = job.player({2: job.wrong_result(2, 4, 777)})
-    g = games.play(chain, gid, worker, wrong, Int8Prover(job.inputs))
+    g = play(chain, gid, worker, wrong, Int8Prover(job.inputs))
     assert Outcome(g[5]) == Outcome.WORKER_WON
-    assert games.resolved_reason(chain, gid) == Reason.ONE_STEP
+    assert resolved_reason(chain, gid) == Reason.ONE_STEP
     assert (g[14], g[15]) == (2, 4)
     assert not chain.market.functions.isSlashed(JOB).call()
     burn = BOND * BOND_BURN_BPS // 10_000
