@@ -50,7 +50,10 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     net_cfg = nets.get(network_name, {})
     _check_keys(net_cfg, _NET_KEYS, f"{config_path}: [networks.{network_name}]")
 
-    rpc_url = flags.get("rpc_url") or env.get("GPUMESH_RPC_URL") or net_cfg.get("rpc_url") or DEFAULT_RPC_URL
+    # A running devnet (gpumesh devnet up, possibly on other ports) is found through its state file.
+    devnet_state = _devnet_state(home) if network_name == "devnet" else {}
+    rpc_url = (flags.get("rpc_url") or env.get("GPUMESH_RPC_URL") or net_cfg.get("rpc_url")
+               or devnet_state.get("rpc_url") or DEFAULT_RPC_URL)
     chain_id = _first(_int(env.get("GPUMESH_CHAIN_ID"), "GPUMESH_CHAIN_ID"), net_cfg.get("chain_id"))
     if chain_id is None and network_name == "devnet":
         chain_id = DEVNET_CHAIN_ID
@@ -62,7 +65,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     devnet = DevnetSettings(
         anvil_port=_first(_int(env.get("GPUMESH_ANVIL_PORT"), "GPUMESH_ANVIL_PORT"), dev_cfg.get("anvil_port"), 8545),
         ipfs_port=_first(_int(env.get("GPUMESH_IPFS_PORT"), "GPUMESH_IPFS_PORT"), dev_cfg.get("ipfs_port"), 5001),
-        block_time=dev_cfg.get("block_time"),
+        block_time=dev_cfg.get("block_time", 1),
         accounts=dev_cfg.get("accounts", 10),
     )
     pw = flags.get("password_file") or env.get("GPUMESH_PASSWORD_FILE") or cfg.get("password_file")
@@ -74,13 +77,24 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
             chain_id=int(chain_id) if chain_id is not None else None,
             deployment=Path(deployment).expanduser() if deployment else None,
         ),
-        ipfs_api=str(ipfs_named or DEFAULT_IPFS_API),
+        ipfs_api=str(ipfs_named or devnet_state.get("ipfs_api") or DEFAULT_IPFS_API),
         ipfs_external=bool(ipfs_named),
         account=flags.get("account") or env.get("GPUMESH_ACCOUNT") or cfg.get("account"),
         password_file=Path(pw).expanduser() if pw else None,
         devnet=devnet,
         config_file=config_path if config_path.exists() else None,
     )
+
+
+def _devnet_state(home: Path) -> dict[str, Any]:
+    """rpc_url / ipfs_api of the devnet `gpumesh devnet up` started under this home, if any."""
+    try:
+        import json
+
+        state = json.loads((home / "devnet" / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _read_config(path: Path, required: bool) -> dict[str, Any]:

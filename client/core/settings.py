@@ -29,7 +29,10 @@ class NetworkProfile:
 class DevnetSettings:
     anvil_port: int = 8545  # 0 = any free port
     ipfs_port: int = 5001  # 0 = any free port
-    block_time: int | None = None  # None = mine on every transaction
+    # Seconds between interval-mined blocks, ON TOP of mining every transaction at once (anvil's
+    # mixed mining): block timestamps keep advancing on an idle devnet, so deadlines pass as on a
+    # real chain. 0 = mine only on transactions.
+    block_time: int = 1
     accounts: int = 10
 
 

@@ -153,7 +153,7 @@ def up(s: Settings, deployer: Deployer, fresh: bool = False, progress: Callable[
     argv = [str(anvil_bin), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEVNET_CHAIN_ID),
             "--accounts", str(s.devnet.accounts), "--state", str(anvil_state), "--silent"]
     if s.devnet.block_time:
-        argv += ["--block-time", str(s.devnet.block_time)]
+        argv += ["--block-time", str(s.devnet.block_time), "--mixed-mining"]
     progress(f"starting anvil on {rpc_url}")
     anvil_pid = procs.spawn_detached(argv, d / "anvil.log")
     ipfs_pid = None

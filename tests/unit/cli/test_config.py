@@ -70,3 +70,15 @@ def test_bad_integer_in_environment(tmp_path):
 def test_explicit_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"config": str(tmp_path / "nope.toml")}, {"GPUMESH_HOME": str(tmp_path)})
+
+
+def test_a_running_devnet_is_found_through_its_state_file(tmp_path):
+    (tmp_path / "devnet").mkdir()
+    (tmp_path / "devnet" / "state.json").write_text(
+        '{"rpc_url": "http://127.0.0.1:40001", "ipfs_api": "/ip4/127.0.0.1/tcp/40002"}')
+    s = load_settings({}, {"GPUMESH_HOME": str(tmp_path)})
+    assert (s.network.rpc_url, s.ipfs_api, s.ipfs_external) == (
+        "http://127.0.0.1:40001", "/ip4/127.0.0.1/tcp/40002", False)
+    # an explicit choice still wins over the state file
+    s = load_settings({"rpc_url": "http://127.0.0.1:9"}, {"GPUMESH_HOME": str(tmp_path)})
+    assert s.network.rpc_url == "http://127.0.0.1:9"
