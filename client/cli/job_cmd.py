@@ -4,69 +4,27 @@ web3 is imported inside the commands (through `chain_session`), never at module 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import typer
 
-from gpumesh.client.cli.common import ACCOUNT_OPT, JSON_OPT, emit_json, print_table, unlock_signer
-from gpumesh.client.cli.context import settings
+from gpumesh.client.cli.common import (
+    ACCOUNT_OPT,
+    DEPLOYMENT_OPT,
+    JSON_OPT,
+    RPC_OPT,
+    chain_session,
+    emit_json,
+    ipfs_store,
+    parse_amount,
+    parse_option,
+    print_table,
+    report_tx,
+    withdraw_command,
+)
 from gpumesh.client.core.errors import UsageError
 
 app = typer.Typer(help="Post jobs and follow them through their lifecycle.", no_args_is_help=True)
 
-RPC_OPT = typer.Option(None, "--rpc-url", help="JSON-RPC URL (overrides the network profile).")
-DEPLOYMENT_OPT = typer.Option(None, "--deployment", help="Deployment JSON file (default: the network's).")
 STATE_OPT = typer.Option(None, "--state", help="Only jobs in these states (open, claimed, ...).")
-
-
-@dataclass
-class ChainSession:
-    w3: Any
-    deployment: Any
-    market: Any  # JobMarketClient
-    registry: Any  # WorkerRegistryClient
-    address: str | None
-
-
-def chain_session(rpc_url: str | None, deployment: str | None, account: str | None, write: bool) -> ChainSession:
-    """Connect to the configured chain and open the market/registry clients (signing when `write`)."""
-    from pathlib import Path
-
-    from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
-    from gpumesh.client.chain.deploy import Deployment
-    from gpumesh.client.chain.tx import NonceManager
-
-    s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
-    dep = Deployment.load(s.deployment_file)
-    w3 = connect(s.network.rpc_url, dep)
-    if write:
-        acct = unlock_signer(account)
-        nonces = NonceManager(w3)
-        market = JobMarketClient.with_account(w3, dep.market, acct, nonces)
-        registry = WorkerRegistryClient.with_account(w3, dep.registry, acct, nonces)
-        return ChainSession(w3, dep, market, registry, acct.address)
-    return ChainSession(w3, dep, JobMarketClient(w3, dep.market), WorkerRegistryClient(w3, dep.registry), None)
-
-
-def _parse(fn, text: str, what: str):
-    try:
-        return fn(text)
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
-
-
-def _tx_line(verb: str, res) -> None:
-    typer.echo(f"{verb} (tx {res.tx_hash}, block {res.block_number}, gas {res.gas_used})")
-
-
-def _store():
-    """The IPFS store of the configured API (every read verified against its CID)."""
-    from gpumesh.ipfs.kubo import KuboStore
-
-    store = KuboStore(settings().ipfs_api)
-    store.version()  # unreachable IPFS: one line before anything is uploaded or sent
-    return store
 
 
 AMOUNTS = "Amounts: a bare number is ETH; suffixes eth, gwei, wei (0.1, 0.1eth, 20gwei, 1e17wei)."
@@ -98,7 +56,7 @@ def post(
     deployment: str = DEPLOYMENT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    from gpumesh.client.chain.types import JobSpec, parse_duration, parse_wei
+    from gpumesh.client.chain.types import JobSpec, parse_duration
 
     if program or inputs:
         if not (program and inputs):
@@ -108,12 +66,12 @@ def post(
                              "--inputs-root")
     elif not (spec_cid and program_root and inputs_root and units):
         raise UsageError("give --program DIR --inputs FILE, or --spec-cid, --program-root, --inputs-root and --units")
-    reward_wei = _parse(parse_wei, reward, "--reward")
-    common = dict(required_stake=_parse(parse_wei, stake, "--stake"), dispute_bond=_parse(parse_wei, bond, "--bond"),
-                  execution_time=_parse(parse_duration, exec_time, "--exec-time"),
-                  challenge_window=_parse(parse_duration, challenge_window, "--challenge-window"),
+    reward_wei = parse_amount(reward, "--reward")
+    common = dict(required_stake=parse_amount(stake, "--stake"), dispute_bond=parse_amount(bond, "--bond"),
+                  execution_time=parse_option(parse_duration, exec_time, "--exec-time"),
+                  challenge_window=parse_option(parse_duration, challenge_window, "--challenge-window"),
                   min_gpu_memory_mib=min_gpu_mem)
-    claim_in = _parse(parse_duration, claim_deadline, "--claim-deadline")
+    claim_in = parse_option(parse_duration, claim_deadline, "--claim-deadline")
     cs = chain_session(rpc_url, deployment, account, write=True)  # fail on the chain before uploading
     published = None
     if program:
@@ -124,7 +82,7 @@ def post(
             meta["labels"] = [c.strip() for c in class_names.split(",")]
         if samples:
             meta["samples"] = samples
-        store = _store()
+        store = ipfs_store()
         try:
             published = publish_job(store, program, inputs, units=units, min_gpu_memory_mib=min_gpu_mem, meta=meta)
         finally:
@@ -138,19 +96,15 @@ def post(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     job_id, res = cs.market.post_job(spec, reward_wei)
-    info = {"job_id": job_id, "tx": res.tx_hash, "block": res.block_number, "gas_used": res.gas_used,
-            "spec_cid": spec_cid, "program_root": "0x" + spec.program_root.hex(),
+    info = {"job_id": job_id, "spec_cid": spec_cid, "program_root": "0x" + spec.program_root.hex(),
             "inputs_root": "0x" + spec.inputs_root.hex(), "units": units}
     if published is not None:
         info.update(program_cid=published.spec.program_cid, inputs_cid=published.spec.inputs_cid)
-    if as_json:
-        emit_json(info)
-        return
-    if published is not None:
+    if published is not None and not as_json:
         typer.echo(f"program {published.spec.program_cid} (root {info['program_root']})")
         typer.echo(f"inputs  {published.spec.inputs_cid} (root {info['inputs_root']}, {units} units)")
         typer.echo(f"spec    {spec_cid}")
-    _tx_line(f"posted job {job_id}", res)
+    report_tx(res, as_json, f"posted job {job_id}", **info)
 
 
 @app.command("status")
@@ -212,11 +166,7 @@ def _simple(verb: str, method: str):
         as_json: bool = JSON_OPT,
     ) -> None:
         cs = chain_session(rpc_url, deployment, account, write=True)
-        res = getattr(cs.market, method)(job_id)
-        if as_json:
-            emit_json({"job_id": job_id, "tx": res.tx_hash, "block": res.block_number, "gas_used": res.gas_used})
-        else:
-            _tx_line(f"{verb} job {job_id}", res)
+        report_tx(getattr(cs.market, method)(job_id), as_json, f"{verb} job {job_id}", job_id=job_id)
 
     return command
 
@@ -247,29 +197,10 @@ def submit(
     if len(root) != 32:
         raise UsageError(f"--result-root must be 32 bytes, got {len(root)}")
     cs = chain_session(rpc_url, deployment, account, write=True)
-    res = cs.market.submit_result(job_id, root, outputs_cid)
-    if as_json:
-        emit_json({"job_id": job_id, "tx": res.tx_hash, "block": res.block_number, "gas_used": res.gas_used})
-    else:
-        _tx_line(f"submitted job {job_id}", res)
+    report_tx(cs.market.submit_result(job_id, root, outputs_cid), as_json, f"submitted job {job_id}", job_id=job_id)
 
 
-@app.command("withdraw")
-def withdraw(
-    account: str = ACCOUNT_OPT,
-    rpc_url: str = RPC_OPT,
-    deployment: str = DEPLOYMENT_OPT,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Withdraw your market credits (rewards and refunds)."""
-    from gpumesh.client.chain.types import format_eth
-
-    cs = chain_session(rpc_url, deployment, account, write=True)
-    amount, res = cs.market.withdraw()
-    if as_json:
-        emit_json({"amount_wei": amount, "tx": res.tx_hash})
-    else:
-        _tx_line(f"withdrew {format_eth(amount)}", res)
+app.command("withdraw", help="Withdraw your market credits (rewards and refunds).")(withdraw_command("market"))
 
 
 # ---------------------------------------------------------------- following a job and its result
@@ -376,7 +307,7 @@ def result(
             raise UsageError(f"--labels {labels}: want a JSON list of integers")
     cs = chain_session(rpc_url, deployment, None, write=False)
     job = cs.market.get_job(job_id)
-    store = _store()
+    store = ipfs_store()
     try:
         res = fetch_result(store, cs.market, job, cs.deployment.deploy_block)
     finally:

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import typer
 
-from gpumesh.client.cli.common import ACCOUNT_OPT, JSON_OPT, emit_json, print_table, unlock_signer
+from gpumesh.client.cli.common import (
+    ACCOUNT_OPT,
+    DEPLOYMENT_OPT,
+    JSON_OPT,
+    RPC_OPT,
+    emit_json,
+    print_table,
+    unlock_signer,
+)
 from gpumesh.client.cli.context import settings
 from gpumesh.client.core.errors import UsageError
 
@@ -31,8 +39,8 @@ def run(
     state: str = STATE_OPT,
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
     account: str = ACCOUNT_OPT,
-    rpc_url: str = typer.Option(None, "--rpc-url", help="JSON-RPC URL (overrides the network profile)."),
-    deployment: str = typer.Option(None, "--deployment", help="Deployment JSON file (default: the network's)."),
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
     device: str = typer.Option("cpu", "--device", help="Torch device for re-execution (cpu, cuda, cuda:1)."),
     interval: float = typer.Option(2.0, "--interval", min=0.05, help="Seconds between polls."),
     confirmations: int = typer.Option(0, "--confirmations", min=0, help="Blocks on top before acting on an event."),

@@ -8,26 +8,30 @@ import typer
 
 from gpumesh.client.cli.common import (
     ACCOUNT_OPT,
+    DEPLOYMENT_OPT,
     JSON_OPT,
+    RPC_OPT,
+    chain_session,
     emit_json,
+    ipfs_store,
+    parse_amount,
     print_table,
+    report_tx,
     resolve_account_name,
     unlock_signer,
+    withdraw_command,
 )
 from gpumesh.client.cli.context import settings
-from gpumesh.client.cli.job_cmd import DEPLOYMENT_OPT, RPC_OPT, chain_session
 from gpumesh.client.core.errors import UsageError
 
 app = typer.Typer(help="Run a worker, check its machine, and manage its stake.", no_args_is_help=True)
 
 
-def _amount(text: str):
-    from gpumesh.client.chain.types import parse_wei
-
-    try:
-        return parse_wei(text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def _registry_tx(method: str, amount: str, account, rpc_url, deployment):
+    """Parse `amount` (wei), then send the registry's `method(amount)` from the account: (wei, TxResult)."""
+    wei = parse_amount(amount)
+    cs = chain_session(rpc_url, deployment, account, write=True)
+    return wei, getattr(cs.registry, method)(wei)
 
 
 @app.command("stake")
@@ -41,14 +45,9 @@ def stake(
     """Add stake (free stake is what jobs can lock)."""
     from gpumesh.client.chain.types import format_eth
 
-    wei = _amount(amount)
-    cs = chain_session(rpc_url, deployment, account, write=True)
-    res = cs.registry.stake(wei)
+    wei, res = _registry_tx("stake", amount, account, rpc_url, deployment)
     total = res.event("Staked")["totalStake"]
-    if as_json:
-        emit_json({"staked_wei": wei, "total_wei": total, "tx": res.tx_hash})
-    else:
-        typer.echo(f"staked {format_eth(wei)}, total {format_eth(total)} (tx {res.tx_hash})")
+    report_tx(res, as_json, f"staked {format_eth(wei)}, total {format_eth(total)}", staked_wei=wei, total_wei=total)
 
 
 @app.command("unstake")
@@ -62,32 +61,14 @@ def unstake(
     """Start unbonding free stake; `worker withdraw` pays it after the unbonding delay."""
     from gpumesh.client.chain.types import format_eth
 
-    wei = _amount(amount)
-    cs = chain_session(rpc_url, deployment, account, write=True)
-    res = cs.registry.request_unstake(wei)
+    _, res = _registry_tx("request_unstake", amount, account, rpc_url, deployment)
     ev = res.event("UnstakeRequested")
-    if as_json:
-        emit_json({"unbonding_wei": ev["unbonding"], "ready_at": ev["readyAt"], "tx": res.tx_hash})
-    else:
-        typer.echo(f"unbonding {format_eth(ev['unbonding'])}, withdrawable from {ev['readyAt']} (tx {res.tx_hash})")
+    report_tx(res, as_json, f"unbonding {format_eth(ev['unbonding'])}, withdrawable from {ev['readyAt']}",
+              unbonding_wei=ev["unbonding"], ready_at=ev["readyAt"])
 
 
-@app.command("withdraw")
-def withdraw(
-    account: str = ACCOUNT_OPT,
-    rpc_url: str = RPC_OPT,
-    deployment: str = DEPLOYMENT_OPT,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Withdraw unbonded stake and registry credits (slash rewards)."""
-    from gpumesh.client.chain.types import format_eth
-
-    cs = chain_session(rpc_url, deployment, account, write=True)
-    amount, res = cs.registry.withdraw()
-    if as_json:
-        emit_json({"amount_wei": amount, "tx": res.tx_hash})
-    else:
-        typer.echo(f"withdrew {format_eth(amount)} (tx {res.tx_hash})")
+app.command("withdraw", help="Withdraw unbonded stake and registry credits (slash rewards).")(
+    withdraw_command("registry"))
 
 
 @app.command("info")
@@ -173,14 +154,13 @@ def run(
 
     from gpumesh.client.chain.deploy import Deployment
     from gpumesh.client.chain.types import format_eth
-    from gpumesh.ipfs.kubo import KuboStore
     from gpumesh.node.worker.app import build_worker
     from gpumesh.node.worker.faults import Fault
     from gpumesh.node.worker.node import WorkerConfig
     from gpumesh.node.worker.progress import LogProgress, RichProgress
 
     _setup_logging(verbose)
-    wei = _amount(min_reward)
+    wei = parse_amount(min_reward)
     fault = Fault.parse(corrupt) if corrupt else None
     _check_device(device)
     s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
@@ -193,8 +173,7 @@ def run(
 
         metrics = WorkerMetrics()
         metrics.serve(metrics_port)
-    store = KuboStore(s.ipfs_api)
-    store.version()  # unreachable IPFS: one line now, not a retry loop later
+    store = ipfs_store()  # unreachable IPFS: one line now, not a retry loop later
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
     cfg = WorkerConfig(min_reward=wei, device=device, chunk_units=chunk_units, max_active=max_active,
                        fault=fault, unit_delay=unit_delay)
@@ -257,16 +236,14 @@ def check(
 ) -> None:
     """Validate a job's data as the worker does before claiming (spec, program and inputs fetched
     from IPFS, every root checked against the chain), without claiming it."""
-    from gpumesh.ipfs.kubo import KuboStore
     from gpumesh.node.jobs.fetch import JobLimits, fetch_job, spec_cid_of
 
     cs = chain_session(rpc_url, deployment, None, write=False)
     job = cs.market.get_job(job_id)
     if job.state.name == "NONE":
         raise UsageError(f"job {job_id} does not exist")
-    store = KuboStore(settings().ipfs_api)
+    store = ipfs_store()
     try:
-        store.version()
         limits = JobLimits(max_inputs_bytes=max_inputs_mib << 20, max_weights_bytes=max_weights_mib << 20)
         data = fetch_job(store, job, spec_cid_of(cs.market, job_id, cs.deployment.deploy_block), limits)
     finally:

@@ -95,17 +95,23 @@ class FakeClient:
 CALL = Call(fn=None, value=0, context="pick(game 1, move 3)")
 
 
-def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_path):
+def killed_after_record(tmp_path, intent: str) -> tuple[FakeSender, StateStore]:
+    """A first life that signs and records `intent`, then dies before broadcasting it."""
     chain = FakeSender()
     store = StateStore(tmp_path / "s.sqlite")
     chain.fail_broadcast = True
     with pytest.raises(KeyboardInterrupt):
-        Outbox(chain, store).send("game:1:move:3", CALL)
+        Outbox(chain, store).send(intent, CALL)
+    chain.fail_broadcast = False
+    return chain, store
+
+
+def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_path):
+    chain, store = killed_after_record(tmp_path, "game:1:move:3")
     entry = store.outbox_get("game:1:move:3")
     assert entry.status == "pending" and entry.raw_tx == chain.signed[0].raw  # recorded, never sent
     assert chain.broadcasts == []
 
-    chain.fail_broadcast = False
     again = Outbox(chain, StateStore(tmp_path / "s.sqlite"))  # a new life on the same file
     res = again.send("game:1:move:3", CALL)
     assert res.tx_hash == chain.signed[0].tx_hash
@@ -116,25 +122,15 @@ def test_records_before_broadcast_and_a_restart_rebroadcasts_the_same_bytes(tmp_
 
 
 def test_flush_settles_what_a_previous_life_left_pending(tmp_path):
-    chain = FakeSender()
-    store = StateStore(tmp_path / "s.sqlite")
-    chain.fail_broadcast = True
-    with pytest.raises(KeyboardInterrupt):
-        Outbox(chain, store).send("job:4:challenge", CALL)
-    chain.fail_broadcast = False
+    chain, store = killed_after_record(tmp_path, "job:4:challenge")
     (sent,) = Outbox(chain, store).flush()
     assert (sent.intent, sent.tx_hash) == ("job:4:challenge", chain.signed[0].tx_hash)
     assert store.outbox_pending() == [] and store.outbox_get("job:4:challenge").status == "mined"
 
 
 def test_a_recorded_tx_whose_nonce_was_taken_is_failed_and_retried_under_a_new_name(tmp_path):
-    chain = FakeSender()
-    store = StateStore(tmp_path / "s.sqlite")
-    chain.fail_broadcast = True
-    with pytest.raises(KeyboardInterrupt):
-        Outbox(chain, store).send("game:1:move:3", CALL)
+    chain, store = killed_after_record(tmp_path, "game:1:move:3")
     chain.nonce = 1  # meanwhile another transaction of this key used nonce 0
-    chain.fail_broadcast = False
     with pytest.raises(OutboxError, match="dropped"):
         Outbox(chain, store).send("game:1:move:3", CALL)
     assert store.outbox_get("game:1:move:3").status == "failed"
