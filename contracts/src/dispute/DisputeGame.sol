@@ -31,7 +31,46 @@ contract DisputeGame is IDisputeGame {
     uint256 public burned;
     /// @notice Pull-payment balances (bonds won or refunded).
     mapping(address account => uint256) public credits;
-    mapping(uint256 gameId => Game) internal _games;
+    mapping(uint256 gameId => Stored) internal _games;
+
+    /// @dev Storage form of a game: the ABI struct `Game` (IDisputeGame) packed into 4 slots of
+    ///      scalars + 6 roots, which `getGame` expands. Gas (docs/protocol.md 5.6): a fresh slot costs
+    ///      22.1k, so every move writes at most one (commitTrace: traceRoot; proveOp: opLeaf).
+    ///      `root` holds the job's programRoot until commitTrace and the proven opsRoot after it
+    ///      (numOps != 0): the program root is then rebuilt from the header, which commitTrace
+    ///      checked against it, so it never needs a slot of its own.
+    struct Stored {
+        // slot 0
+        address challenger;
+        uint96 bond;
+        // slot 1
+        address worker;
+        Phase phase;
+        Side turn;
+        Outcome outcome;
+        uint8 height;
+        uint32 moveNo;
+        uint32 numUnits;
+        // slot 2
+        uint64 lastMoveAt;
+        uint64 workerClock;
+        uint64 challengerClock;
+        uint64 index;
+        // slot 3
+        uint64 count;
+        uint64 outBytes;
+        uint32 unitIndex;
+        uint32 opIndex;
+        uint32 numOps;
+        uint32 numWeights;
+        // slots 4..9
+        uint256 jobId;
+        bytes32 node;
+        bytes32 root; // programRoot (numOps == 0), else opsRoot
+        bytes32 inputsRoot;
+        bytes32 traceRoot;
+        bytes32 opLeaf;
+    }
 
     constructor(IJobMarket market_, IOneStepVerifier verifier_, uint256 splitBits_, uint64 clockSeconds_) {
         if (splitBits_ == 0 || splitBits_ > 8 || clockSeconds_ == 0) {
@@ -53,7 +92,7 @@ contract DisputeGame is IDisputeGame {
         if (msg.value != ctx.bond || msg.value == 0) revert DisputeGame_WrongBond(jobId, msg.value, ctx.bond);
         if (ctx.resultRoot == bytes32(0) || ctx.numUnits == 0) revert DisputeGame_NoResult(jobId);
         gameId = ++gameCount;
-        Game storage g = _games[gameId];
+        Stored storage g = _games[gameId];
         g.challenger = msg.sender;
         g.bond = uint96(msg.value);
         g.worker = ctx.worker;
@@ -63,7 +102,7 @@ contract DisputeGame is IDisputeGame {
         g.challengerClock = clockSeconds;
         g.jobId = jobId;
         g.numUnits = ctx.numUnits;
-        g.programRoot = ctx.programRoot;
+        g.root = ctx.programRoot;
         g.inputsRoot = ctx.inputsRoot;
         emit GameOpened(gameId, jobId, msg.sender, ctx.worker, uint96(msg.value), ctx.numUnits, ctx.resultRoot);
         // The challenger disputes the whole result root.
@@ -78,7 +117,7 @@ contract DisputeGame is IDisputeGame {
     /// @notice Worker: reveal the 2^m descendants, m = min(k, height), of the disputed node.
     /// @param moveNo the game's current move number (a repeated move reverts as stale).
     function reveal(uint256 gameId, uint32 moveNo, bytes32[] calldata children) external {
-        Game storage g = _begin(gameId, moveNo, Side.Worker);
+        Stored storage g = _begin(gameId, moveNo, Side.Worker);
         _requireDescent(g, gameId);
         uint256 m = LibDissection.stepBits(g.height, splitBits);
         uint256 want = uint256(1) << m;
@@ -96,7 +135,7 @@ contract DisputeGame is IDisputeGame {
     /// @dev Picking an all-padding child: non-canonical -> the worker loses at once; canonical ->
     ///      reverts (there is nothing to dispute).
     function pick(uint256 gameId, uint32 moveNo, uint256 c, bytes32 child, bytes32[] calldata path) external {
-        Game storage g = _begin(gameId, moveNo, Side.Challenger);
+        Stored storage g = _begin(gameId, moveNo, Side.Challenger);
         _requireDescent(g, gameId);
         uint256 m = LibDissection.stepBits(g.height, splitBits);
         if (path.length != m || c >> m != 0 || LibMerkle.rootFromPath(child, c, path) != g.node) {
@@ -141,12 +180,12 @@ contract DisputeGame is IDisputeGame {
         bytes32 opsRoot,
         bytes32[] calldata outputPath
     ) external {
-        Game storage g = _begin(gameId, moveNo, Side.Worker);
+        Stored storage g = _begin(gameId, moveNo, Side.Worker);
         if (g.phase != Phase.TraceCommit) revert DisputeGame_WrongPhase(gameId, g.phase);
         // INVARIANT: numOps is the program's, proven against the job's program root.
         if (
             numOps == 0 || LibMerkle.depthFor(numOps) > Constants.MAX_DEPTH
-                || LibMerkle.programRoot(Constants.PROGRAM_VERSION, numOps, numWeights, opsRoot) != g.programRoot
+                || LibMerkle.programRoot(Constants.PROGRAM_VERSION, numOps, numWeights, opsRoot) != g.root
         ) revert DisputeGame_BadProgramHeader(gameId, numOps, numWeights);
         // INVARIANT: the trace ends in the unit output root that the unit descent agreed on.
         if (
@@ -154,7 +193,8 @@ contract DisputeGame is IDisputeGame {
                 || !LibMerkle.verifyInclusion(traceRoot, g.node, numOps - 1, outputPath)
         ) revert DisputeGame_BadTraceOutput(gameId);
         g.traceRoot = traceRoot;
-        g.opsRoot = opsRoot;
+        // The program root is rebuilt from (numOps, numWeights, opsRoot) from now on (_programRoot).
+        g.root = opsRoot;
         g.numOps = numOps;
         g.numWeights = numWeights;
         emit TraceCommitted(gameId, moveNo, g.unitIndex, traceRoot, numOps, numWeights, opsRoot);
@@ -164,12 +204,12 @@ contract DisputeGame is IDisputeGame {
     /// @notice Challenger: prove op `opIndex`'s descriptor against the ops root; the verifier
     ///         tells its output size, which fixes the output tensor tree the descent runs in.
     function proveOp(uint256 gameId, uint32 moveNo, bytes calldata descriptor, bytes32[] calldata opPath) external {
-        Game storage g = _begin(gameId, moveNo, Side.Challenger);
+        Stored storage g = _begin(gameId, moveNo, Side.Challenger);
         if (g.phase != Phase.OpReveal) revert DisputeGame_WrongPhase(gameId, g.phase);
         bytes32 leaf = LibMerkle.opLeaf(descriptor);
         if (
             opPath.length != LibMerkle.depthFor(g.numOps)
-                || !LibMerkle.verifyInclusion(g.opsRoot, leaf, g.opIndex, opPath)
+                || !LibMerkle.verifyInclusion(g.root, leaf, g.opIndex, opPath)
         ) revert DisputeGame_BadOpProof(gameId, g.opIndex);
         uint256 outBytes = verifier.outputBytes(descriptor);
         if (outBytes == 0 || LibMerkle.tensorDepth(outBytes) > Constants.MAX_DEPTH) {
@@ -185,18 +225,15 @@ contract DisputeGame is IDisputeGame {
     /// @notice Worker: reveal the LEAF_BYTES bytes of the disputed output leaf. Non-zero bytes
     ///         beyond the tensor's data (canonical padding) lose the game at once.
     function revealLeaf(uint256 gameId, uint32 moveNo, bytes calldata leaf) external {
-        Game storage g = _begin(gameId, moveNo, Side.Worker);
+        Stored storage g = _begin(gameId, moveNo, Side.Worker);
         if (g.phase != Phase.LeafReveal) revert DisputeGame_WrongPhase(gameId, g.phase);
         if (leaf.length != Constants.LEAF_BYTES || LibMerkle.leafHash(leaf) != g.node) {
             revert DisputeGame_BadLeaf(gameId);
         }
         emit LeafRevealed(gameId, moveNo, g.index, leaf);
-        uint256 data = LibDissection.dataBytesInLeaf(g.outBytes, g.index);
-        for (uint256 i = data; i < Constants.LEAF_BYTES; ++i) {
-            if (leaf[i] != 0) {
-                _resolve(g, gameId, true, Reason.NonCanonicalPadding);
-                return;
-            }
+        if (!_zeroFrom(leaf, LibDissection.dataBytesInLeaf(g.outBytes, g.index))) {
+            _resolve(g, gameId, true, Reason.NonCanonicalPadding);
+            return;
         }
         g.phase = Phase.OneStep;
         g.turn = Side.Challenger;
@@ -214,14 +251,14 @@ contract DisputeGame is IDisputeGame {
         bytes calldata leaf,
         bytes calldata proofs
     ) external {
-        Game storage g = _begin(gameId, moveNo, Side.Challenger);
+        Stored storage g = _begin(gameId, moveNo, Side.Challenger);
         if (g.phase != Phase.OneStep) revert DisputeGame_WrongPhase(gameId, g.phase);
         if (LibMerkle.opLeaf(descriptor) != g.opLeaf) revert DisputeGame_BadOpProof(gameId, g.opIndex);
         if (leaf.length != Constants.LEAF_BYTES || LibMerkle.leafHash(leaf) != g.node) {
             revert DisputeGame_BadLeaf(gameId);
         }
         IOneStepVerifier.OneStepContext memory ctx = IOneStepVerifier.OneStepContext({
-            programRoot: g.programRoot,
+            programRoot: _programRoot(g),
             inputsRoot: g.inputsRoot,
             traceRoot: g.traceRoot,
             unitIndex: g.unitIndex,
@@ -241,7 +278,7 @@ contract DisputeGame is IDisputeGame {
 
     /// @notice Anyone: end a game whose mover's chess clock ran out; the mover loses.
     function resolveTimeout(uint256 gameId) external {
-        Game storage g = _active(gameId);
+        Stored storage g = _active(gameId);
         Side side = g.turn;
         (uint64 left, bool expired) =
             LibDissection.clockLeft(side == Side.Worker ? g.workerClock : g.challengerClock, g.lastMoveAt, block.timestamp);
@@ -251,7 +288,7 @@ contract DisputeGame is IDisputeGame {
 
     /// @notice Anyone: close a game whose job another game already slashed; the bond goes back.
     function closeSlashed(uint256 gameId) external {
-        Game storage g = _active(gameId);
+        Stored storage g = _active(gameId);
         if (!market.isSlashed(g.jobId)) revert DisputeGame_NotSlashed(g.jobId);
         _resolve(g, gameId, false, Reason.AlreadySlashed);
     }
@@ -269,13 +306,39 @@ contract DisputeGame is IDisputeGame {
     // ================================================================ views
 
     /// @notice The whole state of game `gameId` (phase None if it does not exist).
-    function getGame(uint256 gameId) external view returns (Game memory) {
-        return _games[gameId];
+    function getGame(uint256 gameId) external view returns (Game memory v) {
+        Stored storage g = _games[gameId];
+        v.challenger = g.challenger;
+        v.bond = g.bond;
+        v.worker = g.worker;
+        v.phase = g.phase;
+        v.turn = g.turn;
+        v.outcome = g.outcome;
+        v.height = g.height;
+        v.moveNo = g.moveNo;
+        v.lastMoveAt = g.lastMoveAt;
+        v.workerClock = g.workerClock;
+        v.challengerClock = g.challengerClock;
+        v.index = g.index;
+        v.count = g.count;
+        v.outBytes = g.outBytes;
+        v.unitIndex = g.unitIndex;
+        v.opIndex = g.opIndex;
+        v.numOps = g.numOps;
+        v.numWeights = g.numWeights;
+        v.numUnits = g.numUnits;
+        v.jobId = g.jobId;
+        v.node = g.node;
+        v.programRoot = _programRoot(g);
+        v.inputsRoot = g.inputsRoot;
+        v.traceRoot = g.traceRoot;
+        v.opsRoot = g.numOps == 0 ? bytes32(0) : g.root;
+        v.opLeaf = g.opLeaf;
     }
 
     /// @notice Whose turn it is and how many seconds that side has left now.
     function clockNow(uint256 gameId) external view returns (Side turn, uint64 left, bool expired) {
-        Game storage g = _games[gameId];
+        Stored storage g = _games[gameId];
         turn = g.turn;
         (left, expired) =
             LibDissection.clockLeft(turn == Side.Worker ? g.workerClock : g.challengerClock, g.lastMoveAt, block.timestamp);
@@ -283,7 +346,14 @@ contract DisputeGame is IDisputeGame {
 
     // ================================================================ internals
 
-    function _active(uint256 gameId) internal view returns (Game storage g) {
+    /// @dev The job's program root: stored until commitTrace, rebuilt from the proven header after.
+    function _programRoot(Stored storage g) internal view returns (bytes32) {
+        uint32 numOps = g.numOps;
+        if (numOps == 0) return g.root;
+        return LibMerkle.programRoot(Constants.PROGRAM_VERSION, numOps, g.numWeights, g.root);
+    }
+
+    function _active(uint256 gameId) internal view returns (Stored storage g) {
         g = _games[gameId];
         if (g.phase == Phase.None) revert DisputeGame_UnknownGame(gameId);
         if (g.phase == Phase.Resolved) revert DisputeGame_WrongPhase(gameId, Phase.Resolved);
@@ -292,7 +362,7 @@ contract DisputeGame is IDisputeGame {
     /// @dev Common prologue of every move: the game is live, it is `side`'s turn, the sender is
     ///      that player, the move number matches (idempotence), and the clock has not run out.
     ///      Charges the elapsed time to the mover and starts the next turn's clock now.
-    function _begin(uint256 gameId, uint32 moveNo, Side side) internal returns (Game storage g) {
+    function _begin(uint256 gameId, uint32 moveNo, Side side) internal returns (Stored storage g) {
         g = _active(gameId);
         address player = side == Side.Worker ? g.worker : g.challenger;
         if (g.turn != side || msg.sender != player) revert DisputeGame_NotYourTurn(gameId, msg.sender, g.turn);
@@ -307,7 +377,23 @@ contract DisputeGame is IDisputeGame {
         g.moveNo = moveNo + 1;
     }
 
-    function _requireDescent(Game storage g, uint256 gameId) internal view {
+    /// @dev True iff bytes [from, LEAF_BYTES) of `leaf` (LEAF_BYTES long) are all zero. Reads 32
+    ///      bytes at a time (~1k gas for a whole leaf instead of ~60k byte by byte); the bytes of the
+    ///      first word before `from` are shifted out.
+    function _zeroFrom(bytes calldata leaf, uint256 from) internal pure returns (bool zero) {
+        uint256 acc;
+        uint256 i = from & ~uint256(31);
+        if (i < from) {
+            acc = uint256(bytes32(leaf[i:i + 32])) << (8 * (from - i));
+            i += 32;
+        }
+        for (; i < Constants.LEAF_BYTES; i += 32) {
+            acc |= uint256(bytes32(leaf[i:i + 32]));
+        }
+        zero = acc == 0;
+    }
+
+    function _requireDescent(Stored storage g, uint256 gameId) internal view {
         Phase p = g.phase;
         if (p != Phase.UnitDescent && p != Phase.TraceDescent && p != Phase.TensorDescent) {
             revert DisputeGame_WrongPhase(gameId, p);
@@ -316,7 +402,7 @@ contract DisputeGame is IDisputeGame {
 
     /// @dev Start dissecting the tree with root `root` over `count` real leaves. A tree of one
     ///      leaf skips straight to what follows its descent. The worker moves next.
-    function _startDescent(Game storage g, Phase phase, bytes32 root, uint256 count) internal {
+    function _startDescent(Stored storage g, Phase phase, bytes32 root, uint256 count) internal {
         g.phase = phase;
         g.node = root;
         g.count = uint64(count);
@@ -328,7 +414,7 @@ contract DisputeGame is IDisputeGame {
     }
 
     /// @dev The descent of g.phase reached leaf `index` (g.node is the worker's value there).
-    function _reachedLeaf(Game storage g, uint256 index) internal {
+    function _reachedLeaf(Stored storage g, uint256 index) internal {
         Phase p = g.phase;
         if (p == Phase.UnitDescent) {
             g.unitIndex = uint32(index);
@@ -348,7 +434,7 @@ contract DisputeGame is IDisputeGame {
 
     /// @dev End the game and settle the bond. A job that another game already slashed closes
     ///      with the bond refunded, whatever this game's verdict.
-    function _resolve(Game storage g, uint256 gameId, bool workerLost, Reason reason) internal {
+    function _resolve(Stored storage g, uint256 gameId, bool workerLost, Reason reason) internal {
         uint256 jobId = g.jobId;
         bool slashedBefore = market.isSlashed(jobId);
         g.phase = Phase.Resolved;

@@ -21,7 +21,21 @@ import {Constants} from "../libraries/Constants.sol";
 ///      context, so the blob carries no length fields and must be consumed exactly.
 contract Int8Verifier is IOneStepVerifier, Int8Errors {
     /// @inheritdoc IOneStepVerifier
+    /// @dev Light decoding (LibDescriptor.declaredOutputBytes): length, opcode and the declared
+    ///      output type only; the full validation runs once, in `verify`. Safe because the game
+    ///      proved the descriptor against the ops root first, and a descriptor that fails the full
+    ///      validation makes every `verify` of its op revert, so the challenger can never win at
+    ///      that op: exactly the outcome it had when proveOp itself reverted (docs/protocol.md 5.7.2).
+    ///      On every descriptor that passes it, the value equals `validateDescriptor`'s.
     function outputBytes(bytes calldata descriptor) external pure returns (uint256) {
+        return LD.declaredOutputBytes(descriptor);
+    }
+
+    /// @notice Decode and fully validate `descriptor` exactly as `verify` does first (the twin of
+    ///         the Python OpDescriptor.decode + check_descriptor); its output's byte length.
+    /// @dev Reverts Int8Verifier_BadDescriptor(reason) on any rule the Python validator enforces.
+    ///      Off-chain pre-check and test entry point; the game does not call it.
+    function validateDescriptor(bytes calldata descriptor) external pure returns (uint256) {
         return LD.nbytes(LD.decode(descriptor).out);
     }
 

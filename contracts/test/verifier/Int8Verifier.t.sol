@@ -45,7 +45,7 @@ contract Int8VerifierTest is VerifierBase {
         s.ctx.leafIndex += 1;
         vm.expectRevert(
             abi.encodeWithSelector(
-                Int8Errors.Int8Verifier_BadElement.selector, s.index, verifier.outputBytes(s.descriptor), s.ctx.leafIndex
+                Int8Errors.Int8Verifier_BadElement.selector, s.index, verifier.validateDescriptor(s.descriptor), s.ctx.leafIndex
             )
         );
         _verify(s);
@@ -53,7 +53,7 @@ contract Int8VerifierTest is VerifierBase {
 
     function test_RevertWhen_ElementOutsideTheTensor() public {
         Step memory s = _linear(false);
-        uint256 count = verifier.outputBytes(s.descriptor); // int8 output: bytes == elements
+        uint256 count = verifier.validateDescriptor(s.descriptor); // int8 output: bytes == elements
         s.index = count; // first padding element, same leaf when count % LEAF_BYTES != 0
         s.ctx.leafIndex = uint64(count / Constants.LEAF_BYTES);
         vm.expectRevert(
@@ -197,42 +197,42 @@ contract Int8VerifierTest is VerifierBase {
     }
 
     function test_Descriptor_HandMadeOnesDecode() public view {
-        assertEq(verifier.outputBytes(_relu()), 4);
-        assertEq(verifier.outputBytes(_requant(1, 1, 1, -128, 127)), 2);
+        assertEq(verifier.validateDescriptor(_relu()), 4);
+        assertEq(verifier.validateDescriptor(_requant(1, 1, 1, -128, 127)), 2);
     }
 
     function test_RevertWhen_DescriptorLengthWrong() public {
         _expectDescriptor(LD.R_LENGTH);
-        verifier.outputBytes(hex"04");
+        verifier.validateDescriptor(hex"04");
         _expectDescriptor(LD.R_LENGTH);
-        verifier.outputBytes(bytes.concat(_relu(), hex"00"));
+        verifier.validateDescriptor(bytes.concat(_relu(), hex"00"));
         bytes memory d = _relu();
         assembly {
             mstore(d, sub(mload(d), 1))
         }
         _expectDescriptor(LD.R_LENGTH);
-        verifier.outputBytes(d);
+        verifier.validateDescriptor(d);
     }
 
     function test_RevertWhen_OpcodeUnknown() public {
         bytes memory d = _relu();
         d[0] = 0x00;
         _expectDescriptor(LD.R_OPCODE);
-        verifier.outputBytes(d);
+        verifier.validateDescriptor(d);
         d[0] = 0x0B;
         _expectDescriptor(LD.R_OPCODE);
-        verifier.outputBytes(d);
+        verifier.validateDescriptor(d);
     }
 
     function test_RevertWhen_SlotKindUnknownOrUnitIndexNotZero() public {
         bytes memory d = _relu();
         d[2] = 0x03; // kind 3
         _expectDescriptor(LD.R_SLOT);
-        verifier.outputBytes(d);
+        verifier.validateDescriptor(d);
         d = _relu();
         d[6] = 0x01; // UNIT_INPUT index 1
         _expectDescriptor(LD.R_SLOT);
-        verifier.outputBytes(d);
+        verifier.validateDescriptor(d);
     }
 
     function test_RevertWhen_TensorTypeNonCanonical() public {
@@ -246,9 +246,9 @@ contract Int8VerifierTest is VerifierBase {
         ];
         for (uint256 i = 0; i < bad.length; ++i) {
             _expectDescriptor(LD.R_TYPE);
-            verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, bad[i]), t4, int8(0)));
+            verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, bad[i]), t4, int8(0)));
             _expectDescriptor(LD.R_TYPE);
-            verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t4), bad[i], int8(0)));
+            verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t4), bad[i], int8(0)));
         }
     }
 
@@ -266,38 +266,38 @@ contract Int8VerifierTest is VerifierBase {
             // per-channel with one input also breaks the input count; any rejection is right, the
             // reason names the first rule checked
             vm.expectPartialRevert(Int8Errors.Int8Verifier_BadDescriptor.selector);
-            verifier.outputBytes(bad[i]);
+            verifier.validateDescriptor(bad[i]);
         }
         _expectDescriptor(LD.R_REQUANT);
-        verifier.outputBytes(_requant(1, 1, 63, -128, 127));
+        verifier.validateDescriptor(_requant(1, 1, 63, -128, 127));
     }
 
     function test_RevertWhen_InputCountWrong() public {
         bytes memory t = _tt(1, 1, 4, 1, 1, 1);
         _expectDescriptor(LD.R_INPUT_COUNT);
-        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(2), _slot(1, 0, t), _slot(0, 0, t), t, int8(0)));
+        verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(2), _slot(1, 0, t), _slot(0, 0, t), t, int8(0)));
     }
 
     function test_RevertWhen_InputTypeBreaksTheOpRule() public {
         bytes memory t32 = _tt(2, 1, 4, 1, 1, 1);
         _expectDescriptor(LD.R_INPUT_TYPE);
-        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t32), t32, int8(0))); // relu int32
+        verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t32), t32, int8(0))); // relu int32
     }
 
     function test_RevertWhen_AttributeOutOfRange() public {
         bytes memory t = _tt(1, 2, 2, 3, 1, 1);
         // transpose with perm (0, 0, 2, 3): not a permutation
         _expectDescriptor(LD.R_ATTR);
-        verifier.outputBytes(abi.encodePacked(uint8(10), uint8(1), _slot(1, 0, t), t, uint8(0), uint8(0), uint8(2), uint8(3)));
+        verifier.validateDescriptor(abi.encodePacked(uint8(10), uint8(1), _slot(1, 0, t), t, uint8(0), uint8(0), uint8(2), uint8(3)));
         // transpose with perm (1, 0, 3, 2): unused entries not their own index
         _expectDescriptor(LD.R_ATTR);
-        verifier.outputBytes(
+        verifier.validateDescriptor(
             abi.encodePacked(uint8(10), uint8(1), _slot(1, 0, t), _tt(1, 2, 3, 2, 1, 1), uint8(1), uint8(0), uint8(3), uint8(2))
         );
         // maxpool with kernel 0
         bytes memory img = _tt(1, 4, 1, 3, 3, 1);
         _expectDescriptor(LD.R_ATTR);
-        verifier.outputBytes(
+        verifier.validateDescriptor(
             abi.encodePacked(uint8(6), uint8(1), _slot(1, 0, img), img, uint16(0), uint16(1), uint16(1), uint16(1), uint16(0), uint16(0))
         );
     }
@@ -305,13 +305,57 @@ contract Int8VerifierTest is VerifierBase {
     function test_RevertWhen_DeclaredOutputDiffersFromTheRule() public {
         bytes memory t = _tt(1, 1, 4, 1, 1, 1);
         _expectDescriptor(LD.R_OUTPUT);
-        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t), _tt(1, 1, 5, 1, 1, 1), int8(0)));
+        verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t), _tt(1, 1, 5, 1, 1, 1), int8(0)));
     }
 
     function test_RevertWhen_TensorAbove2Pow28Bytes() public {
         bytes memory t = _tt(1, 2, 1 << 14, (1 << 14) + 1, 1, 1);
         _expectDescriptor(LD.R_TOO_LARGE);
-        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t), t, int8(0)));
+        verifier.validateDescriptor(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t), t, int8(0)));
+    }
+
+    /// @notice outputBytes (proveOp's light decoding) rejects what stops it reading the declared
+    ///         output: bad length, unknown opcode, non-canonical output type, above 2^28 bytes.
+    function test_OutputBytes_RejectsWhatHidesTheOutputType() public {
+        _expectDescriptor(LD.R_LENGTH);
+        verifier.outputBytes(hex"04");
+        _expectDescriptor(LD.R_LENGTH);
+        verifier.outputBytes(bytes.concat(_relu(), hex"00"));
+        bytes memory d = _relu();
+        d[0] = 0x0B;
+        _expectDescriptor(LD.R_OPCODE);
+        verifier.outputBytes(d);
+        bytes memory t4 = _tt(1, 1, 4, 1, 1, 1);
+        _expectDescriptor(LD.R_TYPE);
+        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t4), _tt(1, 1, 4, 2, 1, 1), int8(0)));
+        bytes memory big = _tt(1, 2, 1 << 14, (1 << 14) + 1, 1, 1);
+        _expectDescriptor(LD.R_TOO_LARGE);
+        verifier.outputBytes(abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, big), big, int8(0)));
+    }
+
+    /// @notice What outputBytes leaves to verify: a descriptor with a bad slot, a bad input type, a
+    ///         bad attribute or a declared output off the rule gives its declared size there, and
+    ///         verify rejects it before reading any proof.
+    function test_OutputBytes_LeavesTheRulesToVerify() public {
+        bytes memory t = _tt(1, 1, 4, 1, 1, 1);
+        bytes memory t32 = _tt(2, 1, 4, 1, 1, 1);
+        bytes[4] memory bad = [
+            abi.encodePacked(uint8(4), uint8(1), _slot(3, 0, t), t, int8(0)), //                 slot kind 3
+            abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t32), t32, int8(0)), //             relu of int32
+            abi.encodePacked(uint8(4), uint8(1), _slot(1, 0, t), _tt(1, 1, 5, 1, 1, 1), int8(0)), // out [5]
+            abi.encodePacked(uint8(4), uint8(2), _slot(1, 0, t), _slot(0, 0, t), t, int8(0)) //   two inputs
+        ];
+        uint256[4] memory sizes = [uint256(4), 16, 5, 4];
+        uint8[4] memory reasons = [LD.R_SLOT, LD.R_INPUT_TYPE, LD.R_OUTPUT, LD.R_INPUT_COUNT];
+        Step memory s = _linear(false);
+        for (uint256 i = 0; i < bad.length; ++i) {
+            assertEq(verifier.outputBytes(bad[i]), sizes[i]);
+            _expectDescriptor(reasons[i]);
+            verifier.validateDescriptor(bad[i]);
+            s.descriptor = bad[i];
+            _expectDescriptor(reasons[i]);
+            _verify(s);
+        }
     }
 
     function test_RevertWhen_VerifyGetsABadDescriptor() public {

@@ -68,7 +68,8 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("transpose");
     }
 
-    /// @notice outputBytes is the vector's output byte length for every case.
+    /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
+    ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
         string[10] memory ops =
             ["linear", "requant", "add", "relu", "im2col", "maxpool", "avgpool", "argmax", "reshape", "transpose"];
@@ -77,7 +78,9 @@ contract Int8VerifierVectorsTest is VerifierBase {
             uint256 nCases = vm.parseJsonUint(json, ".numCases");
             for (uint256 c = 0; c < nCases; ++c) {
                 bytes memory d = vm.parseJsonBytes(json, _key(".cases", c, ".descriptor"));
-                assertEq(verifier.outputBytes(d), vm.parseJsonUint(json, _key(".cases", c, ".out.nbytes")), ops[o]);
+                uint256 want = vm.parseJsonUint(json, _key(".cases", c, ".out.nbytes"));
+                assertEq(verifier.outputBytes(d), want, ops[o]);
+                assertEq(verifier.validateDescriptor(d), want, ops[o]);
             }
         }
     }

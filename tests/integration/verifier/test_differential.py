@@ -112,8 +112,10 @@ def test_descriptor_validation_matches_python(verifier, data):
         desc = desc[:-1] if data.draw(st.booleans()) else desc + b"\x00"
     want = python_accepts(bytes(desc))
     try:
-        got = verifier.functions.outputBytes(bytes(desc)).call()
+        got = verifier.functions.validateDescriptor(bytes(desc)).call()
     except ContractLogicError:
         got = None
     assert got == want, f"descriptor {bytes(desc).hex()}: python {want}, solidity {got}"
+    if want is not None:  # proveOp's light decoding agrees on every descriptor the validator accepts
+        assert verifier.functions.outputBytes(bytes(desc)).call() == want
     event("accepted" if want is not None else "rejected")

@@ -184,6 +184,23 @@ library LibDescriptor {
         _check(D);
     }
 
+    /// @notice Byte length of the DECLARED output type, after only the checks that locate and read
+    ///         it: length >= 2, known opcode, exact length for (opcode, nIn), canonical output type,
+    ///         at most 2^28 bytes. What `Int8Verifier.outputBytes` (the game's proveOp) runs.
+    /// @dev Every check here is one of decode's, so a descriptor rejected here is rejected by
+    ///      decode; on a descriptor decode accepts, the declared output equals the rule's and this
+    ///      returns nbytes(decode(d).out). Inputs, attributes and typing rules are left to decode,
+    ///      which verify runs at the one-step (docs/protocol.md 5.7.2).
+    function declaredOutputBytes(bytes calldata d) internal pure returns (uint256 n) {
+        _need(d.length >= 2, R_LENGTH);
+        uint256 op = _u8(d, 0);
+        _need(op >= OP_LINEAR && op <= OP_TRANSPOSE, R_OPCODE);
+        uint256 o = 2 + SLOT_BYTES * _u8(d, 1);
+        _need(d.length == o + TTYPE_BYTES + attrSize(op), R_LENGTH);
+        n = nbytes(_ttype(d, o));
+        _need(n <= MAX_TENSOR_BYTES, R_TOO_LARGE);
+    }
+
     function _attrs(bytes calldata d, uint256 o, Desc memory D) private pure {
         uint256 op = D.opcode;
         int256[8] memory a = D.a;
