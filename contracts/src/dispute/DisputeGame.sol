@@ -33,9 +33,15 @@ contract DisputeGame is IDisputeGame {
     mapping(address account => uint256) public credits;
     mapping(uint256 gameId => Stored) internal _games;
 
+    /// @dev Placeholder of traceRoot (until commitTrace) and opLeaf (until proveOp); never read as
+    ///      a value: getGame shows 0 until the move that fills the slot.
+    bytes32 private constant _UNSET = bytes32(uint256(1));
+
     /// @dev Storage form of a game: the ABI struct `Game` (IDisputeGame) packed into 4 slots of
-    ///      scalars + 6 roots, which `getGame` expands. Gas (docs/protocol.md 5.6): a fresh slot costs
-    ///      22.1k, so every move writes at most one (commitTrace: traceRoot; proveOp: opLeaf).
+    ///      scalars + 6 roots, which `getGame` expands. Gas (docs/protocol.md 5.6): writing a fresh
+    ///      slot costs 22.1k, overwriting one 2.9k (+2.1k cold), so `challenge` (the opener, who
+    ///      chose to start the game) allocates every slot, traceRoot and opLeaf with the
+    ///      placeholder _UNSET, and no later move allocates any: each move only overwrites.
     ///      `root` holds the job's programRoot until commitTrace and the proven opsRoot after it
     ///      (numOps != 0): the program root is then rebuilt from the header, which commitTrace
     ///      checked against it, so it never needs a slot of its own.
@@ -104,6 +110,8 @@ contract DisputeGame is IDisputeGame {
         g.numUnits = ctx.numUnits;
         g.root = ctx.programRoot;
         g.inputsRoot = ctx.inputsRoot;
+        g.traceRoot = _UNSET;
+        g.opLeaf = _UNSET;
         emit GameOpened(gameId, jobId, msg.sender, ctx.worker, uint96(msg.value), ctx.numUnits, ctx.resultRoot);
         // The challenger disputes the whole result root.
         _startDescent(g, Phase.UnitDescent, ctx.resultRoot, ctx.numUnits);
@@ -219,7 +227,7 @@ contract DisputeGame is IDisputeGame {
         g.outBytes = uint64(outBytes);
         emit OpProven(gameId, moveNo, g.opIndex, uint64(outBytes), descriptor);
         // g.node (slot opIndex of the worker's trace) is the root of the disputed output tensor.
-        _startDescent(g, Phase.TensorDescent, g.node, LibMerkle.leafCount(outBytes));
+        _descendFromNode(g, Phase.TensorDescent, LibMerkle.leafCount(outBytes));
     }
 
     /// @notice Worker: reveal the LEAF_BYTES bytes of the disputed output leaf. Non-zero bytes
@@ -331,9 +339,9 @@ contract DisputeGame is IDisputeGame {
         v.node = g.node;
         v.programRoot = _programRoot(g);
         v.inputsRoot = g.inputsRoot;
-        v.traceRoot = g.traceRoot;
+        v.traceRoot = g.numOps == 0 ? bytes32(0) : g.traceRoot; // numOps > 0 once the trace is committed
         v.opsRoot = g.numOps == 0 ? bytes32(0) : g.root;
-        v.opLeaf = g.opLeaf;
+        v.opLeaf = g.outBytes == 0 ? bytes32(0) : g.opLeaf; // outBytes > 0 once the op is proven
     }
 
     /// @notice Whose turn it is and how many seconds that side has left now.
@@ -403,8 +411,13 @@ contract DisputeGame is IDisputeGame {
     /// @dev Start dissecting the tree with root `root` over `count` real leaves. A tree of one
     ///      leaf skips straight to what follows its descent. The worker moves next.
     function _startDescent(Stored storage g, Phase phase, bytes32 root, uint256 count) internal {
-        g.phase = phase;
         g.node = root;
+        _descendFromNode(g, phase, count);
+    }
+
+    /// @dev _startDescent over the tree whose root is already g.node.
+    function _descendFromNode(Stored storage g, Phase phase, uint256 count) internal {
+        g.phase = phase;
         g.count = uint64(count);
         g.index = 0;
         uint256 depth = LibMerkle.depthFor(count);
