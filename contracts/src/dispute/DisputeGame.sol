@@ -389,7 +389,7 @@ contract DisputeGame is IDisputeGame {
     ///      bytes at a time (~1k gas for a whole leaf instead of ~60k byte by byte); the bytes of the
     ///      first word before `from` are shifted out.
     function _zeroFrom(bytes calldata leaf, uint256 from) internal pure returns (bool zero) {
-        uint256 acc;
+        uint256 acc = 0;
         uint256 i = from & ~uint256(31);
         if (i < from) {
             acc = uint256(bytes32(leaf[i:i + 32])) << (8 * (from - i));

@@ -85,10 +85,10 @@ contract Int8Verifier is IOneStepVerifier, Int8Errors {
         private
         pure
     {
-        uint256 cur;
+        uint256 cur = 0;
         uint256 input = type(uint256).max;
-        bytes32 slotRoot;
-        uint256 depth;
+        bytes32 slotRoot = bytes32(0);
+        uint256 depth = 0;
         for (uint256 q = 0; q < r.length; ++q) {
             if (r[q].input != input) {
                 // INVARIANT: ranges come in ascending input order (reference.element_ranges), so
@@ -162,6 +162,7 @@ contract Int8Verifier is IOneStepVerifier, Int8Errors {
         pure
         returns (uint256)
     {
+        // slither-disable-next-line divide-before-multiply -- first leaf = floor(start / LEAF_BYTES); the product is the leaf's start
         uint256 first = r.start / Constants.LEAF_BYTES;
         uint256 last = (r.end + Constants.LEAF_BYTES - 1) / Constants.LEAF_BYTES;
         uint256 n = (last - first) * Constants.LEAF_BYTES;
@@ -181,6 +182,7 @@ contract Int8Verifier is IOneStepVerifier, Int8Errors {
         assembly ("memory-safe") {
             ptr := add(leaves, 0x20)
         }
+        // slither-disable-next-line divide-before-multiply -- first leaf = floor(start / LEAF_BYTES); the product is the leaf's start
         r.ptr = ptr + (r.start - first * Constants.LEAF_BYTES);
         return cur + 32 * sc;
     }

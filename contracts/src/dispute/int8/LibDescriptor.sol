@@ -384,7 +384,7 @@ library LibDescriptor {
 
     function _transposeOut(Desc memory D, TType memory x) private pure returns (TType memory o) {
         uint256 r = x.rank;
-        uint256 seen;
+        uint256 seen = 0;
         for (uint256 i = 0; i < 4; ++i) {
             uint256 p = uint256(D.a[i]);
             if (i < r) {

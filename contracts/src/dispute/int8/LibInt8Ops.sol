@@ -33,8 +33,10 @@ library LibInt8Ops {
         if (op == LD.OP_LINEAR) {
             uint256 k = x.dims[x.rank - 1];
             uint256 nn = D.out.dims[D.out.rank - 1];
+            // slither-disable-next-line divide-before-multiply -- row/block index: floor(i / n) * width is the intended start
             (uint256 m, uint256 n) = (i / nn, i % nn);
             r = new Range[](D.ins.length);
+            // slither-disable-next-line divide-before-multiply -- row/block index: floor(i / n) * width is the intended start
             r[0] = Range(0, m * k, (m + 1) * k, 0);
             r[1] = Range(1, n * k, (n + 1) * k, 0);
             r[2] = Range(2, 4 * n, 4 * n + 4, 0);
@@ -56,8 +58,10 @@ library LibInt8Ops {
             r = _maxpoolRanges(D, x, i);
         } else if (op == LD.OP_AVGPOOL) {
             uint256 block_ = x.dims[1] * x.dims[2] * x.dims[3];
+            // slither-disable-next-line divide-before-multiply -- row/block index: floor(i / n) * width is the intended start
             uint256 n = i / x.dims[3];
             r = new Range[](1);
+            // slither-disable-next-line divide-before-multiply -- row/block index: floor(i / n) * width is the intended start
             r[0] = Range(0, n * block_, (n + 1) * block_, 0);
         } else if (op == LD.OP_ARGMAX) {
             uint256 row = x.dims[x.rank - 1] * wx;
@@ -142,7 +146,7 @@ library LibInt8Ops {
     /// @dev Flat input index read by output element i: p[perm[d]] = o[d].
     function _transposeSource(LD.Desc memory D, LD.TType memory x, uint256 i) private pure returns (uint256 j) {
         uint256 r = x.rank;
-        uint256[4] memory p;
+        uint256[4] memory p = [uint256(0), 0, 0, 0];
         for (uint256 d = r; d > 0; --d) {
             p[uint256(D.a[d - 1])] = i % D.out.dims[d - 1];
             i /= D.out.dims[d - 1];
@@ -196,7 +200,7 @@ library LibInt8Ops {
     function _avgpool(LD.Desc memory D, uint256 i, Range memory r) private pure returns (int256) {
         uint256 c = D.ins[0].t.dims[3];
         uint256 n = r.end - r.start;
-        int256 acc;
+        int256 acc = 0;
         uint256 p = r.ptr;
         for (uint256 o = i % c; o < n; o += c) {
             acc += _i8(p + o);
