@@ -124,7 +124,8 @@ def status(
         return
     rows = [("state", j.state.label), ("poster", j.poster), ("worker", j.worker), ("reward", format_eth(j.reward)),
             ("required stake", format_eth(j.required_stake)), ("dispute bond", format_eth(j.dispute_bond)),
-            ("units", j.num_units), ("deadline", j.deadline), ("open disputes", j.open_disputes),
+            ("units", j.num_units), (_deadline_label(j), _when(j.deadline, cs.market.w3)),
+            ("open disputes", j.open_disputes),
             ("program root", "0x" + j.program_root.hex()), ("inputs root", "0x" + j.inputs_root.hex()),
             ("result root", "0x" + j.result_root.hex())]
     print_table(f"job {job_id}", ["field", "value"], rows)
@@ -154,7 +155,26 @@ def list_jobs(
         return
     print_table("jobs", ["id", "state", "reward", "stake", "units", "deadline", "worker"],
                 [(j.job_id, j.state.label, format_eth(j.reward), format_eth(j.required_stake), j.num_units,
-                  j.deadline, j.worker) for j in jobs])
+                  _when(j.deadline, cs.market.w3), j.worker) for j in jobs])
+
+
+def _deadline_label(j) -> str:
+    """Which deadline Job.deadline is in this state (docs/protocol.md 4.2)."""
+    return {"Open": "claim deadline", "Claimed": "execution deadline",
+            "Submitted": "challenge deadline"}.get(j.state.label, "deadline")
+
+
+def _when(ts: int, w3) -> str:
+    """A chain timestamp as UTC time plus how far it is from the chain's latest block."""
+    import datetime
+
+    if not ts:
+        return "-"
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    at = datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    delta = ts - now
+    span = f"{abs(delta) // 3600}h{abs(delta) % 3600 // 60:02d}m" if abs(delta) >= 3600 else f"{abs(delta)}s"
+    return f"{at} ({'in ' + span if delta > 0 else span + ' ago'})"
 
 
 def _simple(verb: str, method: str):
