@@ -2,18 +2,21 @@
 
 Adapter-internal: imported only by gpumesh.ipfs.rpc and gpumesh.ipfs.node.
 
-Layout (REPO/):  blocks/XY/<KEY>.data   KEY = base32 (upper, unpadded) of the multihash, as Kubo's
-                                        flatfs names blocks; XY = the next-to-last two characters
+Layout (REPO/):  version                "gpumesh-2": blocks in packs (gpumesh.ipfs.packstore)
+                 packs/NNNNNNNN.pack    block bytes, appended
+                 index                  digest -> (pack, offset, length) records, crc-checked
                  pins.json              {"recursive": [CID, ...]}
                  identity.json          the node's stable peer ID
                  api                    the RPC multiaddr while the node runs (as Kubo writes it)
                  repo.lock              held (flock) by the running node
-Every write goes to a temp file in the same folder, is fsynced, then renamed over the target, and
-the folder is fsynced: after a crash a block is either absent or complete. `add` writes its blocks
-through a `BlockBatch`: a small thread pool writes + fsyncs + renames each block while the import
-goes on (the disk works while the CPU hashes), and `commit()` waits for all of them and fsyncs each
-touched folder once before `add` answers. Every read re-hashes the block; a block that no longer
-matches its CID raises CorruptBlock and is never served.
+The block store is opened by `lock()` (only the node that holds the lock reads or repairs the
+index). A repo of the earlier format (gpumesh-1: one file per block, blocks/XY/<KEY>.data, Kubo's
+flatfs naming) is migrated by `lock()`: every block file is appended to a pack as it is (a corrupt
+one stays corrupt and is reported when read), committed, and only then is blocks/ removed; a crash
+during the migration leaves blocks/ in place and the next start finishes it. `add` writes its
+blocks through a `BlockBatch` (a pack transaction: appended at once, durable and visible only at
+`commit()`, before `add` answers). Every read re-hashes the block; a block that no longer matches
+its CID raises CorruptBlock and is never served.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, b32encode, b58encode
+from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, b32decode, b58encode
 from gpumesh.ipfs.errors import CorruptBlock, IpfsError, NotFound
+from gpumesh.ipfs.packstore import PackStore, Txn, fsync_dir
 from gpumesh.ipfs.reader import VerifiedBlock
+
+REPO_VERSION = "gpumesh-2"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -47,28 +53,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-# Blocks written in parallel by a BlockBatch, and how many may wait in memory for the pool (bounded
-# memory: at most this many blocks of an upload are held beyond the one being imported).
-WRITERS = 4
-MAX_PENDING = 32
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _not_found(cid: Cid) -> NotFound:
+    return NotFound(f"block was not found locally (offline): {cid}")
 
 
 class Repo:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.blocks_dir = self.path / "blocks"
-        self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._store = PackStore(self.path)
         self._pins: set[Cid] = set()
         pins = self.path / "pins.json"
         if pins.exists():
@@ -84,6 +79,7 @@ class Repo:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def lock(self) -> None:
+        """Take the repo (flock) and open its block store, migrating a gpumesh-1 repo."""
         fd = os.open(self.path / "repo.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,75 +87,96 @@ class Repo:
             os.close(fd)
             raise IpfsError(f"repo {self.path} is locked by another running node") from None
         self._lock_fd = fd
+        try:
+            version_file = self.path / "version"
+            if version_file.exists():
+                found = version_file.read_text().strip()
+                if found != REPO_VERSION:
+                    raise IpfsError(f"repo {self.path} has format {found!r}; this node reads {REPO_VERSION!r}")
+            self._store.open()
+            if (self.path / "blocks").is_dir():
+                self._migrate_block_files(self.path / "blocks")
+            if not version_file.exists():
+                _atomic_write(version_file, (REPO_VERSION + "\n").encode())
+                fsync_dir(self.path)
+        except BaseException:
+            self.unlock()
+            raise
 
     def unlock(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._store.close()
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def writer_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="ipfs-blockwrite")
-            return self._pool
+    def _migrate_block_files(self, blocks: Path) -> None:
+        txn = self._store.txn()
+        for f in sorted(blocks.glob("*/*.data")):
+            mh = b32decode(f.name[: -len(".data")].lower())
+            if len(mh) == 34 and mh[:2] == b"\x12\x20":  # sha2-256: the only hash stored
+                txn.put(mh[2:], f.read_bytes())
+        txn.commit()  # skips blocks an interrupted migration already committed
+        shutil.rmtree(blocks)
+        fsync_dir(self.path)
 
     def batch(self) -> BlockBatch:
-        return BlockBatch(self)
+        return BlockBatch(self._store.txn())
 
     # -- blocks -------------------------------------------------------------------------------------
-    def _file(self, cid: Cid) -> Path:
-        key = b32encode(cid.multihash).upper()
-        return self.blocks_dir / key[-3:-1] / f"{key}.data"
-
     def has(self, cid: Cid) -> bool:
-        return self._file(cid).exists()
+        return self._store.has(cid.digest)
 
     def put(self, cid: Cid, block: bytes) -> bool:
         """Store a block (verified first), durably. Returns False if it was already there."""
         if not cid.matches(block):
             raise IpfsError(f"refusing to store a block that does not match {cid}")
-        f = self._file(cid)
-        if f.exists():
+        if self._store.has(cid.digest):
             return False
-        f.parent.mkdir(exist_ok=True)
-        _atomic_write(f, block)
-        _fsync_dir(f.parent)
+        txn = self._store.txn()
+        txn.put(cid.digest, block)
+        txn.commit()
         return True
 
     def get(self, cid: Cid) -> VerifiedBlock:
         """The block, re-hashed now; marked as verified so the DAG reader does not hash it again."""
-        try:
-            block = self._file(cid).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"block was not found locally (offline): {cid}") from None
+        block = self._store.read(cid.digest)
+        if block is None:
+            raise _not_found(cid)
         if hashlib.sha256(block).digest() != cid.digest:
             raise CorruptBlock(f"block {cid} on disk is corrupt (its content no longer matches its hash)")
         return VerifiedBlock(block, cid.digest)
 
     def size(self, cid: Cid) -> int:
-        try:
-            return self._file(cid).stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"block was not found locally (offline): {cid}") from None
+        loc = self._store.locate(cid.digest)
+        if loc is None:
+            raise _not_found(cid)
+        return loc.length
+
+    def locate(self, cid: Cid) -> tuple[Path, int, int]:
+        """(pack file, offset, length) of a stored block: for diagnostics and tests."""
+        loc = self._store.locate(cid.digest)
+        if loc is None:
+            raise _not_found(cid)
+        return self._store._pack_path(loc.pack), loc.offset, loc.length
 
     def delete(self, cid: Cid) -> None:
-        try:
-            self._file(cid).unlink()
-        except FileNotFoundError:
-            raise NotFound(f"block was not found locally (offline): {cid}") from None
+        if not self._store.delete([cid.digest]):
+            raise _not_found(cid)
+
+    def gc(self, live: set[bytes]) -> list[Cid]:
+        """Delete every block whose digest is not in `live` (one index append), then compact the
+        packs that became mostly dead. The caller must keep adds out meanwhile (rpc's write_lock)."""
+        dead = [d for d in self._store.digests() if d not in live]
+        removed = self._store.delete(dead)
+        self._store.compact()
+        return [Cid(1, CODEC_RAW, d) for d in removed]
 
     def all_keys(self) -> Iterator[Cid]:
-        """Every stored block as a CIDv1 (raw codec unless it decodes as dag-pb: Kubo keys by
-        multihash only, so the codec is a guess; gc and listings only need the multihash)."""
-        from gpumesh.ipfs.cid import b32decode
-
-        for f in self.blocks_dir.glob("*/*.data"):
-            mh = b32decode(f.name[: -len(".data")].lower())
-            yield Cid(1, CODEC_RAW, mh[2:])
+        """Every stored block as a CIDv1 (raw codec: Kubo keys by multihash only, so the codec is a
+        guess; gc and listings only need the multihash)."""
+        for d in self._store.digests():
+            yield Cid(1, CODEC_RAW, d)
 
     # -- pins ---------------------------------------------------------------------------------------
     @property
@@ -170,7 +187,7 @@ class Repo:
     def _save_pins(self) -> None:
         data = json.dumps({"recursive": sorted(str(c) for c in self._pins)}).encode()
         _atomic_write(self.path / "pins.json", data)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def add_pin(self, cid: Cid) -> None:
         with self._lock:
@@ -187,70 +204,22 @@ class Repo:
 
 
 class BlockBatch:
-    """The blocks of one `add`, written in the background: `put()` hands a block to the repo's
-    writer pool (temp file + fsync + rename each) and returns; `commit()` waits for every write,
-    fsyncs each folder it touched once, and only then may the caller acknowledge the blocks.
+    """The blocks of one `add`: `put()` appends each to the pack at once (the importer's sink);
+    `commit()` makes them all durable, then indexes them (see gpumesh.ipfs.packstore), and only
+    then may the caller pin or acknowledge them. Blocks of an aborted or crashed add are never
+    indexed: invisible, their space reclaimed by repo gc's compaction."""
 
-    Crash safety is the same as `Repo.put`: a block file is renamed into place only after its bytes
-    are on disk, so a crash leaves each block absent or complete; blocks that were renamed but not
-    yet committed are merely unpinned (repo gc removes them). `put()` trusts `cid` (the importer has
-    just computed it from these bytes); every later read re-hashes the block anyway.
-    """
-
-    def __init__(self, repo: Repo) -> None:
-        self._repo = repo
-        self._pool = repo.writer_pool()
-        self._slots = threading.BoundedSemaphore(MAX_PENDING)
-        self._futures: list[Future] = []
-        self._seen: set[bytes] = set()
-        self._dirs: set[Path] = set()
+    def __init__(self, txn: Txn) -> None:
+        self._txn = txn
 
     def put(self, cid: Cid, block: bytes) -> None:
-        if cid.digest in self._seen:
-            return
-        self._seen.add(cid.digest)
-        f = self._repo._file(cid)
-        if f.exists():
-            return
-        if f.parent not in self._dirs:
-            f.parent.mkdir(exist_ok=True)
-            self._dirs.add(f.parent)
-        self._slots.acquire()  # bounded memory: wait while MAX_PENDING blocks are queued
-        try:
-            fut = self._pool.submit(self._write, f, block)
-        except BaseException:
-            self._slots.release()
-            raise
-        self._futures.append(fut)
-        if len(self._futures) >= 4 * MAX_PENDING:  # keep the list short; surface errors early
-            self._reap(wait=False)
-
-    def _write(self, f: Path, block: bytes) -> None:
-        try:
-            _atomic_write(f, block)
-        finally:
-            self._slots.release()
-
-    def _reap(self, wait: bool) -> None:
-        keep = []
-        for fut in self._futures:
-            if wait or fut.done():
-                fut.result()  # raises the first write error
-            else:
-                keep.append(fut)
-        self._futures = keep
+        self._txn.put(cid.digest, block)
 
     def commit(self) -> None:
-        self._reap(wait=True)
-        for fut in [self._pool.submit(_fsync_dir, d) for d in self._dirs]:
-            fut.result()
-        self._dirs.clear()
+        self._txn.commit()
 
     def abort(self) -> None:
-        """Wait for the writes in flight (so none lands after the caller moved on); errors ignored."""
-        for fut in self._futures:
-            fut.exception()
-        self._futures.clear()
+        self._txn.abort()
 
 
-__all__ = ["BlockBatch", "Repo", "CODEC_DAG_PB"]
+__all__ = ["REPO_VERSION", "BlockBatch", "Repo", "CODEC_DAG_PB"]

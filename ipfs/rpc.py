@@ -18,7 +18,7 @@ from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, as_cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK, decode_node
 from gpumesh.ipfs.errors import IpfsError
 from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, iter_parts
-from gpumesh.ipfs.repo import Repo
+from gpumesh.ipfs.repo import REPO_VERSION, Repo
 from gpumesh.ipfs.rpc_http import ClientError, Command, Request, Response
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
 from gpumesh.ipfs.unixfs_dir import TreeBuilder
@@ -249,7 +249,7 @@ class Commands:
                    "ProtocolVersion": "ipfs/0.1.0", "Protocols": []})
 
     def version(self, req: Request, resp: Response) -> None:
-        resp.json({"Version": VERSION, "Commit": "", "Repo": "gpumesh-1",
+        resp.json({"Version": VERSION, "Commit": "", "Repo": REPO_VERSION,
                    "System": f"{platform.machine()}/{platform.system().lower()}", "Golang": ""})
 
     def repo_gc(self, req: Request, resp: Response) -> None:
@@ -257,11 +257,7 @@ class Commands:
             live: set[bytes] = set()
             for p in self.repo.pins:
                 live.update(c.digest for c, _ in reader.walk_dag(p, self.fetch_many))
-            removed = []
-            for c in list(self.repo.all_keys()):
-                if c.digest not in live:
-                    self.repo.delete(c)
-                    removed.append({"Key": {"/": str(c)}})
+            removed = [{"Key": {"/": str(c)}} for c in self.repo.gc(live)]
         resp.ndjson(removed)
 
 

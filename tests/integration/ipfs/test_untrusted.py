@@ -27,13 +27,22 @@ def test_corrupted_block_on_disk_is_reported_never_served(tmp_path):
     with EmbeddedNode(tmp_path / "repo") as node, KuboStore(node.api_multiaddr) as store:
         root = store.add_bytes(data)
         leaf = _second_leaf(node.repo, root)
-        path = node.repo._file(leaf)
-        raw = bytearray(path.read_bytes())
-        raw[100] ^= 0x01  # one flipped bit, as bit rot would do
-        path.write_bytes(bytes(raw))
+        # The leaf's bytes inside its pack file (other blocks of the same add share the file).
+        path, offset, length = node.repo.locate(leaf)
+        assert length > 100 and path.stat().st_size >= 3 * CHUNK_SIZE
+        with open(path, "r+b") as f:
+            f.seek(offset + 100)
+            byte = f.read(1)[0]
+            f.seek(offset + 100)
+            f.write(bytes([byte ^ 0x01]))  # one flipped bit, as bit rot would do
 
         with pytest.raises(CorruptBlock):
             node.repo.get(leaf)
+        # Its neighbours in the same pack are untouched and still served (verified).
+        for i in (0, 2):
+            other = decode_node(node.repo.get(Cid.parse(root))).links[i].cid
+            assert node.repo.locate(other)[0] == path
+            assert data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] in store.block_get(other)
         # Through the RPC API: block/get answers an error, never the bytes ...
         with pytest.raises(CorruptBlock, match="corrupt"):
             store.block_get(leaf)
