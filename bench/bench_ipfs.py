@@ -4,8 +4,8 @@ against plain hashlib sha256 of the same bytes measured in the same run.
     .venv/bin/python bench/bench_ipfs.py [SIZE_MIB=256] [REPEATS=3]
 
 add = KuboStore.add_path over HTTP into a fresh embedded node (the client hashes while it uploads and
-checks the node's CID; the node imports, hashes and writes every block crash-safely: each block
-fsynced before it is renamed into place, each touched folder fsynced before add answers).
+checks the node's CID; the node imports, hashes and appends every block to its pack file, then
+fdatasyncs the pack and only then appends + fdatasyncs the index records before add answers).
 cat = KuboStore.cat_to into a file (internal nodes by block/get, leaf bytes by one cat stream, every
 leaf rebuilt and hashed against its CID on the client; the node re-hashes every block it reads).
 Client and node share this process and the machine's cores, as in the devnet.
@@ -14,7 +14,7 @@ Each figure is the best of REPEATS runs (this machine is shared; the best run is
 disturbed one). Two more floors are printed for context: writing the same bytes to one new file +
 fsync (what the disk can do durably), and add/cat with the node's repo on tmpfs where available
 (the software without the disk). `cpu` is the CPU time of the whole process (client, node and its
-writer threads) per GiB, which moves less than wall time when other work shares the cores.
+sync thread) per GiB, which moves less than wall time when other work shares the cores.
 """
 
 from __future__ import annotations
