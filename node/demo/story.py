@@ -362,13 +362,33 @@ class Story:
                     d.gas_step = gas
 
 
+class _EchoHandler(logging.Handler):
+    """The daemons' own warnings (a mismatch found, a job slashed) shown in the story's layout."""
+
+    def __init__(self, echo: Echo) -> None:
+        super().__init__(logging.WARNING)
+        self.echo = echo
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.echo(f"    [{record.name.removeprefix('gpumesh.')}] {record.getMessage()}")
+
+
 def run_story(cfg: DemoConfig, echo: Echo) -> DemoReport:
-    logging.getLogger("gpumesh").setLevel(logging.WARNING)
-    story = Story(cfg, echo)
-    t = time.perf_counter()
-    program, inputs, labels = story._timed("build", story.build)
-    story._timed("honest job", lambda: story.honest(program, inputs, labels))
-    story._timed("cheating job", lambda: story.cheat(program, inputs, labels))
-    story.report.seconds["total"] = time.perf_counter() - t
-    story.store.close()
-    return story.report
+    log = logging.getLogger("gpumesh")
+    handler, saved = _EchoHandler(echo), (log.level, log.propagate)
+    log.setLevel(logging.WARNING)
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        story = Story(cfg, echo)
+        t = time.perf_counter()
+        program, inputs, labels = story._timed("build", story.build)
+        story._timed("honest job", lambda: story.honest(program, inputs, labels))
+        story._timed("cheating job", lambda: story.cheat(program, inputs, labels))
+        story.report.seconds["total"] = time.perf_counter() - t
+        story.store.close()
+        return story.report
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
