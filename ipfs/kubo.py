@@ -32,13 +32,23 @@ from gpumesh.ipfs.errors import (
     IpfsUnreachable,
     NotFound,
 )
-from gpumesh.ipfs.multipart import DIRECTORY_TYPE, OutPart, content_type_header, encode_parts, new_boundary
+from gpumesh.ipfs.multipart import (
+    DIRECTORY_TYPE,
+    OutPart,
+    closing,
+    content_type_header,
+    encode_parts,
+    new_boundary,
+    part_head,
+    part_tail,
+)
 from gpumesh.ipfs.store import VerifyingReads
 from gpumesh.ipfs.unixfs import FileBuilder
 from gpumesh.ipfs.unixfs_dir import TreeBuilder, walk_tree
 
 T = TypeVar("T")
 _READ = 1024 * 1024
+_FILE_TYPE = "application/octet-stream"
 _NOT_FOUND_HINTS = ("not found", "could not find", "no link named", "not pinned")
 
 
@@ -152,7 +162,8 @@ class KuboStore(VerifyingReads):
 
     # -- writes --------------------------------------------------------------------------------------
     def _add(self, parts_factory: Callable[[TreeBuilder], Iterator[OutPart]], top: str,
-             cid_version: int, pin: bool, tree: TreeBuilder) -> str:
+             cid_version: int, pin: bool, tree: TreeBuilder, specs: list[tuple[str, str, int]]) -> str:
+        """Upload the parts (`specs`: each part's path, content type and data length, in order)."""
         boundary = new_boundary()
         raw = cid_version == 1
         opts = {
@@ -161,7 +172,8 @@ class KuboStore(VerifyingReads):
             "pin": "true" if pin else "false",
             "progress": "false",
         }
-        body = encode_parts(parts_factory(tree), boundary)
+        length = sum(len(part_head(p, c, boundary)) + n + len(part_tail()) for p, c, n in specs)
+        body = _SizedBody(encode_parts(parts_factory(tree), boundary), length + len(closing(boundary)))
         resp = self._call(
             "add",
             lambda: self._client._client.request(
@@ -188,16 +200,17 @@ class KuboStore(VerifyingReads):
         def parts(t: TreeBuilder) -> Iterator[OutPart]:
             fb = t.file()
 
-            def chunks() -> Iterator[bytes]:
-                mv = memoryview(data)
+            def chunks() -> Iterator[memoryview]:
+                mv = memoryview(data).cast("B")
                 for i in range(0, len(mv), _READ):
                     fb.write(mv[i : i + _READ])
-                    yield bytes(mv[i : i + _READ])
+                    yield mv[i : i + _READ]
                 t.add_file("bytes", fb.finish())
 
             yield OutPart("bytes", "application/octet-stream", chunks())
 
-        return self._add(parts, "bytes", cid_version, pin, tree)
+        size = memoryview(data).nbytes
+        return self._add(parts, "bytes", cid_version, pin, tree, [("bytes", "application/octet-stream", size)])
 
     def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True) -> str:
         p = Path(path)
@@ -210,16 +223,19 @@ class KuboStore(VerifyingReads):
             raise IpfsError(f"{p} is neither a file nor a directory")
         if any(kind == "symlink" for _, kind, _ in items):
             raise IpfsError(f"{p} contains symlinks; the Kubo upload path does not send them")
+        # The body's length is fixed before it is sent; each file is sent at the size it has now.
+        specs = [(rel, DIRECTORY_TYPE, 0) if kind == "dir" else (rel, _FILE_TYPE, abspath.stat().st_size)
+                 for rel, kind, abspath in items]
 
         def parts(t: TreeBuilder) -> Iterator[OutPart]:
-            for rel, kind, abspath in items:
+            for (rel, kind, abspath), (_, ctype, size) in zip(items, specs, strict=True):
                 if kind == "dir":
                     t.add_dir(rel)
-                    yield OutPart(rel, DIRECTORY_TYPE)
+                    yield OutPart(rel, ctype)
                 else:
-                    yield OutPart(rel, "application/octet-stream", _tee_file(t, rel, abspath))
+                    yield OutPart(rel, ctype, _tee_file(t, rel, abspath, size))
 
-        return self._add(parts, items[0][0], cid_version, pin, tree)
+        return self._add(parts, items[0][0], cid_version, pin, tree, specs)
 
     def pin(self, cid: str) -> None:
         self._call(f"pin/add {cid}", lambda: self._client.pin.add(str(cid)))
@@ -242,16 +258,44 @@ class KuboStore(VerifyingReads):
         return str(self._call("version", lambda: self._client.version())["Version"])
 
 
-def _tee_file(tree: TreeBuilder, rel: str, path: Path) -> Iterator[bytes]:
+def _tee_file(tree: TreeBuilder, rel: str, path: Path, size: int) -> Iterator[memoryview]:
+    """The first `size` bytes of the file, hashed into the tree as they are yielded. One buffer is
+    reused: the sender passes each view to sendall before it asks for the next."""
     fb: FileBuilder = tree.file()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_READ)
-            if not chunk:
-                break
-            fb.write(chunk)
-            yield chunk
+    buf = memoryview(bytearray(_READ))
+    left = size
+    with open(path, "rb", buffering=0) as f:
+        while left:
+            n = f.readinto(buf[: min(_READ, left)])
+            if not n:
+                raise IpfsError(f"{path} became shorter while it was being uploaded")
+            fb.write(buf[:n])
+            left -= n
+            yield buf[:n]
     tree.add_file(rel, fb.finish())
+
+
+class _SizedBody:
+    """An upload body whose length is known before it is sent. requests then sends a Content-Length
+    and urllib3 hands each chunk to sendall as it is; with chunked framing urllib3 copies every chunk
+    into a new string (measured: ~0.1 s per 256 MiB, as long as hashing it)."""
+
+    def __init__(self, chunks: Iterator, length: int) -> None:
+        self._chunks = chunks
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator:
+        sent = 0
+        for chunk in self._chunks:
+            sent += len(chunk)
+            if sent > self._length:  # never: the parts are sent at their announced sizes
+                raise IpfsError("upload body is longer than announced")
+            yield chunk
+        if sent != self._length:
+            raise IpfsError("upload body is shorter than announced")
 
 
 class _GuardedStream:

@@ -32,20 +32,34 @@ def new_boundary() -> str:
     return uuid.uuid4().hex
 
 
+def part_head(path: str, content_type: str, boundary: str) -> bytes:
+    """The delimiter line and headers that open one part."""
+    name = urllib.parse.quote(path, safe="")
+    return (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+
+
+def part_tail() -> bytes:
+    return b"\r\n"
+
+
+def closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode()
+
+
 def encode_parts(parts: Iterable[OutPart], boundary: str) -> Iterator[bytes]:
-    b = boundary.encode("ascii")
+    """The body, streamed: each part's head, its chunks, its tail; then the closing delimiter.
+    Its length is sum(len(part_head) + data + len(part_tail)) + len(closing)."""
     for part in parts:
-        name = urllib.parse.quote(part.path, safe="")
-        yield (
-            b"--" + b + b"\r\n"
-            + f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'.encode()
-            + f"Content-Type: {part.content_type}\r\n\r\n".encode()
-        )
+        yield part_head(part.path, part.content_type, boundary)
         for chunk in part.chunks:
             if chunk:
                 yield chunk
-        yield b"\r\n"
-    yield b"--" + b + b"--\r\n"
+        yield part_tail()
+    yield closing(boundary)
 
 
 def content_type_header(boundary: str) -> str:
@@ -191,7 +205,8 @@ class _Parser:
         return out
 
 
-def _filename(disposition: str) -> str:
+def filename_of(disposition: str) -> str:
+    """The (url-decoded) filename of a part's Content-Disposition header; "" if none."""
     for piece in disposition.split(";")[1:]:
         k, _, v = piece.strip().partition("=")
         if k.lower() == "filename":
@@ -212,7 +227,7 @@ def iter_parts(src: BinaryIO, content_type: str) -> Iterator[InPart]:
             return
         reader = _PartReader(parser)
         yield InPart(
-            _filename(headers.get("content-disposition", "")),
+            filename_of(headers.get("content-disposition", "")),
             headers.get("content-type", "application/octet-stream").split(";")[0].strip(),
             reader,
         )

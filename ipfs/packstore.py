@@ -65,6 +65,17 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
+def _writev_all(fd: int, parts: tuple, offset: int) -> None:
+    """pwritev of a block's pieces (no join); a short write (rare) is finished piece by piece."""
+    done = os.pwritev(fd, parts, offset)
+    for p in parts:
+        size = len(p)
+        if done < size:
+            _write_all(fd, memoryview(p)[done:], offset + done)
+        offset += size
+        done = max(done - size, 0)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -175,18 +186,22 @@ class PackStore:
     def txn(self) -> Txn:
         return Txn(self)
 
-    def _append(self, block: bytes | memoryview) -> tuple[Loc, bool]:
-        """Append to the active pack (starting a new one when full); (where, started a new pack)."""
+    def _append(self, parts: tuple, size: int) -> tuple[Loc, bool]:
+        """Append one block, given as its pieces, to the active pack (starting a new one when
+        full); (where, started a new pack)."""
         with self._lock:
             new = False
-            if self._active_end and self._active_end + len(block) > PACK_MAX:
+            if self._active_end and self._active_end + size > PACK_MAX:
                 self._active += 1
                 self._active_end = 0
                 new = True
             fd = self._pack_fd(self._active, create=True)
-            loc = Loc(self._active, self._active_end, len(block))
-            _write_all(fd, block, loc.offset)
-            self._active_end += len(block)
+            loc = Loc(self._active, self._active_end, size)
+            if len(parts) == 1:
+                _write_all(fd, parts[0], loc.offset)
+            else:
+                _writev_all(fd, parts, loc.offset)
+            self._active_end += size
             return loc, new
 
     def _flush_async(self, pack: int) -> Future:
@@ -256,7 +271,7 @@ class PackStore:
             for digest, loc in list(self._index.items()):
                 if loc.pack in victims:
                     data = os.pread(self._pack_fd(loc.pack), loc.length, loc.offset)
-                    new_loc, _ = self._append(data)
+                    new_loc, _ = self._append((data,), len(data))
                     moved[digest] = new_loc
                     touched.add(new_loc.pack)
             for n in touched:
@@ -288,13 +303,18 @@ class Txn:
         self._flush: Future | None = None
 
     def put(self, digest: bytes, block: bytes | memoryview) -> None:
+        self.put_parts(digest, (block,))
+
+    def put_parts(self, digest: bytes, parts: tuple) -> None:
+        """put() of a block given as consecutive pieces (written with one pwritev, never joined)."""
         if digest in self._pending or self._store.has(digest):
             return
-        loc, new = self._store._append(block)
+        size = sum(len(p) for p in parts)
+        loc, new = self._store._append(parts, size)
         self._pending[digest] = loc
         self._packs.add(loc.pack)
         self._new_pack |= new or loc.offset == 0
-        self._unsynced += len(block)
+        self._unsynced += size
         # Start the disk early: sync what was appended so far in the background, one at a time,
         # so that commit() finds little left to write.
         if self._unsynced >= FLUSH_EVERY and (self._flush is None or self._flush.done()):

@@ -215,6 +215,10 @@ class BlockBatch:
     def put(self, cid: Cid, block: bytes) -> None:
         self._txn.put(cid.digest, block)
 
+    def put_parts(self, cid: Cid, parts: tuple) -> None:
+        """The importer's PartsSink: the block's pieces appended with one pwritev, no join."""
+        self._txn.put_parts(cid.digest, parts)
+
     def commit(self) -> None:
         self._txn.commit()
 

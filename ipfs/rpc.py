@@ -13,11 +13,11 @@ import tarfile
 import threading
 from collections.abc import Iterator
 
-from gpumesh.ipfs import reader
+from gpumesh.ipfs import reader, upload
 from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, as_cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK, decode_node
 from gpumesh.ipfs.errors import IpfsError
-from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, iter_parts
+from gpumesh.ipfs.multipart import iter_parts
 from gpumesh.ipfs.repo import REPO_VERSION, Repo
 from gpumesh.ipfs.rpc_http import ClientError, Command, Request, Response
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
@@ -25,7 +25,6 @@ from gpumesh.ipfs.unixfs_dir import TreeBuilder
 
 VERSION = "0.1.0"
 AGENT = f"gpumesh-embedded/{VERSION}"
-_ADD_READ = 4 * CHUNK_SIZE  # big reads: fewer passes through the multipart parser per byte
 
 
 class Commands:
@@ -67,35 +66,15 @@ class Commands:
         if req.flag("trickle", False) or req.flag("inline", False) or req.flag("nocopy", False):
             raise ClientError("trickle, inline and nocopy are not supported")
         batch = None if only_hash else self.repo.batch()
-        sink = None if batch is None else batch.put
         wrap = req.flag("wrap-with-directory", False)
-        tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink, wrap=wrap)
+        tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, wrap=wrap,
+                           sink=None if batch is None else batch.put,
+                           parts_sink=None if batch is None else batch.put_parts)
         # Replies are buffered until the upload is read to its end: a client that streams its body
         # before it reads ours (requests does) could otherwise deadlock with us on full buffers.
-        out: list[dict] = []
-        unnamed = 0
         with self.write_lock:
             try:
-                for part in iter_parts(req.body, req.content_type):
-                    path = part.path
-                    if not path:
-                        unnamed += 1
-                        path = f"\0unnamed{unnamed}"
-                    if part.content_type == DIRECTORY_TYPE:
-                        tree.add_dir(path)
-                        continue
-                    if part.content_type == SYMLINK_TYPE:
-                        tree.add_symlink(path, part.stream.read(4096).decode("utf-8"))
-                        continue
-                    fb = tree.file()
-                    done = 0
-                    step = CHUNK_SIZE if progress else _ADD_READ  # progress: one line per chunk
-                    while chunk := part.stream.read(step):
-                        fb.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            out.append({"Name": path, "Bytes": done})
-                    tree.add_file(path, fb.finish())
+                out = upload.receive(req.body, req.content_type, tree, progress=progress)
                 entries = tree.finish()
                 if batch is not None:
                     batch.commit()  # every block durable before anything is pinned or reported

@@ -34,8 +34,30 @@ class _Chunked:
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
-        if self._eof:
+        if self._eof or not self._next_chunk():
             return b""
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._raw.read(want)
+        if not data:
+            raise ClientError("truncated chunked request body")
+        self._left -= len(data)
+        if self._left == 0:
+            self._raw.readline(16)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        """Up to len(view) bytes of the current chunk, straight into `view`; 0 at the end."""
+        if self._eof or not self._next_chunk():
+            return 0
+        n = self._raw.readinto(view[: min(len(view), self._left)])  # fills it unless the peer left
+        if not n:
+            raise ClientError("truncated chunked request body")
+        self._left -= n
+        if self._left == 0:
+            self._raw.readline(16)
+        return n
+
+    def _next_chunk(self) -> bool:
         if self._left == 0:
             line = self._raw.readline(1024)
             try:
@@ -46,15 +68,8 @@ class _Chunked:
                 while self._raw.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass
                 self._eof = True
-                return b""
-        want = self._left if n < 0 else min(n, self._left)
-        data = self._raw.read(want)
-        if not data:
-            raise ClientError("truncated chunked request body")
-        self._left -= len(data)
-        if self._left == 0:
-            self._raw.readline(16)
-        return data
+                return False
+        return True
 
     @property
     def done(self) -> bool:
@@ -74,6 +89,17 @@ class _Sized:
             raise ClientError("truncated request body")
         self._left -= len(data)
         return data
+
+    def readinto(self, view: memoryview) -> int:
+        """Up to len(view) bytes straight into `view` (a buffered socket reader fills it unless
+        the peer left); 0 at the end of the body."""
+        if self._left <= 0:
+            return 0
+        n = self._raw.readinto(view[: min(len(view), self._left)])
+        if not n:
+            raise ClientError("truncated request body")
+        self._left -= n
+        return n
 
     @property
     def done(self) -> bool:

@@ -33,6 +33,9 @@ _READ_SIZE = 4 * CHUNK_SIZE
 
 # Called with (cid, block bytes) for every block, children before parents, root last.
 BlockSink = Callable[[Cid, bytes], None]
+# The same, with the block as consecutive pieces (leaf frame, chunk view, frame tail) that are valid
+# only during the call: a sink that writes them at once (pwritev) never copies a block.
+PartsSink = Callable[[Cid, tuple], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class FileBuilder:
         cid_version: int = 0,
         raw_leaves: bool | None = None,
         sink: BlockSink | None = None,
+        parts_sink: PartsSink | None = None,
         chunk_size: int = CHUNK_SIZE,
         max_links: int = MAX_LINKS,
     ) -> None:
@@ -87,7 +91,9 @@ class FileBuilder:
         # Kubo: CIDv1 implies raw leaves; --raw-leaves with CIDv0 keeps CIDv0 for the dag-pb
         # parents while the raw leaves are CIDv1 (a raw block has no CIDv0).
         self.raw_leaves = (cid_version == 1) if raw_leaves is None else raw_leaves
-        self._sink = sink
+        if sink is not None and parts_sink is None:
+            parts_sink = _joining(sink)
+        self._sink = parts_sink
         self._chunk = chunk_size
         self._max_links = max_links
         self._buf = bytearray()
@@ -138,10 +144,10 @@ class FileBuilder:
         return ImportResult(root.cid, root.filesize, root.tsize, self._blocks)
 
     # -- tree -----------------------------------------------------------------------------------
-    def _emit(self, cid: Cid, block: bytes) -> None:
+    def _emit(self, cid: Cid, parts: tuple) -> None:
         self._blocks += 1
         if self._sink is not None:
-            self._sink(cid, block)
+            self._sink(cid, parts)
 
     def _leaf(self, chunk: bytes | memoryview) -> None:
         n = len(chunk)
@@ -149,10 +155,7 @@ class FileBuilder:
         if self.raw_leaves:
             cid = Cid(1, CODEC_RAW, hashlib.sha256(chunk).digest())
             child = _Child(cid, n, n)
-            if self._sink is not None:
-                self._emit(cid, bytes(chunk))
-            else:
-                self._blocks += 1
+            self._emit(cid, (chunk,))
         else:
             prefix, suffix = leaf_frame(n)
             h = hashlib.sha256(prefix)
@@ -161,10 +164,7 @@ class FileBuilder:
             cid = Cid(self.cid_version, CODEC_DAG_PB, h.digest())
             blen = len(prefix) + n + len(suffix)
             child = _Child(cid, n, blen)
-            if self._sink is not None:
-                self._emit(cid, b"".join((prefix, chunk, suffix)))
-            else:
-                self._blocks += 1
+            self._emit(cid, (prefix, chunk, suffix))
         self._push(0, child)
 
     def _push(self, level: int, child: _Child) -> None:
@@ -183,8 +183,17 @@ class FileBuilder:
         data = encode_unixfs(UnixfsData(T_FILE, None, filesize, tuple(c.filesize for c in children)))
         block = encode_node([PBLink(c.cid, "", c.tsize) for c in children], data)
         cid = Cid(self.cid_version, CODEC_DAG_PB, hashlib.sha256(block).digest())
-        self._emit(cid, block)
+        self._emit(cid, (block,))
         return _Child(cid, filesize, len(block) + sum(c.tsize for c in children))
+
+
+def _joining(sink: BlockSink) -> PartsSink:
+    """A BlockSink behind the parts interface: each block joined into its own bytes (the pieces
+    may be views of a caller's buffer that is reused after the call)."""
+    def put(cid: Cid, parts: tuple) -> None:
+        sink(cid, b"".join(parts) if len(parts) > 1 else bytes(parts[0]))
+
+    return put
 
 
 def cid_of_bytes(data: bytes, cid_version: int = 0, raw_leaves: bool | None = None) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from gpumesh.ipfs.cid import CODEC_DAG_PB, Cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_SYMLINK, PBLink, UnixfsData, encode_node, encode_unixfs
 from gpumesh.ipfs.errors import IpfsError, Unsupported
-from gpumesh.ipfs.unixfs import BlockSink, FileBuilder, ImportResult, import_file
+from gpumesh.ipfs.unixfs import BlockSink, FileBuilder, ImportResult, PartsSink, import_file
 
 HAMT_THRESHOLD = 256 * 1024  # boxo: HAMTShardingSize, estimated as sum(len(name) + len(cid bytes))
 
@@ -82,10 +82,12 @@ class TreeBuilder:
         raw_leaves: bool | None = None,
         sink: BlockSink | None = None,
         wrap: bool = False,
+        parts_sink: PartsSink | None = None,
     ) -> None:
         self.cid_version = cid_version
         self.raw_leaves = raw_leaves
         self._sink = sink
+        self._parts_sink = parts_sink  # files' blocks as pieces (gpumesh.ipfs.unixfs.PartsSink)
         self._wrap = wrap
         self._dirs: dict[str, dict[str, ImportResult]] = {"": {}}
         self._order: list[str] = []  # top-level names in arrival order
@@ -109,7 +111,8 @@ class TreeBuilder:
         self._dirs[path.strip("/")] = {}
 
     def file(self) -> FileBuilder:
-        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, sink=self._sink)
+        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, sink=self._sink,
+                           parts_sink=self._parts_sink)
 
     def add_file(self, path: str, result: ImportResult) -> None:
         siblings, name = self._parent(path)
