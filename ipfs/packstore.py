@@ -40,7 +40,7 @@ from gpumesh.ipfs.errors import IpfsError
 
 INDEX_MAGIC = b"GPMIDX1\n"
 PACK_MAX = 64 * 1024 * 1024
-FLUSH_EVERY = 16 * 1024 * 1024  # background fdatasync granularity while an add appends
+FLUSH_EVERY = 4 * 1024 * 1024  # background fdatasync granularity while an add appends
 _REC = struct.Struct("<B32sIQI")
 REC_SIZE = _REC.size + 4
 OP_PUT, OP_DEL = 1, 2
@@ -206,9 +206,13 @@ class PackStore:
 
     def _flush_async(self, pack: int) -> Future:
         with self._lock:
+            return self._background(os.fdatasync, self._pack_fd(pack))
+
+    def _background(self, fn, *args) -> Future:  # noqa: ANN001
+        with self._lock:
             if self._flusher is None:
                 self._flusher = ThreadPoolExecutor(1, thread_name_prefix="ipfs-packsync")
-            return self._flusher.submit(os.fdatasync, self._pack_fd(pack))
+            return self._flusher.submit(fn, *args)
 
     def _log(self, records: list[bytes], publish: dict[bytes, Loc | None]) -> None:
         """Append index records durably, then make them visible (None: deleted)."""
@@ -298,7 +302,7 @@ class Txn:
         self._store = store
         self._pending: dict[bytes, Loc] = {}
         self._packs: set[int] = set()
-        self._new_pack = False
+        self._dir_sync: Future | None = None
         self._unsynced = 0
         self._flush: Future | None = None
 
@@ -313,7 +317,11 @@ class Txn:
         loc, new = self._store._append(parts, size)
         self._pending[digest] = loc
         self._packs.add(loc.pack)
-        self._new_pack |= new or loc.offset == 0
+        if new or loc.offset == 0:
+            # A new pack's name must be durable before commit indexes it: the folder is synced now,
+            # in the background (after the pack's creation: the flusher runs one job at a time, in
+            # order), so commit only waits for the last such sync.
+            self._dir_sync = self._store._background(fsync_dir, self._store.packs_dir)
         self._unsynced += size
         # Start the disk early: sync what was appended so far in the background, one at a time,
         # so that commit() finds little left to write.
@@ -331,15 +339,16 @@ class Txn:
             fds = [store._pack_fd(n) for n in sorted(self._packs)]
         for fd in fds:  # outside the lock: reads go on meanwhile (compact never runs during a Txn)
             os.fdatasync(fd)
-        if self._new_pack:
-            fsync_dir(store.packs_dir)
+        if self._dir_sync is not None:
+            self._dir_sync.result()
         records = [_record(OP_PUT, d, loc) for d, loc in self._pending.items()]
         store._log(records, dict(self._pending))
         self._pending.clear()
 
     def abort(self) -> None:
-        if self._flush is not None:
-            self._flush.exception()
+        for f in (self._flush, self._dir_sync):
+            if f is not None:
+                f.exception()
         self._pending.clear()
 
 
