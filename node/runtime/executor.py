@@ -4,6 +4,7 @@
     ex = Executor(bundle, device="cpu")                      # or "cuda"
     res = ex.run(load_units("inputs.safetensors", bundle.program))
     res.result_root, res.unit_roots, res.outputs             # honest path: hashes outputs only
+    outs = ex.run_units(units[a:b])                          # outputs only (units stacked, 2.5)
     tr = ex.trace(units[u])                                  # dispute: every op output + its root
     proof = element_proof(bundle, tr, op_index, element)     # (gpumesh.node.runtime.trace)
 
@@ -23,6 +24,7 @@ from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import result_root
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
+from gpumesh.node.runtime.stacking import stack_factor
 
 _UNIT = object()  # plan marker: the unit input tensor
 
@@ -55,7 +57,10 @@ class Trace:
 
 
 class Executor:
-    def __init__(self, bundle: ProgramBundle, device: str = "cpu") -> None:
+    #: Units per forward pass (1: one at a time); `stack_factor` of the program unless given.
+    stack: int
+
+    def __init__(self, bundle: ProgramBundle, device: str = "cpu", stack: int | None = None) -> None:
         kernels.set_deterministic()
         self.bundle = bundle
         self.program = bundle.program
@@ -75,6 +80,7 @@ class Executor:
                 if s.kind == SlotKind.OP_OUTPUT:
                     last_use[s.index] = j
         self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
+        self.stack = stack_factor(self.program) if stack is None else max(1, stack)
 
     def _source(self, s):
         """What an input slot reads at run time: a weight tensor, _UNIT (the unit input) or op index j."""
@@ -115,16 +121,29 @@ class Executor:
         return self._forward(self._to_device(unit), keep=False)[-1].cpu().numpy()
 
     @torch.inference_mode()
+    def run_units(self, units: np.ndarray) -> np.ndarray:
+        """Outputs [k, *output.shape] of k units [k, *input.shape], `self.stack` units per forward
+        pass (stacked along axis 0: same bits as one at a time, docs/protocol.md 2.5)."""
+        t = self.program.input.type
+        out_t = self.program.output_type
+        units = np.ascontiguousarray(units, dtype=NP_DTYPE[t.dtype]).reshape(-1, *t.shape)
+        outs = np.empty((len(units), *out_t.shape), dtype=NP_DTYPE[out_t.dtype])
+        for a in range(0, len(units), self.stack):
+            group = units[a : a + self.stack]
+            x = torch.from_numpy(group.reshape(-1, *t.shape[1:])).to(self.device)
+            outs[a : a + len(group)] = self._forward(x, keep=False)[-1].cpu().numpy().reshape(-1, *out_t.shape)
+        return outs
+
+    @torch.inference_mode()
     def run(self, units: np.ndarray) -> RunResult:
         """Every unit of an inputs tensor [U, *input.shape]: outputs, per-unit roots, result root."""
         t0 = time.perf_counter()
-        outs = [self._forward(self._to_device(u), keep=False)[-1] for u in units]
-        host = [o.cpu().numpy() for o in outs]
+        outs = self.run_units(units)
         t1 = time.perf_counter()
-        roots = tuple(merkle.tensor_root(np.ascontiguousarray(o).tobytes()) for o in host)
+        roots = tuple(merkle.tensor_root(o.tobytes()) for o in outs)
         rr = result_root(list(roots))
         t2 = time.perf_counter()
-        return RunResult(np.stack(host), roots, rr, t1 - t0, t2 - t1)
+        return RunResult(outs, roots, rr, t1 - t0, t2 - t1)
 
     @torch.inference_mode()
     def trace(self, unit: np.ndarray) -> Trace:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
+from gpumesh.node.runtime.stacking import CONST_INPUTS
 
 _INT_MM_OK: dict[str, bool] = {}
 
@@ -32,10 +33,14 @@ Prepared = Callable[[list[torch.Tensor]], torch.Tensor]
 
 def set_deterministic() -> None:
     """No TF32 anywhere and deterministic kernels (our integer paths are exact regardless; this keeps
-    any float fallback honest)."""
+    any float fallback honest). Deterministic mode would also fill every new tensor with a marker
+    value (a debugging aid against reads of uninitialised memory): every kernel here writes each
+    element of its output, so that fill is turned off. It cost a third of a linear op's time on
+    4096x128 outputs on the build VM (aten::fill_ on each empty tensor)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 _ALLOCATOR_TUNED = False
@@ -118,21 +123,37 @@ def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.
 
 
 class _Req:
-    """A requant prepared once. fp64 mode (CPU, every shift <= FP64_MAX_SHIFT): the caller hands a
-    float64 tensor holding the exact int32 accumulator; y = floor(clamp(v*m + (zp + 1/2), lo, hi))
-    with m = mult * 2^-shift exact in float64 — exact by the proof in docs/protocol.md 2.4. Else the
-    generic int64 `requant` on an int tensor."""
+    """A requant prepared once. fp64 mode (CPU, every shift <= FP64_MAX_SHIFT): y = floor(clamp(
+    A*m + (zp + 1/2), lo, hi)) with m = mult * 2^-shift exact in float64 — exact by the proof in
+    docs/protocol.md 2.4. Else the generic int64 `requant` on an int tensor.
+
+    `int32(acc)` is the fast entry: when every channel has 0 < mult <= 2^shift (m <= 1), the result
+    is monotone in A and rises by at most 1 per step of A, so clamping A (in int32) to the per-channel
+    range [a_lo, a_hi] whose results are exactly lo..hi leaves every y unchanged and puts A*m + c in
+    [lo, hi + 1): no float clamp is needed, and with lo >= 0 the int8 cast's truncation is the floor
+    (docs/protocol.md 2.4, "pre-clamp")."""
 
     def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
         mult = np.asarray(mult, dtype=np.int64).reshape(-1)
         shift = np.asarray(shift, dtype=np.int64).reshape(-1)
         self.zp, self.lo, self.hi = zp, lo, hi
         self.fp64 = device.type == "cpu" and int(shift.max()) <= FP64_MAX_SHIFT
+        self.pre = None
         if self.fp64:
             m = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))  # exact: a power-of-two scaling
             self.m = float(m[0]) if m.size == 1 else torch.from_numpy(m).to(device)
             self.c = zp + 0.5
+            self.c_t = torch.tensor(self.c, dtype=torch.float64, device=device)
             self.floor = lo < 0  # in [lo, hi] with lo >= 0, the int8 cast (truncation) is the floor
+            pairs = [(int(mu), int(sh)) for mu, sh in zip(mult, shift, strict=True)]
+            b = [pre_clamp_bounds(mu, sh, zp, lo, hi) if 0 < mu <= 1 << sh else None for mu, sh in pairs]
+            if None in b:
+                pass  # m > 1, mult 0, or every int32 A saturates on some channel: the float clamp path
+            elif len(set(b)) == 1:
+                self.pre = b[0]
+            else:
+                lo_t, hi_t = (torch.tensor(v, dtype=torch.int32, device=device) for v in zip(*b, strict=True))
+                self.pre = (lo_t, hi_t)
         else:
             one = mult.size == 1
             self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
@@ -145,6 +166,33 @@ class _Req:
                 a.floor_()
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
+
+    def int32(self, acc: torch.Tensor) -> torch.Tensor:
+        """Requant of an int32 tensor holding the exact accumulator (never modified)."""
+        if self.pre is None:
+            return self(acc.to(torch.float64) if self.fp64 else acc)
+        a = torch.clamp(acc, *self.pre).to(torch.float64)
+        # c + A*m in one pass (one rounding if fused, two if not: the proof covers both)
+        if isinstance(self.m, float):
+            torch.add(self.c_t, a, alpha=self.m, out=a)
+        else:
+            torch.addcmul(self.c_t, a, self.m, out=a)
+        if self.floor:
+            a.floor_()
+        return a.to(torch.int8)
+
+
+def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """[a_lo, a_hi] within int32: the smallest A whose requant k(A) = floor((A*mult + 2^(shift-1)) /
+    2^shift) + zp is >= lo and the largest with k(A) <= hi (exact integer arithmetic; mult > 0).
+    None when no int32 A reaches [lo, hi] (every result saturates to one bound)."""
+    half, one = 1 << (shift - 1), 1 << shift
+    a_lo = -((half - (lo - zp) * one) // mult)  # ceil(((lo - zp) * 2^s - 2^(s-1)) / mult)
+    a_hi = ((hi - zp + 1) * one - half - 1) // mult
+    i32_min, i32_max = -(1 << 31), (1 << 31) - 1
+    if a_lo > i32_max or a_hi < i32_min or a_lo > a_hi:
+        return None
+    return max(i32_min, a_lo), min(i32_max, a_hi)
 
 
 def _req_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> _Req:
@@ -203,27 +251,17 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     b_eff = bias.astype(np.int64) - d.attr("x_zp") * w64.sum(axis=1)
     b_eff = ((b_eff + 2**31) % 2**32 - 2**31).astype(np.int32)
     b32 = torch.from_numpy(b_eff).to(device)
-    out_shape = d.out.shape
+    out_shape = (-1, *d.out.shape[1:])  # the leading dim from the input: units may be stacked
     if d.requant.mode == ReqMode.NONE:
         def run_none(xs):
             acc = mm(xs[0].reshape(-1, k))
             return acc.add_(b32).reshape(out_shape)  # int32 add wraps: wrap32 of the exact sum
         return run_none
     req = _req_of(d, consts[2] if len(consts) > 2 else None, device)
-    # |x @ W^T| <= 128 * sum|W[n]|: when that plus |b_eff| stays in int32, no wrap can happen and the
-    # float64 sum acc + b is the exact accumulator (integers far below 2^53).
-    no_wrap = bool(np.all(128 * np.abs(w64).sum(axis=1) + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1))
-    if req.fp64 and no_wrap:
-        b64 = torch.from_numpy(b_eff.astype(np.float64)).to(device)
 
-        def run_fp64(xs):
-            return req(torch.add(mm(xs[0].reshape(-1, k)), b64)).reshape(out_shape)
-        return run_fp64
-
-    def run_wrap(xs):
-        acc = mm(xs[0].reshape(-1, k)).add_(b32)
-        return req(acc.to(torch.float64) if req.fp64 else acc).reshape(out_shape)
-    return run_wrap
+    def run_req(xs):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
+        return req.int32(mm(xs[0].reshape(-1, k)).add_(b32)).reshape(out_shape)
+    return run_req
 
 
 def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
@@ -248,15 +286,37 @@ def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
 
 
 def _prep_im2col(d: OpDescriptor) -> Prepared:
+    """One gather copy into column order (kh, kw, c). Each window row is kw*c contiguous bytes of
+    the padded input: from 16 bytes on, an as_strided window view copied by reshape (torch moves the
+    contiguous runs); below that (the first conv of an image model, C = 1) a torch.take through a
+    flat index prepared once per batch size, 2x faster on the build VM for 64x8x8x1 -> 64x8x8x9."""
     kh, kw, sh, sw, ph, pw, pad = (d.attr(a) for a in ("kh", "kw", "sh", "sw", "ph", "pw", "pad"))
-    n, oh, ow, cols = d.out.shape
+    c = d.inputs[0].type.shape[3]
+    _, oh, ow, cols = d.out.shape
+    index: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def run(xs):
+        n = xs[0].shape[0]
         xp = F.pad(xs[0], (0, 0, pw, pw, ph, ph), value=pad) if ph or pw else xs[0].contiguous()
+        if kw * c < 16:
+            key = (n, xp.device)
+            if key not in index:
+                index[key] = _im2col_index(n, xp.shape[1], xp.shape[2], c, oh, ow, kh, kw, sh, sw).to(xp.device)
+            return torch.take(xp, index[key])
         s0, s1, s2, s3 = xp.stride()
-        win = xp.as_strided((n, oh, ow, kh, kw, xp.shape[3]), (s0, sh * s1, sw * s2, s1, s2, s3))
-        return win.reshape(n, oh, ow, cols)  # one gather copy, column order (kh, kw, c)
+        win = xp.as_strided((n, oh, ow, kh, kw, c), (s0, sh * s1, sw * s2, s1, s2, s3))
+        return win.reshape(n, oh, ow, cols)
     return run
+
+
+def _im2col_index(n: int, hp: int, wp: int, c: int, oh: int, ow: int, kh: int, kw: int, sh: int,
+                  sw: int) -> torch.Tensor:
+    """Flat positions in a padded [n, hp, wp, c] tensor of every im2col output element, [n, oh, ow,
+    kh*kw*c] in (kh, kw, c) column order."""
+    i = torch.arange(oh).view(1, oh, 1, 1, 1, 1) * sh + torch.arange(kh).view(1, 1, 1, kh, 1, 1)
+    j = torch.arange(ow).view(1, 1, ow, 1, 1, 1) * sw + torch.arange(kw).view(1, 1, 1, 1, kw, 1)
+    pos = ((torch.arange(n).view(n, 1, 1, 1, 1, 1) * hp + i) * wp + j) * c + torch.arange(c).view(1, 1, 1, 1, 1, c)
+    return pos.reshape(n, oh, ow, kh * kw * c)
 
 
 def _prep_avgpool(d: OpDescriptor, device: torch.device) -> Prepared:
@@ -281,7 +341,7 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
         return _prep_linear(d, consts, device)
     if op == Opcode.REQUANT:
         req = _req_of(d, consts[0] if consts else None, device)
-        return lambda xs: req(xs[0].to(torch.float64) if req.fp64 else xs[0])
+        return lambda xs: req.int32(xs[0])
     if op == Opcode.ADD:
         return _prep_add(d, device)
     if op == Opcode.IM2COL:
@@ -290,9 +350,6 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
         return _prep_avgpool(d, device)
     return lambda xs: _run_generic(d, xs)
 
-
-#: Input positions read as prepared constants, per opcode (the rest are dynamic tensors).
-CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
 
 
 def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -363,12 +420,14 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         # column order (kh, kw, c): concatenating the window slices along C gives exactly that.
         return torch.cat(list(_windows(d, x, d.attr("pad"))), dim=3)
     if op == Opcode.MAXPOOL:
-        out = None
-        for s in _windows(d, x, -128):
-            if out is None:
-                out = s.clone()
-            else:
-                torch.maximum(out, s, out=out)
+        wins = _windows(d, x, -128)
+        first = next(wins)
+        second = next(wins, None)
+        if second is None:
+            return first.clone()
+        out = torch.maximum(first, second)
+        for s in wins:
+            torch.maximum(out, s, out=out)
         return out
     if op == Opcode.AVGPOOL:
         acc = x.sum(dim=(1, 2), dtype=torch.int32)
@@ -379,9 +438,9 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         return requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi)
     if op == Opcode.ARGMAX:
         r = torch.argmax(x, dim=-1).to(torch.int32)  # documented: first maximal index
-        return r.reshape(d.out.shape)
+        return r.reshape(-1, *d.out.shape[1:])
     if op == Opcode.RESHAPE:
-        return x.reshape(d.out.shape)
+        return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u
     if op == Opcode.TRANSPOSE:
         return x.permute(*d.perm).contiguous()
     raise NotImplementedError(op)  # pragma: no cover - Opcode is closed

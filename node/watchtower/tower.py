@@ -253,7 +253,8 @@ class Watchtower:
             note = f"outputs unusable: {exc}"
         units = (sample_units(job.num_units, rec.get("rate", self.config.sample_rate), rec["seed"])
                  if worker_roots is not None else tuple(range(job.num_units)))
-        own = {u: merkle.tensor_root(np.ascontiguousarray(ex.run_unit(data.units[u])).tobytes()) for u in units}
+        outs = ex.run_units(data.units[list(units)]) if units else ()
+        own = {u: merkle.tensor_root(np.ascontiguousarray(o).tobytes()) for u, o in zip(units, outs, strict=True)}
         if worker_roots is not None:
             bad = mismatches(own, worker_roots)
             leaves = spliced_roots(worker_roots, own)

@@ -134,5 +134,13 @@ def run_unit_at(ex: Executor, u: int, unit: np.ndarray) -> np.ndarray:
     return ex.run_unit_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.run_unit(unit)
 
 
+def run_units_at(ex: Executor, us: list[int], units: np.ndarray) -> np.ndarray:
+    """Outputs of units `us` (their inputs `units`): stacked passes, or one by one on a faulty
+    executor (its fault belongs to one unit index)."""
+    if isinstance(ex, FaultyExecutor):
+        return np.stack([ex.run_unit_at(u, x) for u, x in zip(us, units, strict=True)])
+    return ex.run_units(units)
+
+
 def trace_at(ex: Executor, u: int, unit: np.ndarray) -> Trace:
     return ex.trace_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.trace(unit)

@@ -94,10 +94,50 @@ def test_fp64_requant_exact_at_ties(shift):
         acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int32)
         req = kernels._Req(mult, shift, zp, lo, hi, torch.device("cpu"))
         assert req.fp64
-        got = req(torch.from_numpy(acc).to(torch.float64)).numpy()
-        assert np.array_equal(got, _int64_requant(acc, mult, shift, zp, lo, hi))
+        want = _int64_requant(acc, mult, shift, zp, lo, hi)
+        assert np.array_equal(req(torch.from_numpy(acc).to(torch.float64)).numpy(), want)
+        assert np.array_equal(req.int32(torch.from_numpy(acc)).numpy(), want)  # pre-clamped when m <= 1
         req_cases += 1
     assert req_cases == 30
+
+
+@pytest.mark.parametrize("shift", [1, 2, 5, 13, 30, 31, 36, 42])
+def test_pre_clamp_requant_exact_at_its_bounds(shift):
+    """The int32 pre-clamp (m = mult * 2^-shift <= 1): at, below and above each channel's clamp
+    bounds, at the ties, at the int32 extremes, and on channels where every int32 A saturates; per
+    tensor and per channel, against the int64 formula."""
+    rng = np.random.default_rng(1000 + shift)
+    taken = 0
+    for _ in range(40):
+        ch = int(rng.integers(1, 5))
+        mult = [int(rng.integers(1, min(2**shift, 2**31 - 1) + 1)) >> int(rng.integers(0, 3)) or 1 for _ in range(ch)]
+        zp, lo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        hi = int(rng.integers(lo, 128))
+        accs = [-(2**31), -(2**31) + 1, 2**31 - 2, 2**31 - 1, 0, 1, -1]
+        for mu in mult:
+            b = kernels.pre_clamp_bounds(mu, shift, zp, lo, hi)
+            for a in b or ():
+                accs += [a - 2, a - 1, a, a + 1, a + 2]
+            for k in rng.integers(-200, 200, 4):
+                a0 = ((2 * int(k) + 1) << (shift - 1)) // mu
+                accs += [a0 - 1, a0, a0 + 1]
+        acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int32)
+        grid = np.repeat(acc[:, None], ch, axis=1)  # [n, ch]: every A on every channel
+        req = kernels._Req(np.array(mult), np.full(ch, shift), zp, lo, hi, torch.device("cpu"))
+        taken += req.pre is not None
+        got = req.int32(torch.from_numpy(grid)).numpy()
+        for c in range(ch):
+            assert np.array_equal(got[:, c], _int64_requant(acc, mult[c], shift, zp, lo, hi)), (mult[c], zp, lo, hi)
+    assert taken >= 20  # most draws take the pre-clamp path
+
+
+def test_pre_clamp_bounds_degenerate_channel():
+    # every int32 A gives k(A) <= 0 < lo: no bounds, the float clamp path is used
+    assert kernels.pre_clamp_bounds(1, 30, -2, 1, 1) is None
+    req = kernels._Req(1, 30, -2, 1, 1, torch.device("cpu"))
+    assert req.pre is None
+    acc = torch.tensor([-(2**31), 11764997, 2**31 - 1], dtype=torch.int32)
+    assert req.int32(acc).tolist() == [1, 1, 1]
 
 
 def test_fp64_limit_falls_back_to_int64():

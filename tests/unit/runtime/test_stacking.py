@@ -1,0 +1,80 @@
+"""Stacking units along axis 0 (docs/protocol.md 2.5) gives the same bits as one unit at a time:
+every opcode on random single-op cases (Hypothesis: several independent inputs run stacked vs one by
+one), both digits examples through Executor.run_units at several stack factors (remainder groups
+included), and programs that must not be stacked are run one unit at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpumesh.client.core.ops import Opcode
+from gpumesh.client.core.ops.types import DType, OpDescriptor, SlotKind, SlotRef, TensorType, make_attrs
+from gpumesh.client.core.program import OpEntry, Program, TensorDecl
+from gpumesh.node.runtime import kernels
+from gpumesh.node.runtime.executor import Executor
+from gpumesh.node.runtime.files import load_program, load_units
+from gpumesh.node.runtime.randprog import random_case, values
+from gpumesh.node.runtime.stacking import CONST_INPUTS, op_blocker, stack_blocker, stack_factor
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "digits"
+
+
+@pytest.mark.parametrize("op", list(Opcode), ids=lambda o: o.name.lower())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_op_on_stacked_inputs_equals_one_by_one(op, data):
+    draw = lambda lo, hi: data.draw(st.integers(lo, hi))  # noqa: E731
+    case = random_case(draw, op)
+    d = case.desc
+    const = CONST_INPUTS.get(d.opcode, ())
+    dyn = [i for i in range(len(d.inputs)) if i not in const]
+    sets = [list(case.inputs)]
+    for _ in range(draw(1, 3)):  # more samples of the data inputs, same constants
+        sets.append([values(draw, d.inputs[i].type.shape, d.inputs[i].type.dtype) if i in dyn else a
+                     for i, a in enumerate(case.inputs)])
+    one = [kernels.run_op(d, [torch.from_numpy(np.array(a)) for a in s]).numpy() for s in sets]
+    stacked = [np.concatenate([s[i] for s in sets]) if i in dyn else case.inputs[i] for i in range(len(d.inputs))]
+    if op_blocker(d) is not None:
+        return  # not stacked by the executor (checked below that such programs run one by one)
+    got = kernels.run_op(d, [torch.from_numpy(np.array(a)) for a in stacked]).numpy()
+    assert np.array_equal(got, np.concatenate(one))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("stack", [1, 3, 8, 64])
+def test_run_units_stacked_equals_run_unit(name, stack):
+    bundle = load_program(EXAMPLES / name)
+    units = load_units(EXAMPLES / "data" / f"test_inputs_{name}.safetensors", bundle.program)[:11]
+    ex = Executor(bundle, stack=stack)
+    want = np.stack([ex.run_unit(u) for u in units])
+    assert np.array_equal(ex.run_units(units), want)
+    res = ex.run(units)
+    assert np.array_equal(res.outputs, want) and len(res.unit_roots) == len(units)
+
+
+def test_examples_are_stacked_by_default():
+    assert stack_factor(load_program(EXAMPLES / "mlp").program) > 1
+    assert stack_blocker(load_program(EXAMPLES / "cnn").program) is None
+
+
+def _program(ops: list[tuple[str, OpDescriptor]], input_t: TensorType, weights=()) -> Program:
+    return Program(TensorDecl("x", input_t), tuple(weights), tuple(OpEntry(n, d, ()) for n, d in ops), {})
+
+
+def test_programs_that_move_axis_0_run_one_unit_at_a_time():
+    t = TensorType(DType.INT8, (3, 4))
+    tr = OpDescriptor(Opcode.TRANSPOSE, (SlotRef(SlotKind.UNIT_INPUT, 0, t),), TensorType(DType.INT8, (4, 3)),
+                      make_attrs(Opcode.TRANSPOSE, p0=1, p1=0, p2=2, p3=3))
+    prog = _program([("t", tr)], t)
+    assert "moves axis 0" in stack_blocker(prog)
+    assert stack_factor(prog) == 1
+    flat = TensorType(DType.INT8, (12,))
+    rs = OpDescriptor(Opcode.RESHAPE, (SlotRef(SlotKind.UNIT_INPUT, 0, t),), flat, ())
+    am = OpDescriptor(Opcode.ARGMAX, (SlotRef(SlotKind.OP_OUTPUT, 0, flat),), TensorType(DType.INT32, (1,)), ())
+    assert "rank-1" in stack_blocker(_program([("r", rs), ("a", am)], t))
