@@ -33,6 +33,7 @@ class Commands:
         # add/pin hold it shared-ish (serialised), gc exclusively: gc never sweeps a block that an
         # add in progress has written but not pinned yet.
         self.write_lock = threading.RLock()
+        self.rings = upload.Rings()  # add's receive buffers, kept for the next add
 
     def fetch_many(self, cids: list[Cid]) -> Iterator[bytes]:
         for c in cids:
@@ -74,7 +75,7 @@ class Commands:
         # before it reads ours (requests does) could otherwise deadlock with us on full buffers.
         with self.write_lock:
             try:
-                out = upload.receive(req.body, req.content_type, tree, progress=progress)
+                out = upload.receive(req.body, req.content_type, tree, progress=progress, rings=self.rings)
                 entries = tree.finish()
                 if batch is not None:
                     batch.commit()  # every block durable before anything is pinned or reported

@@ -17,6 +17,7 @@ Rules, as Kubo's defaults (boxo importer/balanced + helpers, go-unixfs, go-merkl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class _Child:
     tsize: int
 
 
+@functools.lru_cache(maxsize=64)  # almost every leaf is CHUNK_SIZE long: encoded once, not per leaf
 def leaf_frame(n: int) -> tuple[bytes, bytes]:
     """(prefix, suffix) around a chunk of length n in a dag-pb File leaf, as Kubo encodes it, so the
     chunk is never copied just to be hashed (and a reader can rebuild a leaf from its bytes)."""
