@@ -1,10 +1,16 @@
 """CPU throughput of the exact int8 executor vs torch float32 eager on the same float model, same
-unit batch, same run; and the honest-path commitment overhead (hashing the unit outputs into the
-result root) as a percentage of execution.
+run; and the honest-path commitment overhead (hashing the unit outputs into the result root) as a
+percentage of execution.
 
-Each (model, batch) cell is measured `--repeat` times (each time: best of a few reps of U units);
-the line quotes the best and the median ratio. The load average is printed before and after (the
-build machine is shared). The job's unit is one batch: the program is exported at that batch.
+The job's unit is one batch: the program is exported at that batch. The executor runs `x S` units
+per forward pass (stacked, docs/protocol.md 2.5), so float32 eager is measured twice: one unit per
+call (what the job's unit is) and S units per call (the same rows per call as the executor). The
+int8 figure is Executor.run (execution AND commitments); "execution only" is Executor.run_units.
+Commitment = run / run_units - 1.
+
+Each (model, batch) cell is measured `--repeat` times (each time: best of a few reps of U units,
+the four measurements interleaved); the line quotes the best and the median. The load average is
+printed before and after (the build machine is shared).
 
     .venv/bin/python bench/bench_runtime.py [--batches 64,256,1024] [--repeat 3] [--quick]
 """
@@ -61,41 +67,49 @@ def _bundle(model, calib, unit_batch):
     return ProgramBundle(prog, {w.name: canonical_bytes(arrays[w.name], w.type) for w in prog.weights}, arrays)
 
 
+def _best(fn, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def bench(name: str, model: nn.Module, bundle: ProgramBundle, units_n: int, reps: int, repeat: int) -> None:
     shape = bundle.program.input.type.shape
     scale = bundle.program.meta["input_scale"]
+    ex = Executor(bundle)
+    units_n = -(-units_n // ex.stack) * ex.stack  # whole stacked passes
     xf = torch.randn(units_n, *shape)
     units = np.clip(np.rint(xf.numpy() / scale), -128, 127).astype(np.int8)
-    ex = Executor(bundle)
+    stacked = xf.reshape(-1, ex.stack * shape[0], *shape[1:])  # the executor's rows per pass
     model.eval()
 
-    def run_float():
+    def float_units():
         with torch.inference_mode():
             for u in xf:
                 model(u)
 
-    run_float()
-    ex.run(units)
-    ratios, overheads, rates = [], [], []
+    def float_stacked():
+        with torch.inference_mode():
+            for u in stacked:
+                model(u)
+
+    float_units(), float_stacked(), ex.run(units)
+    rows = []
     for _ in range(repeat):
-        # float and int8 reps interleaved, so both see the same machine load
-        t_f, t_q, best_run = float("inf"), float("inf"), None
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            run_float()
-            t1 = time.perf_counter()
-            res = ex.run(units)  # wall time of run(): execution AND hashing
-            t2 = time.perf_counter()
-            t_f, t_q = min(t_f, t1 - t0), min(t_q, t2 - t1)
-            if best_run is None or res.exec_seconds + res.hash_seconds < best_run.exec_seconds + best_run.hash_seconds:
-                best_run = res
-        ratios.append(t_f / t_q)
-        overheads.append(100 * best_run.hash_seconds / best_run.exec_seconds)
-        rates.append((units_n * shape[0] / t_f, units_n * shape[0] / t_q))
-    i = ratios.index(max(ratios))
-    print(f"{name:<28} batch {shape[0]:>4}: float32 eager {rates[i][0]:>9.0f}/s  int8 exact {rates[i][1]:>9.0f}/s"
-          f"  ratio best {max(ratios):5.2f}x median {statistics.median(ratios):5.2f}x"
-          f"  commitment best {min(overheads):5.2f}% median {statistics.median(overheads):5.2f}%", flush=True)
+        # each measurement is the best of `reps`, and the four are interleaved, so all see the same load
+        t_fu, t_fs = _best(float_units, reps), _best(float_stacked, reps)
+        t_x, t_r = _best(lambda: ex.run_units(units), reps), _best(lambda: ex.run(units), reps)
+        rows.append((t_fu / t_r, t_fs / t_r, t_fs / t_x, 100 * (t_r / t_x - 1), t_fu, t_r))
+    best = max(rows, key=lambda r: r[0])
+    med = [statistics.median(col) for col in zip(*rows, strict=True)]
+    n = units_n * shape[0]
+    print(f"{name:<27} batch {shape[0]:>4} x{ex.stack:<3}: float32 eager {n / best[4]:>9.0f}/s  int8 exact {n / best[5]:>9.0f}/s"
+          f"  ratio vs float@unit {best[0]:5.2f}x (median {med[0]:5.2f})  @same rows {max(r[1] for r in rows):5.2f}x"
+          f" (median {med[1]:5.2f}; execution only {max(r[2] for r in rows):5.2f}x)"
+          f"  commitment {min(r[3] for r in rows):6.2f}% (median {med[3]:6.2f}%)", flush=True)
 
 
 def main() -> int:

@@ -134,6 +134,8 @@ def tensor_levels(data: bytes) -> list[list[bytes]]:
 
 
 def tensor_root(data: bytes) -> bytes:
+    if len(data) <= LEAF_BYTES:  # one leaf (small unit outputs): no tree to build
+        return keccak256(TAG_LEAF + data + bytes(LEAF_BYTES - len(data)))
     return tensor_levels(data)[-1][0]
 
 

@@ -22,13 +22,17 @@ from gpumesh.client.core.program import Program
 #: Input positions read as prepared constants (weights), per opcode; the rest are data tensors.
 CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
 
-#: Elements of the largest per-op tensor of one stacked forward pass the executor aims at, and the
-#: most units stacked. Measured on the 2-core build VM with the digits models exported at batch 64
-#: (int8 samples/s by units per pass): MLP 1: 1.28M, 8: 4.40M, 32: 7.41M, 64: 8.47M, 128: 7.69M;
-#: CNN 1: 0.15M, 2: 0.19M, 4: 0.21M, 8: 0.19M, 32: 0.12M. Small tensors gain by paying the per-op
-#: overhead once per pass; large ones lose once the temporaries leave the cache.
-STACK_ELEMENTS = 1 << 21
+#: Bytes of the largest per-op temporary of one stacked pass the executor aims at, and the most
+#: units stacked. An op that requantizes (linear, requant, add, avgpool) holds a float64 temporary
+#: per output element (8 bytes); other ops their output's own width. Measured on the 2-core build VM
+#: (bench/bench_runtime.py and a sweep of units per pass, digits models at batch 64): the MLP peaks
+#: at 64 units (4096 rows; its largest linear output 4096x128 = 4 MiB of float64), the CNN at 4 units
+#: (its largest linear output 256x8x8x32 = 4 MiB of float64); stacking more rows than that loses
+#: again once the temporaries leave the cache (MLP 16384 rows: 1.62x float32 eager at the same rows
+#: vs 2.15x at 4096).
+STACK_BYTES = 4 << 20
 MAX_STACK = 64
+_FP64_TEMP = (Opcode.LINEAR, Opcode.REQUANT, Opcode.ADD, Opcode.AVGPOOL)
 
 
 def op_blocker(d: OpDescriptor) -> str | None:
@@ -55,10 +59,11 @@ def stack_blocker(program: Program) -> str | None:
     return None
 
 
-def stack_factor(program: Program, budget: int = STACK_ELEMENTS) -> int:
+def stack_factor(program: Program, budget: int = STACK_BYTES) -> int:
     """Units per forward pass: 1 when stacking is not possible, else as many as keep the largest
-    per-op tensor within `budget` elements (at least 1)."""
+    per-op temporary within `budget` bytes (at least 1, at most MAX_STACK)."""
     if stack_blocker(program) is not None:
         return 1
-    peak = max([program.input.type.count, *(op.desc.out.count for op in program.ops)])
+    peak = max([program.input.type.nbytes, *(op.desc.out.count * (8 if op.desc.opcode in _FP64_TEMP else
+                                                                   op.desc.out.dtype.width) for op in program.ops)])
     return max(1, min(MAX_STACK, budget // peak))
