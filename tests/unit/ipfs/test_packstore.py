@@ -172,3 +172,40 @@ def test_an_unknown_repo_format_is_refused(tmp_path):
         repo.lock()
     (tmp_path / "version").write_text("gpumesh-2\n")
     _open(tmp_path).unlock()  # the failed open released the lock
+
+
+def _fallocate_works(folder) -> bool:
+    if packstore._FALLOCATE is None:
+        return False
+    fd = os.open(folder / "probe", os.O_RDWR | os.O_CREAT)
+    try:
+        return packstore._FALLOCATE(fd, 0, 4096) == 0
+    finally:
+        os.close(fd)
+
+
+def test_reserved_disk_space_never_moves_a_packs_end(tmp_path):
+    # Blocks are reserved ahead of the writes (fallocate KEEP_SIZE); the pack's size stays the
+    # bytes appended, so a reopened store appends right after them, and blocks read back whole.
+    store = packstore.PackStore(tmp_path)
+    store.open()
+    parts = (b"head", os.urandom(300_000), b"tail")
+    digest = hashlib.sha256(b"".join(parts)).digest()
+    txn = store.txn()
+    txn.put_parts(digest, parts)
+    txn.commit()
+    pack = tmp_path / "packs" / "00000000.pack"
+    assert pack.stat().st_size == 300_008
+    if _fallocate_works(tmp_path):  # ext4, xfs, tmpfs: the reservation took
+        assert pack.stat().st_blocks * 512 >= packstore.RESERVE
+    store.close()
+    store = packstore.PackStore(tmp_path)
+    store.open()
+    assert store.read(digest) == b"".join(parts)
+    other = os.urandom(1000)
+    txn = store.txn()
+    txn.put(hashlib.sha256(other).digest(), other)
+    txn.commit()
+    assert store.locate(hashlib.sha256(other).digest()).offset == 300_008
+    assert pack.stat().st_size == 301_008
+    store.close()
