@@ -18,7 +18,7 @@ from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, OutPart, conten
 from gpumesh.ipfs.rpc_http import ClientError, _Chunked, _Sized
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
 from gpumesh.ipfs.unixfs_dir import TreeBuilder
-from gpumesh.ipfs.upload import receive
+from gpumesh.ipfs.upload import Rings, receive
 
 BOUNDARY = "b0undary-7f3a"
 CT = content_type_header(BOUNDARY)
@@ -174,3 +174,15 @@ def test_a_body_that_ends_early_is_a_client_error():
         body = _Chunked(io.BufferedReader(io.BytesIO(b"64\r\nonly a few bytes")))
         while body.readinto(memoryview(bytearray(64))):
             pass
+
+
+def test_a_reused_ring_never_shows_the_last_adds_bytes():
+    # The node keeps its ring between adds: a body cut short right where the previous body went
+    # on must fail as truncated, never be completed by the stale bytes still in the buffers.
+    rings = Rings()
+    raw = _body([("f", "application/octet-stream", random.Random(3).randbytes(5000))])
+    receive(_ShortReads(raw, 10_000), CT, TreeBuilder(), size=4096, ring=2, rings=rings)
+    for cut in (len(raw) - 20, 4100, 100):
+        with pytest.raises(IpfsError, match="malformed multipart"):
+            receive(_ShortReads(raw[:cut], 10_000), CT, TreeBuilder(), size=4096, ring=2, rings=rings)
+    assert receive(_ShortReads(raw, 10_000), CT, TreeBuilder(), size=4096, ring=2, rings=rings) == []
