@@ -4,8 +4,9 @@ against plain hashlib sha256 of the same bytes measured in the same run.
     .venv/bin/python bench/bench_ipfs.py [SIZE_MIB=256] [REPEATS=3]
 
 add = KuboStore.add_path over HTTP into a fresh embedded node (the client hashes while it uploads and
-checks the node's CID; the node imports, hashes and appends every block to its pack file, then
-fdatasyncs the pack and only then appends + fdatasyncs the index records before add answers).
+checks the node's CID; the node receives on the request's thread and imports on a second one, hashes
+and appends every block to its pack file, then fdatasyncs the pack and only then appends +
+fdatasyncs the index records before add answers).
 cat = KuboStore.cat_to into a file (internal nodes by block/get, leaf bytes by one cat stream, every
 leaf rebuilt and hashed against its CID on the client; the node re-hashes every block it reads).
 Client and node share this process and the machine's cores, as in the devnet.
@@ -14,7 +15,9 @@ Each figure is the best of REPEATS runs (this machine is shared; the best run is
 disturbed one). Two more floors are printed for context: writing the same bytes to one new file +
 fsync (what the disk can do durably), and add/cat with the node's repo on tmpfs where available
 (the software without the disk). `cpu` is the CPU time of the whole process (client, node and its
-sync thread) per GiB, which moves less than wall time when other work shares the cores.
+sync thread) per GiB, which moves less than wall time when other work shares the cores. The load
+average is printed before and after: add needs both cores (two sha2-256 passes, client and node),
+so another job on one of them costs it about half its speed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> None:
     from gpumesh.ipfs.node import EmbeddedNode
     from gpumesh.ipfs.unixfs import import_file
 
+    load_before = os.getloadavg()
     mib = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     size = mib * 1024 * 1024
@@ -113,6 +117,8 @@ def main() -> None:
     mbs = lambda t: size / t / 1e6  # noqa: E731
     per_gib = lambda c: c * (1 << 30) / size  # noqa: E731
     print(f"size {mib} MiB   best of {repeats}   cid {want}   (cpu: process CPU s per GiB)")
+    load = lambda la: " ".join(f"{x:.2f}" for x in la)  # noqa: E731
+    print(f"load average before {load(load_before)}   after {load(os.getloadavg())}   ({os.cpu_count()} CPUs)")
     rows.append(("(disk: 1 file write+fsync)", floor))
     print(f"{'sha256 (baseline)':<28}{mbs(base[0]):9.0f} MB/s   1.00x   cpu {per_gib(base[1]):5.2f}")
     for name, (t, c) in rows:
