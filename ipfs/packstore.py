@@ -334,7 +334,8 @@ class Txn:
     def __init__(self, store: PackStore) -> None:
         self._store = store
         self._pending: dict[bytes, Loc] = {}
-        self._packs: set[int] = set()
+        self._last_pack: int | None = None
+        self._done_packs: list[Future] = []  # background fdatasyncs of the packs this txn filled
         self._dir_sync: Future | None = None
         self._unsynced = 0
         self._flush: Future | None = None
@@ -349,7 +350,13 @@ class Txn:
         size = sum(len(p) for p in parts)
         loc, new = self._store._append(parts, size)
         self._pending[digest] = loc
-        self._packs.add(loc.pack)
+        if loc.pack != self._last_pack:
+            if self._last_pack is not None:
+                # The previous pack is full and gets no more writes: sync it now, in the
+                # background, so commit only syncs the last pack (each fdatasync costs a device
+                # flush, ~0.4-1.4 ms here, even for a file with nothing left to write).
+                self._done_packs.append(self._store._flush_async(self._last_pack))
+            self._last_pack = loc.pack
         if new or loc.offset == 0:
             # A new pack's name must be durable before commit indexes it: the folder is synced now,
             # in the background (after the pack's creation: the flusher runs one job at a time, in
@@ -362,26 +369,25 @@ class Txn:
             self._unsynced = 0
             self._flush = self._store._flush_async(loc.pack)
 
+    def _background_jobs(self) -> list[Future]:
+        return [f for f in (self._flush, self._dir_sync, *self._done_packs) if f is not None]
+
     def commit(self) -> None:
-        if self._flush is not None:
-            self._flush.result()
+        for f in self._background_jobs():
+            f.result()  # raises the error of a failed sync
         if not self._pending:
             return
         store = self._store
         with store._lock:
-            fds = [store._pack_fd(n) for n in sorted(self._packs)]
-        for fd in fds:  # outside the lock: reads go on meanwhile (compact never runs during a Txn)
-            os.fdatasync(fd)
-        if self._dir_sync is not None:
-            self._dir_sync.result()
+            fd = store._pack_fd(self._last_pack)
+        os.fdatasync(fd)  # outside the lock: reads go on meanwhile (compact never runs during a Txn)
         records = [_record(OP_PUT, d, loc) for d, loc in self._pending.items()]
         store._log(records, dict(self._pending))
         self._pending.clear()
 
     def abort(self) -> None:
-        for f in (self._flush, self._dir_sync):
-            if f is not None:
-                f.exception()
+        for f in self._background_jobs():
+            f.exception()
         self._pending.clear()
 
 

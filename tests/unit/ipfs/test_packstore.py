@@ -209,3 +209,32 @@ def test_reserved_disk_space_never_moves_a_packs_end(tmp_path):
     assert store.locate(hashlib.sha256(other).digest()).offset == 300_008
     assert pack.stat().st_size == 301_008
     store.close()
+
+
+def test_commit_syncs_every_pack_it_wrote_before_the_index_names_it(tmp_path, monkeypatch):
+    # Records every write and fdatasync by file: each pack the transaction wrote must be synced
+    # after its last write and before the index records are written (packs filled during the
+    # add are synced in the background, the last one by commit itself).
+    monkeypatch.setattr(packstore, "PACK_MAX", 64 * 1024)
+    monkeypatch.setattr(packstore, "FLUSH_EVERY", 1 << 40)  # only the pack-full and commit syncs
+    events: list[tuple[str, int]] = []
+    real = {name: getattr(os, name) for name in ("pwrite", "pwritev", "fdatasync")}
+    for name, fn in real.items():
+        monkeypatch.setattr(os, name, lambda fd, *a, _n=name, _f=fn: (events.append((_n, fd)), _f(fd, *a))[1])
+    store = packstore.PackStore(tmp_path)
+    store.open()
+    start = len(events)  # after the index's magic, written by open
+    txn = store.txn()
+    for i in range(20):
+        block = os.urandom(10_000) + bytes([i])
+        txn.put_parts(hashlib.sha256(block).digest(), (block[:7], block[7:]))
+    txn.commit()
+    index_fd = store._index_fd
+    packs = {store._pack_fd(n) for n in store._pack_numbers()}
+    store.close()
+    assert len(packs) >= 3
+    first_index_write = next(i for i, (op, fd) in enumerate(events)
+                             if i >= start and op != "fdatasync" and fd == index_fd)
+    for fd in packs:
+        last_write = max(i for i, (op, f) in enumerate(events) if op != "fdatasync" and f == fd)
+        assert any(op == "fdatasync" and f == fd for op, f in events[last_write:first_index_write])
