@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from gpumesh.ipfs.cid import Cid
-from gpumesh.ipfs.errors import CidMismatch
+from gpumesh.ipfs.errors import CidMismatch, IpfsError
 from gpumesh.ipfs.kubo import KuboStore
 from gpumesh.ipfs.multipart import content_type_header, part_head
 from gpumesh.ipfs.node import EmbeddedNode
@@ -123,3 +123,49 @@ def test_parallel_adds_are_serialised_and_all_land(node):
     for t in ts:
         t.join()
     assert got == [cid_of_bytes(d) for d in datas]
+
+
+class _SeenBodies(Commands):
+    bodies: list[str] = []
+
+    def add(self, req, resp):
+        _SeenBodies.bodies.append(type(req.body).__name__)
+        super().add(req, resp)
+
+
+class _SeenNode(EmbeddedNode):
+    commands_class = _SeenBodies
+
+
+def test_kubostore_uploads_with_a_content_length(tmp_path):
+    # The fast path: a sized body (urllib3 copies every chunk of a chunked one).
+    _SeenBodies.bodies = []
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(CHUNK_SIZE + 3))
+    with _SeenNode(tmp_path / "repo") as node, KuboStore(node.api_multiaddr) as store:
+        store.add_path(src)
+        store.add_bytes(b"x" * 1000)
+        store.add_path(tmp_path, cid_version=1)  # a directory: repo/ and f.bin
+    assert _SeenBodies.bodies == ["_Sized", "_Sized", "_Sized"]
+
+
+def test_a_file_that_shrinks_during_the_upload_is_an_error_and_stores_nothing(tmp_path, monkeypatch):
+    src = tmp_path / "f.bin"
+    data = os.urandom(2 * CHUNK_SIZE)
+    src.write_bytes(data)
+    real_stat = type(src).stat
+
+    def stat(self, **kw):  # the size add_path announces: 100 bytes more than the file will give
+        st = real_stat(self, **kw)
+        if self.name != "f.bin":
+            return st
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                               st.st_size + 100, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+
+    with EmbeddedNode(tmp_path / "repo") as node, KuboStore(node.api_multiaddr) as store:
+        monkeypatch.setattr(type(src), "stat", stat)
+        with pytest.raises(IpfsError, match="shorter"):
+            store.add_path(src)
+        monkeypatch.undo()
+        assert store.add_bytes(b"still serving") == cid_of_bytes(b"still serving")
+        assert not any(node.repo.has(c) for c in _leaf_cids(data))
