@@ -81,6 +81,32 @@ class Executor:
                     last_use[s.index] = j
         self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
         self.stack = stack_factor(self.program) if stack is None else max(1, stack)
+        self._honest, self.pooled = self._pooled_plan()
+
+    def _pooled_plan(self) -> tuple[list, tuple[int, ...]]:
+        """The honest path's plan: each linear + requant whose only reader is a poolable maxpool
+        hands that maxpool its int32 accumulators and the requant runs after the pool
+        (kernels.prepare_pooled). Returns the plan and the indices of the linear ops so treated.
+        Traces (keep=True) run the per-op plan: the linear's own output is needed there."""
+        readers: dict[int, list[int]] = {}
+        for j, d in enumerate(self._descs):
+            for s in d.inputs:
+                if s.kind == SlotKind.OP_OUTPUT:
+                    readers.setdefault(s.index, []).append(j)
+        plan, pooled = list(self._plan), []
+        for i, lin in enumerate(self._descs):
+            rd = readers.get(i, [])
+            if len(rd) != 1 or not kernels.poolable(lin, self._descs[rd[0]]):
+                continue
+            if not all(lin.inputs[p].kind == SlotKind.WEIGHT for p in range(1, len(lin.inputs))):
+                continue
+            j = rd[0]
+            consts = [np.asarray(self.bundle.weight_arrays[self.program.weights[lin.inputs[p].index].name])
+                      for p in range(1, len(lin.inputs))]
+            acc, pool_req = kernels.prepare_pooled(lin, self._descs[j], consts, self.device)
+            plan[i], plan[j] = (acc, self._plan[i][1]), (pool_req, self._plan[j][1])
+            pooled.append(i)
+        return plan, tuple(pooled)
 
     def _source(self, s):
         """What an input slot reads at run time: a weight tensor, _UNIT (the unit input) or op index j."""
@@ -102,8 +128,11 @@ class Executor:
         return (lambda xs, d=d: kernels.run_op(d, xs)), tuple(self._source(s) for s in d.inputs)
 
     def _forward(self, unit: torch.Tensor, keep: bool) -> list[torch.Tensor | None]:
-        outs: list[torch.Tensor | None] = [None] * len(self._plan)
-        for j, (fn, srcs) in enumerate(self._plan):
+        """Every op output (keep=True: the per-op plan, each output as the spec defines it), or the
+        last one (keep=False: the honest plan, intermediates dropped after their last reader)."""
+        plan = self._plan if keep else self._honest
+        outs: list[torch.Tensor | None] = [None] * len(plan)
+        for j, (fn, srcs) in enumerate(plan):
             outs[j] = fn([unit if s is _UNIT else outs[s] if isinstance(s, int) else s for s in srcs])
             if not keep:
                 for i in self._frees[j]:

@@ -242,7 +242,8 @@ class _MatMul:
         return (x.to(torch.float64) @ self.w64).to(torch.int32)  # exact: integers below 2^31 < 2^53
 
 
-def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:
+def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device, requant: bool = True) -> Prepared:
+    """requant=False: the int32 accumulators only (the pooled form, `prepare_pooled`)."""
     w, bias = consts[0], consts[1]
     n, k = w.shape
     mm = _MatMul(w, device)
@@ -252,7 +253,7 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     b_eff = ((b_eff + 2**31) % 2**32 - 2**31).astype(np.int32)
     b32 = torch.from_numpy(b_eff).to(device)
     out_shape = (-1, *d.out.shape[1:])  # the leading dim from the input: units may be stacked
-    if d.requant.mode == ReqMode.NONE:
+    if d.requant.mode == ReqMode.NONE or not requant:
         def run_none(xs):
             acc = mm(xs[0].reshape(-1, k))
             return acc.add_(b32).reshape(out_shape)  # int32 add wraps: wrap32 of the exact sum
@@ -272,13 +273,15 @@ def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     # v + zy + 1/2 with v = ((a-za)*ma + (b-zb)*mb) / 2^s, computed with NO rounding at all: every
     # term and partial sum is a multiple of 2^-s below 2^(41-s)... (docs/protocol.md 2.4).
     ma, mb = a["ma"] * 2.0**-s, a["mb"] * 2.0**-s
-    c = a["zy"] + 0.5 - a["za"] * ma - a["zb"] * mb
-    mat = torch.tensor([ma], dtype=torch.float64, device=device)
+    c = torch.tensor(a["zy"] + 0.5 - a["za"] * ma - a["zb"] * mb, dtype=torch.float64, device=device)
     lo, hi = a["lo"], a["hi"]
 
     def run(xs):
-        f = torch.mul(xs[0], mat)  # int8 x float64 -> float64, exact
-        f.add_(xs[1], alpha=mb).add_(c).clamp_(lo, hi)
+        # int8 -> float64 casts first: float64 ops with an int8 operand take torch's slower
+        # mixed-dtype loops (70 -> 53 us on 256x4x4x32)
+        f = xs[0].to(torch.float64)
+        torch.add(c, f, alpha=ma, out=f)
+        f.add_(xs[1].to(torch.float64), alpha=mb).clamp_(lo, hi)
         if lo < 0:
             f.floor_()
         return f.to(torch.int8)
@@ -330,6 +333,29 @@ def _prep_avgpool(d: OpDescriptor, device: torch.device) -> Prepared:
             return req(acc.to(torch.float64).add_(corr))
         return req(acc.add_(corr) if corr else acc)
     return run
+
+
+def poolable(lin: OpDescriptor, pool: OpDescriptor) -> bool:
+    """Whether `pool` (a maxpool reading linear `lin`'s output) may run on the int32 accumulators
+    with the requant after it: requant is non-decreasing in the accumulator (mult >= 0, then a
+    clamp), so the max of requantized values is the requant of the max; no padding (a window of
+    padding alone would pool to -128 in int8 but to `lo` in the int32 form)."""
+    return (lin.opcode == Opcode.LINEAR and lin.requant.mode != ReqMode.NONE and pool.opcode == Opcode.MAXPOOL
+            and pool.attr("ph") == 0 and pool.attr("pw") == 0 and len(lin.out.shape) == 4)
+
+
+def prepare_pooled(lin: OpDescriptor, pool: OpDescriptor, consts: list[np.ndarray],
+                   device: torch.device) -> tuple[Prepared, Prepared]:
+    """(linear -> int32 accumulators, maxpool of those -> requant): the honest path's form of a
+    linear + requant followed by its only reader, a maxpool (`poolable`). The pool's output equals
+    the spec's maxpool(requant(acc)) bit for bit; the linear's own int8 output never exists, so the
+    trace path (which needs it) keeps the per-op form. Requant runs on a quarter of the elements for
+    a 2x2 pool."""
+    req = _req_of(lin, consts[2] if len(consts) > 2 else None, device)
+
+    def pool_req(xs):
+        return req.int32(_run_generic(pool, xs))  # _run_generic's maxpool is dtype-agnostic
+    return _prep_linear(lin, consts, device, requant=False), pool_req
 
 
 def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:

@@ -85,6 +85,8 @@ class FaultyExecutor(Executor):
             # the forward pass itself is the executor's own (later ops read the corrupted tensor).
             fn, srcs = plan[self.fault_op]
             plan[self.fault_op] = (lambda xs, fn=fn: self._corrupt(fn(xs)), srcs)
+            # every path runs the per-op plan: the fault is in one op's output as the spec defines it
+            self._honest, self.pooled = plan, ()
 
     def _corrupt(self, y: torch.Tensor) -> torch.Tensor:
         if not self._active:
