@@ -85,8 +85,8 @@ class Executor:
 
     def _pooled_plan(self) -> tuple[list, tuple[int, ...]]:
         """The honest path's plan: each linear + requant whose only reader is a poolable maxpool
-        hands that maxpool its int32 accumulators and the requant runs after the pool
-        (kernels.prepare_pooled). Returns the plan and the indices of the linear ops so treated.
+        passes its input on to that maxpool's entry, which runs the GEMM, pools the int32
+        accumulators and requantizes after the pool (kernels.prepare_pooled). Returns the plan and the indices of the linear ops so treated.
         Traces (keep=True) run the per-op plan: the linear's own output is needed there."""
         readers: dict[int, list[int]] = {}
         for j, d in enumerate(self._descs):
@@ -103,8 +103,8 @@ class Executor:
             j = rd[0]
             consts = [np.asarray(self.bundle.weight_arrays[self.program.weights[lin.inputs[p].index].name])
                       for p in range(1, len(lin.inputs))]
-            acc, pool_req = kernels.prepare_pooled(lin, self._descs[j], consts, self.device)
-            plan[i], plan[j] = (acc, self._plan[i][1]), (pool_req, self._plan[j][1])
+            passthrough, fused = kernels.prepare_pooled(lin, self._descs[j], consts, self.device)
+            plan[i], plan[j] = (passthrough, self._plan[i][1]), (fused, self._plan[j][1])
             pooled.append(i)
         return plan, tuple(pooled)
 

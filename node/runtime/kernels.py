@@ -28,6 +28,11 @@ _INT_MM_OK: dict[str, bool] = {}
 #: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
 FP64_MAX_SHIFT = 42
 
+#: Output elements per row block of a linear op with requant on CPU: the int32 accumulator and its
+#: float64 temporary of one block (1.5 MiB) stay in the L2 cache instead of streaming through DRAM
+#: pass after pass (docs/protocol.md 2.4).
+BLOCK_ELEMENTS = 1 << 18
+
 Prepared = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
@@ -261,7 +266,15 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     req = _req_of(d, consts[2] if len(consts) > 2 else None, device)
 
     def run_req(xs):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
-        return req.int32(mm(xs[0].reshape(-1, k)).add_(b32)).reshape(out_shape)
+        x = xs[0].reshape(-1, k)
+        m = x.shape[0]
+        step = max(1, BLOCK_ELEMENTS // n)
+        if device.type != "cpu" or m <= step:
+            return req.int32(mm(x).add_(b32)).reshape(out_shape)
+        out = torch.empty((m, n), dtype=torch.int8, device=device)
+        for r in range(0, m, step):  # GEMM + requant per row block: the temporaries stay in cache
+            out[r : r + step] = req.int32(mm(x[r : r + step]).add_(b32))
+        return out.reshape(out_shape)
     return run_req
 
 
@@ -276,15 +289,25 @@ def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     c = torch.tensor(a["zy"] + 0.5 - a["za"] * ma - a["zb"] * mb, dtype=torch.float64, device=device)
     lo, hi = a["lo"], a["hi"]
 
-    def run(xs):
+    def block(a, b):
         # int8 -> float64 casts first: float64 ops with an int8 operand take torch's slower
         # mixed-dtype loops (70 -> 53 us on 256x4x4x32)
-        f = xs[0].to(torch.float64)
+        f = a.to(torch.float64)
         torch.add(c, f, alpha=ma, out=f)
-        f.add_(xs[1].to(torch.float64), alpha=mb).clamp_(lo, hi)
+        f.add_(b.to(torch.float64), alpha=mb).clamp_(lo, hi)
         if lo < 0:
             f.floor_()
         return f.to(torch.int8)
+
+    def run(xs):
+        a, b = xs[0], xs[1]
+        if a.numel() <= BLOCK_ELEMENTS:
+            return block(a, b)
+        a, b = a.reshape(-1), b.reshape(-1)  # flat blocks: the float64 temporaries stay in cache
+        out = torch.empty(a.shape, dtype=torch.int8, device=device)
+        for r in range(0, a.numel(), BLOCK_ELEMENTS):
+            out[r : r + BLOCK_ELEMENTS] = block(a[r : r + BLOCK_ELEMENTS], b[r : r + BLOCK_ELEMENTS])
+        return out.reshape(xs[0].shape)
     return run
 
 
@@ -346,16 +369,30 @@ def poolable(lin: OpDescriptor, pool: OpDescriptor) -> bool:
 
 def prepare_pooled(lin: OpDescriptor, pool: OpDescriptor, consts: list[np.ndarray],
                    device: torch.device) -> tuple[Prepared, Prepared]:
-    """(linear -> int32 accumulators, maxpool of those -> requant): the honest path's form of a
-    linear + requant followed by its only reader, a maxpool (`poolable`). The pool's output equals
-    the spec's maxpool(requant(acc)) bit for bit; the linear's own int8 output never exists, so the
-    trace path (which needs it) keeps the per-op form. Requant runs on a quarter of the elements for
-    a 2x2 pool."""
+    """The honest path's form of a linear + requant followed by its only reader, a maxpool
+    (`poolable`): (the linear's entry, which passes its input through; the pool's entry, which runs
+    GEMM + bias, the pool on the int32 accumulators, then the requant). Its output equals the spec's
+    maxpool(requant(acc)) bit for bit; the linear's own int8 output never exists, so the trace path
+    (which needs it) keeps the per-op form. Requant runs on a quarter of the elements for a 2x2
+    pool; on CPU the three run per block of samples, so the block's temporaries stay in cache."""
     req = _req_of(lin, consts[2] if len(consts) > 2 else None, device)
+    acc = _prep_linear(lin, consts, device, requant=False)
+    _, h, w, c = lin.out.shape
+    step = max(1, BLOCK_ELEMENTS // (h * w * c))
 
-    def pool_req(xs):
-        return req.int32(_run_generic(pool, xs))  # _run_generic's maxpool is dtype-agnostic
-    return _prep_linear(lin, consts, device, requant=False), pool_req
+    def block(x):
+        return req.int32(_run_generic(pool, [acc([x])]))  # _run_generic's maxpool is dtype-agnostic
+
+    def fused(xs):  # xs[0]: the linear's input, passed through by the linear's entry
+        x = xs[0]
+        n = x.shape[0]
+        if device.type != "cpu" or n <= step:
+            return block(x)
+        out = torch.empty((n, *pool.out.shape[1:]), dtype=torch.int8, device=device)
+        for r in range(0, n, step):
+            out[r : r + step] = block(x[r : r + step])
+        return out
+    return (lambda xs: xs[0]), fused
 
 
 def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:

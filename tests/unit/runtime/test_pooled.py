@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,8 +61,13 @@ def test_pooled_form_equals_per_op_form(data):
     x = torch.from_numpy(values(draw, x_t.shape, DType.INT8))
     cpu = torch.device("cpu")
     want = kernels.prepare_op(pool, [], cpu)([kernels.prepare_op(lin, consts, cpu)([x])])
-    acc, pool_req = kernels.prepare_pooled(lin, pool, consts, cpu)
-    got = pool_req([acc([x])])
+    block = kernels.BLOCK_ELEMENTS
+    try:  # one sample per block, or the whole batch in one
+        kernels.BLOCK_ELEMENTS = 1 if draw(0, 1) else block
+        passthrough, fused = kernels.prepare_pooled(lin, pool, consts, cpu)
+    finally:
+        kernels.BLOCK_ELEMENTS = block
+    got = fused([passthrough([x])])
     assert got.dtype == torch.int8 and torch.equal(got, want)
 
 
@@ -85,7 +91,21 @@ def test_digits_cnn_pooled_honest_path_equals_its_trace():
                 outs.append(fn([torch.from_numpy(np.array(u)) if s is _UNIT else outs[s] if isinstance(s, int) else s
                                 for s in srcs]))
         for j, o in enumerate(outs):
-            if j not in ex.pooled:  # a pooled linear's output is the int32 accumulator instead
+            if j not in ex.pooled:  # a pooled linear's entry passes its input on instead
                 assert np.ascontiguousarray(o.numpy()).tobytes() == tr.outputs[j], bundle.program.ops[j].name
         assert np.array_equal(ex.run_unit(u), outs[-1].numpy())
     assert not executor_for(bundle, "cpu", Fault(unit=0, op=ex.pooled[0], element=0)).pooled
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_row_blocks_change_no_bit(name, monkeypatch):
+    """Linear ops (and pooled pairs) run in row (sample) blocks on CPU once they are large: with a
+    tiny block size every op output of a trace and every unit output equal the unblocked run."""
+    bundle = load_program(EXAMPLES / name)
+    units = load_units(EXAMPLES / "data" / f"test_inputs_{name}.safetensors", bundle.program)[:5]
+    plain = Executor(bundle)
+    want_trace, want = plain.trace(units[1]).outputs, plain.run_units(units)
+    monkeypatch.setattr(kernels, "BLOCK_ELEMENTS", 64)
+    ex = Executor(bundle)
+    assert ex.trace(units[1]).outputs == want_trace
+    assert np.array_equal(ex.run_units(units), want)
