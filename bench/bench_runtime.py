@@ -2,9 +2,11 @@
 run; and the honest-path commitment overhead (hashing the unit outputs into the result root) as a
 percentage of execution.
 
-The job's unit is one batch: the program is exported at that batch. The executor runs `x S` units
-per forward pass (stacked, docs/protocol.md 2.5), so float32 eager is measured twice: one unit per
-call (what the job's unit is) and S units per call (the same rows per call as the executor). The
+The job's unit is one batch: the program is exported at that batch. The executor runs its units in
+passes of `rows/pass` rows (several stacked units, or part of one: docs/protocol.md 2.5), so
+float32 eager is measured twice: one unit per call (what the job's unit is) and S = max(1,
+rows/pass / batch) units per call ("same rows": as many rows per call as the executor when it
+stacks). The
 int8 figure is Executor.run (execution AND commitments); "execution only" is Executor.run_units.
 Commitment = hashing time / execution time within the same Executor.run call (the best of the reps).
 
@@ -109,7 +111,7 @@ def bench(name: str, model: nn.Module, bundle: ProgramBundle, units_n: int, reps
     best = max(rows, key=lambda r: r[0])
     med = [statistics.median(col) for col in zip(*rows, strict=True)]
     n = units_n * shape[0]
-    print(f"{name:<27} batch {shape[0]:>4} x{ex.stack:<3}: float32 eager {n / best[4]:>9.0f}/s  int8 exact {n / best[5]:>9.0f}/s"
+    print(f"{name:<27} batch {shape[0]:>4} rows/pass {ex.rows:>5}: float32 eager {n / best[4]:>9.0f}/s  int8 exact {n / best[5]:>9.0f}/s"
           f"  ratio vs float@unit {best[0]:5.2f}x (median {med[0]:5.2f})  @same rows {max(r[1] for r in rows):5.2f}x"
           f" (median {med[1]:5.2f}; execution only {max(r[2] for r in rows):5.2f}x)"
           f"  commitment {min(r[3] for r in rows):6.2f}% (median {med[3]:6.2f}%)", flush=True)

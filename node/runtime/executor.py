@@ -24,7 +24,7 @@ from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import result_root
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
-from gpumesh.node.runtime.stacking import stack_factor
+from gpumesh.node.runtime.stacking import pass_rows
 
 _UNIT = object()  # plan marker: the unit input tensor
 
@@ -57,7 +57,9 @@ class Trace:
 
 
 class Executor:
-    #: Units per forward pass (1: one at a time); `stack_factor` of the program unless given.
+    #: Input rows per forward pass of run_units (`stacking.pass_rows` unless `stack` units are
+    #: given), and the whole units that makes (at least 1).
+    rows: int
     stack: int
 
     def __init__(self, bundle: ProgramBundle, device: str = "cpu", stack: int | None = None) -> None:
@@ -80,7 +82,9 @@ class Executor:
                 if s.kind == SlotKind.OP_OUTPUT:
                     last_use[s.index] = j
         self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
-        self.stack = stack_factor(self.program) if stack is None else max(1, stack)
+        b = self.program.input.type.shape[0]
+        self.rows = pass_rows(self.program) if stack is None else max(1, stack) * b
+        self.stack = max(1, self.rows // b)
         self._honest, self.pooled = self._pooled_plan()
 
     def _pooled_plan(self) -> tuple[list, tuple[int, ...]]:
@@ -151,17 +155,20 @@ class Executor:
 
     @torch.inference_mode()
     def run_units(self, units: np.ndarray) -> np.ndarray:
-        """Outputs [k, *output.shape] of k units [k, *input.shape], `self.stack` units per forward
-        pass (stacked along axis 0: same bits as one at a time, docs/protocol.md 2.5)."""
+        """Outputs [k, *output.shape] of k units [k, *input.shape]. The units are concatenated
+        along axis 0 and run `self.rows` rows per forward pass: several units per pass, or part of
+        one (same bits as one unit at a time, docs/protocol.md 2.5)."""
         t = self.program.input.type
         out_t = self.program.output_type
+        b, b_out = t.shape[0], out_t.shape[0]
         units = np.ascontiguousarray(units, dtype=NP_DTYPE[t.dtype]).reshape(-1, *t.shape)
-        outs = np.empty((len(units), *out_t.shape), dtype=NP_DTYPE[out_t.dtype])
-        for a in range(0, len(units), self.stack):
-            group = units[a : a + self.stack]
-            x = torch.from_numpy(group.reshape(-1, *t.shape[1:])).to(self.device)
-            outs[a : a + len(group)] = self._forward(x, keep=False)[-1].cpu().numpy().reshape(-1, *out_t.shape)
-        return outs
+        rows = units.reshape(-1, *t.shape[1:])
+        outs = np.empty((len(units) * b_out, *out_t.shape[1:]), dtype=NP_DTYPE[out_t.dtype])
+        for r in range(0, len(rows), self.rows):
+            y = self._forward(torch.from_numpy(rows[r : r + self.rows]).to(self.device), keep=False)[-1]
+            o = r * b_out // b  # whole rows: self.rows is a multiple of the program's granule
+            outs[o : o + y.shape[0]] = y.cpu().numpy()
+        return outs.reshape(len(units), *out_t.shape)
 
     @torch.inference_mode()
     def run(self, units: np.ndarray) -> RunResult:

@@ -1,9 +1,12 @@
-"""Stacking several units into one forward pass (docs/protocol.md 2.5).
+"""Forward passes over rows of stacked units (docs/protocol.md 2.5).
 
-A job's unit is one batch of the program's input shape; small units (the digits MLP's 64x64 int8
-inputs) spend most of their time in per-op overhead. Every v1 op is independent along axis 0 under
-the conditions checked here, so S units concatenated along axis 0 ([S*B, ...] instead of [B, ...])
-give, row block by row block, exactly the outputs of the S separate forwards:
+A job's unit is one batch of the program's input shape. Small units (the digits MLP's 64x64 int8
+inputs) spend most of their time in per-op overhead; large ones (a 3x32x32 CNN at batch 256) stream
+tens of MiB of temporaries through DRAM at every op. Every v1 op is independent along axis 0 under
+the conditions checked here, so the units of a job concatenated along axis 0 ([U*B, ...] instead
+of U times [B, ...]) can be run in passes of any R rows that cut every tensor of the program at a
+whole row (R a multiple of `granule`): several units per pass, or part of one. Row block by row
+block, the outputs are exactly those of the U separate forwards:
 - linear contracts the last axis (rank >= 2 by the typing rules), requant/relu/add are elementwise
   (per-channel parameters run along the last axis, so requant needs rank >= 2), im2col and the pools
   work per sample of an NHWC tensor, argmax reduces the last axis (rank >= 2 needed);
@@ -16,21 +19,22 @@ stacked. Pure: no torch; the executor imports it.
 
 from __future__ import annotations
 
+import math
+
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, SlotKind
 from gpumesh.client.core.program import Program
 
 #: Input positions read as prepared constants (weights), per opcode; the rest are data tensors.
 CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
 
-#: Bytes of the largest per-op temporary of one stacked pass the executor aims at, and the most
-#: units stacked. An op that requantizes (linear, requant, add, avgpool) holds a float64 temporary
-#: per output element (8 bytes); other ops their output's own width. Measured on the 2-core build VM
-#: (bench/bench_runtime.py and a sweep of units per pass, digits models at batch 64): the MLP peaks
-#: at 64 units (4096 rows; its largest linear output 4096x128 = 4 MiB of float64), the CNN at 4 units
-#: (its largest linear output 256x8x8x32 = 4 MiB of float64); stacking more rows than that loses
-#: again once the temporaries leave the cache (MLP 16384 rows: 1.62x float32 eager at the same rows
-#: vs 2.15x at 4096).
-STACK_BYTES = 4 << 20
+#: Bytes of the largest per-op temporary of one pass the executor aims at, and the most units per
+#: pass. An op that requantizes (linear, requant, add, avgpool) holds a float64 temporary per output
+#: element (8 bytes); other ops their output's own width. A sweep of the budget on the 2-core build
+#: VM (rows per pass, samples/s of Executor.run_units; linear and add ops also run in row blocks of
+#: their own, kernels.BLOCK_ELEMENTS): digits MLP b64 2 MiB 2048 rows 8.5M/s, 4 MiB 4096 9.4M/s,
+#: 8 MiB 4096 9.7M/s (capped at 64 units); digits CNN b64 128 rows 247k/s, 256 273k/s, 512 280k/s,
+#: 1024 277k/s, 2048 260k/s; 3x32x32 CNN b256 4 rows 8k/s, 16 rows 9k/s, 64 rows 8k/s.
+STACK_BYTES = 8 << 20
 MAX_STACK = 64
 _FP64_TEMP = (Opcode.LINEAR, Opcode.REQUANT, Opcode.ADD, Opcode.AVGPOOL)
 
@@ -59,11 +63,31 @@ def stack_blocker(program: Program) -> str | None:
     return None
 
 
-def stack_factor(program: Program, budget: int = STACK_BYTES) -> int:
-    """Units per forward pass: 1 when stacking is not possible, else as many as keep the largest
-    per-op temporary within `budget` bytes (at least 1, at most MAX_STACK)."""
+def granule(program: Program) -> int:
+    """The fewest input rows that map to whole rows of every tensor of the program: a block of b
+    input rows is b * L_t / L_in rows of a tensor whose axis 0 has L_t (reshape may change it), so b
+    must be a multiple of L_in / gcd(L_in, L_t) for every t."""
+    rows_in = program.input.type.shape[0]
+    g = 1
+    for op in program.ops:
+        g = math.lcm(g, rows_in // math.gcd(rows_in, op.desc.out.shape[0]))
+    return g
+
+
+def pass_rows(program: Program, budget: int = STACK_BYTES) -> int:
+    """Input rows per forward pass: one unit's (B) when stacking is not possible; else the multiple
+    of `granule` that keeps the largest per-op temporary of a pass within `budget` bytes (at least
+    one granule, at most MAX_STACK units)."""
+    rows_in = program.input.type.shape[0]
     if stack_blocker(program) is not None:
-        return 1
+        return rows_in
     peak = max([program.input.type.nbytes, *(op.desc.out.count * (8 if op.desc.opcode in _FP64_TEMP else
                                                                    op.desc.out.dtype.width) for op in program.ops)])
-    return max(1, min(MAX_STACK, budget // peak))
+    g = granule(program)
+    rows = budget * rows_in // peak // g * g
+    return max(g, min(MAX_STACK * rows_in, rows))
+
+
+def stack_factor(program: Program, budget: int = STACK_BYTES) -> int:
+    """Whole units per forward pass (at least 1): what a worker runs per step."""
+    return max(1, pass_rows(program, budget) // program.input.type.shape[0])

@@ -18,9 +18,16 @@ from gpumesh.client.core.ops.types import DType, OpDescriptor, SlotKind, SlotRef
 from gpumesh.client.core.program import OpEntry, Program, TensorDecl
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.executor import Executor
-from gpumesh.node.runtime.files import load_program, load_units
+from gpumesh.node.runtime.files import ProgramBundle, load_program, load_units
 from gpumesh.node.runtime.randprog import random_case, values
-from gpumesh.node.runtime.stacking import CONST_INPUTS, op_blocker, stack_blocker, stack_factor
+from gpumesh.node.runtime.stacking import (
+    CONST_INPUTS,
+    granule,
+    op_blocker,
+    pass_rows,
+    stack_blocker,
+    stack_factor,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "digits"
 
@@ -78,3 +85,36 @@ def test_programs_that_move_axis_0_run_one_unit_at_a_time():
     rs = OpDescriptor(Opcode.RESHAPE, (SlotRef(SlotKind.UNIT_INPUT, 0, t),), flat, ())
     am = OpDescriptor(Opcode.ARGMAX, (SlotRef(SlotKind.OP_OUTPUT, 0, flat),), TensorType(DType.INT32, (1,)), ())
     assert "rank-1" in stack_blocker(_program([("r", rs), ("a", am)], t))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("rows", [1, 5, 33, 101])
+def test_passes_of_any_rows_equal_run_unit(name, rows):
+    """Passes that cut units anywhere (part of a unit, a unit and a half...) change no bit."""
+    bundle = load_program(EXAMPLES / name)
+    units = load_units(EXAMPLES / "data" / f"test_inputs_{name}.safetensors", bundle.program)[:7]
+    ex = Executor(bundle)
+    want = np.stack([ex.run_unit(u) for u in units])
+    ex.rows = rows
+    assert np.array_equal(ex.run_units(units), want)
+
+
+def test_granule_follows_reshapes_of_axis_0():
+    t = TensorType(DType.INT8, (4, 6))
+    u = SlotRef(SlotKind.UNIT_INPUT, 0, t)
+    to_8x3 = OpDescriptor(Opcode.RESHAPE, (u,), TensorType(DType.INT8, (8, 3)), ())
+    to_3x8 = OpDescriptor(Opcode.RESHAPE, (u,), TensorType(DType.INT8, (3, 8)), ())
+    assert granule(_program([("a", to_8x3)], t)) == 1  # 1 input row = 2 rows of [8, 3]
+    prog = _program([("a", to_8x3), ("b", to_3x8)], t)
+    assert granule(prog) == 4  # [3, 8] shares no row boundary with [4, 6] but the unit's own
+    assert pass_rows(prog) % 4 == 0
+    relu = OpDescriptor(Opcode.RELU, (SlotRef(SlotKind.OP_OUTPUT, 0, to_8x3.out),), to_8x3.out,
+                        make_attrs(Opcode.RELU, zp=3))
+    prog = _program([("a", to_8x3), ("r", relu)], t)
+    bundle = ProgramBundle(prog, {}, {})
+    units = np.random.default_rng(5).integers(-128, 128, (5, 4, 6), dtype=np.int8)
+    ex = Executor(bundle)
+    want = np.stack([ex.run_unit(x) for x in units])
+    for rows in (1, 3, 4, 7):
+        ex.rows = rows
+        assert np.array_equal(ex.run_units(units), want)
