@@ -133,8 +133,9 @@ def run(
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port "
                                      "(127.0.0.1)."),
     interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between polls of the chain."),
-    chunk_units: int = typer.Option(8, "--chunk-units", min=1, help="Units per execution step (each finished unit "
-                                    "is stored, so a restart resumes after the last one)."),
+    chunk_units: int = typer.Option(None, "--chunk-units", min=1, help="Units per execution step, stored in one "
+                                    "transaction, so a restart resumes after the last step (default: as many as the "
+                                    "executor runs in one pass)."),
     max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
     corrupt: str = typer.Option(None, "--corrupt", help="TEST TOOL, makes this worker a CHEATER that will be "
                                 "slashed: flip one bit (+-64) of element E of op OP's output in unit U, as UNIT:OP:ELEMENT "

@@ -81,6 +81,16 @@ class StateStore:
                 (kind, str(key), json.dumps(data, sort_keys=True), time.time()),
             )
 
+    def put_many(self, kind: str, items: list[tuple[str | int, dict[str, Any]]]) -> None:
+        """Several records in one transaction (one commit): all or none."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO records(kind,key,data,updated) VALUES(?,?,?,?) "
+                "ON CONFLICT(kind,key) DO UPDATE SET data=excluded.data, updated=excluded.updated",
+                [(kind, str(k), json.dumps(d, sort_keys=True), now) for k, d in items],
+            )
+
     def update(self, kind: str, key: str | int, **changes: Any) -> dict[str, Any]:
         """Merge `changes` into a record (creating it) atomically; returns the new record."""
         with self.transaction() as db:

@@ -48,7 +48,8 @@ ACTIVE = ("new", "claimed", "submitted", "finalized")
 class WorkerConfig:
     min_reward: int = 0  # wei
     device: str = "cpu"
-    chunk_units: int = 8  # units between checkpoints (each unit is stored as it finishes)
+    chunk_units: int | None = None  # units per step: one stacked execution, one transaction; None: the
+    # executor's units per pass (a crash loses at most one step, recomputed identically on resume)
     max_active: int = 1  # jobs claimed and not yet submitted at once
     limits: JobLimits = field(default_factory=JobLimits)
     fetch_attempts: int = 5  # retryable data failures (IPFS unreachable/not found) before giving up
@@ -311,14 +312,17 @@ class WorkerNode:
         t_end = self.clock() + self.cfg.tick_budget_seconds
         count = len(done)
         u = nxt
-        step = max(self.cfg.chunk_units, ex.stack)  # a stacked pass is cheap by construction (2.5)
+        step = self.cfg.chunk_units or ex.stack  # a stacked pass is cheap by construction (2.5)
         while u < total and not self.stopping():
             todo = [v for v in range(u, min(u + step, total)) if v not in done]
             outs = run_units_at(ex, todo, data.units[todo]) if todo else ()
-            for v, out in zip(todo, outs, strict=True):
-                raw = np.ascontiguousarray(out).tobytes()
-                self.state.put(f"out:{jid}", f"{v:08d}", {
-                    "root": merkle.tensor_root(raw).hex(), "out": base64.b64encode(raw).decode()})
+            raws = [np.ascontiguousarray(out).tobytes() for out in outs]
+            # one transaction per step: a commit (an fsync) per unit would cost far more than a
+            # small unit's execution
+            self.state.put_many(f"out:{jid}", [(f"{v:08d}", {"root": merkle.tensor_root(raw).hex(),
+                                                            "out": base64.b64encode(raw).decode()})
+                                               for v, raw in zip(todo, raws, strict=True)])
+            for _ in todo:
                 count += 1
                 self._count("units_executed")
                 self.progress.advance(jid, count)

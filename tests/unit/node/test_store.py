@@ -36,3 +36,18 @@ def test_failed_transaction_rolls_back(tmp_path):
     except RuntimeError:
         pass
     assert s.get("job", 1) == {"a": 1}
+
+
+def test_put_many_is_one_transaction(tmp_path):
+    p = tmp_path / "state.db"
+    s = StateStore(p)
+    s.put_many("out:1", [("00000000", {"root": "aa"}), ("00000001", {"root": "bb"})])
+    s.put_many("out:1", [("00000001", {"root": "cc"})])  # an existing key is replaced
+    bad = [("00000002", {"root": "dd"}), ("00000003", {"root": object()})]  # the second cannot be stored
+    try:
+        s.put_many("out:1", bad)
+    except TypeError:
+        pass
+    s.close()
+    s = StateStore(p)
+    assert s.all("out:1") == {"00000000": {"root": "aa"}, "00000001": {"root": "cc"}}  # nothing of the failed batch
