@@ -155,7 +155,8 @@ def compare_program(name: str, bundle: ProgramBundle, units: np.ndarray) -> str:
     check(rc.result_root == rg.result_root, f"{name}: result roots differ")
     return (f"{name}: {len(units)} units, op outputs of unit 0 identical {same_ops}/{len(oc)}, "
             f"result root cpu {rc.result_root.hex()[:16]} cuda {rg.result_root.hex()[:16]} "
-            f"{'SAME' if rc.result_root == rg.result_root else 'DIFFERENT'}")
+            f"{'SAME' if rc.result_root == rg.result_root else 'DIFFERENT'} (cuda: {gpu.rows} rows per pass, "
+            f"CUDA graphs {'yes' if gpu._graphs else 'no'})")
 
 
 def _time(fn, reps: int) -> float:
@@ -170,19 +171,33 @@ def _time(fn, reps: int) -> float:
 
 def speed(name: str, model: nn.Module, bundle: ProgramBundle, xf: torch.Tensor, units: np.ndarray,
           reps: int = 20) -> str:
+    """One unit: the executor's eager forward and its CUDA-graph pass vs fp16/fp32 eager on the same
+    batch; then a full pass of the executor (ex.rows rows, several units) vs fp16 eager on as many
+    rows."""
     ex = Executor(bundle, "cuda")
     unit = torch.from_numpy(np.ascontiguousarray(units[0])).cuda()
-    t_int8 = _time(lambda: ex._forward(unit, keep=False), reps)
+    with torch.inference_mode():
+        t_eager = _time(lambda: ex._forward(unit, keep=False), reps)
+        t_graph = _time(lambda: ex._pass(unit), reps)
+    graphs = "yes" if ex._graphs else "no (eager fallback)"
     m16 = model.to("cuda").half().eval()
     x16 = xf[: units.shape[1]].to("cuda").half()
+    rows = ex.rows
+    big_x = torch.randint(-128, 128, (rows, *units.shape[2:]), dtype=torch.int8, device="cuda")
+    big16 = torch.randn(rows, *xf.shape[1:], device="cuda").half()
     with torch.inference_mode():
         t_fp16 = _time(lambda: m16(x16), reps)
+        t_big = _time(lambda: ex._pass(big_x), max(3, reps // 4))
+        t_big16 = _time(lambda: m16(big16), max(3, reps // 4))
         m32 = model.float()
         x32 = x16.float()
         t_fp32 = _time(lambda: m32(x32), reps)
     model.cpu().float()
-    return (f"{name} speed, batch {units.shape[1]}: int8 executor {1e3 * t_int8:.2f} ms, fp16 eager "
-            f"{1e3 * t_fp16:.2f} ms, fp32 eager {1e3 * t_fp32:.2f} ms -> int8/fp16 speed ratio {t_fp16 / t_int8:.2f}x")
+    return (f"{name} speed, batch {units.shape[1]}: int8 executor eager {1e3 * t_eager:.2f} ms, as a CUDA graph "
+            f"{1e3 * t_graph:.2f} ms (graphs: {graphs}), fp16 eager {1e3 * t_fp16:.2f} ms, fp32 eager "
+            f"{1e3 * t_fp32:.2f} ms -> int8/fp16 speed ratio {t_fp16 / t_graph:.2f}x (eager {t_fp16 / t_eager:.2f}x); "
+            f"one pass of {rows} rows: int8 {1e3 * t_big:.2f} ms, fp16 eager {1e3 * t_big16:.2f} ms -> "
+            f"{t_big16 / t_big:.2f}x")
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import result_root
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
-from gpumesh.node.runtime.stacking import pass_rows
+from gpumesh.node.runtime.stacking import STACK_BYTES, STACK_BYTES_CUDA, pass_rows
 
 _UNIT = object()  # plan marker: the unit input tensor
 
@@ -83,9 +83,11 @@ class Executor:
                     last_use[s.index] = j
         self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
         b = self.program.input.type.shape[0]
-        self.rows = pass_rows(self.program) if stack is None else max(1, stack) * b
+        budget = STACK_BYTES_CUDA if self.device.type == "cuda" else STACK_BYTES
+        self.rows = pass_rows(self.program, budget) if stack is None else max(1, stack) * b
         self.stack = max(1, self.rows // b)
         self._honest, self.pooled = self._pooled_plan()
+        self._graphs: dict | None = {}  # CUDA: pass shape -> (graph, static input, static output)
 
     def _pooled_plan(self) -> tuple[list, tuple[int, ...]]:
         """The honest path's plan: each linear + requant whose only reader is a poolable maxpool
@@ -165,10 +167,43 @@ class Executor:
         rows = units.reshape(-1, *t.shape[1:])
         outs = np.empty((len(units) * b_out, *out_t.shape[1:]), dtype=NP_DTYPE[out_t.dtype])
         for r in range(0, len(rows), self.rows):
-            y = self._forward(torch.from_numpy(rows[r : r + self.rows]).to(self.device), keep=False)[-1]
+            y = self._pass(torch.from_numpy(rows[r : r + self.rows]).to(self.device))
             o = r * b_out // b  # whole rows: self.rows is a multiple of the program's granule
             outs[o : o + y.shape[0]] = y.cpu().numpy()
         return outs.reshape(len(units), *out_t.shape)
+
+    def _pass(self, x: torch.Tensor) -> torch.Tensor:
+        """The last op's output of one forward pass over rows `x`. On CUDA the pass is captured once
+        per shape as a CUDA graph and replayed (one launch instead of a few per op: the honest plan
+        is launch-bound at small batches); the graph runs the same kernels on the same data, so the
+        bits are the eager pass's. Any capture failure falls back to eager passes for good."""
+        if self.device.type != "cuda" or self._graphs is None:
+            return self._forward(x, keep=False)[-1]
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(x)
+            except Exception:  # noqa: BLE001 - a kernel that syncs or refuses capture: stay eager
+                self._graphs = None
+                torch.cuda.synchronize()
+                return self._forward(x, keep=False)[-1]
+        graph, static_x, static_y = self._graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_y
+
+    def _capture(self, x: torch.Tensor):
+        static_x = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: lazy state (index tables, _int_mm probes) is built here
+            for _ in range(2):
+                self._forward(static_x, keep=False)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = self._forward(static_x, keep=False)[-1]
+        return graph, static_x, static_y
 
     @torch.inference_mode()
     def run(self, units: np.ndarray) -> RunResult:

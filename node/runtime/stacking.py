@@ -36,6 +36,8 @@ CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
 #: 1024 277k/s, 2048 260k/s; 3x32x32 CNN b256 4 rows 8k/s, 16 rows 9k/s, 64 rows 8k/s.
 STACK_BYTES = 8 << 20
 MAX_STACK = 64
+#: On CUDA passes are larger: a GPU wants many rows per launch and has the memory for them.
+STACK_BYTES_CUDA = 256 << 20
 _FP64_TEMP = (Opcode.LINEAR, Opcode.REQUANT, Opcode.ADD, Opcode.AVGPOOL)
 
 
