@@ -21,12 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
+from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
 
 _INT_MM_OK: dict[str, bool] = {}
-
-#: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
-FP64_MAX_SHIFT = 42
 
 #: Output elements per row block of a linear op with requant on CPU: the int32 accumulator and its
 #: float64 temporary of one block (1.5 MiB) stay in the L2 cache instead of streaming through DRAM
@@ -106,104 +104,8 @@ def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (x.to(torch.float64) @ w.to(torch.float64).t()).to(torch.int32)
 
 
-def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.Tensor:
-    """clamp(((acc*mult + 2^(shift-1)) >> shift) + zp, lo, hi) on int64; mult/shift are ints or int64
-    tensors broadcast along the last axis. In-place int64 ops: this is memory-bound. No host sync (a
-    CUDA graph can capture it): a prepared op hands a shift that is the same on every channel (what
-    the export emits) as an int, which takes the scalar-shift path."""
-    a = acc.to(torch.int64)
-    a.mul_(mult)
-    if isinstance(shift, int):
-        a.add_(1 << (shift - 1)).bitwise_right_shift_(shift)
-    else:
-        a.add_(torch.ones_like(shift) << (shift - 1)).bitwise_right_shift_(shift)
-    if zp:
-        a.add_(zp)
-    return a.clamp_(lo, hi).to(torch.int8)
-
-
 # ---------------------------------------------------------------------------------------------
 # Prepared (fast) path
-
-
-class _Req:
-    """A requant prepared once. fp64 mode (CPU and CUDA, every shift <= FP64_MAX_SHIFT): y = floor(clamp(
-    A*m + (zp + 1/2), lo, hi)) with m = mult * 2^-shift exact in float64 — exact by the proof in
-    docs/protocol.md 2.4. Else the generic int64 `requant` on an int tensor.
-
-    `int32(acc)` is the fast entry: when every channel has 0 < mult <= 2^shift (m <= 1), the result
-    is monotone in A and rises by at most 1 per step of A, so clamping A (in int32) to the per-channel
-    range [a_lo, a_hi] whose results are exactly lo..hi leaves every y unchanged and puts A*m + c in
-    [lo, hi + 1): no float clamp is needed, and with lo >= 0 the int8 cast's truncation is the floor
-    (docs/protocol.md 2.4, "pre-clamp")."""
-
-    def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
-        mult = np.asarray(mult, dtype=np.int64).reshape(-1)
-        shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-        self.zp, self.lo, self.hi = zp, lo, hi
-        self.fp64 = int(shift.max()) <= FP64_MAX_SHIFT  # IEEE double on CPU and CUDA alike
-        self.pre = None
-        if self.fp64:
-            m = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))  # exact: a power-of-two scaling
-            self.m = float(m[0]) if m.size == 1 else torch.from_numpy(m).to(device)
-            self.c = zp + 0.5
-            self.c_t = torch.tensor(self.c, dtype=torch.float64, device=device)
-            self.floor = lo < 0  # in [lo, hi] with lo >= 0, the int8 cast (truncation) is the floor
-            pairs = [(int(mu), int(sh)) for mu, sh in zip(mult, shift, strict=True)]
-            b = [pre_clamp_bounds(mu, sh, zp, lo, hi) if 0 < mu <= 1 << sh else None for mu, sh in pairs]
-            if None in b:
-                pass  # m > 1, mult 0, or every int32 A saturates on some channel: the float clamp path
-            elif len(set(b)) == 1:
-                self.pre = b[0]
-            else:
-                lo_t, hi_t = (torch.tensor(v, dtype=torch.int32, device=device) for v in zip(*b, strict=True))
-                self.pre = (lo_t, hi_t)
-        else:
-            one = mult.size == 1
-            self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
-            self.shift = int(shift[0]) if one or (shift == shift[0]).all() else torch.from_numpy(shift).to(device)
-
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        if self.fp64:  # a: float64, owned by the caller (modified in place)
-            a.mul_(self.m).add_(self.c).clamp_(self.lo, self.hi)
-            if self.floor:
-                a.floor_()
-            return a.to(torch.int8)
-        return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
-
-    def int32(self, acc: torch.Tensor) -> torch.Tensor:
-        """Requant of an int32 tensor holding the exact accumulator (never modified)."""
-        if self.pre is None:
-            return self(acc.to(torch.float64) if self.fp64 else acc)
-        a = torch.clamp(acc, *self.pre).to(torch.float64)
-        # c + A*m in one pass (one rounding if fused, two if not: the proof covers both)
-        if isinstance(self.m, float):
-            torch.add(self.c_t, a, alpha=self.m, out=a)
-        else:
-            torch.addcmul(self.c_t, a, self.m, out=a)
-        if self.floor:
-            a.floor_()
-        return a.to(torch.int8)
-
-
-def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[int, int] | None:
-    """[a_lo, a_hi] within int32: the smallest A whose requant k(A) = floor((A*mult + 2^(shift-1)) /
-    2^shift) + zp is >= lo and the largest with k(A) <= hi (exact integer arithmetic; mult > 0).
-    None when no int32 A reaches [lo, hi] (every result saturates to one bound)."""
-    half, one = 1 << (shift - 1), 1 << shift
-    a_lo = -((half - (lo - zp) * one) // mult)  # ceil(((lo - zp) * 2^s - 2^(s-1)) / mult)
-    a_hi = ((hi - zp + 1) * one - half - 1) // mult
-    i32_min, i32_max = -(1 << 31), (1 << 31) - 1
-    if a_lo > i32_max or a_hi < i32_min or a_lo > a_hi:
-        return None
-    return max(i32_min, a_lo), min(i32_max, a_hi)
-
-
-def _req_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> _Req:
-    q = d.requant
-    if q.mode == ReqMode.PER_CHANNEL:
-        return _Req(qp[:, 0], qp[:, 1], q.zp, q.lo, q.hi, device)
-    return _Req(q.mult, q.shift, q.zp, q.lo, q.hi, device)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -262,7 +164,7 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
             acc = mm(xs[0].reshape(-1, k))
             return acc.add_(b32).reshape(out_shape)  # int32 add wraps: wrap32 of the exact sum
         return run_none
-    req = _req_of(d, consts[2] if len(consts) > 2 else None, device)
+    req = requant_of(d, consts[2] if len(consts) > 2 else None, device)
 
     def run_req(xs):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
         x = xs[0].reshape(-1, k)
@@ -348,7 +250,7 @@ def _im2col_index(n: int, hp: int, wp: int, c: int, oh: int, ow: int, kh: int, k
 
 def _prep_avgpool(d: OpDescriptor, device: torch.device) -> Prepared:
     _, h, w, _ = d.inputs[0].type.shape
-    req = _req_of(d, None, device)
+    req = requant_of(d, None, device)
     corr = -d.attr("x_zp") * h * w
 
     def run(xs):
@@ -376,7 +278,7 @@ def prepare_pooled(lin: OpDescriptor, pool: OpDescriptor, consts: list[np.ndarra
     maxpool(requant(acc)) bit for bit; the linear's own int8 output never exists, so the trace path
     (which needs it) keeps the per-op form. Requant runs on a quarter of the elements for a 2x2
     pool; on CPU the three run per block of samples, so the block's temporaries stay in cache."""
-    req = _req_of(lin, consts[2] if len(consts) > 2 else None, device)
+    req = requant_of(lin, consts[2] if len(consts) > 2 else None, device)
     acc = _prep_linear(lin, consts, device, requant=False)
     _, h, w, c = lin.out.shape
     step = max(1, BLOCK_ELEMENTS // (h * w * c))
@@ -404,7 +306,7 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
     if op == Opcode.LINEAR:
         return _prep_linear(d, consts, device)
     if op == Opcode.REQUANT:
-        req = _req_of(d, consts[0] if consts else None, device)
+        req = requant_of(d, consts[0] if consts else None, device)
         return lambda xs: req.int32(xs[0])
     if op == Opcode.ADD:
         return _prep_add(d, device)

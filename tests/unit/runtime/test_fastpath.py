@@ -25,6 +25,7 @@ from gpumesh.client.core.ops.types import (
     make_attrs,
 )
 from gpumesh.node.runtime import kernels
+from gpumesh.node.runtime import requant as rq
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.runtime.files import load_program, load_units
 
@@ -92,7 +93,7 @@ def test_fp64_requant_exact_at_ties(shift):
             accs += [a0 - 1, a0, a0 + 1, a0 + 2]
         accs += [-(2**31), 2**31 - 1, 0, 1, -1]
         acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int32)
-        req = kernels._Req(mult, shift, zp, lo, hi, torch.device("cpu"))
+        req = rq.Requant(mult, shift, zp, lo, hi, torch.device("cpu"))
         assert req.fp64
         want = _int64_requant(acc, mult, shift, zp, lo, hi)
         assert np.array_equal(req(torch.from_numpy(acc).to(torch.float64)).numpy(), want)
@@ -115,7 +116,7 @@ def test_pre_clamp_requant_exact_at_its_bounds(shift):
         hi = int(rng.integers(lo, 128))
         accs = [-(2**31), -(2**31) + 1, 2**31 - 2, 2**31 - 1, 0, 1, -1]
         for mu in mult:
-            b = kernels.pre_clamp_bounds(mu, shift, zp, lo, hi)
+            b = rq.pre_clamp_bounds(mu, shift, zp, lo, hi)
             for a in b or ():
                 accs += [a - 2, a - 1, a, a + 1, a + 2]
             for k in rng.integers(-200, 200, 4):
@@ -123,7 +124,7 @@ def test_pre_clamp_requant_exact_at_its_bounds(shift):
                 accs += [a0 - 1, a0, a0 + 1]
         acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int32)
         grid = np.repeat(acc[:, None], ch, axis=1)  # [n, ch]: every A on every channel
-        req = kernels._Req(np.array(mult), np.full(ch, shift), zp, lo, hi, torch.device("cpu"))
+        req = rq.Requant(np.array(mult), np.full(ch, shift), zp, lo, hi, torch.device("cpu"))
         taken += req.pre is not None
         got = req.int32(torch.from_numpy(grid)).numpy()
         for c in range(ch):
@@ -133,15 +134,15 @@ def test_pre_clamp_requant_exact_at_its_bounds(shift):
 
 def test_pre_clamp_bounds_degenerate_channel():
     # every int32 A gives k(A) <= 0 < lo: no bounds, the float clamp path is used
-    assert kernels.pre_clamp_bounds(1, 30, -2, 1, 1) is None
-    req = kernels._Req(1, 30, -2, 1, 1, torch.device("cpu"))
+    assert rq.pre_clamp_bounds(1, 30, -2, 1, 1) is None
+    req = rq.Requant(1, 30, -2, 1, 1, torch.device("cpu"))
     assert req.pre is None
     acc = torch.tensor([-(2**31), 11764997, 2**31 - 1], dtype=torch.int32)
     assert req.int32(acc).tolist() == [1, 1, 1]
 
 
 def test_fp64_limit_falls_back_to_int64():
-    assert not kernels._Req(12345, kernels.FP64_MAX_SHIFT + 1, 0, -128, 127, torch.device("cpu")).fp64
+    assert not rq.Requant(12345, rq.FP64_MAX_SHIFT + 1, 0, -128, 127, torch.device("cpu")).fp64
 
 
 @pytest.mark.parametrize("shift", [1, 20, 31, 42, 43, 62])

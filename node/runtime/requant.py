@@ -1,0 +1,112 @@
+"""Requantization kernels (docs/protocol.md 2.1, 2.4): the generic int64 form of the spec, and the
+prepared form the executor uses (float64 with the exactness proof of 2.4, and the int32 pre-clamp).
+
+Adapter code (imports torch); imported by gpumesh.node.runtime.kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gpumesh.client.core.ops.types import OpDescriptor, ReqMode
+
+#: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
+FP64_MAX_SHIFT = 42
+
+
+def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.Tensor:
+    """clamp(((acc*mult + 2^(shift-1)) >> shift) + zp, lo, hi) on int64; mult/shift are ints or int64
+    tensors broadcast along the last axis. In-place int64 ops: this is memory-bound. No host sync (a
+    CUDA graph can capture it): a prepared op hands a shift that is the same on every channel (what
+    the export emits) as an int, which takes the scalar-shift path."""
+    a = acc.to(torch.int64)
+    a.mul_(mult)
+    if isinstance(shift, int):
+        a.add_(1 << (shift - 1)).bitwise_right_shift_(shift)
+    else:
+        a.add_(torch.ones_like(shift) << (shift - 1)).bitwise_right_shift_(shift)
+    if zp:
+        a.add_(zp)
+    return a.clamp_(lo, hi).to(torch.int8)
+
+
+
+class Requant:
+    """A requant prepared once. fp64 mode (CPU and CUDA, every shift <= FP64_MAX_SHIFT): y = floor(clamp(
+    A*m + (zp + 1/2), lo, hi)) with m = mult * 2^-shift exact in float64 — exact by the proof in
+    docs/protocol.md 2.4. Else the generic int64 `requant` on an int tensor.
+
+    `int32(acc)` is the fast entry: when every channel has 0 < mult <= 2^shift (m <= 1), the result
+    is monotone in A and rises by at most 1 per step of A, so clamping A (in int32) to the per-channel
+    range [a_lo, a_hi] whose results are exactly lo..hi leaves every y unchanged and puts A*m + c in
+    [lo, hi + 1): no float clamp is needed, and with lo >= 0 the int8 cast's truncation is the floor
+    (docs/protocol.md 2.4, "pre-clamp")."""
+
+    def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
+        mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+        shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+        self.zp, self.lo, self.hi = zp, lo, hi
+        self.fp64 = int(shift.max()) <= FP64_MAX_SHIFT  # IEEE double on CPU and CUDA alike
+        self.pre = None
+        if self.fp64:
+            m = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))  # exact: a power-of-two scaling
+            self.m = float(m[0]) if m.size == 1 else torch.from_numpy(m).to(device)
+            self.c = zp + 0.5
+            self.c_t = torch.tensor(self.c, dtype=torch.float64, device=device)
+            self.floor = lo < 0  # in [lo, hi] with lo >= 0, the int8 cast (truncation) is the floor
+            pairs = [(int(mu), int(sh)) for mu, sh in zip(mult, shift, strict=True)]
+            b = [pre_clamp_bounds(mu, sh, zp, lo, hi) if 0 < mu <= 1 << sh else None for mu, sh in pairs]
+            if None in b:
+                pass  # m > 1, mult 0, or every int32 A saturates on some channel: the float clamp path
+            elif len(set(b)) == 1:
+                self.pre = b[0]
+            else:
+                lo_t, hi_t = (torch.tensor(v, dtype=torch.int32, device=device) for v in zip(*b, strict=True))
+                self.pre = (lo_t, hi_t)
+        else:
+            one = mult.size == 1
+            self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
+            self.shift = int(shift[0]) if one or (shift == shift[0]).all() else torch.from_numpy(shift).to(device)
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if self.fp64:  # a: float64, owned by the caller (modified in place)
+            a.mul_(self.m).add_(self.c).clamp_(self.lo, self.hi)
+            if self.floor:
+                a.floor_()
+            return a.to(torch.int8)
+        return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
+
+    def int32(self, acc: torch.Tensor) -> torch.Tensor:
+        """Requant of an int32 tensor holding the exact accumulator (never modified)."""
+        if self.pre is None:
+            return self(acc.to(torch.float64) if self.fp64 else acc)
+        a = torch.clamp(acc, *self.pre).to(torch.float64)
+        # c + A*m in one pass (one rounding if fused, two if not: the proof covers both)
+        if isinstance(self.m, float):
+            torch.add(self.c_t, a, alpha=self.m, out=a)
+        else:
+            torch.addcmul(self.c_t, a, self.m, out=a)
+        if self.floor:
+            a.floor_()
+        return a.to(torch.int8)
+
+
+def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """[a_lo, a_hi] within int32: the smallest A whose requant k(A) = floor((A*mult + 2^(shift-1)) /
+    2^shift) + zp is >= lo and the largest with k(A) <= hi (exact integer arithmetic; mult > 0).
+    None when no int32 A reaches [lo, hi] (every result saturates to one bound)."""
+    half, one = 1 << (shift - 1), 1 << shift
+    a_lo = -((half - (lo - zp) * one) // mult)  # ceil(((lo - zp) * 2^s - 2^(s-1)) / mult)
+    a_hi = ((hi - zp + 1) * one - half - 1) // mult
+    i32_min, i32_max = -(1 << 31), (1 << 31) - 1
+    if a_lo > i32_max or a_hi < i32_min or a_lo > a_hi:
+        return None
+    return max(i32_min, a_lo), min(i32_max, a_hi)
+
+
+def requant_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> Requant:
+    q = d.requant
+    if q.mode == ReqMode.PER_CHANNEL:
+        return Requant(qp[:, 0], qp[:, 1], q.zp, q.lo, q.hi, device)
+    return Requant(q.mult, q.shift, q.zp, q.lo, q.hi, device)
