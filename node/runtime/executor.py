@@ -92,8 +92,9 @@ class Executor:
     def _pooled_plan(self) -> tuple[list, tuple[int, ...]]:
         """The honest path's plan: each linear + requant whose only reader is a poolable maxpool
         passes its input on to that maxpool's entry, which runs the GEMM, pools the int32
-        accumulators and requantizes after the pool (kernels.prepare_pooled). Returns the plan and the indices of the linear ops so treated.
-        Traces (keep=True) run the per-op plan: the linear's own output is needed there."""
+        accumulators and requantizes after the pool (kernels.prepare_pooled). Returns the plan and
+        the indices of the linear ops so treated. Traces (keep=True) run the per-op plan: the
+        linear's own output is needed there."""
         readers: dict[int, list[int]] = {}
         for j, d in enumerate(self._descs):
             for s in d.inputs:
