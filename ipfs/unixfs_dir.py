@@ -6,9 +6,8 @@ also reachable as gpumesh.ipfs.unixfs.<name>.
 
 Rules, as Kubo's defaults (boxo, go-unixfs): a directory is `Data{Type: Directory}` with its links
 sorted by name bytes, each with its child's Tsize; a symlink is `Data{Type: Symlink, Data: target}`.
-Directories whose links would pass Kubo's HAMT threshold (256 KiB, estimated as the sum of
-len(name) + len(binary CID)) would be sharded by Kubo; they are refused (Unsupported) instead of
-getting a wrong CID.
+A directory whose links pass Kubo's HAMT threshold (estimate = sum of len(name) + len(binary CID)
+> 256 KiB, boxo `HAMTShardingSize`, "links" estimation) is written as a HAMT (gpumesh.ipfs.hamt).
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpumesh.ipfs import hamt
 from gpumesh.ipfs.cid import CODEC_DAG_PB, Cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_SYMLINK, PBLink, UnixfsData, encode_node, encode_unixfs
-from gpumesh.ipfs.errors import IpfsError, Unsupported
+from gpumesh.ipfs.errors import IpfsError
 from gpumesh.ipfs.unixfs import BlockSink, FileBuilder, ImportResult, PartsSink, import_file
 
 HAMT_THRESHOLD = 256 * 1024  # boxo: HAMTShardingSize, estimated as sum(len(name) + len(cid bytes))
@@ -36,28 +36,52 @@ class Entry:
     result: ImportResult
 
 
-def directory_node(
-    entries: list[tuple[str, Cid, int]], cid_version: int = 0
-) -> tuple[Cid, bytes, int]:
-    """A basic UnixFS directory over (name, cid, tsize) entries: (cid, block, tsize)."""
+def _check_names(entries: list[tuple[str, Cid, int]]) -> None:
     names = [name for name, _, _ in entries]
     if len(set(names)) != len(names):
         raise IpfsError("duplicate names in a directory")
     for name in names:
         if not name or "/" in name or name in (".", ".."):
             raise IpfsError(f"invalid directory entry name {name!r}")
-    estimate = sum(len(name.encode("utf-8")) + len(cid.to_bytes()) for name, cid, _ in entries)
-    if estimate > HAMT_THRESHOLD:
-        raise Unsupported(
-            f"directory with {len(entries)} entries needs a HAMT-sharded node, which this importer "
-            "does not build"
-        )
+
+
+def size_estimate(entries: list[tuple[str, Cid, int]]) -> int:
+    """boxo's "links" size estimate of a directory: sum of len(name) + len(binary CID)."""
+    return sum(len(name.encode("utf-8")) + len(cid.to_bytes()) for name, cid, _ in entries)
+
+
+def directory_node(
+    entries: list[tuple[str, Cid, int]], cid_version: int = 0
+) -> tuple[Cid, bytes, int]:
+    """A basic (flat) UnixFS directory over (name, cid, tsize) entries: (cid, block, tsize).
+    Refuses a directory Kubo would shard; `build_directory` chooses the right form."""
+    _check_names(entries)
+    if size_estimate(entries) > HAMT_THRESHOLD:
+        raise IpfsError(f"directory with {len(entries)} entries is over the HAMT threshold; "
+                        "use build_directory")
+    return _flat(entries, cid_version)
+
+
+def _flat(entries: list[tuple[str, Cid, int]], cid_version: int) -> tuple[Cid, bytes, int]:
     ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
     block = encode_node(
         [PBLink(cid, name, tsize) for name, cid, tsize in ordered], encode_unixfs(UnixfsData(T_DIRECTORY))
     )
     cid = Cid(cid_version, CODEC_DAG_PB, hashlib.sha256(block).digest())
     return cid, block, len(block) + sum(t for _, _, t in ordered)
+
+
+def build_directory(
+    entries: list[tuple[str, Cid, int]], cid_version: int = 0, *, shard_threshold: int = HAMT_THRESHOLD
+) -> tuple[Cid, int, list[tuple[Cid, bytes]]]:
+    """The directory Kubo writes for these entries: (root cid, Tsize, its blocks, root last).
+    Flat while the estimate is <= shard_threshold (Kubo's Import.UnixFSHAMTDirectorySizeThreshold;
+    0 disables sharding), a HAMT with fanout 256 above it."""
+    _check_names(entries)
+    if shard_threshold and size_estimate(entries) > shard_threshold:
+        return hamt.build_shards(entries, cid_version)
+    cid, block, tsize = _flat(entries, cid_version)
+    return cid, tsize, [(cid, block)]
 
 
 def symlink_node(target: str, cid_version: int = 0) -> tuple[Cid, bytes]:
@@ -83,8 +107,10 @@ class TreeBuilder:
         sink: BlockSink | None = None,
         wrap: bool = False,
         parts_sink: PartsSink | None = None,
+        shard_threshold: int = HAMT_THRESHOLD,
     ) -> None:
         self.cid_version = cid_version
+        self.shard_threshold = shard_threshold
         self.raw_leaves = raw_leaves
         self._sink = sink
         self._parts_sink = parts_sink  # files' blocks as pieces (gpumesh.ipfs.unixfs.PartsSink)
@@ -135,12 +161,14 @@ class TreeBuilder:
                 key=lambda n: n.encode("utf-8"),
             ):
                 children[name[len(prefix):]] = build(name)
-            cid, block, tsize = directory_node(
-                [(n, r.cid, r.tsize) for n, r in children.items()], self.cid_version
+            cid, tsize, blocks = build_directory(
+                [(n, r.cid, r.tsize) for n, r in children.items()], self.cid_version,
+                shard_threshold=self.shard_threshold,
             )
             if self._sink is not None:
-                self._sink(cid, block)
-            res = ImportResult(cid, 0, tsize, 1 + sum(r.blocks for r in children.values()))
+                for c, block in blocks:
+                    self._sink(c, block)
+            res = ImportResult(cid, 0, tsize, len(blocks) + sum(r.blocks for r in children.values()))
             if path:
                 self.entries.append(Entry(path, res))
             return res
@@ -191,10 +219,13 @@ def import_directory(
     hidden: bool = False,
     sink: BlockSink | None = None,
     entries: list[Entry] | None = None,
+    shard_threshold: int = HAMT_THRESHOLD,
 ) -> ImportResult:
     """`ipfs add -r PATH`: files streamed, symlinks stored as UnixFS symlinks. `entries`, if given,
-    receives every added path in Kubo's output order."""
-    tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink)
+    receives every added path in Kubo's output order. `shard_threshold` is Kubo's
+    Import.UnixFSHAMTDirectorySizeThreshold (bytes of size estimate; 0 never shards)."""
+    tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, sink=sink,
+                       shard_threshold=shard_threshold)
     for rel, kind, p in walk_tree(path, hidden=hidden):
         if kind == "dir":
             tree.add_dir(rel)
