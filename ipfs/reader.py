@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from gpumesh.ipfs import hamt
 from gpumesh.ipfs.cid import CODEC_RAW, Cid
 from gpumesh.ipfs.dagpb import (
     T_DIRECTORY,
@@ -27,6 +28,7 @@ from gpumesh.ipfs.dagpb import (
 )
 from gpumesh.ipfs.errors import CidMismatch, IpfsError, MalformedDag, NotFound, Unsupported
 
+DIRECTORY_KINDS = (T_DIRECTORY, T_HAMT_SHARD)  # a flat directory, or the root of a sharded one
 MAX_BLOCK_SIZE = 2 * 1024 * 1024  # Kubo/bitswap's hard block limit: nothing honest is bigger
 MAX_DEPTH = 64
 
@@ -68,11 +70,13 @@ class Node:
     """A verified, decoded block: its UnixFS type and what is needed to walk on."""
 
     cid: Cid
-    kind: int  # T_FILE for raw blocks and File/Raw nodes, T_DIRECTORY, T_SYMLINK, ...
-    data: bytes  # inline file data, or the symlink target
-    links: tuple  # of PBLink
+    kind: int  # T_FILE for raw blocks and File/Raw nodes, T_DIRECTORY, T_HAMT_SHARD, T_SYMLINK
+    data: bytes  # inline file data, the symlink target, or a HAMT shard's bitfield
+    links: tuple  # of PBLink (for a HAMT shard: its raw shard links, not the entries)
     filesize: int | None
     blocksizes: tuple[int, ...]
+    fanout: int | None = None  # HAMT shards only
+    hash_type: int | None = None
 
 
 def decode(cid: Cid, block: bytes) -> Node:
@@ -91,10 +95,10 @@ def decode(cid: Cid, block: bytes) -> Node:
         if u.filesize is not None and u.filesize != inline + sum(u.blocksizes):
             raise MalformedDag(f"{cid}: filesize {u.filesize} != data + blocksizes")
     elif kind == T_HAMT_SHARD:
-        raise Unsupported(f"{cid} is a HAMT-sharded directory (not supported by this reader)")
+        hamt.shard_links(cid, pb.links, u.data or b"", u.fanout, u.hash_type)  # layout checked here
     elif kind not in (T_DIRECTORY, T_SYMLINK):
         raise Unsupported(f"{cid} has UnixFS type {u.type}, which this reader does not handle")
-    return Node(cid, kind, u.data or b"", pb.links, u.filesize, u.blocksizes)
+    return Node(cid, kind, u.data or b"", pb.links, u.filesize, u.blocksizes, u.fanout, u.hash_type)
 
 
 def file_size(node: Node) -> int:
@@ -106,7 +110,7 @@ def open_file(cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | No
     if offset < 0 or (length is not None and length < 0):
         raise IpfsError("offset and length must be non-negative")
     root = decode(cid, fetch_one(fetch_many, cid))
-    if root.kind == T_DIRECTORY:
+    if root.kind in DIRECTORY_KINDS:
         raise IpfsError(f"{cid} is a directory")
     if root.kind != T_FILE:
         raise IpfsError(f"{cid} is not a file")
@@ -163,14 +167,69 @@ class DirEntry:
 
 
 def list_directory(cid: Cid, fetch_many: FetchMany) -> list[DirEntry]:
-    node = decode(cid, fetch_one(fetch_many, cid))
+    """The entries of a flat or HAMT-sharded directory, each once (a HAMT in slot order: every
+    shard fetched and verified, each entry checked to sit on its own hash path)."""
+    return list_node(decode(cid, fetch_one(fetch_many, cid)), fetch_many)
+
+
+def list_node(node: Node, fetch_many: FetchMany) -> list[DirEntry]:
+    if node.kind == T_HAMT_SHARD:
+        entries = _list_shard(node, fetch_many, (), 0)
+        if len({e.name for e in entries}) != len(entries):
+            raise MalformedDag(f"{node.cid}: a name appears twice in the sharded directory")
+        return entries
     if node.kind != T_DIRECTORY:
-        raise IpfsError(f"{cid} is not a directory")
+        raise IpfsError(f"{node.cid} is not a directory")
     entries = [DirEntry(link.name or "", link.cid, link.tsize) for link in node.links]
     for e in entries:
-        if not e.name or "/" in e.name or e.name in (".", "..") or "\0" in e.name:
-            raise MalformedDag(f"{cid}: unsafe directory entry name {e.name!r}")
+        hamt.check_entry_name(node.cid, e.name)
     return entries
+
+
+def _shard_child(cid: Cid, block: bytes | None, parent: Node) -> Node:
+    if block is None:
+        raise NotFound(f"block {cid} not found")
+    child = decode(cid, block)
+    if child.kind != T_HAMT_SHARD or child.fanout != parent.fanout:
+        raise MalformedDag(f"{cid}: a HAMT shard links to a node that is not a shard of its fanout")
+    return child
+
+
+def _list_shard(node: Node, fetch_many: FetchMany, path: tuple[int, ...], depth: int) -> list[DirEntry]:
+    if depth > MAX_DEPTH:
+        raise MalformedDag("DAG deeper than the depth limit")
+    width, links = hamt.shard_links(node.cid, node.links, node.data, node.fanout, node.hash_type)
+    subs = [link for link in links if link.name is None]
+    children = iter(fetch_many([link.cid for link in subs]))  # one batch per shard, prefetched
+    out: list[DirEntry] = []
+    for link in links:
+        if link.name is None:
+            child = _shard_child(link.cid, next(children, None), node)
+            out.extend(_list_shard(child, fetch_many, (*path, link.slot), depth + 1))
+        else:
+            hamt.check_entry_name(node.cid, link.name)
+            hamt.check_value(node.cid, link.name, (*path, link.slot), width)
+            out.append(DirEntry(link.name, link.cid, link.tsize))
+    return out
+
+
+def lookup(node: Node, name: str, fetch_many: FetchMany) -> DirEntry | None:
+    """The entry `name` of a directory node; in a HAMT only the shards on its hash path are read."""
+    if node.kind == T_DIRECTORY:
+        return next((e for e in list_node(node, fetch_many) if e.name == name), None)
+    if node.kind != T_HAMT_SHARD:
+        raise IpfsError(f"{node.cid} is not a directory")
+    h = hamt.key_hash(name)
+    for depth in range(MAX_DEPTH):
+        width, links = hamt.shard_links(node.cid, node.links, node.data, node.fanout, node.hash_type)
+        s = hamt.slot(h, depth, width)
+        link = next((lk for lk in links if lk.slot == s), None)
+        if link is None:
+            return None
+        if link.name is not None:
+            return DirEntry(name, link.cid, link.tsize) if link.name == name else None
+        node = _shard_child(link.cid, fetch_one(fetch_many, link.cid), node)
+    raise MalformedDag("DAG deeper than the depth limit")
 
 
 def resolve(path: str, fetch_many: FetchMany) -> Cid:
@@ -182,12 +241,11 @@ def resolve(path: str, fetch_many: FetchMany) -> Cid:
     if not parts:
         raise IpfsError(f"{path!r} is not an IPFS path")
     cid = Cid.parse(parts[0])
-    rest = parts[1:]
-    for name in rest:
-        match = [e for e in list_directory(cid, fetch_many) if e.name == name]
-        if not match:
+    for name in parts[1:]:
+        entry = lookup(decode(cid, fetch_one(fetch_many, cid)), name, fetch_many)
+        if entry is None:
             raise NotFound(f"no link named {name!r} under {cid}")
-        cid = match[0].cid
+        cid = entry.cid
     return cid
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from gpumesh.ipfs import reader, upload
 from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, as_cid
-from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK, decode_node
+from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_HAMT_SHARD, T_SYMLINK, decode_node
 from gpumesh.ipfs.errors import IpfsError
 from gpumesh.ipfs.multipart import iter_parts
 from gpumesh.ipfs.repo import REPO_VERSION, Repo
@@ -121,15 +121,21 @@ class Commands:
         for a in req.args or [req.arg()]:
             cid = self._resolve(a)
             node = reader.decode(cid, self.repo.get(cid))
+            # A sharded directory lists its entries, not its shard links (as Kubo's ls does).
+            entries = (
+                [(e.name, e.cid, e.tsize) for e in reader.list_node(node, self.fetch_many)]
+                if node.kind == T_HAMT_SHARD
+                else [(link.name, link.cid, link.tsize) for link in node.links]
+            )
             links = []
-            for link in node.links:
-                typ, size, target = 0, link.tsize or 0, ""
-                if self.repo.has(link.cid):
-                    child = reader.decode(link.cid, self.repo.get(link.cid))
-                    typ = {T_DIRECTORY: 1, T_FILE: 2, T_SYMLINK: 4}.get(child.kind, 0)
+            for name, link_cid, tsize in entries:
+                typ, size, target = 0, tsize or 0, ""
+                if self.repo.has(link_cid):
+                    child = reader.decode(link_cid, self.repo.get(link_cid))
+                    typ = {T_DIRECTORY: 1, T_HAMT_SHARD: 1, T_FILE: 2, T_SYMLINK: 4}.get(child.kind, 0)
                     size = reader.file_size(child) if child.kind == T_FILE else 0
                     target = child.data.decode("utf-8", "replace") if child.kind == T_SYMLINK else ""
-                links.append({"Name": link.name or "", "Hash": str(link.cid), "Size": size,
+                links.append({"Name": name or "", "Hash": str(link_cid), "Size": size,
                               "Type": typ, "Target": target})
             objects.append({"Hash": a, "Links": links})
         resp.json({"Objects": objects})
@@ -279,11 +285,11 @@ def _tar_stream(cmds: Commands, root: Cid, name: str) -> Iterator[bytes]:
         node = reader.decode(cid, cmds.repo.get(cid))
         info = tarfile.TarInfo(path)
         info.mode = 0o644
-        if node.kind == T_DIRECTORY:
+        if node.kind in reader.DIRECTORY_KINDS:
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
             yield sink.take()
-            for e in reader.list_directory(cid, cmds.fetch_many):
+            for e in reader.list_node(node, cmds.fetch_many):
                 yield from add(e.cid, f"{path}/{e.name}", depth + 1)
         elif node.kind == T_SYMLINK:
             info.type, info.linkname = tarfile.SYMTYPE, node.data.decode("utf-8", "replace")

@@ -20,7 +20,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from gpumesh.ipfs import ranged, reader
 from gpumesh.ipfs.cid import CODEC_RAW, Cid, as_cid
-from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_SYMLINK, decode_node, decode_unixfs
+from gpumesh.ipfs.dagpb import T_FILE, T_SYMLINK, decode_node, decode_unixfs
 from gpumesh.ipfs.errors import IpfsError, MalformedDag, NotFound
 from gpumesh.ipfs.unixfs import FileBuilder, import_file
 from gpumesh.ipfs.unixfs_dir import import_directory
@@ -97,9 +97,9 @@ class VerifyingReads:
                 for chunk in self._iter_file(cid):
                     f.write(chunk)
             os.replace(tmp, dest)
-        elif node.kind == T_DIRECTORY:
+        elif node.kind in reader.DIRECTORY_KINDS:
             dest.mkdir()
-            for entry in reader.list_directory(cid, self._fetch_many):
+            for entry in reader.list_node(node, self._fetch_many):
                 self._materialize(entry.cid, dest / entry.name, depth + 1)
         elif node.kind == T_SYMLINK:
             target = node.data.decode("utf-8", "replace")
