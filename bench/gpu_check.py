@@ -93,7 +93,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from gpumesh.client.core.ops.types import Opcode  # noqa: E402
-from gpumesh.node.runtime import kernels  # noqa: E402
+from gpumesh.node.runtime import gpu_requant, kernels  # noqa: E402
 from gpumesh.node.runtime.executor import Executor  # noqa: E402
 from gpumesh.node.runtime.export import export_model  # noqa: E402
 from gpumesh.node.runtime.files import ProgramBundle, canonical_bytes, load_program, load_units  # noqa: E402
@@ -119,7 +119,9 @@ def random_ops(n_per_op: int = 40) -> str:
             c = random_case(draw, op, max_dim=9, max_k=1500)
             cpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)) for a in c.inputs])
             gpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)).cuda() for a in c.inputs]).cpu()
-            check(cpu.dtype == gpu.dtype and torch.equal(cpu, gpu), f"random {op.name} case differs")
+            same = cpu.dtype == gpu.dtype and torch.equal(cpu, gpu)
+            check(same, f"random {op.name} case differs ({dict(c.desc.attrs)}, out {c.desc.out}, "
+                        f"{int((cpu != gpu.to(cpu.dtype)).sum()) if cpu.shape == gpu.shape else 'shape'} elements)")
             n += 1
     return f"random single-op cases: {n} (all {len(Opcode)} opcodes), mismatches {len(FAILS)}"
 
@@ -206,7 +208,8 @@ def main() -> int:
         print("gpu_check: no CUDA device")
         return 2
     print(f"gpu_check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuda {torch.version.cuda}, "
-          f"_int_mm {'yes' if hasattr(torch, '_int_mm') else 'no'}", flush=True)
+          f"_int_mm {'yes' if hasattr(torch, '_int_mm') else 'no'}, "
+          f"Triton requant {'yes' if gpu_requant.available() else 'no'}", flush=True)
     print(f"  keccak: {'pure-Python stand-in' if 'Crypto' in sys.modules and not hasattr(sys.modules['Crypto'], '__file__') else 'pycryptodome'}", flush=True)
     lines = [random_ops()]
     print("  " + lines[-1], flush=True)

@@ -170,6 +170,8 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
         x = xs[0].reshape(-1, k)
         m = x.shape[0]
         step = max(1, BLOCK_ELEMENTS // n)
+        if req.fused is not None:  # CUDA + Triton: bias, wrap and requant in one kernel
+            return req.int32(mm(x), b32).reshape(out_shape)
         if device.type != "cpu" or m <= step:
             return req.int32(mm(x).add_(b32)).reshape(out_shape)
         out = torch.empty((m, n), dtype=torch.int8, device=device)
@@ -182,9 +184,15 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
 def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     a = dict(d.attrs)
     s = a["shift"]
+    if device.type == "cuda":
+        from gpumesh.node.runtime import gpu_requant
+
+        if gpu_requant.available():  # one fused integer pass (Triton)
+            args = (a["za"], a["zb"], a["ma"], a["mb"], s, a["zy"], a["lo"], a["hi"])
+            return lambda xs: gpu_requant.add(xs[0], xs[1], *args)
     if device.type != "cpu" or s > FP64_MAX_SHIFT:
-        # CUDA keeps the int64 add: the float64 form measured 4x slower there (0.22 -> 0.91 ms on
-        # 128x16x16x128, H200) while the float64 requant was faster (first conv 0.30 -> 0.22 ms)
+        # CUDA without Triton keeps the int64 add: the float64 form measured 4x slower there (0.22
+        # -> 0.91 ms on 128x16x16x128, H200)
         return lambda xs: _run_generic(d, xs)
     # v + zy + 1/2 with v = ((a-za)*ma + (b-zb)*mb) / 2^s, computed with NO rounding at all: every
     # term and partial sum is a multiple of 2^-s below 2^(41-s)... (docs/protocol.md 2.4).

@@ -47,6 +47,12 @@ class Requant:
         mult = np.asarray(mult, dtype=np.int64).reshape(-1)
         shift = np.asarray(shift, dtype=np.int64).reshape(-1)
         self.zp, self.lo, self.hi = zp, lo, hi
+        self.fused = None  # CUDA with Triton: (mult, shift) int64 tensors for gpu_requant
+        if device.type == "cuda":
+            from gpumesh.node.runtime import gpu_requant
+
+            if gpu_requant.available():
+                self.fused = (torch.from_numpy(mult).to(device), torch.from_numpy(shift).to(device))
         self.fp64 = int(shift.max()) <= FP64_MAX_SHIFT  # IEEE double on CPU and CUDA alike
         self.pre = None
         if self.fp64:
@@ -77,8 +83,15 @@ class Requant:
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
 
-    def int32(self, acc: torch.Tensor) -> torch.Tensor:
-        """Requant of an int32 tensor holding the exact accumulator (never modified)."""
+    def int32(self, acc: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Requant of an int32 tensor holding the exact accumulator (never modified); `bias` (int32,
+        per channel) is added first with int32 wrap-around, as the spec's wrap32 sum."""
+        if self.fused is not None:
+            from gpumesh.node.runtime import gpu_requant
+
+            return gpu_requant.requant(acc, *self.fused, self.zp, self.lo, self.hi, bias)
+        if bias is not None:
+            acc = acc + bias  # int32 + int32 wraps mod 2^32
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 else acc)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
