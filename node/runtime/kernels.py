@@ -170,13 +170,11 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
         x = xs[0].reshape(-1, k)
         m = x.shape[0]
         step = max(1, BLOCK_ELEMENTS // n)
-        if req.fused is not None:  # CUDA + Triton: bias, wrap and requant in one kernel
-            return req.int32(mm(x), b32).reshape(out_shape)
-        if device.type != "cpu" or m <= step:
-            return req.int32(mm(x).add_(b32)).reshape(out_shape)
+        if device.type != "cpu" or m <= step:  # (CUDA + Triton: bias, wrap and requant in one kernel)
+            return req.int32_bias(mm(x), b32).reshape(out_shape)
         out = torch.empty((m, n), dtype=torch.int8, device=device)
         for r in range(0, m, step):  # GEMM + requant per row block: the temporaries stay in cache
-            out[r : r + step] = req.int32(mm(x[r : r + step]).add_(b32))
+            out[r : r + step] = req.int32_bias(mm(x[r : r + step]), b32)
         return out.reshape(out_shape)
     return run_req
 

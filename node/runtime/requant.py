@@ -83,15 +83,21 @@ class Requant:
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
 
-    def int32(self, acc: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Requant of an int32 tensor holding the exact accumulator (never modified); `bias` (int32,
-        per channel) is added first with int32 wrap-around, as the spec's wrap32 sum."""
+    def int32_bias(self, acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Requant of `acc + bias` (int32, the bias per channel, summed with int32 wrap-around as the
+        spec's wrap32). `acc` is the caller's fresh GEMM output: it may be modified in place."""
         if self.fused is not None:
             from gpumesh.node.runtime import gpu_requant
 
             return gpu_requant.requant(acc, *self.fused, self.zp, self.lo, self.hi, bias)
-        if bias is not None:
-            acc = acc + bias  # int32 + int32 wraps mod 2^32
+        return self.int32(acc.add_(bias))  # int32 + int32 wraps mod 2^32
+
+    def int32(self, acc: torch.Tensor) -> torch.Tensor:
+        """Requant of an int32 tensor holding the exact accumulator (never modified)."""
+        if self.fused is not None:
+            from gpumesh.node.runtime import gpu_requant
+
+            return gpu_requant.requant(acc, *self.fused, self.zp, self.lo, self.hi)
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 else acc)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
