@@ -31,14 +31,29 @@ class AnvilError(ChainError):
     """anvil could not be found, started, or reached."""
 
 
+def native_foundry_binary(node_modules: Path, name: str) -> Path | None:
+    """The platform binary npm installed for Foundry tool `name` (@foundry-rs/<name>-<platform>/bin/
+    <name>), or None. Preferred over node_modules/.bin/<name>, a Node.js launcher that, on SIGTERM,
+    forwards the signal and exits at once: whoever waits for the launcher would not wait for anvil
+    (still writing its state dump, or still running)."""
+    for cand in sorted((node_modules / "@foundry-rs").glob(f"{name}-*/bin/{name}")):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
 def find_anvil(explicit: str | Path | None = None) -> Path:
-    """The anvil binary: `explicit`, else node_modules/.bin/anvil above this package, else PATH."""
+    """The anvil binary: `explicit`, else the npm-installed native anvil above this package (else its
+    node_modules/.bin launcher), else PATH."""
     if explicit:
         p = Path(explicit)
         if p.is_file() and os.access(p, os.X_OK):
             return p
         raise AnvilError(f"anvil not found at {p}")
     for parent in Path(__file__).resolve().parents:
+        native = native_foundry_binary(parent / "node_modules", "anvil")
+        if native is not None:
+            return native
         cand = parent / "node_modules" / ".bin" / "anvil"
         if cand.is_file() and os.access(cand, os.X_OK):
             return cand

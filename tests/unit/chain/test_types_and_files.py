@@ -103,3 +103,19 @@ def test_cursor_store_roundtrip_and_corruption(tmp_path):
 def test_find_anvil_reports_a_missing_explicit_binary(tmp_path):
     with pytest.raises(AnvilError, match="anvil not found"):
         find_anvil(tmp_path / "nope")
+
+
+def test_the_native_foundry_binary_is_preferred_to_the_node_launcher(tmp_path):
+    from gpumesh.client.chain.anvil import native_foundry_binary
+
+    nm = tmp_path / "node_modules"
+    assert native_foundry_binary(nm, "anvil") is None  # nothing installed
+    launcher = nm / ".bin" / "anvil"
+    native = nm / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    for p in (launcher, native):
+        p.parent.mkdir(parents=True)
+        p.write_text("#!/bin/sh\n")
+    assert native_foundry_binary(nm, "anvil") is None  # not executable
+    native.chmod(0o755)
+    assert native_foundry_binary(nm, "anvil") == native
+    assert native_foundry_binary(nm, "forge") is None
