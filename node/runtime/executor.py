@@ -24,7 +24,7 @@ from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import result_root
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
-from gpumesh.node.runtime.stacking import STACK_BYTES, STACK_BYTES_CUDA, pass_rows
+from gpumesh.node.runtime.stacking import STACK_BYTES, STACK_BYTES_CUDA, pass_rows, stack_blocker
 
 _UNIT = object()  # plan marker: the unit input tensor
 
@@ -84,7 +84,10 @@ class Executor:
         self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
         b = self.program.input.type.shape[0]
         budget = STACK_BYTES_CUDA if self.device.type == "cuda" else STACK_BYTES
-        self.rows = pass_rows(self.program, budget) if stack is None else max(1, stack) * b
+        if stack is None or stack_blocker(self.program) is not None:  # a blocked program: one unit per pass
+            self.rows = pass_rows(self.program, budget)
+        else:
+            self.rows = max(1, stack) * b
         self.stack = max(1, self.rows // b)
         self._honest, self.pooled = self._pooled_plan()
         self._graphs: dict | None = {}  # CUDA: pass shape -> (graph, static input, static output)

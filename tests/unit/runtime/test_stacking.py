@@ -81,6 +81,10 @@ def test_programs_that_move_axis_0_run_one_unit_at_a_time():
     prog = _program([("t", tr)], t)
     assert "moves axis 0" in stack_blocker(prog)
     assert stack_factor(prog) == 1
+    ex = Executor(ProgramBundle(prog, {}, {}), stack=8)  # asking for stacking does not override the blocker
+    assert ex.rows == 3
+    units = np.random.default_rng(3).integers(-128, 128, (5, 3, 4), dtype=np.int8)
+    assert np.array_equal(ex.run_units(units), np.stack([u.T for u in units]))
     flat = TensorType(DType.INT8, (12,))
     rs = OpDescriptor(Opcode.RESHAPE, (SlotRef(SlotKind.UNIT_INPUT, 0, t),), flat, ())
     am = OpDescriptor(Opcode.ARGMAX, (SlotRef(SlotKind.OP_OUTPUT, 0, flat),), TensorType(DType.INT32, (1,)), ())
