@@ -6,6 +6,8 @@ Adapter code (imports torch); imported by gpumesh.node.runtime.kernels.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -47,12 +49,13 @@ class Requant:
         mult = np.asarray(mult, dtype=np.int64).reshape(-1)
         shift = np.asarray(shift, dtype=np.int64).reshape(-1)
         self.zp, self.lo, self.hi = zp, lo, hi
-        self.fused = None  # CUDA with Triton: (mult, shift) int64 tensors for gpu_requant
+        self.fused = None  # CUDA with Triton: gpu_requant.requant bound to this op's parameters
         if device.type == "cuda":
             from gpumesh.node.runtime import gpu_requant
 
             if gpu_requant.available():
-                self.fused = (torch.from_numpy(mult).to(device), torch.from_numpy(shift).to(device))
+                self.fused = functools.partial(gpu_requant.requant, mult=torch.from_numpy(mult).to(device),
+                                               shift=torch.from_numpy(shift).to(device), zp=zp, lo=lo, hi=hi)
         self.fp64 = int(shift.max()) <= FP64_MAX_SHIFT  # IEEE double on CPU and CUDA alike
         self.pre = None
         if self.fp64:
@@ -87,17 +90,13 @@ class Requant:
         """Requant of `acc + bias` (int32, the bias per channel, summed with int32 wrap-around as the
         spec's wrap32). `acc` is the caller's fresh GEMM output: it may be modified in place."""
         if self.fused is not None:
-            from gpumesh.node.runtime import gpu_requant
-
-            return gpu_requant.requant(acc, *self.fused, self.zp, self.lo, self.hi, bias)
+            return self.fused(acc, bias=bias)
         return self.int32(acc.add_(bias))  # int32 + int32 wraps mod 2^32
 
     def int32(self, acc: torch.Tensor) -> torch.Tensor:
         """Requant of an int32 tensor holding the exact accumulator (never modified)."""
         if self.fused is not None:
-            from gpumesh.node.runtime import gpu_requant
-
-            return gpu_requant.requant(acc, *self.fused, self.zp, self.lo, self.hi)
+            return self.fused(acc)
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 else acc)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
