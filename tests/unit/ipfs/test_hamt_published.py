@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 from gpumesh.ipfs import reader
 from gpumesh.ipfs.cid import Cid, decode_varint
 from gpumesh.ipfs.hamt import build_shards, murmur3_x64_128
@@ -47,15 +45,6 @@ def test_murmur3_reference_vectors():
 
 
 # -- t0260-sharding.sh ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def t0260_testdata(tmp_path_factory):
-    d = tmp_path_factory.mktemp("t0260") / "testdata"
-    d.mkdir()
-    for i in range(1, 2001):
-        (d / f"file{i}").write_text(f"{i}\n")
-    return d
-
 
 def test_t0260_unsharded_matches_kubo(t0260_testdata):
     assert str(import_directory(t0260_testdata).cid) == "QmavrTrQG4VhoJmantURAYuw3bowq3E2WcvP36NRQDAC1N"

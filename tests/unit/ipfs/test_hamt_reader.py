@@ -31,11 +31,8 @@ SHARDED = "QmSCJD1KYLhVVHqBK3YyXuoEqHt7vggyJhzoFYbT8v1XYL"  # Kubo, t0260
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    d = tmp_path_factory.mktemp("t0260") / "testdata"
-    d.mkdir()
-    for i in range(1, 2001):
-        (d / f"file{i}").write_text(f"{i}\n")
+def tree(t0260_testdata):
+    d = t0260_testdata
     blocks: dict[Cid, bytes] = {}
     flat_blocks: dict[Cid, bytes] = {}
     root = import_directory(d, shard_threshold=1, sink=lambda c, b: blocks.__setitem__(c, b))
