@@ -89,7 +89,3 @@ def pass_rows(program: Program, budget: int = STACK_BYTES) -> int:
     rows = budget * rows_in // peak // g * g
     return max(g, min(MAX_STACK * rows_in, rows))
 
-
-def stack_factor(program: Program, budget: int = STACK_BYTES) -> int:
-    """Whole units per forward pass (at least 1): what a worker runs per step."""
-    return max(1, pass_rows(program, budget) // program.input.type.shape[0])
