@@ -28,8 +28,8 @@ from gpumesh.node.runtime.quant import (
     common_shift_multipliers,
     qp_table,
     quantize_bias,
-    quantize_multiplier,
     quantize_weight_per_channel,
+    requant_multipliers,
 )
 
 
@@ -203,7 +203,7 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
                 raise ExportError(f"{n.target}: only AdaptiveAvgPool2d(1)")
             hw = _hw(gm, n, calib)
             s_y = stat(n)
-            mult, shift = quantize_multiplier(x.scale / (hw * s_y))
+            (mult,), shift = requant_multipliers([x.scale / (hw * s_y)])
             req = {"mode": "per_tensor", "mult": mult, "shift": shift, "zp": 0, "lo": -128, "hi": 127}
             vals[n] = _Val(b.op(n.name, "avgpool", [x.name], {"x_zp": 0, "requant": req}), s_y, "flat")
         elif isinstance(m, nn.Flatten) or (n.op == "call_function" and n.target in _FLATTEN_FNS) or (

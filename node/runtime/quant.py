@@ -31,6 +31,25 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return mult, shift
 
 
+#: Shift the export prefers for requant multipliers m <= 1: every value of the pre-clamped requant
+#: then stays in int32 (requant._int32_form), at any int8 zero point and bounds.
+INT32_SHIFT = 23
+#: ... as long as the multiplier keeps >= 11 bits (m >= 2^(10 - 23)): a relative error <= 2^-11, at
+#: most 0.0625 of an output step at |y| = 128 (the int8 rounding itself is 0.5); smaller m keep the
+#: 31-bit form.
+INT32_MIN_MULT = 1 << 10
+
+
+def requant_multipliers(reals: list[float]) -> tuple[list[int], int]:
+    """Multipliers sharing one shift for a linear's or avgpool's requant: INT32_SHIFT when every
+    nonzero real lies in [2^-13, 1] (the int32 form of the fast path), else the 31-bit form of
+    common_shift_multipliers."""
+    nonzero = [r for r in reals if r != 0]
+    if nonzero and max(nonzero) <= 1 and min(nonzero) * (1 << INT32_SHIFT) >= INT32_MIN_MULT:
+        return [round(r * (1 << INT32_SHIFT)) for r in reals], INT32_SHIFT
+    return common_shift_multipliers(reals)
+
+
 def common_shift_multipliers(reals: list[float]) -> tuple[list[int], int]:
     """Multipliers sharing one shift (add rescales both inputs over one shift)."""
     top = max(reals)
@@ -66,6 +85,6 @@ def quantize_bias(b: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
 
 def qp_table(reals: np.ndarray) -> np.ndarray:
     """int32 [C, 2] rows (mult, shift) for per-channel requant, one shift shared by every channel
-    (the largest multiplier keeps 31 bits) so the executor can shift by a scalar."""
-    mults, shift = common_shift_multipliers([float(r) for r in np.ravel(reals)])
+    (requant_multipliers) so the executor can shift by a scalar."""
+    mults, shift = requant_multipliers([float(r) for r in np.ravel(reals)])
     return np.array([[m, shift] for m in mults], dtype=np.int32).reshape(-1, 2)

@@ -53,16 +53,29 @@ def values(draw: Draw, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
     return a.astype(np.int8 if dtype == DType.INT8 else np.int32)
 
 
+def multiplier(draw: Draw, small: bool) -> tuple[int, int]:
+    """(mult, shift): any int32 multiplier and shift 1..62, or (small) the export's kind, m =
+    mult * 2^-shift <= 1 with shift <= 23 (the executor's int32 requant form)."""
+    if small:
+        shift = draw(1, 23)
+        return draw(0, 1 << shift), shift
+    return draw(0, 2**31 - 1), draw(1, 62)
+
+
 def requant_params(draw: Draw, mode: ReqMode) -> Requant:
     lo = draw(-128, 127)
     hi = draw(lo, 127)
     if mode == ReqMode.PER_TENSOR:
-        return Requant(mode, draw(0, 2**31 - 1), draw(1, 62), draw(-128, 127), lo, hi)
+        return Requant(mode, *multiplier(draw, bool(draw(0, 1))), draw(-128, 127), lo, hi)
     return Requant(mode, 0, 0, draw(-128, 127), lo, hi)
 
 
 def qp_rows(draw: Draw, channels: int) -> np.ndarray:
-    return np.array([[draw(0, 2**31 - 1), draw(1, 62)] for _ in range(channels)], dtype=np.int32)
+    """Per-channel (mult, shift) rows: all of the export's kind with one shared shift, or any."""
+    if draw(0, 1):
+        shift = draw(1, 23)
+        return np.array([[draw(0, 1 << shift), shift] for _ in range(channels)], dtype=np.int32)
+    return np.array([multiplier(draw, False) for _ in range(channels)], dtype=np.int32)
 
 
 def _slot(k: int, t: TensorType) -> SlotRef:

@@ -58,6 +58,7 @@ class Requant:
                                                shift=torch.from_numpy(shift).to(device), zp=zp, lo=lo, hi=hi)
         self.fp64 = int(shift.max()) <= FP64_MAX_SHIFT  # IEEE double on CPU and CUDA alike
         self.pre = None
+        self.i32 = None  # (mult, c, shift): the pre-clamped requant in int32 arithmetic (`_int32_form`)
         if self.fp64:
             m = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))  # exact: a power-of-two scaling
             self.m = float(m[0]) if m.size == 1 else torch.from_numpy(m).to(device)
@@ -73,6 +74,8 @@ class Requant:
             else:
                 lo_t, hi_t = (torch.tensor(v, dtype=torch.int32, device=device) for v in zip(*b, strict=True))
                 self.pre = (lo_t, hi_t)
+            if None not in b:
+                self.i32 = _int32_form(pairs, b, zp, device)
         else:
             one = mult.size == 1
             self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
@@ -99,6 +102,14 @@ class Requant:
             return self.fused(acc)
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 else acc)
+        if self.i32 is not None:  # exact integers throughout: (A*mult + c) >> shift, no overflow
+            mult, c, shift = self.i32
+            a = torch.clamp(acc, *self.pre)
+            if isinstance(mult, int):
+                torch.add(c, a, alpha=mult, out=a)
+            else:
+                torch.addcmul(c, a, mult, out=a)
+            return a.bitwise_right_shift_(shift).to(torch.int8)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
         # c + A*m in one pass (one rounding if fused, two if not: the proof covers both)
         if isinstance(self.m, float):
@@ -121,6 +132,35 @@ def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[
     if a_lo > i32_max or a_hi < i32_min or a_lo > a_hi:
         return None
     return max(i32_min, a_lo), min(i32_max, a_hi)
+
+
+#: int32 range.
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _int32_form(pairs: list[tuple[int, int]], bounds: list[tuple[int, int]], zp: int, device: torch.device):
+    """The pre-clamped requant in int32 arithmetic, or None where some value could leave int32.
+    After the clamp to [a_lo, a_hi], k(A) = ((A*mult + c) >> shift) with c = 2^(shift-1) + zp*2^shift
+    (adding a multiple of 2^shift commutes with the floor division), exactly the spec's integers as
+    long as A*mult and A*mult + c stay in int32 for every A in the clamp range. Both are monotone in A
+    (mult > 0), so checking them at a_lo and a_hi (exact Python integers) covers every A. The
+    export keeps shift <= 23 where the multiplier keeps >= 12 bits (quant.requant_multiplier), so
+    (hi - zp + 1) * 2^shift and the rest fit for every int8 zp, lo, hi (docs/protocol.md 2.4)."""
+    cs = []
+    for (mu, sh), (a_lo, a_hi) in zip(pairs, bounds, strict=True):
+        c = (1 << (sh - 1)) + zp * (1 << sh)
+        vals = (a_lo * mu, a_hi * mu, a_lo * mu + c, a_hi * mu + c, c)
+        if sh > 30 or min(vals) < I32_MIN or max(vals) > I32_MAX:
+            return None
+        cs.append(c)
+    mults, shifts = zip(*pairs, strict=True)
+    def vec(v):
+        if len(set(v)) == 1:
+            return int(v[0])
+        return torch.tensor(v, dtype=torch.int32, device=device)
+    mult, shift = vec(mults), vec(shifts)
+    c = torch.tensor(cs[0], dtype=torch.int32, device=device) if len(set(cs)) == 1 else vec(cs)
+    return mult, c, shift
 
 
 def requant_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> Requant:

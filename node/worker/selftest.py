@@ -23,7 +23,7 @@ from gpumesh.client.core.program import inputs_root
 EXAMPLE_PROGRAM = "mlp"
 EXAMPLE_INPUTS = "data/test_inputs_mlp.safetensors"
 EXPECTED_PROGRAM_ROOT = bytes.fromhex("817183b02e592551e8c8c69a6915c534e448952d02c8ad7bdf9052a58a335a62")
-EXPECTED_INPUTS_ROOT = bytes.fromhex("8a8eabf0cd13c152cc6a2511344a922f7860b1e15575658d9dffdae0ee273a92")
+EXPECTED_INPUTS_ROOT = bytes.fromhex("416259bfc73a33cb6fff137f66b756301e2e299b45fe4e79598019cdbef22e2c")
 EXPECTED_RESULT_ROOT = bytes.fromhex("b7b39187999fbcd3b391c51882acac2e9585ca550bdaa55646faf75fd1b87a1f")
 
 

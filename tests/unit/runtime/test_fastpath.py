@@ -102,13 +102,14 @@ def test_fp64_requant_exact_at_ties(shift):
     assert req_cases == 30
 
 
-@pytest.mark.parametrize("shift", [1, 2, 5, 13, 30, 31, 36, 42])
+@pytest.mark.parametrize("shift", [1, 2, 5, 13, 22, 23, 24, 30, 31, 36, 42])
 def test_pre_clamp_requant_exact_at_its_bounds(shift):
     """The int32 pre-clamp (m = mult * 2^-shift <= 1): at, below and above each channel's clamp
     bounds, at the ties, at the int32 extremes, and on channels where every int32 A saturates; per
-    tensor and per channel, against the int64 formula."""
+    tensor and per channel, against the int64 formula. Shifts up to 23 take the all-int32 form
+    (_int32_form) whenever the pre-clamp applies; larger ones the float64 form."""
     rng = np.random.default_rng(1000 + shift)
-    taken = 0
+    taken = taken_i32 = 0
     for _ in range(40):
         ch = int(rng.integers(1, 5))
         mult = [int(rng.integers(1, min(2**shift, 2**31 - 1) + 1)) >> int(rng.integers(0, 3)) or 1 for _ in range(ch)]
@@ -126,10 +127,17 @@ def test_pre_clamp_requant_exact_at_its_bounds(shift):
         grid = np.repeat(acc[:, None], ch, axis=1)  # [n, ch]: every A on every channel
         req = rq.Requant(np.array(mult), np.full(ch, shift), zp, lo, hi, torch.device("cpu"))
         taken += req.pre is not None
+        taken_i32 += req.i32 is not None
+        if shift <= 23:
+            assert (req.i32 is not None) == (req.pre is not None)
+        elif shift > 30:
+            assert req.i32 is None
         got = req.int32(torch.from_numpy(grid)).numpy()
         for c in range(ch):
             assert np.array_equal(got[:, c], _int64_requant(acc, mult[c], shift, zp, lo, hi)), (mult[c], zp, lo, hi)
     assert taken >= 20  # most draws take the pre-clamp path
+    if shift <= 23:
+        assert taken_i32 == taken
 
 
 def test_pre_clamp_bounds_degenerate_channel():
