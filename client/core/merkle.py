@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 from Crypto.Hash import keccak as _keccak
 
 from gpumesh.client.core.constants import LEAF_BYTES, TAG_LEAF, TAG_NODE, TAG_OP, TAG_PROGRAM, ZERO32
@@ -42,6 +43,10 @@ def _raw_keccak():
                                                 lib.keccak_digest, lib.keccak_destroy)
         init.argtypes, reset.argtypes, destroy.argtypes = [ctypes.POINTER(vp), sz, u8], [vp], [vp]
         absorb.argtypes, digest.argtypes = [vp, cp, sz], [vp, cp, sz, u8]
+        # the same functions taking raw addresses (numpy buffers: no bytes objects per hash)
+        lib2 = ctypes.CDLL(path)
+        reset_a, absorb_a, digest_a = lib2.keccak_reset, lib2.keccak_absorb, lib2.keccak_digest
+        reset_a.argtypes, absorb_a.argtypes, digest_a.argtypes = [vp], [vp, vp, sz], [vp, vp, sz, u8]
 
         class _State:
             def __init__(self) -> None:
@@ -66,16 +71,45 @@ def _raw_keccak():
             digest(st.p, st.out, 32, 1)  # padding byte 0x01: original Keccak (Ethereum), not SHA-3
             return st.out.raw
 
+        def rows(src: int, stride: int, length: int, count: int, dst: int) -> None:
+            """keccak256 of `count` messages of `length` bytes at src, src + stride, ... into the
+            32-byte slots dst, dst + 32, ... (addresses of buffers the caller keeps alive)."""
+            st = getattr(tls, "st", None)
+            if st is None:
+                st = tls.st = _State()
+            p = st.p
+            for i in range(count):
+                reset_a(p)
+                absorb_a(p, src + i * stride, length)
+                digest_a(p, dst + 32 * i, 32, 1)
+
         for probe in (b"", b"abc", bytes(range(256)) * 5):
             if keccak256(probe) != _keccak_new(probe):
                 return None
-        return keccak256
+        return keccak256, rows
     except (OSError, AttributeError, ImportError, StopIteration):
         return None
 
 
-keccak256 = _raw_keccak() or _keccak_new
+_RAW = _raw_keccak()
+keccak256 = _RAW[0] if _RAW else _keccak_new
 keccak256.__doc__ = "keccak256 (Ethereum's) of `data`."
+
+
+def hash_rows(msgs: np.ndarray) -> np.ndarray:
+    """keccak256 of every row of a C-contiguous uint8 array [k, m] -> uint8 [k, 32]. The batch
+    form of the honest path (unit output roots, result root): one foreign call per step and no
+    Python bytes per hash when pycryptodome's library is reachable; equal to keccak256 row by row."""
+    if msgs.dtype != np.uint8 or msgs.ndim != 2 or not msgs.flags.c_contiguous:
+        raise ValueError("hash_rows takes a C-contiguous uint8 [k, m] array")
+    k, m = msgs.shape
+    out = np.empty((k, 32), dtype=np.uint8)
+    if _RAW is not None and k:
+        _RAW[1](msgs.ctypes.data, m, m, k, out.ctypes.data)
+    else:
+        for i in range(k):
+            out[i] = np.frombuffer(keccak256(msgs[i].tobytes()), dtype=np.uint8)
+    return out
 
 
 def leaf_hash(leaf: bytes) -> bytes:
@@ -139,6 +173,42 @@ def tensor_root(data: bytes) -> bytes:
     return tensor_levels(data)[-1][0]
 
 
+def tensor_roots(data: np.ndarray) -> list[bytes]:
+    """Tensor roots of k equal-size tensors, the rows of a C-contiguous array [k, ...] (the honest
+    path's unit outputs): the same as [tensor_root(row.tobytes()) for row in data], hashed level
+    by level in batches (hash_rows)."""
+    k = data.shape[0]
+    flat = np.ascontiguousarray(data).reshape(k, -1).view(np.uint8)
+    n = flat.shape[1]
+    leaves = leaf_count(n)
+    msgs = np.zeros((k, leaves, 1 + LEAF_BYTES), dtype=np.uint8)  # TAG_LEAF = 0x00, zero padding
+    full = n // LEAF_BYTES
+    if full:
+        msgs[:, :full, 1:] = flat[:, : full * LEAF_BYTES].reshape(k, full, LEAF_BYTES)
+    if n > full * LEAF_BYTES:
+        msgs[:, full, 1 : 1 + n - full * LEAF_BYTES] = flat[:, full * LEAF_BYTES :]
+    level = hash_rows(msgs.reshape(k * leaves, -1)).reshape(k, leaves, 32)
+    return [bytes(r) for r in _batch_up(level, depth_for(leaves), zero_subtree)]
+
+
+def _batch_up(level: np.ndarray, depth: int, pad) -> np.ndarray:
+    """Roots [k, 32] of k trees whose data-bearing level-0 nodes are `level` [k, n, 32], complete
+    over 2^depth leaves with `pad(h)` for the missing right-hand subtrees at height h."""
+    k = level.shape[0]
+    tag = TAG_NODE[0]
+    for h in range(depth):
+        n = level.shape[1]
+        pairs = (n + 1) // 2
+        msgs = np.empty((k, pairs, 65), dtype=np.uint8)
+        msgs[:, :, 0] = tag
+        msgs[:, :, 1:33] = level[:, 0::2]
+        msgs[:, : n // 2, 33:] = level[:, 1::2]
+        if n & 1:
+            msgs[:, -1, 33:] = np.frombuffer(pad(h), dtype=np.uint8)
+        level = hash_rows(msgs.reshape(k * pairs, 65)).reshape(k, pairs, 32)
+    return level.reshape(k, 32)
+
+
 def _build_up(level: list[bytes], depth: int, pad) -> list[list[bytes]]:
     levels = [level]
     k, tag = keccak256, TAG_NODE
@@ -169,6 +239,9 @@ def roots_levels(values: list[bytes]) -> list[list[bytes]]:
 
 
 def roots_root(values: list[bytes]) -> bytes:
+    if len(values) >= 64 and all(len(v) == 32 for v in values):  # many roots: batched levels
+        level = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(1, len(values), 32)
+        return bytes(_batch_up(level, depth_for(len(values)), roots_zero)[0])
     return roots_levels(values)[-1][0]
 
 

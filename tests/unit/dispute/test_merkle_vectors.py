@@ -90,3 +90,35 @@ def test_roots_and_constants_agree_with_naive_implementation():
     header = b"\x03" + (1).to_bytes(4, "big") + len(c["descriptors"]).to_bytes(4, "big")
     header += c["numWeights"].to_bytes(4, "big") + ops_root
     assert H(header).hex() == c["programRoot"][2:]
+
+
+@pytest.mark.parametrize("nbytes", [1, 40, 1023, 1024, 1025, 2048, 3 * 1024 + 7, 4096, 5 * 1024, 9000])
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_batched_tensor_roots_equal_the_naive_tree(nbytes, count):
+    """merkle.tensor_roots (the honest path's batched unit roots) == the naive tree per row, for
+    full, partial and padded leaves, as bytes and as int32 rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(nbytes * 10 + count)
+    rows = rng.integers(0, 256, (count, nbytes), dtype=np.uint8)
+    assert m.tensor_roots(rows) == [naive_tensor_root(r.tobytes()) for r in rows]
+    if nbytes % 4 == 0:
+        as_i32 = rows.view(np.int32).reshape(count, 2, -1) if nbytes % 8 == 0 else rows.view(np.int32)
+        assert m.tensor_roots(as_i32) == [naive_tensor_root(r.tobytes()) for r in rows]
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 8, 9, 63, 64, 65, 100, 129])
+def test_roots_root_batched_equals_naive(count):
+    values = [H(i.to_bytes(4, "big")) for i in range(count)]
+    assert m.roots_root(values) == naive_roots_root(values)
+
+
+def test_hash_rows_equals_keccak_row_by_row_and_rejects_bad_arrays():
+    import numpy as np
+
+    msgs = np.random.default_rng(3).integers(0, 256, (5, 200), dtype=np.uint8)
+    assert [bytes(r) for r in m.hash_rows(msgs)] == [H(r.tobytes()) for r in msgs]
+    assert m.hash_rows(np.zeros((0, 65), dtype=np.uint8)).shape == (0, 32)
+    for bad in (msgs.astype(np.int32), msgs[:, ::2], msgs[0]):
+        with pytest.raises(ValueError):
+            m.hash_rows(bad)
