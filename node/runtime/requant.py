@@ -48,7 +48,7 @@ class Requant:
     def __init__(self, mult, shift, zp: int, lo: int, hi: int, device: torch.device) -> None:
         mult = np.asarray(mult, dtype=np.int64).reshape(-1)
         shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-        self.zp, self.lo, self.hi = zp, lo, hi
+        self.zp, self.lo, self.hi, self.device = zp, lo, hi, device
         self.fused = None  # CUDA with Triton: gpu_requant.requant bound to this op's parameters
         if device.type == "cuda":
             from gpumesh.node.runtime import gpu_requant
@@ -76,6 +76,9 @@ class Requant:
                 self.pre = (lo_t, hi_t)
             if None not in b:
                 self.i32 = _int32_form(pairs, b, zp, device)
+                if self.i32 is not None:
+                    self._i32_rows = [(mu, sh, lo_, hi_, (1 << (sh - 1)) + zp * (1 << sh))
+                                      for (mu, sh), (lo_, hi_) in zip(pairs, b, strict=True)]
         else:
             one = mult.size == 1
             self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
@@ -88,6 +91,46 @@ class Requant:
                 a.floor_()
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
+
+    def fold_bias(self, bias: np.ndarray, reach: np.ndarray):
+        """The all-int32 form with a per-channel bias folded in, or None. `bias` [N] is the int32
+        bias added to the GEMM sum A, `reach` [N] a bound |A| <= reach (128 * sum |W|); the caller
+        guarantees reach + |bias| <= 2^31 - 1, so A + bias never wraps. Then clamp(A + b, a_lo, a_hi)
+        = clamp(A, a_lo - b, a_hi - b) + b, and ((A + b) * mult + c) = A * mult + (c + b * mult):
+        the bias add (one pass over the int32 accumulators) disappears. Taken only where, for every
+        channel, the constant and A * mult (+ the constant) stay in int32 over the clamped image of
+        [-reach, reach] (monotone in A: checked at its ends, exact Python integers)."""
+        if self.i32 is None or self.fused is not None:
+            return None
+        rows = self._i32_rows * len(bias) if len(self._i32_rows) == 1 else self._i32_rows
+        if len(rows) != len(bias):
+            return None
+        los, his, cs = [], [], []
+        for (mu, _sh, a_lo, a_hi, c), b, r in zip(rows, (int(v) for v in bias), (int(v) for v in reach),
+                                                    strict=True):
+            lo_, hi_ = max(I32_MIN, a_lo - b), min(I32_MAX, a_hi - b)
+            if lo_ > hi_:
+                return None
+            c2 = c + b * mu
+            e_lo, e_hi = min(max(-r, lo_), hi_), min(max(r, lo_), hi_)
+            vals = (c2, e_lo * mu, e_hi * mu, e_lo * mu + c2, e_hi * mu + c2)
+            if min(vals) < I32_MIN or max(vals) > I32_MAX:
+                return None
+            los.append(lo_), his.append(hi_), cs.append(c2)
+        mult, _c, shift = self.i32
+        t = functools.partial(torch.tensor, dtype=torch.int32, device=self.device)
+        return t(los), t(his), t(cs), mult, shift
+
+    @staticmethod
+    def run_folded(acc: torch.Tensor, fold) -> torch.Tensor:
+        """Requant of acc + bias through `fold_bias`'s form (acc: the caller's fresh GEMM output)."""
+        lo_t, hi_t, c_t, mult, shift = fold
+        a = torch.clamp(acc, lo_t, hi_t, out=acc)
+        if isinstance(mult, int):
+            torch.add(c_t, a, alpha=mult, out=a)
+        else:
+            torch.addcmul(c_t, a, mult, out=a)
+        return a.bitwise_right_shift_(shift).to(torch.int8)
 
     def int32_bias(self, acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Requant of `acc + bias` (int32, the bias per channel, summed with int32 wrap-around as the

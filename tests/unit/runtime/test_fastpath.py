@@ -188,3 +188,47 @@ def test_prepared_executor_equals_per_op_generic_kernels(name):
               for s in op.desc.inputs]
         outs.append(kernels._run_generic(op.desc, xs))
         assert np.ascontiguousarray(outs[-1].numpy()).tobytes() == tr.outputs[j], op.name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_linear_with_folded_bias_equals_the_int64_form(seed):
+    """The bias folded into the int32 requant (Requant.fold_bias): export-like multipliers (shift
+    <= 23, m <= 1), biases from 0 to near the no-wrap limit, inputs at the int8 extremes (so A
+    reaches +-128 * sum|W|) and at random; the prepared linear equals the generic int64 form, and
+    the fold is taken for most draws and refused where the constant would leave int32."""
+    from gpumesh.client.core.ops.types import Opcode as Op
+    from gpumesh.client.core.ops.types import ReqMode, Requant
+    from gpumesh.node.runtime.randprog import _case
+
+    rng = np.random.default_rng(seed)
+    taken = refused = 0
+    for _ in range(25):
+        k, n = int(rng.integers(1, 200)), int(rng.integers(1, 20))
+        w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+        scale = [0, 10, 10**4, 10**6, 2**31 - 1 - 128 * int(np.abs(w.astype(np.int64)).sum(axis=1).max())][
+            int(rng.integers(0, 5))]
+        b = rng.integers(-scale, scale + 1, n).astype(np.int32)
+        shift = int(rng.integers(1, 24))
+        qp = np.array([[int(rng.integers(1, (1 << shift) + 1)), shift] for _ in range(n)], dtype=np.int32)
+        lo = int(rng.integers(-128, 128))
+        x = np.concatenate([rng.integers(-128, 128, (40, k)), np.where(w[:1] > 0, 127, -128).repeat(2, 0),
+                            np.where(w[:1] > 0, -128, 127).repeat(2, 0)]).astype(np.int8)
+        req = Requant(ReqMode.PER_CHANNEL, 0, 0, int(rng.integers(-128, 128)), lo, int(rng.integers(lo, 128)))
+        case = _case(Op.LINEAR, [TensorType(DType.INT8, x.shape), TensorType(DType.INT8, w.shape),
+                                 TensorType(DType.INT32, b.shape), TensorType(DType.INT32, qp.shape)],
+                     [x, w, b, qp], x_zp=int(rng.integers(-128, 128)) if rng.integers(0, 2) else 0, requant=req)
+        d = case.desc
+        fast = kernels.prepare_op(d, [w, b, qp], torch.device("cpu"))
+        got = fast([torch.from_numpy(x)]).numpy()
+        want = kernels.run_op(d, [torch.from_numpy(a) for a in case.inputs]).numpy()
+        assert np.array_equal(got, want)
+        r = rq.requant_of(d, qp, torch.device("cpu"))
+        w64 = w.astype(np.int64)
+        b_eff = b.astype(np.int64) - d.attr("x_zp") * w64.sum(axis=1)
+        b_eff = (b_eff + 2**31) % 2**32 - 2**31
+        reach = 128 * np.abs(w64).sum(axis=1)
+        if (reach + np.abs(b_eff) <= 2**31 - 1).all() and r.fold_bias(b_eff, reach) is not None:
+            taken += 1
+        else:
+            refused += 1
+    assert taken >= 8 and refused >= 1
