@@ -25,7 +25,7 @@ from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.files import RuntimeFault
 from gpumesh.node.runtime.quant import (
     act_scale,
-    common_shift_multipliers,
+    add_multipliers,
     qp_table,
     quantize_bias,
     quantize_weight_per_channel,
@@ -222,7 +222,7 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
             if relu is not None:
                 alias[relu] = n
             s_y = stat(end)
-            (ma, mb), shift = common_shift_multipliers([ya.scale / s_y, yb.scale / s_y])
+            (ma, mb), shift = add_multipliers([ya.scale / s_y, yb.scale / s_y])
             attrs = {"za": 0, "zb": 0, "ma": ma, "mb": mb, "shift": shift, "zy": 0,
                      "lo": 0 if relu is not None else -128, "hi": 127}
             vals[n] = _Val(b.op(n.name, "add", [ya.name, yb.name], attrs), s_y, ya.kind, ya.chw)

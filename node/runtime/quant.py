@@ -50,6 +50,22 @@ def requant_multipliers(reals: list[float]) -> tuple[list[int], int]:
     return common_shift_multipliers(reals)
 
 
+def add_multipliers(reals: list[float]) -> tuple[list[int], int]:
+    """(ma, mb) over one shift for an add: the largest shift at which 128 * (ma + mb) + 2^(shift-1)
+    stays below 2^31 (the executor's all-int32 add, kernels._add_int32) and no larger than the
+    31-bit form's, as long as every nonzero multiplier keeps >= 11 bits; else the 31-bit form."""
+    mults31, shift31 = common_shift_multipliers(reals)
+    total = sum(reals)
+    shift = shift31
+    while shift > 1 and 128 * total * (1 << shift) + (1 << (shift - 1)) > (1 << 31) - 1 - 256:
+        shift -= 1
+    mults = [round(r * (1 << shift)) for r in reals]
+    if 128 * sum(mults) + (1 << (shift - 1)) <= (1 << 31) - 1 and all(
+            m >= INT32_MIN_MULT for m, r in zip(mults, reals, strict=True) if r != 0):
+        return mults, shift
+    return mults31, shift31
+
+
 def common_shift_multipliers(reals: list[float]) -> tuple[list[int], int]:
     """Multipliers sharing one shift (add rescales both inputs over one shift)."""
     top = max(reals)

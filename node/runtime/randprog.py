@@ -116,9 +116,13 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
         t = TensorType(I8, shape)
         lo = draw(-128, 127)
+        if draw(0, 1):  # the export's kind: m <= 2 over a shift <= 22 (kernels._add_int32)
+            shift = draw(1, 22)
+            ma, mb = draw(0, 2 << shift), draw(0, 2 << shift)
+        else:
+            ma, mb, shift = draw(0, 2**31 - 1), draw(0, 2**31 - 1), draw(1, 62)
         return _case(op, [t, t], [values(draw, shape, I8), values(draw, shape, I8)], za=draw(-128, 127),
-                     zb=draw(-128, 127), ma=draw(0, 2**31 - 1), mb=draw(0, 2**31 - 1), shift=draw(1, 62),
-                     zy=draw(-128, 127), lo=lo, hi=draw(lo, 127))
+                     zb=draw(-128, 127), ma=ma, mb=mb, shift=shift, zy=draw(-128, 127), lo=lo, hi=draw(lo, 127))
     if op == Opcode.RELU:
         shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
         return _case(op, [TensorType(I8, shape)], [values(draw, shape, I8)], zp=draw(-128, 127))

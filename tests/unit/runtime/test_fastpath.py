@@ -174,6 +174,31 @@ def test_add_fast_path_exact_at_ties(shift):
         assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("shift", [1, 4, 12, 20, 22, 23])
+def test_add_int32_form_exact_on_every_input_pair(shift):
+    """The all-int32 add (kernels._add_int32), export-like multipliers (m <= 2): every (a, b) int8
+    pair, random zero points and bounds, against the int64 form; taken whenever its corner check
+    passes, which it does for most draws at these shifts."""
+    rng = np.random.default_rng(200 + shift)
+    t = TensorType(DType.INT8, (256, 256))
+    slots = (SlotRef(SlotKind.UNIT_INPUT, 0, t), SlotRef(SlotKind.WEIGHT, 0, t))
+    a = np.repeat(np.arange(-128, 128, dtype=np.int8), 256).reshape(256, 256)
+    b = a.T.copy()
+    taken = 0
+    for _ in range(8):
+        za, zb, zy = (int(v) for v in rng.integers(-128, 128, 3)) if rng.integers(0, 2) else (0, 0, 0)
+        lo = int(rng.integers(-128, 128))
+        ma, mb = (int(rng.integers(0, 2 << shift)) for _ in range(2))
+        attrs = make_attrs(Opcode.ADD, za=za, zb=zb, ma=ma, mb=mb, shift=shift, zy=zy, lo=lo,
+                           hi=int(rng.integers(lo, 128)))
+        d = OpDescriptor(Opcode.ADD, slots, t, attrs)
+        taken += kernels._add_int32(dict(d.attrs)) is not None
+        got = kernels.run_op(d, [torch.from_numpy(a), torch.from_numpy(b)])
+        want = kernels._run_generic(d, [torch.from_numpy(a), torch.from_numpy(b)])
+        assert torch.equal(got, want)
+    assert taken >= 4
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_prepared_executor_equals_per_op_generic_kernels(name):
     bundle = load_program(EXAMPLES / name)
