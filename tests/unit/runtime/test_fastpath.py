@@ -257,3 +257,22 @@ def test_linear_with_folded_bias_equals_the_int64_form(seed):
         else:
             refused += 1
     assert taken >= 8 and refused >= 1
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 16, 31, 32, 40])
+@pytest.mark.parametrize("win", [(3, 3, 1, 1, 1, 1), (2, 3, 2, 1, 0, 1), (1, 1, 1, 1, 0, 0), (3, 2, 2, 3, 2, 1)])
+def test_im2col_forms_equal_the_generic_gather(c, win):
+    """Each prepared im2col form (take for C = 1, two concatenations for C < 32, the strided view
+    from 32) equals the generic kernel, with strides, asymmetric windows and padding values."""
+    kh, kw, sh, sw, ph, pw = win
+    rng = np.random.default_rng(c * 100 + kh * 10 + sw)
+    x = rng.integers(-128, 128, (3, 7, 6, c)).astype(np.int8)
+    t = TensorType(DType.INT8, x.shape)
+    attrs = make_attrs(Opcode.IM2COL, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, pad=int(rng.integers(-128, 128)))
+    from gpumesh.client.core.ops.rules import expected_out
+
+    slots = (SlotRef(SlotKind.UNIT_INPUT, 0, t),)
+    d = OpDescriptor(Opcode.IM2COL, slots, expected_out(OpDescriptor(Opcode.IM2COL, slots, t, attrs)), attrs)
+    got = kernels.prepare_op(d, [], torch.device("cpu"))([torch.from_numpy(x)])
+    want = kernels._run_generic(d, [torch.from_numpy(x)])
+    assert got.shape == want.shape and torch.equal(got, want)
