@@ -187,7 +187,7 @@ def _int32_form(pairs: list[tuple[int, int]], bounds: list[tuple[int, int]], zp:
     (adding a multiple of 2^shift commutes with the floor division), exactly the spec's integers as
     long as A*mult and A*mult + c stay in int32 for every A in the clamp range. Both are monotone in A
     (mult > 0), so checking them at a_lo and a_hi (exact Python integers) covers every A. The
-    export keeps shift <= 23 where the multiplier keeps >= 12 bits (quant.requant_multiplier), so
+    export keeps shift <= 23 where the multiplier keeps >= 11 bits (quant.requant_multipliers), so
     (hi - zp + 1) * 2^shift and the rest fit for every int8 zp, lo, hi (docs/protocol.md 2.4)."""
     cs = []
     for (mu, sh), (a_lo, a_hi) in zip(pairs, bounds, strict=True):
