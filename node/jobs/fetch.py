@@ -133,7 +133,9 @@ def check_spec_against_job(spec: JobSpecDoc, job) -> None:
 
 def unit_roots_of(units: np.ndarray, bundle: ProgramBundle) -> tuple[bytes, ...]:
     t = bundle.program.input.type
-    return tuple(merkle.tensor_root(canonical_bytes(np.ascontiguousarray(u), t)) for u in units)
+    if len(units):
+        canonical_bytes(units[0], t)  # raises ProgramError unless dtype and shape are the program's
+    return tuple(merkle.tensor_roots(np.ascontiguousarray(units)))  # batched (merkle.tensor_roots)
 
 
 def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits()) -> JobData:

@@ -25,7 +25,7 @@ def outputs_bytes(outputs: np.ndarray) -> bytes:
 
 
 def unit_output_roots(outputs: np.ndarray) -> tuple[bytes, ...]:
-    return tuple(merkle.tensor_root(np.ascontiguousarray(o).tobytes()) for o in outputs)
+    return tuple(merkle.tensor_roots(np.ascontiguousarray(outputs))) if len(outputs) else ()
 
 
 def parse_outputs(data: bytes, program: Program, num_units: int | None = None) -> np.ndarray:

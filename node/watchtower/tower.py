@@ -254,7 +254,7 @@ class Watchtower:
         units = (sample_units(job.num_units, rec.get("rate", self.config.sample_rate), rec["seed"])
                  if worker_roots is not None else tuple(range(job.num_units)))
         outs = ex.run_units(data.units[list(units)]) if units else ()
-        own = {u: merkle.tensor_root(np.ascontiguousarray(o).tobytes()) for u, o in zip(units, outs, strict=True)}
+        own = dict(zip(units, merkle.tensor_roots(np.ascontiguousarray(outs)) if units else (), strict=True))
         if worker_roots is not None:
             bad = mismatches(own, worker_roots)
             leaves = spliced_roots(worker_roots, own)

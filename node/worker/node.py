@@ -317,11 +317,11 @@ class WorkerNode:
             todo = [v for v in range(u, min(u + step, total)) if v not in done]
             outs = run_units_at(ex, todo, data.units[todo]) if todo else ()
             raws = [np.ascontiguousarray(out).tobytes() for out in outs]
+            roots = merkle.tensor_roots(np.ascontiguousarray(outs)) if todo else []
             # one transaction per step: a commit (an fsync) per unit would cost far more than a
             # small unit's execution
-            self.state.put_many(f"out:{jid}", [(f"{v:08d}", {"root": merkle.tensor_root(raw).hex(),
-                                                            "out": base64.b64encode(raw).decode()})
-                                               for v, raw in zip(todo, raws, strict=True)])
+            self.state.put_many(f"out:{jid}", [(f"{v:08d}", {"root": root.hex(), "out": base64.b64encode(raw).decode()})
+                                               for v, raw, root in zip(todo, raws, roots, strict=True)])
             for _ in todo:
                 count += 1
                 self._count("units_executed")
