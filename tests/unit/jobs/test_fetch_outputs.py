@@ -168,3 +168,18 @@ def test_outputs_verify_against_the_result_root(bundle):
     with pytest.raises(JobDataError, match="not a readable safetensors"):
         verify_outputs(b"junk", bundle.program, rr)
     assert json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["outputs"]["dtype"] == "I32"
+
+
+def test_batched_unit_roots_equal_per_unit_tensor_roots(bundle, units):
+    from gpumesh.node.jobs.fetch import unit_roots_of
+    from gpumesh.node.jobs.outputs import unit_output_roots
+    from gpumesh.node.runtime.files import ProgramError
+
+    assert unit_roots_of(units, bundle) == tuple(merkle.tensor_root(u.tobytes()) for u in units)
+    outs = np.random.default_rng(0).integers(-5, 5, (len(units), 32), dtype=np.int32)
+    assert unit_output_roots(outs) == tuple(merkle.tensor_root(o.tobytes()) for o in outs)
+    assert unit_output_roots(outs[:0]) == ()
+    with pytest.raises(ProgramError, match="the program says"):
+        unit_roots_of(units.astype(np.int32), bundle)
+    with pytest.raises(ProgramError, match="the program says"):
+        unit_roots_of(units[:, :16], bundle)
