@@ -217,6 +217,23 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
 }
 
 
+#: Value range of each struct field character used in ATTR_LAYOUT.
+_FIELD_RANGE = {"b": (-(2**7), 2**7 - 1), "B": (0, 2**8 - 1), "h": (-(2**15), 2**15 - 1), "H": (0, 2**16 - 1),
+                "i": (-(2**31), 2**31 - 1), "I": (0, 2**32 - 1), "q": (-(2**63), 2**63 - 1), "Q": (0, 2**64 - 1)}
+
+
+def _field_chars(fmt: str) -> list[str]:
+    """'6Hb' -> ['H'] * 6 + ['b']: one format character per attribute."""
+    out, count = [], ""
+    for ch in fmt:
+        if ch.isdigit():
+            count += ch
+        else:
+            out += [ch] * int(count or 1)
+            count = ""
+    return out
+
+
 def attr_size(op: Opcode) -> int:
     return struct.calcsize(">" + ATTR_LAYOUT[op][0])
 
@@ -255,6 +272,11 @@ class OpDescriptor:
         try:
             attrs = struct.pack(">" + fmt, *(a[n] for n in names))
         except struct.error as exc:
+            for ch, n in zip(_field_chars(fmt), names, strict=True):
+                lo, hi = _FIELD_RANGE[ch]
+                if not isinstance(a[n], int) or not lo <= a[n] <= hi:
+                    raise ProgramError(f"{self.opcode.name.lower()} attribute {n} = {a[n]!r} is outside "
+                                       f"[{lo}, {hi}]") from None
             raise ProgramError(f"{self.opcode.name.lower()} attribute out of its field range: {exc}") from None
         head = struct.pack(">BB", self.opcode, len(self.inputs))
         return head + b"".join(s.encode() for s in self.inputs) + self.out.encode() + attrs
