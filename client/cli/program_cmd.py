@@ -10,7 +10,7 @@ import json
 
 import typer
 
-from gpumesh.client.core.errors import UsageError
+from gpumesh.client.core.errors import UsageError, ValidationError
 
 app = typer.Typer(help="Build, inspect and run int8 tensor programs.", no_args_is_help=True)
 
@@ -39,10 +39,22 @@ def _load_factory(spec: str):
     return getattr(mod, attr)
 
 
-def _tensor(path: str, key: str | None):
+def _load_st(path: str) -> dict:
+    """A safetensors file as {name: tensor}, or one clear error line (never pickle: safetensors only)."""
+    import os
+
     from safetensors.torch import load_file
 
-    t = load_file(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file")
+    try:
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
+        raise ValidationError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def _tensor(path: str, key: str | None):
+    t = _load_st(path)
     if key is None:
         if len(t) != 1:
             raise UsageError(f"{path} holds {sorted(t)}: name one with its --*-key option")
@@ -68,14 +80,17 @@ def build(
     """Export a float PyTorch model to an int8 program (per-channel weights, per-tensor activations)."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file
 
     from gpumesh.node.runtime.evaluate import int8_predictions
     from gpumesh.node.runtime.export import export_model
     from gpumesh.node.runtime.files import load_program, save_program
 
     m = _load_factory(model)()
-    m.load_state_dict(load_file(state_dict))
+    try:
+        m.load_state_dict(_load_st(state_dict))
+    except RuntimeError as exc:  # torch lists missing/unexpected keys and shape mismatches, one per line
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
+        raise ValidationError(f"{state_dict} does not fit {model}: {detail}") from None
     x = _tensor(calib, calib_key).float()
     prog, arrays = export_model(m.eval(), x, unit_batch, argmax=argmax, meta={"model": model})
     save_program(out, prog, arrays)

@@ -75,3 +75,23 @@ def test_program_show_json(built):
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     assert info["ops"][-1]["op"] == "argmax" and info["output"] == "int32[32]"
+
+
+def test_program_build_bad_inputs_are_one_line(built, tmp_path):
+    """A missing, unreadable or mismatched state_dict is one stderr line with a non-zero exit."""
+    out, _ = built
+    ex = REPO / "examples" / "digits"
+    base = ["program", "build", "--calib", str(ex / "data" / "calib.safetensors"), "--out", str(tmp_path / "p")]
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    cases = [
+        (["--model", f"{ex / 'models.py'}:mlp", "--state-dict", str(tmp_path / "none")], 2, "no such file"),
+        (["--model", f"{ex / 'models.py'}:mlp", "--state-dict", str(garbage)], 5, "not a readable safetensors file"),
+        (["--model", f"{ex / 'models.py'}:cnn", "--state-dict", str(ex / "mlp" / "state_dict.safetensors")], 5,
+         "does not fit"),
+    ]
+    for args, code, msg in cases:
+        p = _cli(*base, *args)
+        assert p.returncode == code, p.stderr
+        assert p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
+    assert not (tmp_path / "p").exists()
