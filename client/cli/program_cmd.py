@@ -115,6 +115,45 @@ def build(
             typer.echo(f"{k}: {v}")
 
 
+@app.command("inputs")
+def inputs_cmd(
+    program: str = typer.Argument(..., help="Program folder (program.json + weights.safetensors)."),
+    data: str = typer.Option(..., "--data", help="Float samples [S, ...] (safetensors) in the model's own layout."),
+    out: str = typer.Option(..., "--out", help="The inputs file to write (safetensors 'units' [U, ...] int8)."),
+    key: str = typer.Option(None, "--key", help="Tensor name in --data when it holds several."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Quantize float samples for a program: the int8 units file that `job post --inputs` takes
+    (input scale from the program's meta, the last unit zero-padded to the unit batch)."""
+    import numpy as np
+
+    from gpumesh.client.core.program import inputs_root
+    from gpumesh.node.runtime.evaluate import quantize_units
+    from gpumesh.node.runtime.files import load_program, save_units
+
+    bundle = load_program(program)
+    x = _tensor(data, key).numpy()
+    if x.dtype.kind != "f":
+        raise ValidationError(f"{data}: samples are {x.dtype}, expected float (they are quantized here)")
+    if x.ndim < 1 or len(x) == 0:
+        raise ValidationError(f"{data}: no samples")
+    if not np.isfinite(x).all():
+        raise ValidationError(f"{data}: samples hold NaN or infinity")
+    units = quantize_units(bundle.program, x)
+    save_units(out, units)
+    batch = bundle.program.input.type.shape[0]
+    report = {"inputs": out, "units": len(units), "samples": len(x), "padding": len(units) * batch - len(x),
+              "inputs_root": "0x" + inputs_root(bundle.program, bundle.weight_bytes,
+                                                [u.tobytes() for u in units]).hex()}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"wrote {out}: {report['units']} units of {batch} ({report['samples']} samples, "
+               f"{report['padding']} zero padding)")
+    typer.echo(f"inputs root {report['inputs_root']}; post with: gpumesh job post --program {program} "
+               f"--inputs {out} --samples {report['samples']} ...")
+
+
 @app.command("run")
 def run(
     program: str = typer.Argument(..., help="Program folder (program.json + weights.safetensors)."),

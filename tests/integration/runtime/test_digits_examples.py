@@ -95,3 +95,29 @@ def test_program_build_bad_inputs_are_one_line(built, tmp_path):
         assert p.returncode == code, p.stderr
         assert p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_program_inputs_quantizes_float_samples_into_the_units_file(built, tmp_path):
+    """`program inputs` gives exactly the units file the examples were built with (input scale from
+    the program's meta, last unit zero-padded), and refuses bad data in one line."""
+    from safetensors.numpy import save_file
+
+    out, _ = built
+    dst = tmp_path / "units.safetensors"
+    p = _cli("program", "inputs", str(out / "mlp"), "--data", str(out / "data" / "test_float.safetensors"),
+             "--out", str(dst), "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    bundle = load_program(out / "mlp")
+    want = load_units(out / "data" / "test_inputs_mlp.safetensors", bundle.program)
+    assert np.array_equal(load_units(dst, bundle.program), want)
+    assert (rep["units"], rep["samples"], rep["padding"]) == (len(want), 540, len(want) * 32 - 540)
+    nan = np.zeros((3, 1, 8, 8), dtype=np.float32)
+    nan[1, 0, 2, 2] = np.nan
+    save_file({"x": nan}, str(tmp_path / "nan.safetensors"))
+    save_file({"x": np.zeros((3, 8, 8), dtype=np.float32)}, str(tmp_path / "shape.safetensors"))
+    for bad, msg in (("nan", "NaN or infinity"), ("shape", "the program takes")):
+        p = _cli("program", "inputs", str(out / "mlp"), "--data", str(tmp_path / f"{bad}.safetensors"),
+                 "--out", str(tmp_path / f"{bad}_units.safetensors"))
+        assert p.returncode == 5 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
+        assert not (tmp_path / f"{bad}_units.safetensors").exists()
