@@ -8,6 +8,8 @@
    of one traced unit byte-identical on CUDA and CPU, and the result root over all units identical.
 3. Speed: the int8 executor on CUDA vs torch fp16 eager (and fp32 eager) on the same float model and
    batch, measured in this run.
+4. Where Triton imports: 1 and 2 (digits) again with GPUMESH_NO_TRITON=1, so the torch requant and
+   add paths that Triton replaces are verified on the same GPU.
 
 Needs torch, numpy, safetensors and this repository (gpumesh need not be installed: the repo is put
 on sys.path, and a pure-Python keccak stands in if pycryptodome is missing). Runs in < 3 minutes.
@@ -105,6 +107,24 @@ FAILS: list[str] = []
 def check(ok: bool, what: str) -> None:
     if not ok:
         FAILS.append(what)
+
+
+def torch_paths(ex_dir: Path) -> list[str]:
+    """The CUDA torch paths that Triton replaces when it imports (the all-int32 and int64 requant
+    and add forms): the random single ops and the digits programs again with GPUMESH_NO_TRITON=1."""
+    import os
+
+    before = len(FAILS)
+    os.environ["GPUMESH_NO_TRITON"] = "1"
+    try:
+        lines = [random_ops().replace(f"mismatches {len(FAILS)}", f"mismatches {len(FAILS) - before}")]
+        for name in ("mlp", "cnn"):
+            b = load_program(ex_dir / name)
+            units = load_units(ex_dir / "data" / f"test_inputs_{name}.safetensors", b.program)
+            lines.append(compare_program(f"digits {name}", b, units))
+    finally:
+        del os.environ["GPUMESH_NO_TRITON"]
+    return [f"Triton off: {x}" for x in lines]
 
 
 def random_ops(n_per_op: int = 40) -> str:
@@ -231,6 +251,10 @@ def main() -> int:
     print("  " + lines[-1], flush=True)
     lines.append(speed("random CNN", big, bundle, xf, units))
     print("  " + lines[-1], flush=True)
+    if gpu_requant.available():
+        for line in torch_paths(ex_dir):
+            lines.append(line)
+            print("  " + line, flush=True)
     if kernels._INT_MM_OK.get("cuda") is False:
         print("  note: torch._int_mm refused on CUDA; the exact float64 fallback was used")
     print(f"gpu_check: {'FAIL' if FAILS else 'OK'} in {time.perf_counter() - t0:.0f} s"

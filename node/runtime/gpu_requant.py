@@ -14,6 +14,8 @@ Adapter code; imported by gpumesh.node.runtime.requant.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 try:
@@ -26,7 +28,9 @@ _BLOCK = 1024
 
 
 def available() -> bool:
-    return triton is not None
+    """Triton imports and GPUMESH_NO_TRITON is unset (or 0): the operator's switch back to the
+    torch paths, and how bench/gpu_check.py verifies those paths on a machine that has Triton."""
+    return triton is not None and os.environ.get("GPUMESH_NO_TRITON", "0") in ("", "0")
 
 
 if triton is not None:
