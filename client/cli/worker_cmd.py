@@ -204,13 +204,14 @@ def doctor(
     from pathlib import Path
 
     from gpumesh.node.worker.inventory import inventory
-    from gpumesh.node.worker.selftest import self_test
+    from gpumesh.node.worker.selftest import runtime_info, self_test
 
     _check_device(device)
     inv = inventory()
     st = self_test(device, Path(examples) if examples else None)
+    rt = runtime_info(device)
     if as_json:
-        emit_json({"inventory": inv.to_dict(), "self_test": st.to_json()})
+        emit_json({"inventory": inv.to_dict(), "runtime": rt, "self_test": st.to_json()})
     else:
         rows = [(f"GPU {g.index}", f"{g.name}, {g.memory_mib} MiB, driver {g.driver}, CC {g.compute_capability}")
                 for g in inv.gpus]
@@ -218,6 +219,7 @@ def doctor(
             rows.append(("GPU", f"none ({inv.nvml_error})"))
         c = inv.cpu
         rows.append(("CPU", f"{c.model}, {c.logical_cores} cores, {c.memory_mib} MiB, {c.machine}"))
+        rows.append(("runtime", ", ".join(f"{k} {v}" for k, v in rt.items())))
         rows.append(("self-test", ("PASS: " if st.ok else "FAIL: ") + st.message))
         if st.result_root is not None:
             rows.append(("result root", f"0x{st.result_root.hex()} ({st.units} units, {st.seconds:.2f}s)"))

@@ -50,6 +50,31 @@ class SelfTest:
                 "expected_result_root": "0x" + EXPECTED_RESULT_ROOT.hex()}
 
 
+def runtime_info(device: str = "cpu") -> dict:
+    """What the executor will use on `device`: torch's version, its int8 GEMM (torch._int_mm, else
+    the exact float64 fallback), and on CUDA whether the fused Triton requant/add kernels run
+    (`GPUMESH_NO_TRITON=1` turns them off)."""
+    import os
+
+    import torch
+
+    from gpumesh.node.runtime import kernels
+
+    refused = kernels._INT_MM_OK.get(device) is False  # tried (by the self-test) and failed
+    info = {"torch": torch.__version__,
+            "int8_gemm": "torch._int_mm" if hasattr(torch, "_int_mm") and not refused else "float64 fallback (exact)"}
+    if device == "cuda":
+        from gpumesh.node.runtime import gpu_requant
+
+        if gpu_requant.triton is None:
+            info["triton"] = "not installed (torch requant/add)"
+        elif not gpu_requant.available():
+            info["triton"] = f"off (GPUMESH_NO_TRITON={os.environ.get('GPUMESH_NO_TRITON')})"
+        else:
+            info["triton"] = f"yes ({gpu_requant.triton.__version__})"
+    return info
+
+
 def self_test(device: str = "cpu", examples: Path | None = None) -> SelfTest:
     from gpumesh.node.runtime.executor import Executor
     from gpumesh.node.runtime.files import load_program, load_units

@@ -44,3 +44,22 @@ def test_self_test_passes_on_cpu_and_notices_a_changed_example(tmp_path):
     r = selftest.self_test("cpu", tmp_path)
     assert not r.ok and "not the one the expected root was recorded for" in r.message
     assert not selftest.self_test("cpu", tmp_path / "nowhere").ok
+
+
+def test_runtime_info_names_the_gemm_and_the_triton_state(monkeypatch):
+    import types
+
+    from gpumesh.node.runtime import gpu_requant, kernels
+    from gpumesh.node.worker.selftest import runtime_info
+
+    info = runtime_info("cpu")
+    assert info["torch"] and "triton" not in info
+    monkeypatch.setitem(kernels._INT_MM_OK, "cpu", False)
+    assert runtime_info("cpu")["int8_gemm"] == "float64 fallback (exact)"
+    monkeypatch.setattr(gpu_requant, "triton", None)
+    assert runtime_info("cuda")["triton"].startswith("not installed")
+    monkeypatch.setattr(gpu_requant, "triton", types.SimpleNamespace(__version__="9.9"))
+    monkeypatch.delenv("GPUMESH_NO_TRITON", raising=False)
+    assert runtime_info("cuda")["triton"] == "yes (9.9)"
+    monkeypatch.setenv("GPUMESH_NO_TRITON", "1")
+    assert runtime_info("cuda")["triton"] == "off (GPUMESH_NO_TRITON=1)"
