@@ -98,8 +98,9 @@ keccak256.__doc__ = "keccak256 (Ethereum's) of `data`."
 
 def hash_rows(msgs: np.ndarray) -> np.ndarray:
     """keccak256 of every row of a C-contiguous uint8 array [k, m] -> uint8 [k, 32]. The batch
-    form of the honest path (unit output roots, result root): one foreign call per step and no
-    Python bytes per hash when pycryptodome's library is reachable; equal to keccak256 row by row."""
+    form of the honest path (unit output roots, result root): three foreign calls per hash on raw
+    addresses and no Python bytes object per hash when pycryptodome's library is reachable; equal to
+    keccak256 row by row."""
     if msgs.dtype != np.uint8 or msgs.ndim != 2 or not msgs.flags.c_contiguous:
         raise ValueError("hash_rows takes a C-contiguous uint8 [k, m] array")
     k, m = msgs.shape
@@ -178,17 +179,29 @@ def tensor_roots(data: np.ndarray) -> list[bytes]:
     path's unit outputs): the same as [tensor_root(row.tobytes()) for row in data], hashed level
     by level in batches (hash_rows)."""
     k = data.shape[0]
+    if k == 0:
+        return []
     flat = np.ascontiguousarray(data).reshape(k, -1).view(np.uint8)
     n = flat.shape[1]
     leaves = leaf_count(n)
-    msgs = np.zeros((k, leaves, 1 + LEAF_BYTES), dtype=np.uint8)  # TAG_LEAF = 0x00, zero padding
     full = n // LEAF_BYTES
-    if full:
-        msgs[:, :full, 1:] = flat[:, : full * LEAF_BYTES].reshape(k, full, LEAF_BYTES)
-    if n > full * LEAF_BYTES:
-        msgs[:, full, 1 : 1 + n - full * LEAF_BYTES] = flat[:, full * LEAF_BYTES :]
-    level = hash_rows(msgs.reshape(k * leaves, -1)).reshape(k, leaves, 32)
-    return [bytes(r) for r in _batch_up(level, depth_for(leaves), zero_subtree)]
+    step = max(1, _BATCH_BYTES // (leaves * (1 + LEAF_BYTES)))  # bounded memory: tensors per batch
+    roots: list[bytes] = []
+    for a in range(0, k, step):
+        part = flat[a : a + step]
+        msgs = np.zeros((len(part), leaves, 1 + LEAF_BYTES), dtype=np.uint8)  # TAG_LEAF = 0x00, zero pad
+        if full:
+            msgs[:, :full, 1:] = part[:, : full * LEAF_BYTES].reshape(len(part), full, LEAF_BYTES)
+        if n > full * LEAF_BYTES:
+            msgs[:, full, 1 : 1 + n - full * LEAF_BYTES] = part[:, full * LEAF_BYTES :]
+        level = hash_rows(msgs.reshape(len(part) * leaves, 1 + LEAF_BYTES)).reshape(len(part), leaves, 32)
+        roots += [bytes(r) for r in _batch_up(level, depth_for(leaves), zero_subtree)]
+    return roots
+
+
+#: Bytes of leaf messages tensor_roots assembles at once (the outputs of a big job are hashed in
+#: batches, not copied whole with their padding).
+_BATCH_BYTES = 8 << 20
 
 
 def _batch_up(level: np.ndarray, depth: int, pad) -> np.ndarray:

@@ -135,3 +135,13 @@ def test_batched_forms_without_the_raw_library_fall_back_to_the_same_roots(monke
     assert m.tensor_roots(rows) == want
     values = [H(bytes([i])) for i in range(70)]
     assert m.roots_root(values) == naive_roots_root(values)
+
+
+def test_tensor_roots_in_several_batches_and_of_nothing(monkeypatch):
+    import numpy as np
+
+    rows = np.random.default_rng(5).integers(0, 256, (7, 3000), dtype=np.uint8)
+    want = [naive_tensor_root(r.tobytes()) for r in rows]
+    monkeypatch.setattr(m, "_BATCH_BYTES", 2 * 3 * 1025)  # two tensors of three leaves per batch
+    assert m.tensor_roots(rows) == want
+    assert m.tensor_roots(rows[:0]) == []
