@@ -1,5 +1,6 @@
 """Requantization kernels (docs/protocol.md 2.1, 2.4): the generic int64 form of the spec, and the
-prepared form the executor uses (float64 with the exactness proof of 2.4, and the int32 pre-clamp).
+prepared forms the executor uses (the int32 pre-clamp, then all-int32 arithmetic where it fits,
+else float64 with the exactness proof of 2.4).
 
 Adapter code (imports torch); imported by gpumesh.node.runtime.kernels.
 """
@@ -15,6 +16,8 @@ from gpumesh.client.core.ops.types import OpDescriptor, ReqMode
 
 #: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
 FP64_MAX_SHIFT = 42
+#: int32 range.
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.Tensor:
@@ -31,7 +34,6 @@ def requant(acc: torch.Tensor, mult, shift, zp: int, lo: int, hi: int) -> torch.
     if zp:
         a.add_(zp)
     return a.clamp_(lo, hi).to(torch.int8)
-
 
 
 class Requant:
@@ -75,10 +77,10 @@ class Requant:
                 lo_t, hi_t = (torch.tensor(v, dtype=torch.int32, device=device) for v in zip(*b, strict=True))
                 self.pre = (lo_t, hi_t)
             if None not in b:
-                self.i32 = _int32_form(pairs, b, zp, device)
-                if self.i32 is not None:
-                    self._i32_rows = [(mu, sh, lo_, hi_, (1 << (sh - 1)) + zp * (1 << sh))
-                                      for (mu, sh), (lo_, hi_) in zip(pairs, b, strict=True)]
+                # per channel (mult, shift, a_lo, a_hi, c): the int32 form's parameters
+                self._i32_rows = [(mu, sh, lo_, hi_, (1 << (sh - 1)) + zp * (1 << sh))
+                                  for (mu, sh), (lo_, hi_) in zip(pairs, b, strict=True)]
+                self.i32 = _int32_form(self._i32_rows, device)
         else:
             one = mult.size == 1
             self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
@@ -125,12 +127,7 @@ class Requant:
     def run_folded(acc: torch.Tensor, fold) -> torch.Tensor:
         """Requant of acc + bias through `fold_bias`'s form (acc: the caller's fresh GEMM output)."""
         lo_t, hi_t, c_t, mult, shift = fold
-        a = torch.clamp(acc, lo_t, hi_t, out=acc)
-        if isinstance(mult, int):
-            torch.add(c_t, a, alpha=mult, out=a)
-        else:
-            torch.addcmul(c_t, a, mult, out=a)
-        return a.bitwise_right_shift_(shift).to(torch.int8)
+        return _int32_tail(torch.clamp(acc, lo_t, hi_t, out=acc), mult, c_t, shift)
 
     def int32_bias(self, acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Requant of `acc + bias` (int32, the bias per channel, summed with int32 wrap-around as the
@@ -146,13 +143,7 @@ class Requant:
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 else acc)
         if self.i32 is not None:  # exact integers throughout: (A*mult + c) >> shift, no overflow
-            mult, c, shift = self.i32
-            a = torch.clamp(acc, *self.pre)
-            if isinstance(mult, int):
-                torch.add(c, a, alpha=mult, out=a)
-            else:
-                torch.addcmul(c, a, mult, out=a)
-            return a.bitwise_right_shift_(shift).to(torch.int8)
+            return _int32_tail(torch.clamp(acc, *self.pre), *self.i32)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
         # c + A*m in one pass (one rounding if fused, two if not: the proof covers both)
         if isinstance(self.m, float):
@@ -171,39 +162,40 @@ def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[
     half, one = 1 << (shift - 1), 1 << shift
     a_lo = -((half - (lo - zp) * one) // mult)  # ceil(((lo - zp) * 2^s - 2^(s-1)) / mult)
     a_hi = ((hi - zp + 1) * one - half - 1) // mult
-    i32_min, i32_max = -(1 << 31), (1 << 31) - 1
-    if a_lo > i32_max or a_hi < i32_min or a_lo > a_hi:
+    if a_lo > I32_MAX or a_hi < I32_MIN or a_lo > a_hi:
         return None
-    return max(i32_min, a_lo), min(i32_max, a_hi)
+    return max(I32_MIN, a_lo), min(I32_MAX, a_hi)
 
 
-#: int32 range.
-I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+def _int32_tail(a: torch.Tensor, mult, c: torch.Tensor, shift) -> torch.Tensor:
+    """(a*mult + c) >> shift as int8, in place on `a` (int32, already clamped; mult and shift ints
+    or per-channel tensors, c a tensor): the last passes of both int32 forms."""
+    if isinstance(mult, int):
+        torch.add(c, a, alpha=mult, out=a)
+    else:
+        torch.addcmul(c, a, mult, out=a)
+    return a.bitwise_right_shift_(shift).to(torch.int8)
 
 
-def _int32_form(pairs: list[tuple[int, int]], bounds: list[tuple[int, int]], zp: int, device: torch.device):
-    """The pre-clamped requant in int32 arithmetic, or None where some value could leave int32.
-    After the clamp to [a_lo, a_hi], k(A) = ((A*mult + c) >> shift) with c = 2^(shift-1) + zp*2^shift
-    (adding a multiple of 2^shift commutes with the floor division), exactly the spec's integers as
-    long as A*mult and A*mult + c stay in int32 for every A in the clamp range. Both are monotone in A
+def _int32_form(rows: list[tuple[int, int, int, int, int]], device: torch.device):
+    """(mult, c, shift) of the pre-clamped requant in int32 arithmetic, or None where some value
+    could leave int32. `rows` are per channel (mult, shift, a_lo, a_hi, c). After the clamp to
+    [a_lo, a_hi], k(A) = ((A*mult + c) >> shift) with c = 2^(shift-1) + zp*2^shift (adding a
+    multiple of 2^shift commutes with the floor division), exactly the spec's integers as long as
+    A*mult and A*mult + c stay in int32 for every A in the clamp range. Both are monotone in A
     (mult > 0), so checking them at a_lo and a_hi (exact Python integers) covers every A. The
     export keeps shift <= 23 where the multiplier keeps >= 11 bits (quant.requant_multipliers), so
     (hi - zp + 1) * 2^shift and the rest fit for every int8 zp, lo, hi (docs/protocol.md 2.4)."""
-    cs = []
-    for (mu, sh), (a_lo, a_hi) in zip(pairs, bounds, strict=True):
-        c = (1 << (sh - 1)) + zp * (1 << sh)
+    for mu, sh, a_lo, a_hi, c in rows:
         vals = (a_lo * mu, a_hi * mu, a_lo * mu + c, a_hi * mu + c, c)
         if sh > 30 or min(vals) < I32_MIN or max(vals) > I32_MAX:
             return None
-        cs.append(c)
-    mults, shifts = zip(*pairs, strict=True)
+    mults, shifts, _, _, cs = zip(*rows, strict=True)
+
     def vec(v):
-        if len(set(v)) == 1:
-            return int(v[0])
-        return torch.tensor(v, dtype=torch.int32, device=device)
-    mult, shift = vec(mults), vec(shifts)
+        return int(v[0]) if len(set(v)) == 1 else torch.tensor(v, dtype=torch.int32, device=device)
     c = torch.tensor(cs[0], dtype=torch.int32, device=device) if len(set(cs)) == 1 else vec(cs)
-    return mult, c, shift
+    return vec(mults), c, vec(shifts)
 
 
 def requant_of(d: OpDescriptor, qp: np.ndarray | None, device: torch.device) -> Requant:
