@@ -6,8 +6,8 @@ folded int32 bias, per-channel requant vectors on the device) and returns a clos
 op's dynamic input tensor(s) to its output; the executor builds one per op at construction.
 `run_op(desc, xs)` prepares from the given tensors and runs (tests, the GPU check). The generic
 int64 kernels (`requant`, `_run_generic`) remain for what the fast path does not cover: requant
-shifts above FP64_MAX_SHIFT, the add on CUDA (float64 was slower there), and linear ops whose
-weight is not a constant.
+shifts above FP64_MAX_SHIFT, the add on CUDA without Triton where its int32 form does not fit
+(float64 was slower there), and linear ops whose weight is not a constant.
 
 Adapter code (imports torch); imported by the executor and the GPU check only.
 """
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
-from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, requant, requant_of
+from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, I32_MAX, I32_MIN, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
 
 _INT_MM_OK: dict[str, bool] = {}
@@ -148,8 +148,24 @@ class _MatMul:
         return (x.to(torch.float64) @ self.w64).to(torch.int32)  # exact: integers below 2^31 < 2^53
 
 
-def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device, requant: bool = True) -> Prepared:
-    """requant=False: the int32 accumulators only (the pooled form, `prepare_pooled`)."""
+def _in_blocks(fn, xs: list[torch.Tensor], step: int, device: torch.device) -> torch.Tensor:
+    """fn(*xs), on CPU run per block of `step` rows (axis 0) of the inputs when there is more than
+    one block, so each block's temporaries stay in cache (docs/protocol.md 2.4, row blocks). Blocks
+    change no bit: every output row depends on its own input rows only."""
+    m = xs[0].shape[0]
+    if device.type != "cpu" or m <= step:
+        return fn(*xs)
+    first = fn(*(x[:step] for x in xs))
+    out = torch.empty((m, *first.shape[1:]), dtype=first.dtype, device=device)
+    out[:step] = first
+    for r in range(step, m, step):
+        out[r : r + step] = fn(*(x[r : r + step] for x in xs))
+    return out
+
+
+def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device,
+                 with_requant: bool = True) -> Prepared:
+    """with_requant=False: the int32 accumulators only (the pooled form, `prepare_pooled`)."""
     w, bias = consts[0], consts[1]
     n, k = w.shape
     mm = _MatMul(w, device)
@@ -159,7 +175,7 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     b_eff = ((b_eff + 2**31) % 2**32 - 2**31).astype(np.int32)
     b32 = torch.from_numpy(b_eff).to(device)
     out_shape = (-1, *d.out.shape[1:])  # the leading dim from the input: units may be stacked
-    if d.requant.mode == ReqMode.NONE or not requant:
+    if d.requant.mode == ReqMode.NONE or not with_requant:
         def run_none(xs):
             acc = mm(xs[0].reshape(-1, k))
             return acc.add_(b32).reshape(out_shape)  # int32 add wraps: wrap32 of the exact sum
@@ -169,20 +185,12 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     reach = 128 * np.abs(w64).sum(axis=1)
     fold = req.fold_bias(b_eff, reach) if (reach + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1).all() else None
 
-    def requant(acc):
+    def gemm_requant(x):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
+        acc = mm(x)  # (CUDA + Triton: bias, wrap and requant in one kernel)
         return req.run_folded(acc, fold) if fold is not None else req.int32_bias(acc, b32)
 
-    def run_req(xs):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
-        x = xs[0].reshape(-1, k)
-        m = x.shape[0]
-        step = max(1, BLOCK_ELEMENTS // n)
-        if device.type != "cpu" or m <= step:  # (CUDA + Triton: bias, wrap and requant in one kernel)
-            return requant(mm(x)).reshape(out_shape)
-        out = torch.empty((m, n), dtype=torch.int8, device=device)
-        for r in range(0, m, step):  # GEMM + requant per row block: the temporaries stay in cache
-            out[r : r + step] = requant(mm(x[r : r + step]))
-        return out.reshape(out_shape)
-    return run_req
+    step = max(1, BLOCK_ELEMENTS // n)
+    return lambda xs: _in_blocks(gemm_requant, [xs[0].reshape(-1, k)], step, device).reshape(out_shape)
 
 
 def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
@@ -240,23 +248,16 @@ def _add_int32(a: dict) -> int | None:
     ends = (-128, 127)
     vals = [c] + [x * ma for x in ends] + [c + x * ma for x in ends] + [y * mb for y in ends]
     vals += [c + x * ma + y * mb for x in ends for y in ends]
-    if min(vals) < -(1 << 31) or max(vals) > (1 << 31) - 1:
+    if min(vals) < I32_MIN or max(vals) > I32_MAX:
         return None
     return c
 
 
 def _blocked(block, device: torch.device) -> Prepared:
-    """An elementwise two-input op run per flat block of BLOCK_ELEMENTS on CPU (the temporaries
-    stay in cache), whole elsewhere."""
+    """An elementwise two-input op, run per flat block of BLOCK_ELEMENTS on CPU (`_in_blocks`)."""
     def run(xs):
-        a, b = xs[0], xs[1]
-        if device.type != "cpu" or a.numel() <= BLOCK_ELEMENTS:
-            return block(a, b)
-        a, b = a.reshape(-1), b.reshape(-1)
-        out = torch.empty(a.shape, dtype=torch.int8, device=device)
-        for r in range(0, a.numel(), BLOCK_ELEMENTS):
-            out[r : r + BLOCK_ELEMENTS] = block(a[r : r + BLOCK_ELEMENTS], b[r : r + BLOCK_ELEMENTS])
-        return out.reshape(xs[0].shape)
+        flat = _in_blocks(block, [xs[0].reshape(-1), xs[1].reshape(-1)], BLOCK_ELEMENTS, device)
+        return flat.reshape(xs[0].shape)
     return run
 
 
@@ -332,23 +333,15 @@ def prepare_pooled(lin: OpDescriptor, pool: OpDescriptor, consts: list[np.ndarra
     (which needs it) keeps the per-op form. Requant runs on a quarter of the elements for a 2x2
     pool; on CPU the three run per block of samples, so the block's temporaries stay in cache."""
     req = requant_of(lin, consts[2] if len(consts) > 2 else None, device)
-    acc = _prep_linear(lin, consts, device, requant=False)
+    acc = _prep_linear(lin, consts, device, with_requant=False)
     _, h, w, c = lin.out.shape
     step = max(1, BLOCK_ELEMENTS // (h * w * c))
 
     def block(x):
         return req.int32(_run_generic(pool, [acc([x])]))  # _run_generic's maxpool is dtype-agnostic
 
-    def fused(xs):  # xs[0]: the linear's input, passed through by the linear's entry
-        x = xs[0]
-        n = x.shape[0]
-        if device.type != "cpu" or n <= step:
-            return block(x)
-        out = torch.empty((n, *pool.out.shape[1:]), dtype=torch.int8, device=device)
-        for r in range(0, n, step):
-            out[r : r + step] = block(x[r : r + step])
-        return out
-    return (lambda xs: xs[0]), fused
+    # xs[0] of the pool's entry: the linear's input, passed through by the linear's entry
+    return (lambda xs: xs[0]), (lambda xs: _in_blocks(block, [xs[0]], step, device))
 
 
 def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:
