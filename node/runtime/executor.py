@@ -75,13 +75,14 @@ class Executor:
         ]
         self._descs = [op.desc for op in self.program.ops]
         self._plan = [self._prepare(d) for d in self._descs]
-        # outputs an op is the last reader of: the honest path drops them right after that op
-        last_use: dict[int, int] = {}
+        # the ops reading each op output, in order; the honest path drops an output right after
+        # its last reader
+        self._readers: dict[int, list[int]] = {}
         for j, d in enumerate(self._descs):
             for s in d.inputs:
                 if s.kind == SlotKind.OP_OUTPUT:
-                    last_use[s.index] = j
-        self._frees = [tuple(i for i, j2 in last_use.items() if j2 == j) for j in range(len(self._descs))]
+                    self._readers.setdefault(s.index, []).append(j)
+        self._frees = [tuple(i for i, rd in self._readers.items() if rd[-1] == j) for j in range(len(self._descs))]
         b = self.program.input.type.shape[0]
         budget = STACK_BYTES_CUDA if self.device.type == "cuda" else STACK_BYTES
         if stack is None or stack_blocker(self.program) is not None:  # a blocked program: one unit per pass
@@ -98,14 +99,9 @@ class Executor:
         accumulators and requantizes after the pool (kernels.prepare_pooled). Returns the plan and
         the indices of the linear ops so treated. Traces (keep=True) run the per-op plan: the
         linear's own output is needed there."""
-        readers: dict[int, list[int]] = {}
-        for j, d in enumerate(self._descs):
-            for s in d.inputs:
-                if s.kind == SlotKind.OP_OUTPUT:
-                    readers.setdefault(s.index, []).append(j)
         plan, pooled = list(self._plan), []
         for i, lin in enumerate(self._descs):
-            rd = readers.get(i, [])
+            rd = self._readers.get(i, [])
             if len(rd) != 1 or not kernels.poolable(lin, self._descs[rd[0]]):
                 continue
             if not all(lin.inputs[p].kind == SlotKind.WEIGHT for p in range(1, len(lin.inputs))):
@@ -215,7 +211,7 @@ class Executor:
         t0 = time.perf_counter()
         outs = self.run_units(units)
         t1 = time.perf_counter()
-        roots = tuple(merkle.tensor_roots(outs))  # batched: one foreign call per hash, no bytes
+        roots = tuple(merkle.tensor_roots(outs))  # batched over all units (merkle.hash_rows)
         rr = result_root(list(roots))
         t2 = time.perf_counter()
         return RunResult(outs, roots, rr, t1 - t0, t2 - t1)
