@@ -69,7 +69,6 @@ class Commands:
         batch = None if only_hash else self.repo.batch()
         wrap = req.flag("wrap-with-directory", False)
         tree = TreeBuilder(cid_version=cid_version, raw_leaves=raw_leaves, wrap=wrap,
-                           sink=None if batch is None else batch.put,
                            parts_sink=None if batch is None else batch.put_parts)
         # Replies are buffered until the upload is read to its end: a client that streams its body
         # before it reads ours (requests does) could otherwise deadlock with us on full buffers.

@@ -246,7 +246,7 @@ def import_file(
 
 # The directory half of the importer lives in gpumesh.ipfs.unixfs_dir; these names stay importable
 # from here (lazily: unixfs_dir imports this module).
-_DIR_NAMES = frozenset({"Entry", "HAMT_THRESHOLD", "TreeBuilder", "build_directory", "directory_node", "import_directory",
+_DIR_NAMES = frozenset({"Entry", "HAMT_THRESHOLD", "TreeBuilder", "build_directory", "import_directory",
                         "symlink_node", "walk_tree"})
 
 

@@ -23,7 +23,7 @@ from gpumesh.ipfs import hamt
 from gpumesh.ipfs.cid import CODEC_DAG_PB, Cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_SYMLINK, PBLink, UnixfsData, encode_node, encode_unixfs
 from gpumesh.ipfs.errors import IpfsError
-from gpumesh.ipfs.unixfs import BlockSink, FileBuilder, ImportResult, PartsSink, import_file
+from gpumesh.ipfs.unixfs import BlockSink, FileBuilder, ImportResult, PartsSink, _joining, import_file
 
 HAMT_THRESHOLD = 256 * 1024  # boxo: HAMTShardingSize, estimated as sum(len(name) + len(cid bytes))
 
@@ -48,18 +48,6 @@ def _check_names(entries: list[tuple[str, Cid, int]]) -> None:
 def size_estimate(entries: list[tuple[str, Cid, int]]) -> int:
     """boxo's "links" size estimate of a directory: sum of len(name) + len(binary CID)."""
     return sum(len(name.encode("utf-8")) + len(cid.to_bytes()) for name, cid, _ in entries)
-
-
-def directory_node(
-    entries: list[tuple[str, Cid, int]], cid_version: int = 0
-) -> tuple[Cid, bytes, int]:
-    """A basic (flat) UnixFS directory over (name, cid, tsize) entries: (cid, block, tsize).
-    Refuses a directory Kubo would shard; `build_directory` chooses the right form."""
-    _check_names(entries)
-    if size_estimate(entries) > HAMT_THRESHOLD:
-        raise IpfsError(f"directory with {len(entries)} entries is over the HAMT threshold; "
-                        "use build_directory")
-    return _flat(entries, cid_version)
 
 
 def _flat(entries: list[tuple[str, Cid, int]], cid_version: int) -> tuple[Cid, bytes, int]:
@@ -112,8 +100,9 @@ class TreeBuilder:
         self.cid_version = cid_version
         self.shard_threshold = shard_threshold
         self.raw_leaves = raw_leaves
-        self._sink = sink
-        self._parts_sink = parts_sink  # files' blocks as pieces (gpumesh.ipfs.unixfs.PartsSink)
+        # every block (files', directories', symlinks') goes to one sink taking pieces
+        # (gpumesh.ipfs.unixfs.PartsSink); a plain BlockSink is wrapped
+        self._sink = parts_sink if parts_sink is not None else None if sink is None else _joining(sink)
         self._wrap = wrap
         self._dirs: dict[str, dict[str, ImportResult]] = {"": {}}
         self._order: list[str] = []  # top-level names in arrival order
@@ -137,8 +126,7 @@ class TreeBuilder:
         self._dirs[path.strip("/")] = {}
 
     def file(self) -> FileBuilder:
-        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, sink=self._sink,
-                           parts_sink=self._parts_sink)
+        return FileBuilder(cid_version=self.cid_version, raw_leaves=self.raw_leaves, parts_sink=self._sink)
 
     def add_file(self, path: str, result: ImportResult) -> None:
         siblings, name = self._parent(path)
@@ -148,7 +136,7 @@ class TreeBuilder:
     def add_symlink(self, path: str, target: str) -> None:
         cid, block = symlink_node(target, self.cid_version)
         if self._sink is not None:
-            self._sink(cid, block)
+            self._sink(cid, (block,))
         self.add_file(path, ImportResult(cid, 0, len(block), 1))
 
     def finish(self) -> list[Entry]:
@@ -167,7 +155,7 @@ class TreeBuilder:
             )
             if self._sink is not None:
                 for c, block in blocks:
-                    self._sink(c, block)
+                    self._sink(c, (block,))
             res = ImportResult(cid, 0, tsize, len(blocks) + sum(r.blocks for r in children.values()))
             if path:
                 self.entries.append(Entry(path, res))
