@@ -206,15 +206,13 @@ class PackStore:
     def txn(self) -> Txn:
         return Txn(self)
 
-    def _append(self, parts: tuple, size: int) -> tuple[Loc, bool]:
+    def _append(self, parts: tuple, size: int) -> Loc:
         """Append one block, given as its pieces, to the active pack (starting a new one when
-        full); (where, started a new pack)."""
+        full); where it went (offset 0: the first block of a pack)."""
         with self._lock:
-            new = False
             if self._active_end and self._active_end + size > PACK_MAX:
                 self._active += 1
                 self._active_end = self._reserved = 0
-                new = True
             fd = self._pack_fd(self._active, create=True)
             if self._active_end + size > self._reserved:
                 self._reserve(fd, self._active_end + size)
@@ -224,7 +222,7 @@ class PackStore:
             else:
                 _writev_all(fd, parts, loc.offset)
             self._active_end += size
-            return loc, new
+            return loc
 
     def _reserve(self, fd: int, need: int) -> None:
         """Allocate the pack's next RESERVE bytes of disk ahead of the writes (size unchanged):
@@ -308,7 +306,7 @@ class PackStore:
             for digest, loc in list(self._index.items()):
                 if loc.pack in victims:
                     data = os.pread(self._pack_fd(loc.pack), loc.length, loc.offset)
-                    new_loc, _ = self._append((data,), len(data))
+                    new_loc = self._append((data,), len(data))
                     moved[digest] = new_loc
                     touched.add(new_loc.pack)
             for n in touched:
@@ -348,7 +346,7 @@ class Txn:
         if digest in self._pending or self._store.has(digest):
             return
         size = sum(len(p) for p in parts)
-        loc, new = self._store._append(parts, size)
+        loc = self._store._append(parts, size)
         self._pending[digest] = loc
         if loc.pack != self._last_pack:
             if self._last_pack is not None:
@@ -357,7 +355,7 @@ class Txn:
                 # flush, ~0.4-1.4 ms here, even for a file with nothing left to write).
                 self._done_packs.append(self._store._flush_async(self._last_pack))
             self._last_pack = loc.pack
-        if new or loc.offset == 0:
+        if loc.offset == 0:
             # A new pack's name must be durable before commit indexes it: the folder is synced now,
             # in the background (after the pack's creation: the flusher runs one job at a time, in
             # order), so commit only waits for the last such sync.
