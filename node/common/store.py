@@ -39,6 +39,10 @@ class OutboxEntry:
     detail: str | None
 
 
+_UPSERT = ("INSERT INTO records(kind,key,data,updated) VALUES(?,?,?,?) "
+           "ON CONFLICT(kind,key) DO UPDATE SET data=excluded.data, updated=excluded.updated")
+
+
 class StateStore:
     """One SQLite file per daemon. Thread-safe for the daemon's few threads (a lock + one connection)."""
 
@@ -74,22 +78,13 @@ class StateStore:
         return json.loads(row[0]) if row else None
 
     def put(self, kind: str, key: str | int, data: dict[str, Any]) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO records(kind,key,data,updated) VALUES(?,?,?,?) "
-                "ON CONFLICT(kind,key) DO UPDATE SET data=excluded.data, updated=excluded.updated",
-                (kind, str(key), json.dumps(data, sort_keys=True), time.time()),
-            )
+        self.put_many(kind, [(key, data)])
 
     def put_many(self, kind: str, items: list[tuple[str | int, dict[str, Any]]]) -> None:
         """Several records in one transaction (one commit): all or none."""
         now = time.time()
         with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO records(kind,key,data,updated) VALUES(?,?,?,?) "
-                "ON CONFLICT(kind,key) DO UPDATE SET data=excluded.data, updated=excluded.updated",
-                [(kind, str(k), json.dumps(d, sort_keys=True), now) for k, d in items],
-            )
+            db.executemany(_UPSERT, [(kind, str(k), json.dumps(d, sort_keys=True), now) for k, d in items])
 
     def update(self, kind: str, key: str | int, **changes: Any) -> dict[str, Any]:
         """Merge `changes` into a record (creating it) atomically; returns the new record."""
@@ -97,11 +92,7 @@ class StateStore:
             row = db.execute("SELECT data FROM records WHERE kind=? AND key=?", (kind, str(key))).fetchone()
             data = json.loads(row[0]) if row else {}
             data.update(changes)
-            db.execute(
-                "INSERT INTO records(kind,key,data,updated) VALUES(?,?,?,?) "
-                "ON CONFLICT(kind,key) DO UPDATE SET data=excluded.data, updated=excluded.updated",
-                (kind, str(key), json.dumps(data, sort_keys=True), time.time()),
-            )
+            db.execute(_UPSERT, (kind, str(key), json.dumps(data, sort_keys=True), time.time()))
         return data
 
     def all(self, kind: str) -> dict[str, dict[str, Any]]:
