@@ -76,7 +76,7 @@ class Node:
     filesize: int | None
     blocksizes: tuple[int, ...]
     fanout: int | None = None  # HAMT shards only
-    hash_type: int | None = None
+    shard: tuple | None = None  # HAMT shards only: (bits per level, [hamt.ShardLink]), checked by decode
 
 
 def decode(cid: Cid, block: bytes) -> Node:
@@ -88,6 +88,7 @@ def decode(cid: Cid, block: bytes) -> Node:
         raise MalformedDag(f"{cid} is a dag-pb node without UnixFS data")
     u = decode_unixfs(pb.data)
     kind = T_FILE if u.type == T_RAW else u.type
+    shard = None
     if kind == T_FILE:
         if pb.links and len(u.blocksizes) != len(pb.links):
             raise MalformedDag(f"{cid}: {len(pb.links)} links but {len(u.blocksizes)} blocksizes")
@@ -95,10 +96,10 @@ def decode(cid: Cid, block: bytes) -> Node:
         if u.filesize is not None and u.filesize != inline + sum(u.blocksizes):
             raise MalformedDag(f"{cid}: filesize {u.filesize} != data + blocksizes")
     elif kind == T_HAMT_SHARD:
-        hamt.shard_links(cid, pb.links, u.data or b"", u.fanout, u.hash_type)  # layout checked here
+        shard = hamt.shard_links(cid, pb.links, u.data or b"", u.fanout, u.hash_type)  # layout checked here
     elif kind not in (T_DIRECTORY, T_SYMLINK):
         raise Unsupported(f"{cid} has UnixFS type {u.type}, which this reader does not handle")
-    return Node(cid, kind, u.data or b"", pb.links, u.filesize, u.blocksizes, u.fanout, u.hash_type)
+    return Node(cid, kind, u.data or b"", pb.links, u.filesize, u.blocksizes, u.fanout, shard)
 
 
 def file_size(node: Node) -> int:
@@ -198,7 +199,7 @@ def _shard_child(cid: Cid, block: bytes | None, parent: Node) -> Node:
 def _list_shard(node: Node, fetch_many: FetchMany, path: tuple[int, ...], depth: int) -> list[DirEntry]:
     if depth > MAX_DEPTH:
         raise MalformedDag("DAG deeper than the depth limit")
-    width, links = hamt.shard_links(node.cid, node.links, node.data, node.fanout, node.hash_type)
+    width, links = node.shard
     subs = [link for link in links if link.name is None]
     children = iter(fetch_many([link.cid for link in subs]))  # one batch per shard, prefetched
     out: list[DirEntry] = []
@@ -221,7 +222,7 @@ def lookup(node: Node, name: str, fetch_many: FetchMany) -> DirEntry | None:
         raise IpfsError(f"{node.cid} is not a directory")
     h = hamt.key_hash(name)
     for depth in range(MAX_DEPTH):
-        width, links = hamt.shard_links(node.cid, node.links, node.data, node.fanout, node.hash_type)
+        width, links = node.shard
         s = hamt.slot(h, depth, width)
         link = next((lk for lk in links if lk.slot == s), None)
         if link is None:
