@@ -141,9 +141,9 @@ class _Stream:
 
 
 def iter_file_ranged(cid: Cid, fetch_many: FetchMany, fetch_range: FetchRange, offset: int = 0,
-                     length: int | None = None) -> Iterator[bytes]:
+                     length: int | None = None, root: Node | None = None) -> Iterator[bytes]:
     """Same bytes and the same guarantees as reader.iter_file, with leaves read from `fetch_range`."""
-    root = open_file(cid, fetch_many, offset, length)
+    root = open_file(cid, fetch_many, offset, length, root)
     total = file_size(root)
     end = None if length is None else offset + length
     # The stream must cover whole leaves: read past `end` by at most one block.

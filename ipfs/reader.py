@@ -106,11 +106,14 @@ def file_size(node: Node) -> int:
     return len(node.data) + sum(node.blocksizes)
 
 
-def open_file(cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | None = None) -> Node:
-    """The verified root node of the file `cid` (argument checks shared by every file reader)."""
+def open_file(cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | None = None,
+              root: Node | None = None) -> Node:
+    """The verified root node of the file `cid` (argument checks shared by every file reader);
+    `root`: the caller already fetched and decoded it."""
     if offset < 0 or (length is not None and length < 0):
         raise IpfsError("offset and length must be non-negative")
-    root = decode(cid, fetch_one(fetch_many, cid))
+    if root is None:
+        root = decode(cid, fetch_one(fetch_many, cid))
     if root.kind in DIRECTORY_KINDS:
         raise IpfsError(f"{cid} is a directory")
     if root.kind != T_FILE:
@@ -119,10 +122,11 @@ def open_file(cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | No
 
 
 def iter_file(
-    cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | None = None
+    cid: Cid, fetch_many: FetchMany, offset: int = 0, length: int | None = None, root: Node | None = None
 ) -> Iterator[bytes]:
-    """The bytes of the file `cid`, from `offset`, at most `length` of them, fully verified."""
-    root = open_file(cid, fetch_many, offset, length)
+    """The bytes of the file `cid`, from `offset`, at most `length` of them, fully verified
+    (`root`: its decoded root node, when the caller has it)."""
+    root = open_file(cid, fetch_many, offset, length, root)
     end = None if length is None else offset + length
     yield from _file_range(root, fetch_many, offset, end, 0)
 

@@ -52,10 +52,11 @@ class VerifyingReads:
     def _fetch_many(self, cids: list[Cid]) -> Iterable[bytes]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _iter_file(self, cid: Cid, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    def _iter_file(self, cid: Cid, offset: int = 0, length: int | None = None,
+                   root: reader.Node | None = None) -> Iterator[bytes]:
         if self._fetch_range is None:
-            return reader.iter_file(cid, self._fetch_many, offset, length)
-        return ranged.iter_file_ranged(cid, self._fetch_many, self._fetch_range, offset, length)
+            return reader.iter_file(cid, self._fetch_many, offset, length, root)
+        return ranged.iter_file_ranged(cid, self._fetch_many, self._fetch_range, offset, length, root)
 
     def _resolve(self, cid: str | Cid) -> Cid:
         if isinstance(cid, Cid):
@@ -94,11 +95,8 @@ class VerifyingReads:
         if node.kind == T_FILE:
             tmp = dest.with_name(dest.name + ".part")
             with open(tmp, "wb") as f:
-                if node.links:
-                    for chunk in self._iter_file(node.cid):
-                        f.write(chunk)
-                else:  # one verified block holds the whole file: no second fetch
-                    f.write(node.data)
+                for chunk in self._iter_file(node.cid, root=node):  # the root is fetched once
+                    f.write(chunk)
             os.replace(tmp, dest)
         elif node.kind in reader.DIRECTORY_KINDS:
             dest.mkdir()
