@@ -170,8 +170,7 @@ class _Parser:
             if not line:
                 self._in_body = True
                 return out
-            k, _, v = line.partition(":")
-            out[k.strip().lower()] = v.strip()
+            add_header(out, line)
 
     def read_body(self, n: int) -> bytes:
         if not self._in_body:
@@ -205,6 +204,18 @@ class _Parser:
         return out
 
 
+def add_header(fields: dict[str, str], line: str) -> None:
+    """One part header line `Name: value` into `fields` (names lower-cased)."""
+    k, _, v = line.partition(":")
+    fields[k.strip().lower()] = v.strip()
+
+
+def part_meta(fields: dict[str, str]) -> tuple[str, str]:
+    """(filename, media type) of a part from its headers; "" when it names no file."""
+    return (filename_of(fields.get("content-disposition", "")),
+            fields.get("content-type", "application/octet-stream").split(";")[0].strip())
+
+
 def filename_of(disposition: str) -> str:
     """The (url-decoded) filename of a part's Content-Disposition header; "" if none."""
     for piece in disposition.split(";")[1:]:
@@ -226,9 +237,5 @@ def iter_parts(src: BinaryIO, content_type: str) -> Iterator[InPart]:
                 pass
             return
         reader = _PartReader(parser)
-        yield InPart(
-            filename_of(headers.get("content-disposition", "")),
-            headers.get("content-type", "application/octet-stream").split(";")[0].strip(),
-            reader,
-        )
+        yield InPart(*part_meta(headers), reader)
         reader.drain()

@@ -25,7 +25,7 @@ import queue
 import threading
 
 from gpumesh.ipfs.errors import IpfsError
-from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, boundary_of, filename_of
+from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, add_header, boundary_of, part_meta
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
 from gpumesh.ipfs.unixfs_dir import TreeBuilder
 
@@ -215,13 +215,12 @@ class _Receiver:
             self._start = i + 2
             if not line:
                 break
-            k, _, v = line.partition(":")
-            fields[k.strip().lower()] = v.strip()
-        path = filename_of(fields.get("content-disposition", ""))
+            add_header(fields, line)
+        path, ctype = part_meta(fields)
         if not path:
             self._unnamed += 1
             path = f"\0unnamed{self._unnamed}"
-        return path, fields.get("content-type", "application/octet-stream").split(";")[0].strip()
+        return path, ctype
 
     def _skip_body(self, emit: bool) -> bool:
         """Pass the bytes up to the next delimiter to the importer (emit) or drop them; consume the
