@@ -42,6 +42,17 @@ def native_foundry_binary(node_modules: Path, name: str) -> Path | None:
     return None
 
 
+def foundry_binary(node_modules: Path, name: str) -> Path | None:
+    """Foundry tool `name` from an npm node_modules folder: the native binary (above), else the
+    node_modules/.bin launcher; None when neither is there. The one search order of find_anvil and
+    services.procs.find_tool."""
+    native = native_foundry_binary(node_modules, name)
+    if native is not None:
+        return native
+    launcher = node_modules / ".bin" / name
+    return launcher if launcher.is_file() and os.access(launcher, os.X_OK) else None
+
+
 def find_anvil(explicit: str | Path | None = None) -> Path:
     """The anvil binary: `explicit`, else the npm-installed native anvil above this package (else its
     node_modules/.bin launcher), else PATH."""
@@ -51,12 +62,9 @@ def find_anvil(explicit: str | Path | None = None) -> Path:
             return p
         raise AnvilError(f"anvil not found at {p}")
     for parent in Path(__file__).resolve().parents:
-        native = native_foundry_binary(parent / "node_modules", "anvil")
-        if native is not None:
-            return native
-        cand = parent / "node_modules" / ".bin" / "anvil"
-        if cand.is_file() and os.access(cand, os.X_OK):
-            return cand
+        found = foundry_binary(parent / "node_modules", "anvil")
+        if found is not None:
+            return found
     found = shutil.which("anvil")
     if found:
         return Path(found)

@@ -25,12 +25,10 @@ class ProcessError(ClientError):
 def find_tool(name: str, override: str | None = None) -> Path:
     """A Foundry binary: an explicit override, the project's npm-installed native binary (not the
     node_modules/.bin launcher, which does not wait for the tool on SIGTERM), the launcher, then PATH."""
-    from gpumesh.client.chain.anvil import native_foundry_binary
+    from gpumesh.client.chain.anvil import foundry_binary
 
     candidates = [override] if override else []
-    native = native_foundry_binary(REPO_ROOT / "node_modules", name)
-    candidates += [str(native) if native else None, str(REPO_ROOT / "node_modules" / ".bin" / name),
-                   shutil.which(name)]
+    candidates += [foundry_binary(REPO_ROOT / "node_modules", name), shutil.which(name)]
     for c in candidates:
         if c and Path(c).exists() and os.access(c, os.X_OK):
             return Path(c)

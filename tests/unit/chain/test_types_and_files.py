@@ -119,3 +119,20 @@ def test_the_native_foundry_binary_is_preferred_to_the_node_launcher(tmp_path):
     native.chmod(0o755)
     assert native_foundry_binary(nm, "anvil") == native
     assert native_foundry_binary(nm, "forge") is None
+
+
+def test_foundry_binary_falls_back_to_the_launcher_then_nothing(tmp_path):
+    from gpumesh.client.chain.anvil import foundry_binary
+
+    nm = tmp_path / "node_modules"
+    assert foundry_binary(nm, "anvil") is None
+    launcher = nm / ".bin" / "anvil"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert foundry_binary(nm, "anvil") == launcher
+    native = nm / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    native.parent.mkdir(parents=True)
+    native.write_text("#!/bin/sh\n")
+    native.chmod(0o755)
+    assert foundry_binary(nm, "anvil") == native
