@@ -40,17 +40,15 @@ def _load_factory(spec: str):
 
 
 def _load_st(path: str) -> dict:
-    """A safetensors file as {name: tensor}, or one clear error line (never pickle: safetensors only)."""
+    """A safetensors file as {name: torch tensor} (files.read_tensors: never pickle); a missing file
+    is a usage error here (a path the user typed)."""
     import os
 
-    from safetensors.torch import load_file
+    from gpumesh.node.runtime.files import read_tensors
 
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
-    try:
-        return load_file(path)
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
-        raise ValidationError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    return read_tensors(path, as_torch=True)
 
 
 def _tensor(path: str, key: str | None):

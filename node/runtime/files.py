@@ -49,10 +49,17 @@ class ProgramBundle:
     weight_arrays: dict[str, np.ndarray]
 
 
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+def read_tensors(path: str | Path, as_torch: bool = False) -> dict:
+    """A safetensors file as {name: numpy array} (or torch tensor), or one clear error: a missing
+    file (RuntimeFault), an unreadable one (ProgramError). Never pickle."""
+    path = Path(path)
     if not path.is_file():
         raise RuntimeFault(f"{path}: no such file")
     try:
+        if as_torch:
+            from safetensors.torch import load_file as load_torch
+
+            return load_torch(str(path))
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types; the file is untrusted
         raise ProgramError(f"{path}: not a readable safetensors file ({exc})") from None
@@ -68,7 +75,7 @@ def load_program(folder: str | Path) -> ProgramBundle:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProgramError(f"{pj}: not JSON ({exc})") from None
     prog = Program.from_json(obj)
-    arrays = _read_tensors(folder / WEIGHTS_FILE) if prog.weights else {}
+    arrays = read_tensors(folder / WEIGHTS_FILE) if prog.weights else {}
     extra = set(arrays) - {w.name for w in prog.weights}
     if extra:
         raise ProgramError(f"weights file holds undeclared tensors {sorted(extra)}")
@@ -90,7 +97,7 @@ def save_program(folder: str | Path, prog: Program, weights: dict[str, np.ndarra
 
 def load_units(path: str | Path, prog: Program) -> np.ndarray:
     """The `units` tensor [numUnits, *input.shape] int8 of an inputs file."""
-    t = _read_tensors(Path(path))
+    t = read_tensors(Path(path))
     if set(t) != {UNITS_KEY}:
         raise ProgramError(f"an inputs file holds exactly one tensor named {UNITS_KEY!r}, got {sorted(t)}")
     a = t[UNITS_KEY]
@@ -109,7 +116,7 @@ def save_outputs(path: str | Path, outputs: np.ndarray) -> None:
 
 
 def load_outputs(path: str | Path) -> np.ndarray:
-    t = _read_tensors(Path(path))
+    t = read_tensors(Path(path))
     if set(t) != {OUTPUTS_KEY}:
         raise ProgramError(f"an outputs file holds exactly one tensor named {OUTPUTS_KEY!r}")
     return t[OUTPUTS_KEY]
