@@ -4,7 +4,8 @@ The only place that reads os.environ and the config file; everything below recei
 Environment variables (all optional):
   GPUMESH_HOME, GPUMESH_CONFIG, GPUMESH_NETWORK, GPUMESH_RPC_URL, GPUMESH_CHAIN_ID,
   GPUMESH_DEPLOYMENT, GPUMESH_IPFS_API, GPUMESH_ACCOUNT, GPUMESH_PASSWORD_FILE,
-  GPUMESH_ANVIL_PORT, GPUMESH_IPFS_PORT
+  GPUMESH_ANVIL_PORT, GPUMESH_IPFS_PORT,
+  GPUMESH_WORKER_<KEY> for each key of the [worker] table (GPUMESH_WORKER_SAFETY_FACTOR=5, ...)
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ from gpumesh.client.core.settings import (
     DevnetSettings,
     NetworkProfile,
     Settings,
+    WorkerSettings,
 )
 
 ENV_PREFIX = "GPUMESH_"
-_TOP_KEYS = {"network", "ipfs_api", "account", "password_file", "networks", "devnet"}
+_TOP_KEYS = {"network", "ipfs_api", "account", "password_file", "networks", "devnet", "worker"}
 _NET_KEYS = {"rpc_url", "chain_id", "deployment"}
 _DEVNET_KEYS = {"anvil_port", "ipfs_port", "block_time", "accounts"}
+#: [worker] keys (the acceptance policy, docs/roles/worker.md) and the type each value must have.
+_WORKER_KEYS: dict[str, type] = {"min_reward": str, "max_stake_ratio": float, "max_defence_gas": int,
+                                 "gas_price": str, "safety_factor": float, "time_margin": float}
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +73,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         block_time=dev_cfg.get("block_time", 1),
         accounts=dev_cfg.get("accounts", 10),
     )
+    worker = _worker_settings(cfg.get("worker", {}), env, f"{config_path}: [worker]")
     pw = flags.get("password_file") or env.get("GPUMESH_PASSWORD_FILE") or cfg.get("password_file")
     return Settings(
         home=home,
@@ -82,8 +88,32 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         account=flags.get("account") or env.get("GPUMESH_ACCOUNT") or cfg.get("account"),
         password_file=Path(pw).expanduser() if pw else None,
         devnet=devnet,
+        worker=worker,
         config_file=config_path if config_path.exists() else None,
     )
+
+
+def _worker_settings(table: Any, env: Mapping[str, str], where: str) -> WorkerSettings:
+    """The [worker] table, each key overridden by its GPUMESH_WORKER_<KEY> variable."""
+    _check_keys(table, set(_WORKER_KEYS), where)
+    values: dict[str, Any] = {}
+    for key, typ in _WORKER_KEYS.items():
+        name = ENV_PREFIX + "WORKER_" + key.upper()
+        raw, src = (env[name], name) if env.get(name) else (table.get(key), f"{where} {key}")
+        if raw is not None:
+            values[key] = _typed(raw, typ, src)
+    return WorkerSettings(**values)
+
+
+def _typed(raw: Any, typ: type, src: str) -> Any:
+    if typ is str:
+        return str(raw)
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        return int(raw, 0) if typ is int and isinstance(raw, str) else typ(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{src} must be {'an integer' if typ is int else 'a number'}, got {raw!r}") from None
 
 
 def _devnet_state(home: Path) -> dict[str, Any]:

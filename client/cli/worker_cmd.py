@@ -1,5 +1,6 @@
 """`gpumesh worker` commands: stake, unstake, withdraw, info (the registry side of a worker), and
-`run` (the worker daemon, gpumesh.node.worker) and `doctor` (inventory + self-test).
+`run` (the worker daemon, gpumesh.node.worker), `status` (its jobs and refusals, from its state
+file) and `doctor` (inventory + self-test).
 Thin over gpumesh.client.chain and gpumesh.node.worker; heavy imports stay inside the commands."""
 
 from __future__ import annotations
@@ -124,10 +125,62 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _state_dir(state: str | None, address):
+    """--state, else <home>/worker/<network>/<address()>."""
+    from pathlib import Path
+
+    if state:
+        return Path(state).expanduser()
+    s = settings()
+    return s.home / "worker" / s.network.name / address()
+
+
+def _gas_price(text: str) -> int:
+    """Wei per gas from `30gwei`, `1e9wei`, or a bare number of gwei."""
+    from gpumesh.client.cli.common import parse_amount
+
+    t = text.strip().lower()
+    return parse_amount(t if t.endswith(("wei", "eth")) else t + "gwei", "--gas-price")
+
+
+def _policy(min_reward, max_stake_ratio, max_defence_gas, gas_price, safety_factor, time_margin):
+    """The acceptance policy from the flags, else the [worker] config keys / GPUMESH_WORKER_*
+    variables, else gpumesh.node.worker.policy.Policy's defaults."""
+    from dataclasses import fields
+
+    from gpumesh.node.worker.policy import Policy
+
+    flags = dict(min_reward=min_reward, max_stake_ratio=max_stake_ratio, max_defence_gas=max_defence_gas,
+                 gas_price=gas_price, safety_factor=safety_factor, time_margin=time_margin)
+    conf = settings().worker
+    chosen = {f.name: flags[f.name] if flags[f.name] is not None else getattr(conf, f.name) for f in fields(Policy)}
+    kw = {k: v for k, v in chosen.items() if v is not None}
+    if "min_reward" in kw:
+        kw["min_reward"] = parse_amount(str(kw["min_reward"]), "--min-reward")
+    if "gas_price" in kw:
+        kw["gas_price"] = _gas_price(str(kw["gas_price"]))
+    try:
+        return Policy(**kw)
+    except ValueError as exc:
+        raise UsageError(f"worker policy: {exc}") from None
+
+
 @app.command("run")
 def run(
-    min_reward: str = typer.Option("0", "--min-reward", help="Skip jobs paying less (0.01, 0.01eth, 20gwei, 1e15wei; "
-                                   "a bare number is ETH)."),
+    min_reward: str = typer.Option(None, "--min-reward", help="Skip jobs paying less (0.01, 0.01eth, 20gwei, "
+                                   "1e15wei; a bare number is ETH). Default 0, or [worker] min_reward."),
+    max_stake_ratio: float = typer.Option(None, "--max-stake-ratio", help="Skip jobs whose required stake is over "
+                                          "this many times the reward (default 100)."),
+    max_defence_gas: int = typer.Option(None, "--max-defence-gas", min=0, help="Gas of the worker's side of a whole "
+                                        "dispute game: skip jobs whose bond, less the burned half, pays less than "
+                                        "this at the gas price (default 1000000)."),
+    gas_price: str = typer.Option(None, "--gas-price", help="Gas price for the bond rule (30gwei; a bare number is "
+                                  "gwei). Default: the node's eth_gasPrice when a job is considered."),
+    safety_factor: float = typer.Option(None, "--safety-factor", help="Skip jobs whose executionTime is under this "
+                                        "many times the run time measured on this machine, plus the margin "
+                                        "(default 3, at least 1)."),
+    time_margin: float = typer.Option(None, "--time-margin", help="Seconds added to the scaled estimate for the "
+                                      "claim/submit transactions and the upload (default 60)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     state: str = typer.Option(None, "--state", help="State folder (SQLite; default <home>/worker/<network>/<address>)."),
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port "
@@ -161,13 +214,13 @@ def run(
     from gpumesh.node.worker.progress import LogProgress, RichProgress
 
     _setup_logging(verbose)
-    wei = parse_amount(min_reward)
+    policy = _policy(min_reward, max_stake_ratio, max_defence_gas, gas_price, safety_factor, time_margin)
     fault = Fault.parse(corrupt) if corrupt else None
     _check_device(device)
     s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
     dep = Deployment.load(s.deployment_file)
     acct = unlock_signer(account)
-    state_dir = Path(state) if state else s.home / "worker" / s.network.name / acct.address
+    state_dir = _state_dir(state, lambda: acct.address)
     metrics = None
     if metrics_port is not None:
         from gpumesh.node.worker.metrics import WorkerMetrics
@@ -176,13 +229,17 @@ def run(
         metrics.serve(metrics_port)
     store = ipfs_store()  # unreachable IPFS: one line now, not a retry loop later
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
-    cfg = WorkerConfig(min_reward=wei, device=device, chunk_units=chunk_units, max_active=max_active,
+    cfg = WorkerConfig(policy=policy, device=device, chunk_units=chunk_units, max_active=max_active,
                        fault=fault, unit_delay=unit_delay)
     wapp = build_worker(rpc_url=s.network.rpc_url, deployment=dep, account=acct, store=store, state_dir=state_dir,
                         config=cfg, progress=progress, metrics=metrics, interval=interval)
     if fault is not None:
         wapp.node.log.warning("TEST TOOL --corrupt %s: this worker will submit WRONG results and be slashed", corrupt)
-    wapp.node.log.info("state in %s; minimum reward %s; IPFS %s", state_dir, format_eth(wei), store.api_url)
+    wapp.node.log.info("state in %s; IPFS %s", state_dir, store.api_url)
+    wapp.node.log.info("acceptance policy: minimum reward %s, stake <= %gx reward, bond pays >= %d gas at %s, "
+                       "executionTime >= %g x estimate + %gs", format_eth(policy.min_reward), policy.max_stake_ratio,
+                       policy.max_defence_gas, "the node's gas price" if policy.gas_price is None
+                       else f"{policy.gas_price} wei", policy.safety_factor, policy.time_margin)
     try:
         wapp.daemon.run_forever()
     finally:
@@ -191,6 +248,33 @@ def run(
         if metrics is not None:
             metrics.close()
     typer.echo("worker stopped")
+
+
+@app.command("status")
+def status(
+    state: str = typer.Option(None, "--state", help="State folder (default <home>/worker/<network>/<address>)."),
+    account: str = ACCOUNT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The worker's jobs (status, why skipped) and its refusals per reason, read from its state file."""
+    from gpumesh.node.worker.app import STATE_FILE
+    from gpumesh.node.worker.status import status_at
+
+    def address() -> str:
+        from gpumesh.client.cli.common import account_store
+
+        return account_store().address(resolve_account_name(account))
+
+    path = _state_dir(state, address) / STATE_FILE
+    if not path.is_file():
+        raise UsageError(f"no worker state at {path} (run `gpumesh worker run` first, or pass --state)")
+    st = status_at(path)
+    if as_json:
+        emit_json(st)
+        return
+    print_table("jobs", ["job", "status", "refusal", "reason"],
+                [(jid, r["status"], r.get("refusal", "-"), r.get("reason", "-")) for jid, r in sorted(st["jobs"].items())])
+    typer.echo("refusals: " + (", ".join(f"{k} {n}" for k, n in sorted(st["refusals"].items())) or "none"))
 
 
 @app.command("doctor")

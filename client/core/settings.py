@@ -37,6 +37,20 @@ class DevnetSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """The worker's acceptance policy as configured ([worker] table, GPUMESH_WORKER_* variables);
+    None = not set here (a `gpumesh worker run` flag, else gpumesh.node.worker.policy.Policy's default).
+    Amounts stay text until the CLI parses them (a bare min_reward is ETH, a bare gas_price gwei)."""
+
+    min_reward: str | None = None
+    max_stake_ratio: float | None = None
+    max_defence_gas: int | None = None
+    gas_price: str | None = None
+    safety_factor: float | None = None
+    time_margin: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     network: NetworkProfile
@@ -45,6 +59,7 @@ class Settings:
     account: str | None = None
     password_file: Path | None = None
     devnet: DevnetSettings = field(default_factory=DevnetSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     config_file: Path | None = None
 
     @property

@@ -39,6 +39,7 @@ from gpumesh.node.worker.capabilities import capability_document
 from gpumesh.node.worker.cursor import StateCursorStore
 from gpumesh.node.worker.faults import Fault, executor_for, run_units_at, trace_at
 from gpumesh.node.worker.inventory import Inventory
+from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, judge
 
 JOB = "job"
 ACTIVE = ("new", "claimed", "submitted", "finalized")
@@ -46,7 +47,7 @@ ACTIVE = ("new", "claimed", "submitted", "finalized")
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    min_reward: int = 0  # wei
+    policy: Policy = field(default_factory=Policy)  # acceptance policy: reward, stake ratio, bond, time
     device: str = "cpu"
     chunk_units: int | None = None  # units per step: one stacked execution, one transaction; None: the
     # executor's units per pass (a crash loses at most one step, recomputed identically on resume)
@@ -105,6 +106,7 @@ class WorkerNode:
         self._events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"),
                                    start_block=config.start_block, confirmations=config.confirmations)
         self._started = False
+        self._unit_seconds: dict[bytes, float] = {}  # program root -> measured seconds per unit
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
@@ -199,9 +201,9 @@ class WorkerNode:
             return None
         if self._now_past(job.deadline):
             return self._end(jid, "gone", "its claim deadline passed")
-        why = self._cannot_run(job, rec)
-        if why is not None:
-            return self._end(jid, "skipped", why)
+        refusal = self._cannot_run(job, rec)
+        if refusal is not None:
+            return self._refuse(jid, refusal)
         busy = sum(1 for v in self.state.all(JOB).values() if v["status"] == "claimed")
         if busy >= self.cfg.max_active:
             return None  # considered again once a running job is submitted
@@ -219,7 +221,12 @@ class WorkerNode:
         rec = self.state.get(JOB, jid)  # _load may have filled in the event's fields
         min_mib = max(rec.get("min_gpu_mib", 0), data.spec.min_gpu_memory_mib)
         if (why := self._memory_short(min_mib)) is not None:
-            return self._end(jid, "skipped", why)
+            return self._refuse(jid, Refusal(GPU_MEMORY, why))
+        estimate = self._estimate(job, data)
+        self._set(jid, estimate_s=estimate)
+        refusal = judge(job, estimate, self._gas_price(), self.cfg.policy, backlog=self._backlog(jid))
+        if refusal is not None:
+            return self._refuse(jid, refusal)
         for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
             self.store.pin(cid)  # keep the data while we may have to prove our work
         res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
@@ -232,12 +239,49 @@ class WorkerNode:
     def _now_past(self, deadline: int) -> bool:
         return self._chain_now() > deadline
 
-    def _cannot_run(self, job: Job, rec: dict) -> str | None:
-        if job.reward < self.cfg.min_reward:
-            return f"reward {format_eth(job.reward)} is below this worker's minimum {format_eth(self.cfg.min_reward)}"
+    def _cannot_run(self, job: Job, rec: dict) -> Refusal | None:
+        """What rules the job out before its data is downloaded: limits, GPU memory, and the policy's
+        reward, stake-ratio and bond rules (the time rules need the data: `_estimate`)."""
         if job.num_units > self.cfg.limits.max_units:
-            return f"{job.num_units} units, over this worker's limit of {self.cfg.limits.max_units}"
-        return self._memory_short(rec.get("min_gpu_mib", 0))
+            return Refusal(TOO_MANY_UNITS, f"{job.num_units} units, over this worker's limit of "
+                                           f"{self.cfg.limits.max_units}")
+        if (why := self._memory_short(rec.get("min_gpu_mib", 0))) is not None:
+            return Refusal(GPU_MEMORY, why)
+        return judge(job, None, self._gas_price(), self.cfg.policy)
+
+    def _refuse(self, job_id: int, refusal: Refusal) -> None:
+        """A job this worker will not claim: one INFO line, status "skipped" with the reason key
+        (`refusal`) and text (`reason`) in its record, counted as jobs_refused_<reason>."""
+        self._set(job_id, refusal=refusal.reason)
+        self._count(f"jobs_refused_{refusal.reason}")
+        self._end(job_id, "skipped", refusal.detail)
+
+    def _gas_price(self) -> int:
+        """Wei per gas for the bond rule: the configured price, else the node's eth_gasPrice."""
+        configured = self.cfg.policy.gas_price
+        return int(self.market.w3.eth.gas_price) if configured is None else configured
+
+    def _estimate(self, job: Job, data: JobData) -> float:
+        """Seconds this machine needs for all of the job's units: one timed stacked pass of the
+        job's program on this worker's executor (per program root, measured once per process),
+        times the unit count, plus the TEST TOOL unit delay."""
+        per_unit = self._unit_seconds.get(job.program_root)
+        if per_unit is None:
+            ex = self._executor(job.job_id, data)
+            n = max(1, min(ex.stack, job.num_units))
+            t0 = time.perf_counter()
+            ex.run_units(data.units[:n])
+            per_unit = (time.perf_counter() - t0) / n
+            self._unit_seconds[job.program_root] = per_unit
+            self.log.info("job %d: measured %.3gs per unit on %s (%d unit(s) in one pass)", job.job_id, per_unit,
+                          self.cfg.device, n)
+        return (per_unit + self.cfg.unit_delay) * job.num_units
+
+    def _backlog(self, job_id: int) -> float:
+        """Estimated seconds of work in the jobs already claimed (each job's whole estimate: an upper
+        bound); they share the executor with a new claim tick by tick."""
+        return sum(float(v.get("estimate_s", 0.0)) for k, v in self.state.all(JOB).items()
+                   if v["status"] == "claimed" and int(k) != job_id)
 
     def _memory_short(self, min_mib: int) -> str | None:
         if min_mib <= 0:
