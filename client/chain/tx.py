@@ -26,6 +26,13 @@ _ALREADY_SENT = ("already known", "nonce too low", "known transaction", "already
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 6, 5
 
 
+def gas_limit_for(estimate: int, block_gas_limit: int) -> int:
+    """The gas a transaction asks for: the estimate plus the margin, but never more than a block holds
+    (a node refuses a transaction over the block gas limit, so a 26.1M step of a 30M block would
+    fail with 31.3M) and never less than the estimate itself."""
+    return max(estimate, min(estimate * GAS_MARGIN_NUM // GAS_MARGIN_DEN, block_gas_limit))
+
+
 def _revert_data(exc: BaseException) -> bytes | str | None:
     data = getattr(exc, "data", None)
     if isinstance(data, dict):  # some providers nest it: {"data": "0x..."}
@@ -78,7 +85,7 @@ def build_tx(w3, call, sender: str, nonce: int, value: int = 0, gas: int | None 
     params: dict[str, Any] = {"from": sender, "value": int(value), "nonce": nonce, "chainId": w3.eth.chain_id}
     if gas is None:
         est = reverts_decoded(lambda: call.estimate_gas({"from": sender, "value": int(value)}), context)
-        gas = est * GAS_MARGIN_NUM // GAS_MARGIN_DEN
+        gas = gas_limit_for(est, int(w3.eth.get_block("latest")["gasLimit"]))
     params["gas"] = gas
     return reverts_decoded(lambda: call.build_transaction(params), context)
 
