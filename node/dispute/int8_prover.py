@@ -221,6 +221,9 @@ class Int8Prover:
 
     def proofs(self, snap: GameSnapshot, descriptor: bytes, element_index: int, agreed: AgreedTrace) -> bytes:
         d = OpDescriptor.decode(descriptor)
+        # the agreed op outputs this element reads, recomputed together by a streaming trace
+        agreed.own.prefetch(sorted({d.inputs[r.input].index for r in element_ranges(d, element_index)
+                                    if d.inputs[r.input].kind == SlotKind.OP_OUTPUT}))
 
         def source(i: int) -> SlotSource:
             s = d.inputs[i]
@@ -229,7 +232,7 @@ class Int8Prover:
             if s.kind == SlotKind.UNIT_INPUT:
                 return self.job.unit_source(snap.unit_index)
             own = agreed.own
-            return SlotSource(own.tensors[s.index], own.tensor_levels(s.index), tuple(agreed.slot_path(s.index)))
+            return SlotSource(own.tensor(s.index), own.tensor_levels(s.index), tuple(agreed.slot_path(s.index)))
 
         blob = encode_proofs(d, element_index, source)
         # Pre-flight: a blob the contract would reject costs the challenger its clock, never the game.

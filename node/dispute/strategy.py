@@ -8,7 +8,7 @@ Imported by the worker and watchtower daemons and by tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -56,7 +56,37 @@ def node_at(levels: Sequence[Sequence[bytes]], height: int, index: int, pad: Cal
     return lvl[index] if index < len(lvl) else pad(height)
 
 
-class UnitTrace:
+class TraceView:
+    """One unit's trace as the strategies and provers use it: `roots` (every op output's tensor
+    root), `trace_levels` / `trace_root`, `tensor(op)` (canonical bytes), `tensor_levels(op)`,
+    `leaf(op, i)`, and `prefetch(ops)` (a hint that those tensors are needed next). Two kinds:
+    UnitTrace holds the whole trace in memory (tests, small programs); the daemons use
+    gpumesh.node.dispute.play.StreamingTrace, which keeps only the roots (docs/protocol.md 7)."""
+
+    roots: list[bytes]
+
+    def tensor(self, op: int) -> bytes:
+        raise NotImplementedError
+
+    def tensor_levels(self, op: int) -> list[list[bytes]]:
+        raise NotImplementedError
+
+    def prefetch(self, ops: Iterable[int]) -> None:
+        """Nothing to do when every output is held."""
+
+    @cached_property
+    def trace_levels(self) -> list[list[bytes]]:
+        return roots_levels(self.roots)
+
+    @property
+    def trace_root(self) -> bytes:
+        return self.trace_levels[-1][0]
+
+    def leaf(self, op: int, index: int) -> bytes:
+        return leaf_of(self.tensor(op), index)
+
+
+class UnitTrace(TraceView):
     """Every op output of one unit (canonical bytes; a corrupt player may carry extra padding
     bytes up to the full tree), with its tensor trees and trace tree, computed once."""
 
@@ -64,6 +94,9 @@ class UnitTrace:
         if not tensors:
             raise ValueError("a trace has at least one op output")
         self.tensors = tuple(tensors)
+
+    def tensor(self, op: int) -> bytes:
+        return self.tensors[op]
 
     def tensor_levels(self, op: int) -> list[list[bytes]]:
         return self._tensor_levels[op]
@@ -76,17 +109,11 @@ class UnitTrace:
     def roots(self) -> list[bytes]:
         return [lv[-1][0] for lv in self._tensor_levels]
 
-    @cached_property
-    def trace_levels(self) -> list[list[bytes]]:
-        return roots_levels(self.roots)
 
-    @property
-    def trace_root(self) -> bytes:
-        return self.trace_levels[-1][0]
-
-    def leaf(self, op: int, index: int) -> bytes:
-        chunk = self.tensors[op][index * LEAF_BYTES : (index + 1) * LEAF_BYTES]
-        return chunk + bytes(LEAF_BYTES - len(chunk))
+def leaf_of(data: bytes, index: int) -> bytes:
+    """Leaf `index` of a tensor's canonical bytes, zero-padded to LEAF_BYTES."""
+    chunk = data[index * LEAF_BYTES : (index + 1) * LEAF_BYTES]
+    return chunk + bytes(LEAF_BYTES - len(chunk))
 
 
 @dataclass(frozen=True)
@@ -116,7 +143,7 @@ class PlayerData:
 
     program: Program
     unit_roots: tuple[bytes, ...]
-    trace: Callable[[int], UnitTrace]
+    trace: Callable[[int], TraceView]
     result_levels: list[list[bytes]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,7 +167,7 @@ class AgreedTrace:
     """Slots before the disputed op, which both players agree on: the challenger's own values,
     with paths against the WORKER's trace root (from its own data and the revealed nodes)."""
 
-    own: UnitTrace
+    own: TraceView
     slot_path: Callable[[int], list[bytes]]
 
 
@@ -220,7 +247,7 @@ def first_differing_element(snap: GameSnapshot, own_leaf: bytes, elem: int) -> i
     raise DisputeStrategyError(f"game {snap.game_id}: the revealed leaf agrees with ours")
 
 
-def agreed_slot_path(snap: GameSnapshot, own: UnitTrace, j: int) -> list[bytes]:
+def agreed_slot_path(snap: GameSnapshot, own: TraceView, j: int) -> list[bytes]:
     """Path of slot j < op_index in the worker's trace tree. Subtrees wholly left of the disputed
     op are agreed (own values); the rest are children of ancestors of the disputed slot, all
     fixed by the revealed blocks (snap.trace_nodes)."""

@@ -6,6 +6,8 @@
     res.result_root, res.unit_roots, res.outputs             # honest path: hashes outputs only
     outs = ex.run_units(units[a:b])                          # outputs only (units stacked, 2.5)
     tr = ex.trace(units[u])                                  # dispute: every op output + its root
+    roots = ex.trace_roots(units[u])                         # dispute, streaming: op output roots only
+    outs = ex.op_outputs(units[u], [j])                      # ... and op j's output recomputed on demand
     proof = element_proof(bundle, tr, op_index, element)     # (gpumesh.node.runtime.trace)
 
 Adapter code (torch); it never imports the chain or IPFS adapters.
@@ -14,6 +16,7 @@ Adapter code (torch); it never imports the chain or IPFS adapters.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +30,12 @@ from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle
 from gpumesh.node.runtime.stacking import STACK_BYTES, STACK_BYTES_CUDA, pass_rows, stack_blocker
 
 _UNIT = object()  # plan marker: the unit input tensor
+
+
+def _flat_bytes(y: torch.Tensor) -> memoryview:
+    """A tensor's canonical bytes (row-major, little-endian) as a flat byte view: no copy of a
+    contiguous CPU tensor."""
+    return memoryview(np.ascontiguousarray(y.cpu().numpy()).reshape(-1).view(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -216,9 +225,52 @@ class Executor:
         t2 = time.perf_counter()
         return RunResult(outs, roots, rr, t1 - t0, t2 - t1)
 
+    def _stream(self, x: torch.Tensor, upto: int, keep: frozenset[int] = frozenset(),
+                visit: Callable[[int, torch.Tensor], None] | None = None) -> dict[int, torch.Tensor]:
+        """Ops 0..upto of the per-op plan (each output as the spec defines it), every output dropped
+        after its last reader (at once if no op reads it), so memory is the honest run's. `visit(j, y)`
+        sees each output as it is made; the outputs of the ops in `keep` are returned."""
+        outs: list[torch.Tensor | None] = [None] * (upto + 1)
+        kept: dict[int, torch.Tensor] = {}
+        for j in range(upto + 1):
+            fn, srcs = self._plan[j]
+            y = fn([x if s is _UNIT else outs[s] if isinstance(s, int) else s for s in srcs])
+            if visit is not None:
+                visit(j, y)
+            if j in keep:
+                kept[j] = y
+            if j in self._readers:
+                outs[j] = y
+            for i in self._frees[j]:
+                outs[i] = None
+        return kept
+
+    @torch.inference_mode()
+    def trace_roots(self, unit: np.ndarray) -> list[bytes]:
+        """The tensor root of every op output of one unit, from one streaming pass (docs/protocol.md
+        7, streaming defence): the same roots as `trace(unit).roots` in the honest run's memory."""
+        roots: list[bytes] = []
+        self._stream(self._to_device(unit), len(self._plan) - 1,
+                     visit=lambda j, y: roots.append(merkle.tensor_root(_flat_bytes(y))))
+        return roots
+
+    @torch.inference_mode()
+    def op_outputs(self, unit: np.ndarray, ops: Iterable[int]) -> dict[int, bytes]:
+        """Canonical bytes of the outputs of `ops` of one unit (as `trace(unit).outputs[j]`), the
+        unit re-run only up to the last of them, in streaming mode."""
+        want = frozenset(int(j) for j in ops)
+        if not want:
+            return {}
+        if not all(0 <= j < len(self._plan) for j in want):
+            raise IndexError(f"op outputs {sorted(want)} outside a program of {len(self._plan)} ops")
+        kept = self._stream(self._to_device(unit), max(want), want)
+        # one copy at a time: each tensor is released as soon as its bytes exist
+        return {j: bytes(_flat_bytes(kept.pop(j))) for j in sorted(want)}
+
     @torch.inference_mode()
     def trace(self, unit: np.ndarray) -> Trace:
-        """Re-run one unit keeping every op output: their roots, trees and the trace root."""
+        """Re-run one unit keeping every op output: their roots, trees and the trace root (the
+        full-trace path: memory grows with the whole unit; disputes use trace_roots/op_outputs)."""
         x = self._to_device(unit)
         outs = [np.ascontiguousarray(o.cpu().numpy()).tobytes() for o in self._forward(x, keep=True)]
         levels = tuple(merkle.tensor_levels(b) for b in outs)

@@ -9,6 +9,8 @@ Adapter code (torch, through the runtime's executor and kernels); imported by th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,19 +98,30 @@ class FaultyExecutor(Executor):
         flat[self.fault_element] = flat[self.fault_element] ^ FLIP  # one flipped bit
         return y
 
-    def run_unit_at(self, u: int, unit: np.ndarray) -> np.ndarray:
+    @contextmanager
+    def at(self, u: int) -> Iterator[None]:
+        """Computing unit `u`: the fault applies inside the block when `u` is the faulty unit."""
         self._active = u == self.fault.unit
         try:
-            return self.run_unit(unit)
+            yield
         finally:
             self._active = False
 
+    def run_unit_at(self, u: int, unit: np.ndarray) -> np.ndarray:
+        with self.at(u):
+            return self.run_unit(unit)
+
     def trace_at(self, u: int, unit: np.ndarray) -> Trace:
-        self._active = u == self.fault.unit
-        try:
+        with self.at(u):
             return self.trace(unit)
-        finally:
-            self._active = False
+
+    def trace_roots_at(self, u: int, unit: np.ndarray) -> list[bytes]:
+        with self.at(u):
+            return self.trace_roots(unit)
+
+    def op_outputs_at(self, u: int, unit: np.ndarray, ops: Iterable[int]) -> dict[int, bytes]:
+        with self.at(u):
+            return self.op_outputs(unit, ops)
 
     def _forward(self, unit: torch.Tensor, keep: bool) -> list[torch.Tensor | None]:
         if hasattr(self, "_plan"):
@@ -146,3 +159,13 @@ def run_units_at(ex: Executor, us: list[int], units: np.ndarray) -> np.ndarray:
 
 def trace_at(ex: Executor, u: int, unit: np.ndarray) -> Trace:
     return ex.trace_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.trace(unit)
+
+
+def trace_roots_at(ex: Executor, u: int, unit: np.ndarray) -> list[bytes]:
+    """Executor.trace_roots of unit `u` (streaming defence)."""
+    return ex.trace_roots_at(u, unit) if isinstance(ex, FaultyExecutor) else ex.trace_roots(unit)
+
+
+def op_outputs_at(ex: Executor, u: int, unit: np.ndarray, ops: Iterable[int]) -> dict[int, bytes]:
+    """Executor.op_outputs of unit `u` (streaming defence: op outputs recomputed on demand)."""
+    return ex.op_outputs_at(u, unit, ops) if isinstance(ex, FaultyExecutor) else ex.op_outputs(unit, ops)
