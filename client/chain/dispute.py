@@ -246,8 +246,13 @@ class DisputeGameClient(_Base):
     def resolve_timeout_call(self, game_id: int) -> Call:
         return self.tx_call("resolveTimeout", int(game_id), context=f"resolveTimeout(game {game_id})")
 
-    def close_slashed_call(self, game_id: int) -> Call:
-        return self.tx_call("closeSlashed", int(game_id), context=f"closeSlashed(game {game_id})")
+    def request_data_call(self, job_id: int, unit_index: int, bond: int) -> Call:
+        return self.tx_call("requestData", int(job_id), int(unit_index), value=int(bond),
+                            context=f"requestData(job {job_id}, unit {unit_index})")
+
+    def answer_data_call(self, game_id: int, move_no: int, data: bytes, unit_path: Sequence[bytes]) -> Call:
+        return self.tx_call("answerData", int(game_id), int(move_no), bytes(data), [bytes(p) for p in unit_path],
+                            context=f"answerData(game {game_id}, move {move_no}, {len(data)} bytes)")
 
     def withdraw_call(self) -> Call:
         return self.tx_call("withdraw", context="withdraw(dispute game credits)")
@@ -282,8 +287,17 @@ class DisputeGameClient(_Base):
     def resolve_timeout(self, game_id: int) -> TxResult:
         return self.send(self.resolve_timeout_call(game_id))
 
-    def close_slashed(self, game_id: int) -> TxResult:
-        return self.send(self.close_slashed_call(game_id))
+    def request_data(self, job_id: int, unit_index: int, bond: int) -> tuple[GameId, TxResult]:
+        res = self.send(self.request_data_call(job_id, unit_index, bond))
+        return GameId(res.event("GameOpened")["gameId"]), res
+
+    def answer_data(self, game_id: int, move_no: int, data: bytes, unit_path: Sequence[bytes]) -> TxResult:
+        return self.send(self.answer_data_call(game_id, move_no, data, unit_path))
+
+    def served_data(self, job_id: int) -> dict[int, bytes]:
+        """Unit outputs the worker put on-chain answering data requests (DataServed), by unit index."""
+        return {int(lg["args"]["unitIndex"]): bytes(lg["args"]["data"])
+                for lg in self._logs("DataServed", jobId=int(job_id))}
 
     def withdraw(self) -> tuple[Wei, TxResult]:
         res = self.send(self.withdraw_call())

@@ -99,15 +99,20 @@ class Job:
     program_root: bytes
     inputs_root: bytes
     result_root: bytes
+    # The earliest-opened game the worker lost (0: none) and its challenger, who is paid the
+    # slash once every game of the job ended (docs/protocol.md 4.11).
+    first_won_game: int = 0
+    first_winner: Address = Address("0x" + "00" * 20)
 
     @classmethod
     def from_abi(cls, job_id: int, t: tuple | dict) -> Job:
         if isinstance(t, dict):
             t = tuple(t.values())
-        (poster, reward, stake, bond, exec_time, window, deadline, units, open_d, state, worker, pr, ir, rr) = t
+        (poster, reward, stake, bond, exec_time, window, deadline, units, open_d, state, worker, won, pr, ir, rr,
+         winner) = t
         return cls(
             JobId(job_id), Address(poster), Wei(reward), Wei(stake), Wei(bond), exec_time, window, deadline,
-            units, open_d, JobState(state), Address(worker), bytes(pr), bytes(ir), bytes(rr),
+            units, open_d, JobState(state), Address(worker), bytes(pr), bytes(ir), bytes(rr), won, Address(winner),
         )
 
     def to_json(self) -> dict:

@@ -20,8 +20,31 @@ from gpumesh.client.core.merkle import depth_for, leaf_count, node_hash, roots_z
 SPLIT_BITS = 4
 #: Chess-clock budget per side, the deployment default (Constants.GAME_CLOCK_SECONDS).
 GAME_CLOCK_SECONDS = 302_400
-#: Burned share of a losing challenger's bond, basis points (Constants.BOND_BURN_BPS).
+#: Burned share of a losing challenger's bond, basis points (Constants.BOND_BURN_BPS), rounded up.
 BOND_BURN_BPS = 5_000
+#: Share of an answered data request's bond paid to the worker (Constants.DATA_FEE_BPS), rounded up.
+DATA_FEE_BPS = 5_000
+#: Share of a slashed stake paid to the earliest lost game's challenger (Constants.SLASH_CHALLENGER_BPS),
+#: rounded down; the rest is burned.
+SLASH_CHALLENGER_BPS = 5_000
+#: Largest unit output a data request's answer carries (Constants.MAX_UNIT_OUTPUT_BYTES).
+MAX_UNIT_OUTPUT_BYTES = 65_536
+BPS = 10_000
+
+
+def bps_up(amount: int, bps: int) -> int:
+    """Constants.bpsUp: ceil(amount * bps / 10000), a share that never rounds to zero."""
+    return -(-amount * bps // BPS)
+
+
+def bond_burn(bond: int) -> int:
+    """What a lost challenge burns of its bond (the worker is credited the rest)."""
+    return bps_up(bond, BOND_BURN_BPS)
+
+
+def slash_paid(stake: int) -> int:
+    """What the earliest lost game's challenger is paid of a slashed stake (the rest is burned)."""
+    return stake * SLASH_CHALLENGER_BPS // BPS
 
 
 class Phase(IntEnum):
@@ -35,7 +58,8 @@ class Phase(IntEnum):
     TENSOR_DESCENT = 5
     LEAF_REVEAL = 6
     ONE_STEP = 7
-    RESOLVED = 8
+    DATA_REQUEST = 8  # a data-availability request: the worker must answerData
+    RESOLVED = 9
 
     @property
     def is_descent(self) -> bool:
@@ -51,14 +75,13 @@ class Outcome(IntEnum):
     OPEN = 0
     WORKER_WON = 1
     CHALLENGER_WON = 2
-    CLOSED = 3
 
 
 class Reason(IntEnum):
     ONE_STEP = 0
     TIMEOUT = 1
     NON_CANONICAL_PADDING = 2
-    ALREADY_SLASHED = 3
+    DATA_SERVED = 3  # the worker answered a data request
 
 
 # ---------------------------------------------------------------- LibDissection twins

@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {IJobMarket} from "./interfaces/IJobMarket.sol";
 import {IWorkerRegistry} from "./interfaces/IWorkerRegistry.sol";
+import {Constants} from "./libraries/Constants.sol";
 import {Job, JobSpec, JobState} from "./types/JobTypes.sol";
 
 /// @title JobMarket
@@ -13,16 +14,29 @@ import {Job, JobSpec, JobState} from "./types/JobTypes.sol";
 ///      the addresses). Payments are credited and pulled with `withdraw`.
 ///      INVARIANT (escrow): address(this).balance == sum(reward of Open/Claimed/Submitted jobs)
 ///        + sum(credits)   (+ forced ETH, never counted).
+///      Economics (docs/protocol.md 4.11): floors on executionTime and disputeBond at post time; an
+///      expiry burns part of the stake and pays the poster nothing beyond its own reward; a lost
+///      game slashes the whole locked stake once every game of the job has ended, paying
+///      SLASH_CHALLENGER_BPS to the challenger of the EARLIEST-opened game the worker lost (so a
+///      cheater cannot hand the slash to a puppet by losing a later game faster) and burning the rest.
 contract JobMarket is IJobMarket {
-    /// @notice Fraction of the locked stake slashed when a claimed job misses its execution deadline.
-    uint16 public constant EXPIRY_SLASH_BPS = 5000;
-    uint16 internal constant BPS = 10_000;
+    /// @notice Fraction of the locked stake burned when a claimed job misses its execution deadline.
+    uint256 public constant EXPIRY_SLASH_BPS = Constants.EXPIRY_SLASH_BPS;
+    /// @notice Fraction of a slashed stake paid to the winning challenger (the rest is burned).
+    uint256 public constant SLASH_CHALLENGER_BPS = Constants.SLASH_CHALLENGER_BPS;
+    /// @notice Protocol floor of JobSpec.executionTime (seconds).
+    uint32 public constant MIN_EXECUTION_TIME = Constants.MIN_EXECUTION_TIME;
+    /// @notice Floor of JobSpec.disputeBond relative to requiredStake (basis points).
+    uint256 public constant MIN_BOND_BPS = Constants.MIN_BOND_BPS;
     /// @notice Upper bound of every duration in a spec (and of claimDeadline - now): keeps the
     ///         uint64 deadline arithmetic far from overflow and jobs from locking stake for ages.
     uint64 public constant MAX_DURATION = 365 days;
 
     IWorkerRegistry internal immutable _registry;
     address internal immutable _disputeGame;
+    /// @notice Absolute floor of JobSpec.disputeBond (wei), set at deployment for the chain's gas
+    ///         prices: at least what one game makes the worker spend on defence.
+    uint96 public immutable minDisputeBond;
 
     mapping(uint256 jobId => Job) internal _jobs;
     /// @inheritdoc IJobMarket
@@ -36,9 +50,11 @@ contract JobMarket is IJobMarket {
         _;
     }
 
-    constructor(IWorkerRegistry registry_, address disputeGame_) {
+    constructor(IWorkerRegistry registry_, address disputeGame_, uint96 minDisputeBond_) {
+        if (minDisputeBond_ == 0) revert JobMarket_ZeroMinBond();
         _registry = registry_;
         _disputeGame = disputeGame_;
+        minDisputeBond = minDisputeBond_;
         _nextJobId = 1;
     }
 
@@ -140,13 +156,14 @@ contract JobMarket is IJobMarket {
         uint256 slashed;
         if (state == JobState.Claimed) {
             uint96 locked = j.requiredStake;
-            uint96 amount = uint96(uint256(locked) * EXPIRY_SLASH_BPS / BPS);
+            // forge-lint: disable-next-line(unsafe-typecast) -- at most `locked`, a uint96
+            uint96 amount = uint96(Constants.bpsUp(locked, EXPIRY_SLASH_BPS));
             slashed = amount;
             emit JobExpired(jobId, j.worker, j.reward, slashed);
-            // SAFETY: one of the two slash paths (missed execution deadline); the poster who waited
-            // in vain is the beneficiary, BURN_BPS of it is burned by the registry.
-            // slither-disable-next-line unused-return -- (burned, paid) are in the registry's StakeSlashed event
-            _registry.slash(j.worker, locked, amount, poster);
+            // SAFETY: one of the two slash paths (missed execution deadline). All of it is burned:
+            // the poster only gets its own reward back, so posting jobs to expire them never pays.
+            // slither-disable-next-line unused-return -- `burned` is in the registry's StakeSlashed event
+            _registry.slash(j.worker, locked, amount, poster, 0);
         } else {
             emit JobExpired(jobId, address(0), j.reward, 0);
         }
@@ -177,24 +194,50 @@ contract JobMarket is IJobMarket {
     }
 
     /// @inheritdoc IJobMarket
-    function onChallengeResolved(uint256 jobId, address challenger, bool workerLost) external onlyGame {
+    function onChallengeResolved(uint256 jobId, uint256 gameId, address challenger, bool workerLost)
+        external
+        onlyGame
+    {
         Job storage j = _jobs[jobId];
         uint32 open = j.openDisputes;
         if (open == 0) revert JobMarket_NoOpenDispute(jobId);
         open -= 1;
         j.openDisputes = open;
-        emit ChallengeResolved(jobId, challenger, workerLost, open);
-        // A job whose worker already lost one game stays Slashed; later losses move nothing.
-        if (workerLost && j.state != JobState.Slashed) {
-            // INVARIANT: openDisputes > 0 only on Submitted (or Slashed) jobs, so the job is Submitted.
-            j.state = JobState.Slashed;
-            credits[j.poster] += j.reward;
-            uint96 locked = j.requiredStake;
-            emit JobSlashed(jobId, j.worker, challenger, locked);
-            // SAFETY: the other slash path: only the dispute game's verdict reaches here.
-            // slither-disable-next-line unused-return -- (burned, paid) are in the registry's StakeSlashed event
-            _registry.slash(j.worker, locked, locked, challenger);
+        emit ChallengeResolved(jobId, gameId, challenger, workerLost, open);
+        if (workerLost) {
+            if (j.state != JobState.Slashed) {
+                // INVARIANT: openDisputes > 0 only on Submitted (or Slashed) jobs, so the job is Submitted.
+                j.state = JobState.Slashed;
+                credits[j.poster] += j.reward;
+                emit JobSlashed(jobId, j.worker, gameId, j.requiredStake);
+            }
+            // INVARIANT: games are numbered in the order they opened; the earliest one the worker
+            // lost decides who is paid, whichever of them ended first.
+            uint64 first = j.firstWonGame;
+            if (first == 0 || gameId < first) {
+                // forge-lint: disable-next-line(unsafe-typecast) -- game ids count games, far below 2^64
+                j.firstWonGame = uint64(gameId);
+                j.firstWinner = challenger;
+            }
         }
+        // The slash waits for the last game: a game opened earlier than the one lost so far may
+        // still end with the worker losing it, and its challenger is then the one paid.
+        // INVARIANT: no game opens on a Slashed job, so `open` reaches 0 there exactly once.
+        if (open == 0 && j.state == JobState.Slashed) _settleSlash(jobId, j);
+    }
+
+    /// @dev Slash the whole locked stake of a Slashed job whose games all ended: SLASH_CHALLENGER_BPS
+    ///      of it (rounded down, so the burn rounds up) to the challenger of the earliest game the
+    ///      worker lost, the rest burned.
+    function _settleSlash(uint256 jobId, Job storage j) internal {
+        uint96 locked = j.requiredStake;
+        // forge-lint: disable-next-line(unsafe-typecast) -- at most `locked`, a uint96
+        uint96 paid = uint96(uint256(locked) * SLASH_CHALLENGER_BPS / Constants.BPS);
+        address winner = j.firstWinner;
+        emit SlashSettled(jobId, j.worker, j.firstWonGame, winner, locked, paid);
+        // SAFETY: the other slash path: only the dispute game's verdicts reach here.
+        // slither-disable-next-line unused-return -- `burned` is in the registry's StakeSlashed event
+        _registry.slash(j.worker, locked, locked, winner, paid);
     }
 
     // ================================================================ views
@@ -258,11 +301,16 @@ contract JobMarket is IJobMarket {
         if (spec.inputsRoot == bytes32(0)) revert JobMarket_InvalidSpec("inputsRoot");
         if (spec.numUnits == 0) revert JobMarket_InvalidSpec("numUnits");
         if (spec.requiredStake == 0) revert JobMarket_InvalidSpec("requiredStake");
-        if (spec.disputeBond == 0) revert JobMarket_InvalidSpec("disputeBond");
+        // INVARIANT: a game or data request always costs its opener at least the absolute floor and
+        // MIN_BOND_BPS of the stake it freezes (and the bond burn is a non-zero share of it).
+        if (
+            spec.disputeBond < minDisputeBond
+                || spec.disputeBond < Constants.bpsUp(spec.requiredStake, MIN_BOND_BPS)
+        ) revert JobMarket_InvalidSpec("disputeBond");
         if (spec.claimDeadline < block.timestamp || spec.claimDeadline > block.timestamp + MAX_DURATION) {
             revert JobMarket_InvalidSpec("claimDeadline");
         }
-        if (spec.executionTime == 0 || spec.executionTime > MAX_DURATION) {
+        if (spec.executionTime < MIN_EXECUTION_TIME || spec.executionTime > MAX_DURATION) {
             revert JobMarket_InvalidSpec("executionTime");
         }
         if (spec.challengeWindow == 0 || spec.challengeWindow > MAX_DURATION) {

@@ -7,17 +7,12 @@ import {IWorkerRegistry} from "./interfaces/IWorkerRegistry.sol";
 /// @notice Holds worker stakes. A worker's active stake (`total`) is split into free and locked
 ///         (locked by the job market on claim); unstaking moves free stake into unbonding, which is
 ///         withdrawable after `unbondingDelay`. Only the market locks, unlocks and slashes, and the
-///         market slashes only on a missed execution deadline or on a lost dispute game.
+///         market slashes only on a missed execution deadline or on a lost dispute game, and decides
+///         how much of a slash is paid out; the rest is burned (kept here, unwithdrawable).
 /// @dev No owner: the market address is fixed at deployment (predicted by Deploy.s.sol).
 ///      INVARIANT (accounting): address(this).balance ==
 ///        sum(total) + sum(unbonding) + sum(credits) + totalBurned   (+ forced ETH, never counted).
 contract WorkerRegistry is IWorkerRegistry {
-    /// @notice Fraction of every slash that is burned (kept here, unwithdrawable), in basis points.
-    ///         SAFETY: a worker who disputes itself through a puppet challenger loses this part, so
-    ///         self-slashing never pays.
-    uint16 public constant BURN_BPS = 1000;
-    uint16 internal constant BPS = 10_000;
-
     /// @inheritdoc IWorkerRegistry
     address public immutable market;
     /// @inheritdoc IWorkerRegistry
@@ -115,10 +110,10 @@ contract WorkerRegistry is IWorkerRegistry {
     }
 
     /// @inheritdoc IWorkerRegistry
-    function slash(address worker, uint96 locked, uint96 amount, address beneficiary)
+    function slash(address worker, uint96 locked, uint96 amount, address beneficiary, uint96 paid)
         external
         onlyMarket
-        returns (uint256 burned, uint256 paid)
+        returns (uint256 burned)
     {
         StakeInfo storage s = _stakes[worker];
         uint96 lockedNow = s.locked;
@@ -126,12 +121,12 @@ contract WorkerRegistry is IWorkerRegistry {
         if (locked > lockedNow || amount > locked) {
             revert WorkerRegistry_InsufficientLockedStake(worker, lockedNow, locked > lockedNow ? locked : amount);
         }
+        if (paid > amount) revert WorkerRegistry_PaidAboveSlash(amount, paid);
         s.locked = lockedNow - locked;
         s.total -= amount; // INVARIANT: amount <= locked <= total
-        burned = uint256(amount) * BURN_BPS / BPS;
-        paid = amount - burned;
+        burned = amount - paid;
         totalBurned += burned;
-        credits[beneficiary] += paid;
+        if (paid != 0) credits[beneficiary] += paid;
         emit StakeUnlocked(worker, locked, lockedNow - locked);
         emit StakeSlashed(worker, beneficiary, amount, burned, paid);
     }

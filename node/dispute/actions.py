@@ -80,4 +80,15 @@ class ResolveTimeout:
     game_id: int
 
 
-Action = Reveal | Pick | CommitTrace | ProveOp | RevealLeaf | Step | ResolveTimeout
+@dataclass(frozen=True)
+class AnswerData:
+    """Worker: a data request's unit output bytes and their path in the result tree
+    (DisputeGame.answerData)."""
+
+    game_id: int
+    move_no: int
+    data: bytes
+    unit_path: tuple[bytes, ...]
+
+
+Action = Reveal | Pick | CommitTrace | ProveOp | RevealLeaf | Step | ResolveTimeout | AnswerData

@@ -55,6 +55,8 @@ def action_call(client: DisputeGameClient, action: A.Action) -> Call:
             return client.step_call(g, m, d, e, leaf, proofs)
         case A.ResolveTimeout(g):
             return client.resolve_timeout_call(g)
+        case A.AnswerData(g, m, data, path):
+            return client.answer_data_call(g, m, data, path)
     raise TypeError(f"not a dispute action: {action!r}")
 
 
@@ -68,12 +70,11 @@ class Responder:
     """Plays one side of dispute games with one signer. Stateless apart from the store: any
     number of restarts, and calls for games in any order, are safe."""
 
-    def __init__(self, client: DisputeGameClient, store: StateStore, *, is_slashed: Callable[[int], bool] | None = None,
+    def __init__(self, client: DisputeGameClient, store: StateStore, *,
                  receipt_timeout: float = 60.0, log: logging.Logger | None = None,
                  on_sent: Callable[[Sent], None] | None = None) -> None:
         self.client = client
         self.store = store
-        self.is_slashed = is_slashed  # market.is_slashed: close a game whose job another game slashed
         self.log = log or logging.getLogger("gpumesh.dispute.responder")
         self.outbox = Outbox(client.sender, store, result_of=client.result_of, receipt_timeout=receipt_timeout,
                              log=self.log)
@@ -82,8 +83,8 @@ class Responder:
     # ---------------------------------------------------------------- public
     def play(self, game_id: int, side: Side, data: PlayerData, prover: StepProver | None = None) -> bool:
         """One look at game `game_id`: make `side`'s move if it is its turn, resolve the other
-        side's timeout, close the game if its job was already slashed, or (once resolved) withdraw
-        the credits. True when a transaction was sent (or a recorded one settled) by this call."""
+        side's timeout, or (once resolved) withdraw the credits. Games play to their end also on a
+        job another game slashed: the earliest game the worker lost is the one paid (4.11). True when a transaction was sent (or a recorded one settled) by this call."""
         if side == Side.CHALLENGER and prover is None:
             raise ValueError("the challenger side needs a StepProver")
         g = self.client.get_game(game_id)
@@ -91,9 +92,6 @@ class Responder:
             return self._withdraw(game_id)
         if g.phase == Phase.NONE:
             raise ChainError(f"dispute game {game_id} does not exist")
-        if self.is_slashed is not None and self.is_slashed(g.job_id):
-            # Another game already slashed the job: nothing is left to prove; the bond comes back.
-            return self._send(f"game:{game_id}:close", self.client.close_slashed_call(game_id))
         snap = self.client.snapshot(game_id)
         if snap.phase == Phase.RESOLVED:  # resolved between the two reads
             return self._withdraw(game_id)

@@ -33,6 +33,7 @@ from gpumesh.client.core.merkle import (
 )
 from gpumesh.node.dispute.actions import (
     Action,
+    AnswerData,
     CommitTrace,
     Pick,
     ProveOp,
@@ -144,6 +145,8 @@ class PlayerData:
     program: Program
     unit_roots: tuple[bytes, ...]
     trace: Callable[[int], TraceView]
+    #: The worker's canonical output bytes of a unit (answers data requests); None on the challenger side.
+    unit_output: Callable[[int], bytes] | None = None
     result_levels: list[list[bytes]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -207,6 +210,9 @@ def worker_move(snap: GameSnapshot, data: PlayerData) -> Action | None:
         return CommitTrace(gid, mv, tr.trace_root, prog.num_ops, prog.num_weights, prog.ops_root, tuple(path))
     if snap.phase == Phase.LEAF_REVEAL:
         return RevealLeaf(gid, mv, data.trace(snap.unit_index).leaf(snap.op_index, snap.index))
+    if snap.phase == Phase.DATA_REQUEST and data.unit_output is not None:
+        path = inclusion_proof(data.result_levels, snap.unit_index, roots_zero)
+        return AnswerData(gid, mv, data.unit_output(snap.unit_index), tuple(path))
     return None
 
 

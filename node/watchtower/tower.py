@@ -34,7 +34,7 @@ from gpumesh.client.core.errors import ChainError, GpumeshError
 from gpumesh.client.core.game import Outcome, Side
 from gpumesh.node.common.outbox import Sent
 from gpumesh.node.common.store import StateStore
-from gpumesh.node.dispute.play import executor_traces, int8_prover, player_data, spliced_roots
+from gpumesh.node.dispute.play import TraceCache, executor_traces, int8_prover, player_data, spliced_roots
 from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, read_bounded, spec_cid_of
 from gpumesh.node.jobs.outputs import unit_output_roots, verify_outputs
@@ -82,19 +82,28 @@ class _JobContext:
     prover: Any
     cids: list[str] = field(default_factory=list)  # spec, program, inputs (, outputs)
     _player: Any = None
+    _traces: Any = None
 
-    def player(self):
+    def player(self, cache: TraceCache):
+        """The challenger's PlayerData: streaming traces of its own re-execution (roots only; op
+        outputs recomputed on demand into the watchtower's bounded `cache`, docs/protocol.md 7)."""
         if self._player is None:
-            self._player = player_data(self.data.bundle, self.unit_roots,
-                                       executor_traces(self.executor, self.data.units))
+            self._traces = executor_traces(self.executor, self.data.units, cache, int(self.data.job_id))
+            self._player = player_data(self.data.bundle, self.unit_roots, self._traces)
         return self._player
+
+    def close(self) -> None:
+        """The game ended: forget the traces and evict their cached op outputs."""
+        if self._traces is not None:
+            self._traces.close()
+        self._player = self._traces = None
 
 
 class Watchtower:
     def __init__(self, *, market, registry, game: DisputeGameClient, content, state: StateStore,
                  executor_factory: Callable[[Any], Any], config: WatchtowerConfig | None = None,
                  from_block: int = 0, metrics=None, log: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, trace_cache: TraceCache | None = None) -> None:
         self.market, self.registry, self.game = market, registry, game
         self.content = content
         self.state = state
@@ -105,10 +114,11 @@ class Watchtower:
         self.log = log or logging.getLogger("gpumesh.watchtower")
         self.clock = clock
         self.me = game.account_address
-        self.responder = Responder(game, state, is_slashed=market.is_slashed, log=self.log, on_sent=self._sent)
+        self.responder = Responder(game, state, log=self.log, on_sent=self._sent)
         self.events = EventReader(market.w3, [market.contract], StoreCursor(state), start_block=from_block,
                                   confirmations=self.config.confirmations)
-        self._contexts: dict[int, _JobContext] = {}
+        self._contexts: dict[int, _JobContext] = {}  # jobs with a game to play (mismatches) only
+        self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
         self._started = False
 
     # ================================================================ the loop
@@ -133,20 +143,25 @@ class Watchtower:
                     status = (self.state.get("job", key) or {}).get("status")
                 if status == "mismatch":
                     self._challenge(int(key))
-            except GpumeshError as exc:
-                failed.append(f"job {key}")
-                self.log.warning("job %s: %s (retrying)", key, exc)
+            except Exception as exc:  # noqa: BLE001 - per-job boundary (not only our own errors)
+                self._failed(failed, f"job {key}", exc)
         for key, g in self.state.all("game").items():
             if g.get("status") == "open":
                 try:
                     self._play(int(key), g)
-                except GpumeshError as exc:
-                    failed.append(f"game {key}")
-                    self.log.warning("game %s: %s (retrying)", key, exc)
+                except Exception as exc:  # noqa: BLE001 - per-game boundary
+                    self._failed(failed, f"game {key}", exc)
         if self.metrics is not None:
             self.metrics.open_games.set(sum(1 for g in self.state.all("game").values() if g.get("status") == "open"))
         if failed:
             raise GpumeshError(f"{len(failed)} handler(s) failed this tick: {', '.join(failed)}")
+
+    def _failed(self, failed: list[str], what: str, exc: Exception) -> None:
+        failed.append(what)
+        if self.metrics is not None:
+            self.metrics.job_errors.inc()
+        what_ = exc if isinstance(exc, GpumeshError) else f"{type(exc).__name__}: {exc}"
+        self.log.warning("%s: %s (retrying)", what, what_)
 
     def run_until_idle(self, max_ticks: int = 500, between: Callable[[], None] | None = None) -> int:
         """Tick until nothing is left to check or play (tests, one-shot runs); returns the ticks."""
@@ -221,8 +236,8 @@ class Watchtower:
         if self.metrics is not None:
             self.metrics.units_checked.inc(len(result.checked))
             self.metrics.jobs_checked.labels("ok" if result.ok else "mismatch").inc()
-        self._contexts[job_id] = ctx
-        if not result.ok:
+        if not result.ok:  # an OK job is final: keep nothing of it (executor, data) in memory
+            self._contexts[job_id] = ctx
             self._pin(job_id, ctx.cids)  # the game must not depend on someone else still serving it
         self.state.update("job", job_id, status="ok" if result.ok else "mismatch", check=result.to_json(),
                           line=result.line())
@@ -318,7 +333,7 @@ class Watchtower:
                 self._finish(game_id, job_id, state.outcome)
             return
         ctx = self._context(job_id)
-        self.responder.play(game_id, Side.CHALLENGER, ctx.player(), ctx.prover)
+        self.responder.play(game_id, Side.CHALLENGER, ctx.player(self._trace_cache), ctx.prover)
 
     def _collect_slash_reward(self, game_id: int, outcome: Outcome) -> None:
         """90 % of the slashed stake is credited to us in the registry: withdraw it."""
@@ -335,11 +350,13 @@ class Watchtower:
         self.log.info("game %d: withdrew the slash reward from the registry (tx %s)", game_id, res.tx_hash)
 
     def _finish(self, game_id: int, job_id: int, outcome: Outcome) -> None:
-        status = {Outcome.CHALLENGER_WON: "won", Outcome.WORKER_WON: "lost", Outcome.CLOSED: "closed"}[outcome]
+        status = {Outcome.CHALLENGER_WON: "won", Outcome.WORKER_WON: "lost"}[outcome]
         reason = self.game.resolutions(game_id)[-1].reason.name.lower()
         self.state.update("game", game_id, status=status, reason=reason)
         self.state.update("job", job_id, status=status)
-        self._contexts.pop(job_id, None)
+        ctx = self._contexts.pop(job_id, None)
+        if ctx is not None:
+            ctx.close()
         if self.metrics is not None:
             self.metrics.games_resolved.labels(status).inc()
         level = logging.INFO if outcome != Outcome.WORKER_WON else logging.ERROR

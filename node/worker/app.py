@@ -42,8 +42,7 @@ def make_defender(w3, deployment: Deployment, sender: TxSender, state: StateStor
     from gpumesh.node.worker.defend import ResponderDefender
 
     client = DisputeGameClient(w3, deployment.dispute_game, sender, from_block=deployment.deploy_block)
-    return ResponderDefender(client, Responder(client, state, is_slashed=market.is_slashed,
-                                               log=logging.getLogger("gpumesh.worker.dispute")))
+    return ResponderDefender(client, Responder(client, state, log=logging.getLogger("gpumesh.worker.dispute")))
 
 
 def build_worker(*, rpc_url: str, deployment: Deployment, account, store, state_dir: Path,

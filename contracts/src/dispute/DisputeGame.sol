@@ -94,11 +94,61 @@ contract DisputeGame is IDisputeGame {
     ///         job's dispute bond. The market refuses once the challenge window closed.
     /// @return gameId the new game (from 1). The worker moves first.
     function challenge(uint256 jobId) external payable returns (uint256 gameId) {
+        Stored storage g;
+        bytes32 resultRoot;
+        (gameId, g, resultRoot) = _open(jobId);
+        // The challenger disputes the whole result root.
+        _startDescent(g, Phase.UnitDescent, resultRoot, g.numUnits);
+        // SAFETY: the market checks Submitted and the window, and freezes finalization; it is
+        // trusted (immutable) and called after this game's state is written.
+        market.onChallengeOpened(jobId);
+    }
+
+    /// @notice Data-availability request: require the worker of Submitted job `jobId` to put unit
+    ///         `unitIndex`'s output bytes on-chain (answerData) before its chess clock runs out,
+    ///         or be slashed as if it lost a game. msg.value must equal the job's dispute bond; an
+    ///         answer pays DATA_FEE_BPS of it to the worker and the rest back. Opens under the
+    ///         same rules as a game (window, freezes finalization, counts for the slash order).
+    function requestData(uint256 jobId, uint32 unitIndex) external payable returns (uint256 gameId) {
+        Stored storage g;
+        bytes32 resultRoot;
+        (gameId, g, resultRoot) = _open(jobId);
+        if (unitIndex >= g.numUnits) revert DisputeGame_BadUnit(jobId, unitIndex, g.numUnits);
+        g.phase = Phase.DataRequest;
+        g.node = resultRoot;
+        g.count = g.numUnits;
+        g.unitIndex = unitIndex;
+        emit DataRequested(gameId, jobId, msg.sender, unitIndex);
+        // SAFETY: as in challenge.
+        market.onChallengeOpened(jobId);
+    }
+
+    /// @notice Worker: answer data request `gameId` with the unit's output bytes (its canonical
+    ///         encoding, at most MAX_UNIT_OUTPUT_BYTES) and the inclusion path of their tensor root
+    ///         at unitIndex of the result root (depth from numUnits). Ends the request.
+    function answerData(uint256 gameId, uint32 moveNo, bytes calldata data, bytes32[] calldata unitPath) external {
+        Stored storage g = _begin(gameId, moveNo, Side.Worker);
+        if (g.phase != Phase.DataRequest) revert DisputeGame_WrongPhase(gameId, g.phase);
+        // INVARIANT: the bytes served are the ones the result root commits to at this unit (up to
+        // zero bytes past the output's end, which the canonical encoding pads with anyway).
+        if (
+            data.length == 0 || data.length > Constants.MAX_UNIT_OUTPUT_BYTES
+                || unitPath.length != LibMerkle.depthFor(g.numUnits)
+                || !LibMerkle.verifyInclusion(g.node, LibMerkle.tensorRoot(data), g.unitIndex, unitPath)
+        ) revert DisputeGame_BadData(gameId, data.length);
+        emit DataServed(gameId, g.jobId, g.unitIndex, data);
+        _resolve(g, gameId, false, Reason.DataServed);
+    }
+
+    /// @dev Common opening of a game or a data request: bond, result, a fresh game whose worker
+    ///      moves first; the caller sets the phase and then tells the market.
+    function _open(uint256 jobId) internal returns (uint256 gameId, Stored storage g, bytes32 resultRoot) {
         IJobMarket.DisputeContext memory ctx = market.disputeContext(jobId);
         if (msg.value != ctx.bond || msg.value == 0) revert DisputeGame_WrongBond(jobId, msg.value, ctx.bond);
         if (ctx.resultRoot == bytes32(0) || ctx.numUnits == 0) revert DisputeGame_NoResult(jobId);
+        resultRoot = ctx.resultRoot;
         gameId = ++gameCount;
-        Stored storage g = _games[gameId];
+        g = _games[gameId];
         g.challenger = msg.sender;
         g.bond = uint96(msg.value);
         g.worker = ctx.worker;
@@ -113,11 +163,6 @@ contract DisputeGame is IDisputeGame {
         g.traceRoot = _UNSET;
         g.opLeaf = _UNSET;
         emit GameOpened(gameId, jobId, msg.sender, ctx.worker, uint96(msg.value), ctx.numUnits, ctx.resultRoot);
-        // The challenger disputes the whole result root.
-        _startDescent(g, Phase.UnitDescent, ctx.resultRoot, ctx.numUnits);
-        // SAFETY: the market checks Submitted and the window, and freezes finalization; it is
-        // trusted (immutable) and called after this game's state is written.
-        market.onChallengeOpened(jobId);
     }
 
     // ================================================================ dissection moves
@@ -294,13 +339,6 @@ contract DisputeGame is IDisputeGame {
         _resolve(g, gameId, side == Side.Worker, Reason.Timeout);
     }
 
-    /// @notice Anyone: close a game whose job another game already slashed; the bond goes back.
-    function closeSlashed(uint256 gameId) external {
-        Stored storage g = _active(gameId);
-        if (!market.isSlashed(g.jobId)) revert DisputeGame_NotSlashed(g.jobId);
-        _resolve(g, gameId, false, Reason.AlreadySlashed);
-    }
-
     /// @notice Pay out the caller's credits.
     function withdraw() external returns (uint256 amount) {
         amount = credits[msg.sender];
@@ -445,31 +483,34 @@ contract DisputeGame is IDisputeGame {
         }
     }
 
-    /// @dev End the game and settle the bond. A job that another game already slashed closes
-    ///      with the bond refunded, whatever this game's verdict.
+    /// @dev End the game and settle the bond. Every game plays to its end, also on a job another
+    ///      game slashed already: the market pays the slash to the earliest game the worker lost.
+    ///      A lost challenge burns BOND_BURN_BPS of the bond (rounded up: never zero) and pays the
+    ///      rest to the worker; an answered data request pays DATA_FEE_BPS (rounded up) to the
+    ///      worker and returns the rest; a won challenge returns the whole bond.
     function _resolve(Stored storage g, uint256 gameId, bool workerLost, Reason reason) internal {
         uint256 jobId = g.jobId;
-        bool slashedBefore = market.isSlashed(jobId);
         g.phase = Phase.Resolved;
         uint256 bond = g.bond;
-        uint256 burn = 0; // only a lost challenge burns
+        uint256 burn = 0;
         Outcome outcome;
-        if (slashedBefore) {
-            outcome = Outcome.Closed;
-            reason = Reason.AlreadySlashed;
-            credits[g.challenger] += bond;
-        } else if (workerLost) {
+        if (workerLost) {
             outcome = Outcome.ChallengerWon;
             credits[g.challenger] += bond;
+        } else if (reason == Reason.DataServed) {
+            outcome = Outcome.WorkerWon;
+            uint256 fee = Constants.bpsUp(bond, Constants.DATA_FEE_BPS);
+            credits[g.worker] += fee;
+            if (bond != fee) credits[g.challenger] += bond - fee;
         } else {
             outcome = Outcome.WorkerWon;
-            burn = (bond * Constants.BOND_BURN_BPS) / 10_000;
+            burn = Constants.bpsUp(bond, Constants.BOND_BURN_BPS);
             burned += burn;
-            credits[g.worker] += bond - burn;
+            if (bond != burn) credits[g.worker] += bond - burn;
         }
         g.outcome = outcome;
         emit GameResolved(gameId, jobId, outcome, reason, burn);
         // SAFETY: state is final before the call; the market slashes only on a ChallengerWon.
-        market.onChallengeResolved(jobId, g.challenger, outcome == Outcome.ChallengerWon);
+        market.onChallengeResolved(jobId, gameId, g.challenger, workerLost);
     }
 }

@@ -16,6 +16,7 @@ interface IDisputeGame {
         TensorDescent, // dissection of the op's output tensor tree down to one leaf
         LeafReveal, //    the worker reveals that leaf's bytes
         OneStep, //       the challenger names one element; the verifier recomputes it
+        DataRequest, //   a data-availability request: the worker must put one unit's output on-chain
         Resolved
     }
 
@@ -24,11 +25,12 @@ interface IDisputeGame {
         Challenger
     }
 
+    /// @notice Games on a job play to their end even after another game slashed it: the earliest
+    ///         game the worker lost decides who is paid (docs/protocol.md 4.11).
     enum Outcome {
         Open,
-        WorkerWon, //     the challenger's bond goes to the worker (minus the burn)
-        ChallengerWon, // the worker is slashed by the market; the bond goes back
-        Closed //         the job was already slashed by another game; the bond goes back
+        WorkerWon, //     the challenger's bond goes to the worker (minus the burn; DataServed: a fee)
+        ChallengerWon // the worker is slashed by the market; the bond goes back
     }
 
     /// @notice Why a game ended (GameResolved.reason).
@@ -36,7 +38,7 @@ interface IDisputeGame {
         OneStep, //            the verifier's verdict
         Timeout, //            the mover's chess clock ran out
         NonCanonicalPadding, // the worker committed a non-zero padding value
-        AlreadySlashed //       another game slashed the job first
+        DataServed //           the worker answered a data request with the unit's output bytes
     }
 
     /// @notice One game. Descent fields (node, height, index, count) describe the current
@@ -102,7 +104,11 @@ interface IDisputeGame {
     error DisputeGame_BadOpProof(uint256 gameId, uint32 opIndex);
     error DisputeGame_BadOutputSize(uint256 gameId, uint256 outBytes);
     error DisputeGame_BadLeaf(uint256 gameId);
-    error DisputeGame_NotSlashed(uint256 jobId);
+    /// @notice requestData for a unit the job does not have.
+    error DisputeGame_BadUnit(uint256 jobId, uint256 unitIndex, uint256 numUnits);
+    /// @notice answerData with bytes that are empty, over MAX_UNIT_OUTPUT_BYTES, or not the unit's
+    ///         committed output (their tensor root is not at unitIndex of the result root).
+    error DisputeGame_BadData(uint256 gameId, uint256 length);
     error DisputeGame_NothingToWithdraw(address account);
     error DisputeGame_TransferFailed(address to, uint256 amount);
 
@@ -136,5 +142,10 @@ interface IDisputeGame {
     event GameResolved(
         uint256 indexed gameId, uint256 indexed jobId, Outcome outcome, Reason reason, uint256 burned
     );
+    /// @notice A data request (game `gameId`, Phase.DataRequest) for unit `unitIndex`'s output.
+    event DataRequested(uint256 indexed gameId, uint256 indexed jobId, address indexed requester, uint32 unitIndex);
+    /// @notice The worker put unit `unitIndex`'s output bytes on-chain (proven against the result
+    ///         root): posters read a withheld output from here (gpumesh job result).
+    event DataServed(uint256 indexed gameId, uint256 indexed jobId, uint32 unitIndex, bytes data);
     event Withdrawn(address indexed account, uint256 amount);
 }

@@ -33,6 +33,8 @@ interface IJobMarket {
     error JobMarket_NotExpired(uint256 jobId, uint64 deadline, uint256 nowTs);
     error JobMarket_NothingToWithdraw(address account);
     error JobMarket_TransferFailed(address to, uint256 amount);
+    /// @notice The deployment's absolute bond floor must be non-zero.
+    error JobMarket_ZeroMinBond();
 
     // ---------------------------------------------------------------- events
     /// @notice A job was posted. Carries only what is NOT stored (the spec CID and the hardware
@@ -48,8 +50,18 @@ interface IJobMarket {
     /// @notice `slashed` is 0 when the job expired unclaimed.
     event JobExpired(uint256 indexed jobId, address indexed worker, uint256 refund, uint256 slashed);
     event ChallengeOpened(uint256 indexed jobId, uint32 openDisputes);
-    event ChallengeResolved(uint256 indexed jobId, address indexed challenger, bool workerLost, uint32 openDisputes);
-    event JobSlashed(uint256 indexed jobId, address indexed worker, address indexed challenger, uint256 stakeSlashed);
+    event ChallengeResolved(
+        uint256 indexed jobId, uint256 indexed gameId, address indexed challenger, bool workerLost, uint32 openDisputes
+    );
+    /// @notice The worker lost game `gameId`: the job is Slashed and the poster refunded. The stake
+    ///         (`stake`) is taken when the job's last game ends (SlashSettled).
+    event JobSlashed(uint256 indexed jobId, address indexed worker, uint256 indexed gameId, uint256 stake);
+    /// @notice Every game of a Slashed job ended: `stake` taken from `worker`, `paid` of it credited
+    ///         (in the registry) to `challenger`, who opened `gameId`, the earliest game the worker
+    ///         lost; the rest burned.
+    event SlashSettled(
+        uint256 indexed jobId, address indexed worker, uint256 gameId, address indexed challenger, uint256 stake, uint256 paid
+    );
     event Withdrawn(address indexed account, uint256 amount);
 
     // ---------------------------------------------------------------- dispute game interface
@@ -69,12 +81,13 @@ interface IJobMarket {
     function disputeContext(uint256 jobId) external view returns (DisputeContext memory);
     /// @notice game only: job must be Submitted and block.timestamp < challengeDeadline; openDisputes++.
     function onChallengeOpened(uint256 jobId) external;
-    /// @notice game only: openDisputes--. If workerLost and the job is not already Slashed: job ->
-    ///         Slashed, the escrowed reward is credited back to the poster (pull), the worker's locked
-    ///         stake for the job is slashed through the registry: BURN_BPS of it burned, the rest
-    ///         credited to `challenger`. If !workerLost nothing moves here (the game pays the
-    ///         challenger's bond to the worker itself).
-    function onChallengeResolved(uint256 jobId, address challenger, bool workerLost) external;
+    /// @notice game only: game `gameId` (opened by `challenger`) ended; openDisputes--. If workerLost:
+    ///         the job becomes Slashed (the escrowed reward credited back to the poster) unless it is
+    ///         already, and the game is remembered if it is the earliest one the worker lost. When
+    ///         the last open game of a Slashed job ends, the worker's locked stake is slashed:
+    ///         SLASH_CHALLENGER_BPS of it to the earliest lost game's challenger, the rest burned.
+    ///         If !workerLost nothing else moves here (the game pays the bond itself).
+    function onChallengeResolved(uint256 jobId, uint256 gameId, address challenger, bool workerLost) external;
     /// @notice True once a worker lost a game on `jobId`.
     function isSlashed(uint256 jobId) external view returns (bool);
 
@@ -90,7 +103,7 @@ interface IJobMarket {
     /// @notice The poster cancels an Open job; the reward is credited back.
     function cancelJob(uint256 jobId) external;
     /// @notice Anyone: an Open job past its claim deadline (refund), or a Claimed job past its
-    ///         execution deadline (refund + EXPIRY_SLASH_BPS of the locked stake slashed to the poster).
+    ///         execution deadline (refund; EXPIRY_SLASH_BPS of the locked stake burned, rounded up).
     function expireJob(uint256 jobId) external;
     /// @notice Pay out the caller's credits (rewards, refunds).
     function withdraw() external returns (uint256 amount);

@@ -20,6 +20,8 @@ interface IWorkerRegistry {
     error WorkerRegistry_NothingToWithdraw(address account, uint256 unbonding, uint64 readyAt);
     /// @notice The ETH transfer to `to` failed.
     error WorkerRegistry_TransferFailed(address to, uint256 amount);
+    /// @notice slash was asked to pay out more than it takes.
+    error WorkerRegistry_PaidAboveSlash(uint256 amount, uint256 paid);
 
     // ---------------------------------------------------------------- events
     event Staked(address indexed worker, uint256 amount, uint256 totalStake);
@@ -56,11 +58,12 @@ interface IWorkerRegistry {
     function lock(address worker, uint96 amount) external;
     /// @notice Release `amount` of `worker`'s locked stake.
     function unlock(address worker, uint96 amount) external;
-    /// @notice Release `locked` of `worker`'s locked stake and take `amount` (<= locked) of it: a fixed
-    ///         BURN_BPS fraction stays burned in this contract, the rest is credited to `beneficiary`.
-    function slash(address worker, uint96 locked, uint96 amount, address beneficiary)
+    /// @notice Release `locked` of `worker`'s locked stake and take `amount` (<= locked) of it:
+    ///         `paid` (<= amount) is credited to `beneficiary`, the rest stays burned in this contract.
+    ///         The market decides the split (docs/protocol.md 4.11).
+    function slash(address worker, uint96 locked, uint96 amount, address beneficiary, uint96 paid)
         external
-        returns (uint256 burned, uint256 paid);
+        returns (uint256 burned);
 
     // ---------------------------------------------------------------- views
     function market() external view returns (address);

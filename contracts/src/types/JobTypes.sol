@@ -15,7 +15,7 @@ enum JobState {
     Finalized, // no dispute after the window: worker paid, stake unlocked
     Cancelled, // poster cancelled before any claim: reward refunded
     Expired, // unclaimed by claimDeadline, or claimed and not submitted by the execution deadline
-    Slashed // the worker lost a dispute game: poster refunded, stake slashed
+    Slashed // the worker lost a dispute game: poster refunded; stake slashed once every game ended
 }
 
 /// @notice What a poster submits with `postJob` (the reward is msg.value).
@@ -35,7 +35,7 @@ struct JobSpec {
     uint96 disputeBond; // bond a challenger posts per game
 }
 
-/// @notice A job as stored: 7 slots, 5 of them written by postJob (gas: docs/protocol.md section 4).
+/// @notice A job as stored: 8 slots, 5 of them written by postJob (gas: docs/protocol.md section 4).
 struct Job {
     // slot 0
     address poster;
@@ -50,10 +50,13 @@ struct Job {
     uint32 numUnits;
     uint32 openDisputes;
     JobState state;
-    // slot 3 (written on claim)
+    // slot 3 (written on claim; firstWonGame on the first lost game)
     address worker;
+    uint64 firstWonGame; // lowest id of a game the worker lost (0: none); its challenger is paid
     // slots 4..6
     bytes32 programRoot;
     bytes32 inputsRoot;
     bytes32 resultRoot; // written on submit
+    // slot 7 (written when the worker loses a game opened before every game it lost so far)
+    address firstWinner; // challenger of firstWonGame: paid SLASH_CHALLENGER_BPS of the stake
 }

@@ -316,20 +316,24 @@ contract DisputeGameTest is DisputeBase {
         assertEq(g.node, model.workerResultRoot());
     }
 
-    function test_SecondGame_ClosesWithRefund_AfterASlash() public {
+    /// A puppet's game opened after the honest one and lost first does not take the slash: games
+    /// play on after the job is Slashed, and the earliest game the worker lost is the one paid.
+    function test_LaterGameLostFirst_EarliestLostGameIsPaid() public {
         model.corruptTensor(0, 0, 0, 1, true);
         _job(JOB);
         uint256 a = _open(JOB, challenger);
-        address other = makeAddr("other");
-        uint256 b = _open(JOB, other);
+        address puppet = makeAddr("puppet");
+        uint256 b = _open(JOB, puppet);
         assertEq(market.openDisputes(JOB), 2);
-        vm.expectRevert(abi.encodeWithSelector(IDisputeGame.DisputeGame_NotSlashed.selector, JOB));
-        game.closeSlashed(b);
-        _play(a, 0);
+        _play(b, 0);
         assertTrue(market.isSlashed(JOB));
-        game.closeSlashed(b);
-        assertEq(uint8(_g(b).outcome), uint8(IDisputeGame.Outcome.Closed));
-        assertEq(game.credits(other), BOND);
+        assertEq(market.slashedBy(JOB), puppet, "only game lost so far");
+        assertEq(uint8(_g(a).phase), uint8(IDisputeGame.Phase.UnitDescent), "the earlier game plays on");
+        _play(a, 0);
+        assertEq(uint8(_g(a).outcome), uint8(IDisputeGame.Outcome.ChallengerWon));
+        assertEq(market.slashedBy(JOB), challenger, "the earliest lost game is paid");
+        assertEq(game.credits(challenger), BOND);
+        assertEq(game.credits(puppet), BOND);
         assertEq(market.openDisputes(JOB), 0);
         assertEq(market.slashCount(), 1, "one slash per job");
     }

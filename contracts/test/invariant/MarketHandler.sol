@@ -28,6 +28,16 @@ contract MarketHandler is Test {
     bool public ghostUnauthorizedSlash; // a slash path that is not expiry/game succeeded
     bool public ghostTerminalChanged; // a terminal state changed
     mapping(uint256 jobId => uint32) public ghostOpenGames;
+    /// Open game ids per job (the mock numbers games in opening order, like DisputeGame).
+    mapping(uint256 jobId => uint256[]) internal _openIds;
+    mapping(uint256 gameId => address) public ghostChallengerOf;
+    /// Lowest game id the worker lost per job, and its challenger (M9).
+    mapping(uint256 jobId => uint256) public ghostFirstWonGame;
+    mapping(uint256 jobId => address) public ghostFirstWinner;
+    /// A settled slash paid someone else than the earliest lost game's challenger, or burned
+    /// less than half (M9, M10).
+    bool public ghostWrongWinnerPaid;
+    bool public ghostBurnBelowHalf;
     mapping(uint256 jobId => JobState) internal _terminal;
     /// Effective (not early-returned) actions by name, to show what the runs reached.
     mapping(string action => uint256) public ghostDone;
@@ -124,7 +134,7 @@ contract MarketHandler is Test {
     /// @dev Anyone but the market calling slash must fail (M6).
     function tryUnauthorizedSlash(uint256 actorSeed, uint256 victimSeed) external observe {
         vm.prank(_actor(actorSeed));
-        try registry.slash(_actor(victimSeed), 1, 1, _actor(actorSeed)) {
+        try registry.slash(_actor(victimSeed), 1, 1, _actor(actorSeed), 0) {
             ghostUnauthorizedSlash = true;
         } catch {}
     }
@@ -144,11 +154,13 @@ contract MarketHandler is Test {
             numUnits: 1,
             requiredStake: uint96(bound(stake_, 1, 20 ether)),
             claimDeadline: uint64(block.timestamp + bound(claimIn, 0, 2 days)),
-            executionTime: uint32(bound(exec, 1, 1 days)),
+            executionTime: uint32(bound(exec, market.MIN_EXECUTION_TIME(), 1 days)),
             challengeWindow: uint32(bound(window, 1, 1 days)),
             minGpuMemoryMiB: 0,
-            disputeBond: 1
+            disputeBond: 0
         });
+        uint256 minBond = (uint256(s.requiredStake) * market.MIN_BOND_BPS() + 9999) / 10_000;
+        s.disputeBond = uint96(minBond > market.minDisputeBond() ? minBond : market.minDisputeBond());
         vm.prank(a);
         uint256 id = market.postJob{value: reward}(s);
         jobIds.push(id);
@@ -215,38 +227,66 @@ contract MarketHandler is Test {
         vm.prank(_actor(actorSeed));
         market.expireJob(id);
         if (j.state == JobState.Claimed) {
-            uint256 amount = uint256(j.requiredStake) / 2; // EXPIRY_SLASH_BPS = 50%
-            ghostBurned += amount / 10; // BURN_BPS = 10%
-            ghostSlashCredits += amount - amount / 10;
+            ghostBurned += (uint256(j.requiredStake) + 9) / 10; // EXPIRY_SLASH_BPS = 10%, rounded up, all burned
             ghostSlashCalls++;
         }
         ghostDone["expire"]++;
     }
 
-    function openChallenge(uint256 jobSeed) external observe {
+    function openChallenge(uint256 jobSeed, uint256 challengerSeed) external observe {
         (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Submitted);
         if (!ok) return;
         Job memory j = market.getJob(id);
         if (j.state != JobState.Submitted || block.timestamp >= j.deadline) return;
-        game.open(id);
+        uint256 gid = game.open(id);
+        _openIds[id].push(gid);
+        ghostChallengerOf[gid] = _actor(challengerSeed);
         ghostOpenGames[id]++;
         ghostDone["open"]++;
     }
 
-    function resolveChallenge(uint256 jobSeed, uint256 challengerSeed, bool workerLost) external observe {
+    /// @dev Ends any open game of a job (not only the latest), so later games often end first.
+    function resolveChallenge(uint256 jobSeed, uint256 gameSeed, bool workerLost) external observe {
         (uint256 id, bool ok) = _jobWithGame(jobSeed);
         if (!ok || ghostOpenGames[id] == 0) return;
         Job memory j = market.getJob(id);
-        game.resolve(id, _actor(challengerSeed), workerLost);
+        uint256[] storage ids = _openIds[id];
+        uint256 k = gameSeed % ids.length;
+        uint256 gid = ids[k];
+        ids[k] = ids[ids.length - 1];
+        ids.pop();
+        address challenger = ghostChallengerOf[gid];
+        game.resolve(id, gid, challenger, workerLost);
         ghostOpenGames[id]--;
-        if (workerLost && j.state != JobState.Slashed) {
-            uint256 amount = j.requiredStake;
-            ghostBurned += amount / 10;
-            ghostSlashCredits += amount - amount / 10;
-            ghostSlashCalls++;
-            ghostFirstLosses++;
-            ghostDone["slash"]++;
+        if (workerLost) {
+            if (j.state != JobState.Slashed) {
+                ghostFirstLosses++;
+                ghostDone["slash"]++;
+            }
+            if (ghostFirstWonGame[id] == 0 || gid < ghostFirstWonGame[id]) {
+                ghostFirstWonGame[id] = gid;
+                ghostFirstWinner[id] = challenger;
+            }
         }
+        if (ghostOpenGames[id] == 0 && market.getJob(id).state == JobState.Slashed) _settled(id, j.requiredStake);
+    }
+
+    /// @dev The last game of a Slashed job ended: the whole stake is taken, half (rounded down) to
+    ///      the earliest lost game's challenger, the rest burned (M6, M9, M10).
+    function _settled(uint256 id, uint256 amount) internal {
+        uint256 paid = amount / 2; // SLASH_CHALLENGER_BPS = 50%
+        ghostBurned += amount - paid;
+        ghostSlashCredits += paid;
+        ghostSlashCalls++;
+        Job memory after_ = market.getJob(id);
+        if (after_.firstWinner != ghostFirstWinner[id] || after_.firstWonGame != ghostFirstWonGame[id]) {
+            ghostWrongWinnerPaid = true;
+        }
+        if ((amount - paid) * 2 < amount) ghostBurnBelowHalf = true;
+    }
+
+    function openGameIds(uint256 jobId) external view returns (uint256[] memory) {
+        return _openIds[jobId];
     }
 
     function withdrawMarket(uint256 actorSeed) external observe {

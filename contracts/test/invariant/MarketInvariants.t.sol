@@ -21,7 +21,7 @@ contract MarketInvariants is Test {
         game = new MockDisputeGame();
         address predictedMarket = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
         registry = new WorkerRegistry(predictedMarket, 1 days);
-        market = new JobMarket(IWorkerRegistry(address(registry)), address(game));
+        market = new JobMarket(IWorkerRegistry(address(registry)), address(game), 0.01 ether);
         game.setMarket(market);
         handler = new MarketHandler(market, registry, game);
         targetContract(address(handler));
@@ -72,11 +72,13 @@ contract MarketInvariants is Test {
             uint256 expectedLocked;
             for (uint256 k = 0; k < handler.jobCount(); k++) {
                 Job memory j = market.getJob(handler.jobIds(k));
-                if (j.worker == a && (j.state == JobState.Claimed || j.state == JobState.Submitted)) {
+                // A Slashed job keeps its stake locked until its last game ends (4.11).
+                bool slashPending = j.state == JobState.Slashed && j.openDisputes > 0;
+                if (j.worker == a && (j.state == JobState.Claimed || j.state == JobState.Submitted || slashPending)) {
                     expectedLocked += j.requiredStake;
                 }
             }
-            assertEq(s.locked, expectedLocked, "locked == stake of live claimed jobs");
+            assertEq(s.locked, expectedLocked, "locked == stake of live claimed jobs and pending slashes");
         }
     }
 
@@ -87,7 +89,8 @@ contract MarketInvariants is Test {
         uint256 n = handler.jobCount();
         for (uint256 i = 0; i < n; i++) {
             uint256 id = handler.jobIds(i);
-            for (uint32 g = handler.ghostOpenGames(id); g > 0; g--) game.resolve(id, address(this), false);
+            uint256[] memory open = handler.openGameIds(id);
+            for (uint256 g = 0; g < open.length; g++) game.resolve(id, open[g], address(this), false);
             JobState s = market.getJob(id).state;
             if (s == JobState.Open || s == JobState.Claimed) market.expireJob(id);
             else if (s == JobState.Submitted) market.finalizeJob(id);
@@ -130,6 +133,18 @@ contract MarketInvariants is Test {
             if (market.isSlashed(handler.jobIds(i))) slashedJobs++;
         }
         assertEq(slashedJobs, handler.ghostFirstLosses());
+    }
+
+    /// M9: a settled slash pays the challenger of the EARLIEST-opened game the worker lost, whatever
+    ///     order the games ended in (a cheater cannot hand it to a puppet that lost a later game faster).
+    function invariant_SlashPaysEarliestLostGame() public view {
+        assertFalse(handler.ghostWrongWinnerPaid(), "slash paid to another than the earliest lost game");
+    }
+
+    /// M10: every slash of a lost game burns at least half the locked stake; an expiry pays the poster
+    ///      nothing beyond its reward (M6's ghost credits count only game slashes).
+    function invariant_CheaterLosesAtLeastHalf() public view {
+        assertFalse(handler.ghostBurnBelowHalf(), "a game slash burned less than half the stake");
     }
 
     /// M7

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {MarketBase} from "./MarketBase.t.sol";
+import {JobMarket} from "../../src/JobMarket.sol";
 import {IJobMarket} from "../../src/interfaces/IJobMarket.sol";
 import {IWorkerRegistry} from "../../src/interfaces/IWorkerRegistry.sol";
 import {Job, JobSpec, JobState} from "../../src/types/JobTypes.sol";
@@ -112,6 +113,42 @@ contract JobMarketPostTest is MarketBase {
         s = _spec();
         s.challengeWindow = 365 days + 1;
         _expectInvalid(s, "challengeWindow");
+    }
+
+    /// Attack 1 / attack 6 floors: an executionTime below the protocol minimum and a bond below
+    /// either floor are refused; exactly at the floors they are accepted.
+    function test_PostJob_FloorsOnExecutionTimeAndBond() public {
+        JobSpec memory s = _spec();
+        s.executionTime = 1;
+        _expectInvalid(s, "executionTime");
+        s.executionTime = 299;
+        _expectInvalid(s, "executionTime");
+        s.executionTime = 300;
+        vm.prank(poster);
+        market.postJob{value: REWARD}(s);
+        s = _spec();
+        s.disputeBond = 1; // the one-wei bond of attack 6
+        _expectInvalid(s, "disputeBond");
+        s.disputeBond = BOND - 1; // 1 wei under 5% of the stake
+        _expectInvalid(s, "disputeBond");
+        s.requiredStake = 0.1 ether; // 5% of it is under the absolute floor
+        s.disputeBond = MIN_BOND - 1;
+        _expectInvalid(s, "disputeBond");
+        s.disputeBond = MIN_BOND;
+        vm.prank(poster);
+        market.postJob{value: REWARD}(s);
+        s = _spec();
+        s.requiredStake = 20 ether + 1; // 5% rounded up
+        s.disputeBond = 1 ether;
+        _expectInvalid(s, "disputeBond");
+        s.disputeBond = 1 ether + 1;
+        vm.prank(poster);
+        market.postJob{value: REWARD}(s);
+    }
+
+    function test_RevertWhen_DeployedWithZeroMinBond() public {
+        vm.expectRevert(IJobMarket.JobMarket_ZeroMinBond.selector);
+        new JobMarket(IWorkerRegistry(address(registry)), address(game), 0);
     }
 
     function test_PostJob_ClaimDeadlineNowIsAccepted() public {
@@ -337,21 +374,20 @@ contract JobMarketSettleTest is MarketBase {
         assertEq(market.credits(poster), REWARD);
     }
 
-    function test_ExpireJob_ClaimedSlashesHalfToPosterBurnsTenth() public {
+    function test_ExpireJob_ClaimedBurnsATenthPaysPosterOnlyItsReward() public {
         uint256 id = _claimed();
         vm.warp(market.getJob(id).deadline + 1);
-        uint256 slashed = STAKE / 2; // EXPIRY_SLASH_BPS = 5000
-        uint256 burned = slashed / 10; // BURN_BPS = 1000
+        uint256 slashed = STAKE / 10; // EXPIRY_SLASH_BPS = 1000, all burned
         vm.expectEmit(address(market));
         emit IJobMarket.JobExpired(id, worker, REWARD, slashed);
         vm.expectEmit(address(registry));
-        emit IWorkerRegistry.StakeSlashed(worker, poster, slashed, burned, slashed - burned);
+        emit IWorkerRegistry.StakeSlashed(worker, poster, slashed, slashed, 0);
         vm.prank(other);
         market.expireJob(id);
         assertEq(uint8(_state(id)), uint8(JobState.Expired));
         assertEq(market.credits(poster), REWARD);
-        assertEq(registry.credits(poster), slashed - burned);
-        assertEq(registry.totalBurned(), burned);
+        assertEq(registry.credits(poster), 0, "the poster gains nothing from an expiry");
+        assertEq(registry.totalBurned(), slashed);
         IWorkerRegistry.StakeInfo memory si = registry.stakeOf(worker);
         assertEq(si.total, STAKE - slashed);
         assertEq(si.locked, 0);
@@ -405,7 +441,11 @@ contract JobMarketSettleTest is MarketBase {
     function test_Views() public {
         assertEq(market.registry(), address(registry));
         assertEq(market.disputeGame(), address(game));
-        assertEq(market.EXPIRY_SLASH_BPS(), 5000);
+        assertEq(market.EXPIRY_SLASH_BPS(), 1000);
+        assertEq(market.SLASH_CHALLENGER_BPS(), 5000);
+        assertEq(market.MIN_EXECUTION_TIME(), 300);
+        assertEq(market.MIN_BOND_BPS(), 500);
+        assertEq(market.minDisputeBond(), MIN_BOND);
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_UnknownJob.selector, 1));
         market.getJob(1);
     }
@@ -443,7 +483,7 @@ contract JobMarketDisputeHooksTest is MarketBase {
         market.onChallengeOpened(id);
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NotDisputeGame.selector, other));
         vm.prank(other);
-        market.onChallengeResolved(id, other, true);
+        market.onChallengeResolved(id, 1, other, true);
     }
 
     function test_OnChallengeOpened_CountsAndEmits() public {
@@ -474,15 +514,15 @@ contract JobMarketDisputeHooksTest is MarketBase {
     function test_RevertWhen_ResolveWithoutOpenDispute() public {
         uint256 id = _submitted();
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_NoOpenDispute.selector, id));
-        game.resolve(id, challenger, true);
+        game.resolve(id, 1, challenger, true);
     }
 
     function test_OnChallengeResolved_WorkerWonMovesNothingThenFinalizes() public {
         uint256 id = _submitted();
-        game.open(id);
+        uint256 g = game.open(id);
         vm.expectEmit(address(market));
-        emit IJobMarket.ChallengeResolved(id, challenger, false, 0);
-        game.resolve(id, challenger, false);
+        emit IJobMarket.ChallengeResolved(id, g, challenger, false, 0);
+        game.resolve(id, g, challenger, false);
         assertEq(uint8(_state(id)), uint8(JobState.Submitted));
         assertEq(registry.stakeOf(worker).locked, STAKE);
         assertEq(market.credits(poster), 0);
@@ -493,13 +533,15 @@ contract JobMarketDisputeHooksTest is MarketBase {
 
     function test_OnChallengeResolved_WorkerLostSlashesToChallengerRefundsPoster() public {
         uint256 id = _submitted();
-        game.open(id);
-        uint256 burned = uint256(STAKE) / 10;
+        uint256 g = game.open(id);
+        uint256 burned = uint256(STAKE) / 2; // SLASH_CHALLENGER_BPS = 5000: half paid, half burned
         vm.expectEmit(address(market));
-        emit IJobMarket.JobSlashed(id, worker, challenger, STAKE);
+        emit IJobMarket.JobSlashed(id, worker, g, STAKE);
+        vm.expectEmit(address(market));
+        emit IJobMarket.SlashSettled(id, worker, g, challenger, STAKE, STAKE - burned);
         vm.expectEmit(address(registry));
         emit IWorkerRegistry.StakeSlashed(worker, challenger, STAKE, burned, STAKE - burned);
-        game.resolve(id, challenger, true);
+        game.resolve(id, g, challenger, true);
         assertTrue(market.isSlashed(id));
         assertEq(uint8(_state(id)), uint8(JobState.Slashed));
         assertEq(market.credits(poster), REWARD);
@@ -514,11 +556,12 @@ contract JobMarketDisputeHooksTest is MarketBase {
 
     function test_OnChallengeResolved_SecondLossMovesNothing() public {
         uint256 id = _submitted();
-        game.open(id);
-        game.open(id);
-        game.resolve(id, challenger, true);
-        game.resolve(id, other, true);
+        uint256 g1 = game.open(id);
+        uint256 g2 = game.open(id);
+        game.resolve(id, g1, challenger, true);
+        game.resolve(id, g2, other, true);
         assertEq(registry.credits(other), 0);
+        assertEq(registry.credits(challenger), STAKE / 2);
         assertEq(market.getJob(id).openDisputes, 0);
         assertEq(market.credits(poster), REWARD);
         assertEq(uint8(_state(id)), uint8(JobState.Slashed));

@@ -14,7 +14,8 @@ abstract contract MarketBase is Test {
     uint64 internal constant UNBONDING = 7 days;
     uint96 internal constant REWARD = 1 ether;
     uint96 internal constant STAKE = 2 ether;
-    uint96 internal constant BOND = 0.1 ether;
+    uint96 internal constant BOND = 0.1 ether; // = MIN_BOND_BPS (5%) of STAKE
+    uint96 internal constant MIN_BOND = 0.01 ether;
     uint32 internal constant EXEC = 1 hours;
     uint32 internal constant WINDOW = 1 days;
 
@@ -32,7 +33,7 @@ abstract contract MarketBase is Test {
         game = new MockDisputeGame();
         address predictedMarket = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
         registry = new WorkerRegistry(predictedMarket, UNBONDING);
-        market = new JobMarket(IWorkerRegistry(address(registry)), address(game));
+        market = new JobMarket(IWorkerRegistry(address(registry)), address(game), MIN_BOND);
         assertEq(address(market), predictedMarket, "market address prediction");
         game.setMarket(market);
         vm.deal(poster, 1000 ether);

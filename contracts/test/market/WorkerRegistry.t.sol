@@ -133,7 +133,7 @@ contract WorkerRegistryTest is MarketBase {
         vm.expectRevert(err);
         registry.unlock(worker, 1);
         vm.expectRevert(err);
-        registry.slash(worker, 1, 1, other);
+        registry.slash(worker, 1, 1, other, 0);
         vm.stopPrank();
     }
 
@@ -152,17 +152,32 @@ contract WorkerRegistryTest is MarketBase {
         vm.expectRevert(
             abi.encodeWithSelector(IWorkerRegistry.WorkerRegistry_InsufficientLockedStake.selector, worker, 3, 4)
         );
-        registry.slash(worker, 4, 1, other);
+        registry.slash(worker, 4, 1, other, 0);
         vm.expectRevert(
             abi.encodeWithSelector(IWorkerRegistry.WorkerRegistry_InsufficientLockedStake.selector, worker, 3, 3)
         );
-        registry.slash(worker, 2, 3, other);
+        registry.slash(worker, 2, 3, other, 0);
+        vm.expectRevert(abi.encodeWithSelector(IWorkerRegistry.WorkerRegistry_PaidAboveSlash.selector, 2, 3));
+        registry.slash(worker, 3, 2, other, 3);
         vm.stopPrank();
+    }
+
+    function test_Slash_PaysTheMarketsShareBurnsTheRest() public {
+        _stake(worker, 10);
+        vm.startPrank(address(market));
+        registry.lock(worker, 8);
+        vm.expectEmit(address(registry));
+        emit IWorkerRegistry.StakeSlashed(worker, other, 6, 2, 4);
+        assertEq(registry.slash(worker, 8, 6, other, 4), 2);
+        vm.stopPrank();
+        assertEq(registry.credits(other), 4);
+        assertEq(registry.totalBurned(), 2);
+        assertEq(registry.stakeOf(worker).total, 4);
+        assertEq(registry.stakeOf(worker).locked, 0);
     }
 
     function test_Views() public view {
         assertEq(registry.market(), address(market));
         assertEq(registry.unbondingDelay(), UNBONDING);
-        assertEq(registry.BURN_BPS(), 1000);
     }
 }

@@ -14,11 +14,15 @@ contract MockDisputeGame {
         market = market_;
     }
 
-    function open(uint256 jobId) external {
+    /// @notice Game ids count up from 1 in opening order, as in DisputeGame.
+    uint256 public gameCount;
+
+    function open(uint256 jobId) external returns (uint256 gameId) {
+        gameId = ++gameCount;
         market.onChallengeOpened(jobId);
     }
 
-    function resolve(uint256 jobId, address challenger, bool workerLost) external {
-        market.onChallengeResolved(jobId, challenger, workerLost);
+    function resolve(uint256 jobId, uint256 gameId, address challenger, bool workerLost) external {
+        market.onChallengeResolved(jobId, gameId, challenger, workerLost);
     }
 }

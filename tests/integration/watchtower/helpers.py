@@ -32,7 +32,7 @@ class DefendingWorker:
     def __init__(self, dn, submitted, state_path: Path, role: str = "worker", silent: bool = False) -> None:
         self.dn, self.sub, self.silent = dn, submitted, silent
         self.game = dn.game(role)
-        self.responder = Responder(self.game, StateStore(state_path), is_slashed=dn.market().is_slashed)
+        self.responder = Responder(self.game, StateStore(state_path))
         self.data = submitted.player_data()
 
     def __call__(self) -> None:

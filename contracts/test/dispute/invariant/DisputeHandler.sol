@@ -128,14 +128,6 @@ contract DisputeHandler is Test {
         _noteResolved(id);
     }
 
-    function closeSlashed(uint256 gameSel) external {
-        if (gameIds.length == 0) return;
-        uint256 id = gameIds[gameSel % gameIds.length];
-        (bool ok,) = address(game).call(abi.encodeCall(DisputeGame.closeSlashed, (id)));
-        ok;
-        _noteResolved(id);
-    }
-
     function withdraw(uint256 who) external {
         address a = who % 4 == 3 ? worker : _challengers[who % 4];
         uint256 c = game.credits(a);

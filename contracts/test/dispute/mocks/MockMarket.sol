@@ -5,7 +5,7 @@ import {IJobMarket} from "../../../src/interfaces/IJobMarket.sol";
 
 /// @title MockMarket
 /// @notice The four dispute hooks of IJobMarket with the same rules as JobMarket (game-only
-///         callers, Submitted + open window to open a game, slash once), and setters for tests.
+///         callers, Submitted + open window to open a game, slash once, paid to the earliest game lost), and setters for tests.
 ///         It records slashes so invariants can check "no slash without a lost game".
 contract MockMarket {
     error MockMarket_NotGame(address caller);
@@ -18,7 +18,9 @@ contract MockMarket {
     address public game;
     mapping(uint256 => IJobMarket.DisputeContext) internal _ctx;
     mapping(uint256 => uint32) public openDisputes;
+    /// @notice Challenger of the earliest-opened game the worker lost (the one JobMarket pays).
     mapping(uint256 => address) public slashedBy;
+    mapping(uint256 => uint256) public firstWonGame;
     uint256 public slashCount;
 
     function setGame(address g) external {
@@ -40,14 +42,20 @@ contract MockMarket {
         openDisputes[jobId] += 1;
     }
 
-    function onChallengeResolved(uint256 jobId, address challenger, bool workerLost) external {
+    function onChallengeResolved(uint256 jobId, uint256 gameId, address challenger, bool workerLost) external {
         if (msg.sender != game) revert MockMarket_NotGame(msg.sender);
         if (openDisputes[jobId] == 0) revert MockMarket_NoOpenDispute(jobId);
         openDisputes[jobId] -= 1;
-        if (workerLost && _ctx[jobId].state != SLASHED) {
-            _ctx[jobId].state = SLASHED;
-            slashedBy[jobId] = challenger;
-            slashCount += 1;
+        if (workerLost) {
+            if (_ctx[jobId].state != SLASHED) {
+                _ctx[jobId].state = SLASHED;
+                slashCount += 1;
+            }
+            // Same rule as JobMarket: the earliest-opened game the worker lost is the one paid.
+            if (firstWonGame[jobId] == 0 || gameId < firstWonGame[jobId]) {
+                firstWonGame[jobId] = gameId;
+                slashedBy[jobId] = challenger;
+            }
         }
     }
 

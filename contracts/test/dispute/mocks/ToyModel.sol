@@ -127,6 +127,21 @@ contract ToyModel {
         return _trace[worker ? WORKER : HONEST][u];
     }
 
+    /// @notice Unit `u`'s output bytes (the last op's output) as the worker or the honest side has them.
+    function unitOutput(bool worker, uint256 u) external view returns (bytes memory out) {
+        bytes storage full = _data[worker ? WORKER : HONEST][u][numOps - 1];
+        uint256 n = _outBytes[numOps - 1];
+        out = new bytes(n);
+        for (uint256 i = 0; i < n; ++i) {
+            out[i] = full[i];
+        }
+    }
+
+    /// @notice Inclusion path of unit `u`'s output root in the worker's (or honest) result tree.
+    function resultPath(bool worker, uint256 u) external view returns (bytes32[] memory) {
+        return pathOf(_result[worker ? WORKER : HONEST], u);
+    }
+
     function outBytes(uint256 t) external view returns (uint32) {
         return _outBytes[t];
     }
