@@ -84,6 +84,17 @@ _MESSAGES: dict[str, Any] = {
         + (f" ({_eth(f['unbonding'])} unbonding until {f['readyAt']})" if f["unbonding"] else "")
     ),
     "WorkerRegistry_TransferFailed": lambda f: f"paying {_eth(f['amount'])} to {f['to']} failed",
+    # Int8Verifier (reached through DisputeGame.step / proveOp; all the challenger's fault, 5.7.4)
+    "Int8Verifier_BadDescriptor": lambda f: f"the one-step verifier rejects the op descriptor (rule {f['reason']})",
+    "Int8Verifier_BadElement": lambda f: (f"element {f['elementIndex']} is outside the op output ({f['outCount']} "
+                                          f"elements) or outside leaf {f['leafIndex']}"),
+    "Int8Verifier_BadLeaf": lambda f: f"the revealed leaf has {f['length']} bytes, not one leaf",
+    "Int8Verifier_BadProofsLength": lambda f: f"the step proofs are {f['length']} bytes, {f['needed']} needed",
+    "Int8Verifier_BadSlotRoot": lambda f: (f"input {f['input']}: the proof of slot {f['index']} (kind {f['kind']}) "
+                                           "does not match the committed root"),
+    "Int8Verifier_BadRangeProof": lambda f: (f"input {f['input']}: the range proof of leaves {f['leafStart']}..{f['leafEnd']} "
+                                             "does not verify"),
+    "Int8Verifier_BadChannelParams": lambda f: f"bad requantization parameters (mult {f['mult']}, shift {f['shift']})",
 }
 
 ERRORS_BY_SELECTOR: dict[bytes, tuple[type[ContractRevert], list[str], list[str]]] = {}

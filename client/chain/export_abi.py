@@ -14,7 +14,9 @@ from pathlib import Path
 
 from gpumesh.client.chain.abi_store import ABI_DIR
 
-REQUIRED = ("JobMarket", "WorkerRegistry")
+#: Int8Verifier is required: its custom errors reach the dispute responder and the watchtower
+#: through the game's reverts, and errors.py decodes only what a shipped ABI declares.
+REQUIRED = ("JobMarket", "WorkerRegistry", "Int8Verifier")
 OPTIONAL = ("DisputeGame",)
 
 

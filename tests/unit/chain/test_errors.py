@@ -67,7 +67,7 @@ def test_address_fields_are_checksummed():
 def test_every_error_decodes_from_an_encoded_payload():
     """Property: for each ABI error, encoding sample arguments and decoding gives the same fields."""
     samples = {"uint256": 5, "uint8": 3, "uint64": 99, "uint32": 4, "address": "0x" + "11" * 20,
-               "string": "numUnits", "bytes32": b"\x22" * 32, "uint96": 7}
+               "string": "numUnits", "bytes32": b"\x22" * 32, "uint96": 7, "int256": -5}
     for _, e in _abi_errors():
         types = [i["type"] for i in e["inputs"]]
         sig = f"{e['name']}({','.join(types)})"
