@@ -22,6 +22,8 @@ class WatchtowerMetrics:
         self.moves = Counter("gpumesh_watchtower_transactions", "Transactions mined (moves, challenges, "
                              "withdrawals)", registry=r)
         self.open_games = Gauge("gpumesh_watchtower_open_games", "Our games still open", registry=r)
+        self.job_errors = Counter("gpumesh_watchtower_job_errors", "Jobs or games whose handler failed in a "
+                                  "tick (the others went on; retried next tick)", registry=r)
         self.tick_errors = Counter("gpumesh_watchtower_tick_errors", "Ticks that failed and were retried",
                                    registry=r)
 

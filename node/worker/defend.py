@@ -1,8 +1,8 @@
 """The worker's side of dispute games: for every game opened on one of its jobs, the Responder
 (gpumesh.node.dispute.responder, worker side) plays the honest worker strategy from the worker's
-OWN data: its stored per-unit output roots and, for the disputed unit, a trace recomputed with the
-same executor that produced the outputs (Executor.trace), so the committed trace always matches
-the committed result. Built by `gpumesh worker run`; the WorkerNode calls `defend()` every tick
+OWN data: its stored per-unit output roots and, for the disputed unit, a streaming trace recomputed
+with the same executor that produced the outputs (Executor.trace_roots / op_outputs), so the
+committed trace always matches the committed result. Built by `gpumesh worker run`; the WorkerNode calls `defend()` every tick
 while a job has open games (moves are idempotent: the responder's outbox intents are per move).
 """
 
@@ -19,20 +19,14 @@ class ResponderDefender:
         self.client = client  # gpumesh.client.chain.dispute.DisputeGameClient
         self.responder = responder  # gpumesh.node.dispute.responder.Responder
         self.log = log or logging.getLogger("gpumesh.worker.defend")
-        self._traces: dict[tuple[int, int], object] = {}
 
-    def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...],
-               trace: Callable[[int], tuple[bytes, ...]]) -> None:
+    def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...], trace: Callable[[int], object]) -> None:
+        """`trace(u)`: unit u's trace (UnitTrace's interface; the node passes streaming traces, which
+        it owns and drops when the job's games end: nothing is cached here)."""
         from gpumesh.client.core.game import Side
-        from gpumesh.node.dispute.strategy import PlayerData, Program, UnitTrace
+        from gpumesh.node.dispute.play import player_data
 
-        def unit_trace(u: int) -> UnitTrace:
-            if (job_id, u) not in self._traces:
-                self._traces[(job_id, u)] = UnitTrace(trace(u))
-            return self._traces[(job_id, u)]
-
-        prog = data.bundle.program
-        player = PlayerData(Program(len(prog.weights), tuple(prog.descriptors())), tuple(unit_roots), unit_trace)
+        player = player_data(data.bundle, unit_roots, trace)
         for game_id in self.client.games_of_job(job_id):
             if self.responder.play(game_id, Side.WORKER, player):
                 self.log.info("job %d: game %d: moved", job_id, game_id)

@@ -30,14 +30,16 @@ import numpy as np
 from gpumesh.client.chain.events import EventReader
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
+from gpumesh.client.core.errors import GpumeshError
 from gpumesh.client.core.program import result_root
 from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
+from gpumesh.node.dispute.play import StreamingTraces, TraceCache
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, posted_event
 from gpumesh.node.jobs.outputs import outputs_bytes
 from gpumesh.node.worker.capabilities import capability_document
 from gpumesh.node.worker.cursor import StateCursorStore
-from gpumesh.node.worker.faults import Fault, executor_for, run_units_at, trace_at
+from gpumesh.node.worker.faults import Fault, executor_for, op_outputs_at, run_units_at, trace_roots_at
 from gpumesh.node.worker.inventory import Inventory
 from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, judge
 
@@ -83,14 +85,15 @@ class Defender(Protocol):
     """Plays the worker's side of every open dispute game of a job (gpumesh.node.worker.defend)."""
 
     def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...],
-               trace: Callable[[int], tuple[bytes, ...]]) -> None: ...
+               trace: Callable[[int], Any]) -> None: ...  # trace(u): a (streaming) UnitTrace
 
 
 class WorkerNode:
     def __init__(self, *, market, registry, outbox: Outbox, store, state: StateStore,
                  config: WorkerConfig, inventory: Inventory, defender: Defender | None = None,
                  progress: Progress | None = None, metrics=None, stopping: Callable[[], bool] = lambda: False,
-                 log: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic,
+                 trace_cache: TraceCache | None = None) -> None:
         self.market, self.registry, self.outbox = market, registry, outbox
         self.store, self.state, self.cfg, self.inventory = store, state, config, inventory
         self.defender = defender
@@ -102,7 +105,10 @@ class WorkerNode:
         self.me = outbox.address
         self._data: dict[int, JobData] = {}
         self._executors: dict[int, Any] = {}
-        self._traces: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        # disputed units' streaming traces (roots only) per job; recomputed op outputs and tensor
+        # trees in one bounded LRU shared by every job (docs/protocol.md 7, streaming defence)
+        self._traces: dict[int, StreamingTraces] = {}
+        self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
         self._events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"),
                                    start_block=config.start_block, confirmations=config.confirmations)
         self._started = False
@@ -138,11 +144,21 @@ class WorkerNode:
                 self._note_job(ev.args["jobId"], ev.args)
         self._events.commit()
         jobs = self.state.all(JOB)
+        failed: list[int] = []
         for key in sorted(jobs, key=int):
             if self.stopping():
-                return
+                break
             if jobs[key]["status"] in ACTIVE:
-                self._advance(int(key))
+                # one job's failure (RPC hiccup, unreachable data, a bug) must not stop the defence
+                # of the later jobs: log it, count it, go on; the job is retried next tick
+                try:
+                    self._advance(int(key))
+                except Exception as exc:  # noqa: BLE001 - per-job boundary; reported below
+                    failed.append(int(key))
+                    self._count("job_errors")
+                    self.log.warning("job %s: %s: %s (retrying next tick)", key, type(exc).__name__, exc)
+        if failed:  # the Daemon backs off as it did when the first failure ended the tick
+            raise GpumeshError(f"{len(failed)} job(s) failed this tick: {', '.join(map(str, failed))}")
 
     # ------------------------------------------------------------------ bookkeeping
     def _note_job(self, job_id: int, posted: dict | None) -> None:
@@ -166,8 +182,12 @@ class WorkerNode:
     def _forget(self, job_id: int) -> None:
         self._data.pop(job_id, None)
         self._executors.pop(job_id, None)
-        for k in [k for k in self._traces if k[0] == job_id]:
-            del self._traces[k]
+        self._forget_traces(job_id)
+
+    def _forget_traces(self, job_id: int) -> None:
+        traces = self._traces.pop(job_id, None)
+        if traces is not None:
+            traces.close()
 
     def _count(self, name: str, n: int = 1) -> None:
         if self.metrics is not None:
@@ -429,14 +449,18 @@ class WorkerNode:
             return
         done = self._unit_records(jid)
         roots = tuple(bytes.fromhex(done[u]["root"]) for u in range(job.num_units))
+        if jid not in self._traces:
+            ex = self._executor(jid, data)
 
-        def trace(u: int) -> tuple[bytes, ...]:
-            if (jid, u) not in self._traces:
-                self.log.info("job %d: re-executing unit %d in trace mode for the dispute", jid, u)
-                self._traces[(jid, u)] = trace_at(self._executor(jid, data), u, data.units[u]).outputs
-            return self._traces[(jid, u)]
+            def trace_roots(u: int) -> list[bytes]:
+                self.log.info("job %d: re-executing unit %d in streaming trace mode for the dispute", jid, u)
+                return trace_roots_at(ex, u, data.units[u])
 
-        self.defender.defend(jid, data, roots, trace)
+            self._traces[jid] = StreamingTraces(trace_roots, lambda u, ops: op_outputs_at(ex, u, data.units[u], ops),
+                                                self._trace_cache, jid)
+        self.defender.defend(jid, data, roots, self._traces[jid])
+        if self.market.get_job(jid).open_disputes == 0:
+            self._forget_traces(jid)  # its games ended: drop the roots and the cached op outputs
 
     def _withdraw(self, job: Job) -> None:
         jid = job.job_id
