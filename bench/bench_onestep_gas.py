@@ -1,5 +1,7 @@
 """One-step gas of Int8Verifier on anvil for linear with K = 1,024 and K = 4,096 (goal:
-<= 1M for K = 1,024) and for one representative element of every op. Each op is placed in the
+<= 1M for K = 1,024), for one representative element of every op, and (--worst) for the worst
+valid element of every op at the step bounds of docs/protocol.md 3.4 (MAX_STEP_LEAVES,
+MAX_STEP_ELEMENTS, MAX_K; goal: every one <= 5M gas with the game's own ~90k). Each op is placed in the
 reference job of docs/protocol.md 5.6: 1,024 units, 1,024 ops (input 0 is agreed trace slot 1,022
 of op 1,023, depth 10), 64 weights. Two figures per element:
   tx    eth_estimateGas of a direct `verify` transaction: 21k base + calldata + execution. Under
@@ -9,7 +11,10 @@ of op 1,023, depth 10), 64 weights. Two figures per element:
 Prints both, the calldata bytes, and each op's figures as a ratio of the cheapest one-step (relu:
 one byte, one leaf) measured in the same run.
 
-    .venv/bin/python bench/bench_onestep_gas.py [--json]
+    .venv/bin/python bench/bench_onestep_gas.py [--json] [--worst]
+
+--worst: input 0 is a tensor of 2^27..2^28 bytes (Merkle depth 17..18, the most siblings a range
+proof can carry), the element the one whose ranges straddle the most leaves.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,13 @@ from gpumesh.client.chain.anvil import start_anvil
 from gpumesh.client.core import merkle
 from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.reference import compute_element, element_ranges
+from gpumesh.client.core.ops.rules import (
+    MAX_K,
+    MAX_STEP_ELEMENTS,
+    MAX_STEP_LEAVES,
+    check_descriptor,
+    step_reads,
+)
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, SlotKind, SlotRef, TensorType
 from gpumesh.node.dispute.int8_prover import JobInputs, SlotSource, encode_proofs
 from gpumesh.node.runtime.randprog import OpCase, _case
@@ -39,6 +52,8 @@ UNITS, OPS, WEIGHTS = 1024, 1024, 64
 OP_INDEX, X_SLOT, UNIT = OPS - 1, OPS - 2, 513
 I8, I32 = DType.INT8, DType.INT32
 GOAL_K1024 = 1_000_000
+GOAL_WORST = 5_000_000
+GAME_OVERHEAD = 90_000  # DisputeGame.step's own checks and settlement around the verdict
 
 
 def _rng(tag: str) -> np.random.Generator:
@@ -50,6 +65,11 @@ def _arr(tag: str, t: TensorType) -> np.ndarray:
     if t.dtype == I8:
         return g.integers(-128, 128, t.shape).astype(np.int8)
     return g.integers(-(2**24), 2**24, t.shape).astype(np.int32)
+
+
+def _big(tag: str, t: TensorType) -> np.ndarray:
+    """Random bytes of any size without int64 temporaries (every bit pattern is a valid element)."""
+    return np.frombuffer(_rng(tag).bytes(t.nbytes), dtype=np.int8 if t.dtype == I8 else "<i4").reshape(t.shape)
 
 
 def _qp(n: int) -> np.ndarray:
@@ -96,6 +116,58 @@ def cases() -> dict[str, tuple[OpCase, int]]:
         "argmax int32 [1,1000]": (_case(Opcode.ARGMAX, [lg], [_arr("l", lg)]), 0),
         "reshape int32 [64,256]": (_case(Opcode.RESHAPE, [i32], [_arr("s", i32)], out=TensorType(I32, (16384,))), 9_999),
         "transpose [1,32,32,64] (0,3,1,2)": (_case(Opcode.TRANSPOSE, [tr], [_arr("t", tr)], perm=(0, 3, 1, 2)), 33_333),
+    }
+
+
+def worst_cases() -> dict[str, tuple[Callable[[], OpCase], int]]:
+    """The worst valid element of every op at the bounds: the most leaves (a range that straddles
+    one more leaf than its length needs wherever the layout allows) and the most scanned elements."""
+    k = MAX_K
+    xl, wl, bl = TensorType(I8, (8192, k)), TensorType(I8, (4096, k)), TensorType(I32, (4096,))
+    pc = Requant(ReqMode.PER_CHANNEL, 0, 0, 3, -128, 127)
+    def lin():
+        return _case(Opcode.LINEAR, [xl, wl, bl, TensorType(I32, (4096, 2))], [_big("x", xl), _big("w", wl),
+                     _big("b", bl), _qp(4096)], x_zp=-5, requant=pc)
+    def lin32():
+        return _case(Opcode.LINEAR, [xl, wl, bl], [_big("x", xl), _big("w", wl), _big("b", bl)], x_zp=-5,
+                     requant=Requant())
+    # maxpool: 32 rows x 512 columns (C = 1) = MAX_STEP_ELEMENTS, 32 ranges x 3 = MAX_STEP_LEAVES;
+    # the window at iw0 = 768 of 2,048-byte rows straddles two leaves in every row.
+    mp = TensorType(I8, (4096, 32, 2048, 1))
+    mp_e = (4095 * 1537 + 768)
+    # maxpool with C = 1,024: kw = 2 makes each row range 1,025 bytes (3 counted; 3 touched from
+    # the last byte of a leaf), 32 rows
+    mc = TensorType(I8, (192, 32, 40, 1024))
+    mc_e = (191 * 39 + 20) * 1024 + 1023
+    ic = TensorType(I8, (16, 24, 40, 1024))  # im2col's output is 9x its input
+    # avgpool: H*W = MAX_STEP_ELEMENTS with the widest C the leaves allow; and the largest block
+    ap = TensorType(I8, (3276, 128, 128, 5))
+    ab = TensorType(I8, (2788, 4, 4, 6016))
+    req = Requant(ReqMode.PER_TENSOR, 2**31 - 1, 44, 0, -128, 127)
+    a8 = TensorType(I8, (16384, MAX_STEP_ELEMENTS))
+    a32 = TensorType(I32, (4096, MAX_STEP_ELEMENTS))
+    big = TensorType(I8, (1 << 14, 1 << 14))
+    b32 = TensorType(I32, (1 << 12, 1 << 14))
+    win = {"sh": 1, "sw": 1, "ph": 0, "pw": 0}
+    return {
+        f"linear K={k} per-channel": (lin, 8191 * 4096 + 4095),
+        f"linear K={k} int32 out": (lin32, 8191 * 4096 + 4095),
+        "requant per-channel": (lambda: _case(Opcode.REQUANT, [b32, TensorType(I32, (1 << 14, 2))], [_big("q", b32), _qp(1 << 14)],
+                                      requant=Requant(ReqMode.PER_CHANNEL, 0, 0, 0, -128, 127)), b32.count - 1),
+        "add": (lambda: _case(Opcode.ADD, [big, big], [_big("a", big), _big("b", big)], za=1, zb=-2, ma=2**30, mb=2**29,
+                      shift=31, zy=4, lo=-128, hi=127), big.count - 1),
+        "relu": (lambda: _case(Opcode.RELU, [big], [_big("r", big)], zp=0), big.count - 1),
+        "im2col 3x3": (lambda: _case(Opcode.IM2COL, [ic], [_big("i", ic)], kh=3, kw=3, pad=0, **win), 12345),
+        "maxpool 32x512 C=1 (64 leaves)": (lambda: _case(Opcode.MAXPOOL, [mp], [_big("m", mp)], kh=32, kw=512, **win), mp_e),
+        "maxpool 32x2 C=1024": (lambda: _case(Opcode.MAXPOOL, [mc], [_big("m", mc)], kh=32, kw=2, **win), mc_e),
+        "avgpool [128,128,5]": (lambda: _case(Opcode.AVGPOOL, [ap], [_big("g", ap)], x_zp=3, requant=req), ap.shape[0] * 5 - 1),
+        "avgpool [4,4,6016]": (lambda: _case(Opcode.AVGPOOL, [ab], [_big("g", ab)], x_zp=3, requant=req), ab.count // 16 - 1),
+        f"argmax int8 K={MAX_STEP_ELEMENTS}": (lambda: _case(Opcode.ARGMAX, [a8], [_big("l", a8)]), a8.shape[0] - 1),
+        f"argmax int32 K={MAX_STEP_ELEMENTS}": (lambda: _case(Opcode.ARGMAX, [a32], [_big("l", a32)]), a32.shape[0] - 1),
+        "reshape int32": (lambda: _case(Opcode.RESHAPE, [b32], [_big("s", b32)], out=TensorType(I32, (b32.count,))),
+                          b32.count - 1),
+        "transpose int32 (1,0)": (lambda: _case(Opcode.TRANSPOSE, [b32], [_big("t", b32)], perm=(1, 0, 2, 3)),
+                                  b32.count - 1),
     }
 
 
@@ -152,15 +224,39 @@ def deploy(w3: Web3) -> tuple[object, object, int]:
     return made["Int8Verifier"][0], made["GasProbe"][0], made["Int8Verifier"][1], code
 
 
+def worst_table(rows: list[dict]) -> None:
+    print(f"bounds: MAX_STEP_LEAVES {MAX_STEP_LEAVES}, MAX_STEP_ELEMENTS {MAX_STEP_ELEMENTS:,}, MAX_K {MAX_K:,}; "
+          f"step = tx + {GAME_OVERHEAD:,} (game), goal {GOAL_WORST:,}")
+    print(f"{'op (worst element)':34} {'leaves':>6} {'scan':>6} {'tx gas':>10} {'exec gas':>10} {'calldata B':>10} "
+          f"{'step':>10}")
+    for r in rows:
+        step = r["tx_gas"] + GAME_OVERHEAD
+        print(f"{r['op']:34} {r['leaves']:>6} {r['scanned']:>6,} {r['tx_gas']:>10,} {r['exec_gas']:>10,} "
+              f"{r['calldata_bytes']:>10,} {step:>10,} {'ok' if step <= GOAL_WORST else 'OVER'}")
+
+
 def main() -> int:
     as_json = "--json" in sys.argv
+    worst = "--worst" in sys.argv
     rows = []
     with start_anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         verifier, probe, deploy_gas, code = deploy(w3)
-        for name, (case, e) in cases().items():
+        table = worst_cases() if worst else cases()
+        for name, (made, e) in table.items():
+            case = made() if callable(made) else made
+            check_descriptor(case.desc)  # a worst case must be valid: at the bounds, not beyond
             tx, ex, cd = measure(verifier, probe, case, e)
-            rows.append({"op": name, "tx_gas": tx, "exec_gas": ex, "calldata_bytes": cd})
+            leaves, scanned = step_reads(case.desc)
+            rows.append({"op": name, "tx_gas": tx, "exec_gas": ex, "calldata_bytes": cd, "leaves": leaves,
+                         "scanned": scanned})
+            del case
+    if worst:
+        if as_json:
+            print(json.dumps({"goal": GOAL_WORST, "game": GAME_OVERHEAD, "rows": rows}, indent=1))
+        else:
+            worst_table(rows)
+        return 0 if all(r["tx_gas"] + GAME_OVERHEAD <= GOAL_WORST for r in rows) else 1
     base = rows[0]
     if as_json:
         print(json.dumps({"deploy_gas": deploy_gas, "code_bytes": code, "baseline": base["op"], "rows": rows}, indent=1))

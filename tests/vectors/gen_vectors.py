@@ -82,6 +82,59 @@ def edge_cases() -> dict[Opcode, list[tuple[str, OpCase]]]:
     }
 
 
+def step_bound_cases() -> list[tuple[str, OpCase, int]]:
+    """Descriptors at and just over the one-step bounds (rules.MAX_STEP_LEAVES, MAX_STEP_ELEMENTS,
+    MAX_K): (note, case, expected LibDescriptor reason: 0 accepted, 8 R_ATTR, 11 R_STEP)."""
+    I8, I32 = DType.INT8, DType.INT32
+    req = Requant(ReqMode.PER_TENSOR, 1 << 20, 40, 0, -128, 127)
+    win = {"sh": 1, "sw": 1, "ph": 0, "pw": 0}
+
+    def lin(k):
+        return _case(Opcode.LINEAR, [TensorType(I8, (2, k)), TensorType(I8, (3, k)), TensorType(I32, (3,)),
+                                     TensorType(I32, (3, 2))], [], out=TensorType(I8, (2, 3)), x_zp=0,
+                     requant=Requant(ReqMode.PER_CHANNEL, 0, 0, 0, -128, 127))
+
+    def pool(shape):
+        return _case(Opcode.AVGPOOL, [TensorType(I8, shape)], [], x_zp=0, requant=req)
+
+    def amax(dt, k):
+        return _case(Opcode.ARGMAX, [TensorType(dt, (2, k))], [])
+
+    def mpool(shape, kh, kw, **kw_):
+        return _case(Opcode.MAXPOOL, [TensorType(I8, shape)], [], kh=kh, kw=kw, **{**win, **kw_})
+
+    return [
+        ("linear K = MAX_K = 32768 (74 leaves)", lin(32768), 0),
+        ("linear K = 32769 above MAX_K", lin(32769), 8),
+        ("avgpool H*W = 16384 = MAX_STEP_ELEMENTS, C = 5 (82 leaves)", pool((1, 128, 128, 5)), 0),
+        ("avgpool H*W = 16512 above MAX_STEP_ELEMENTS", pool((1, 128, 129, 1)), 11),
+        ("avgpool block 96,256 bytes = 96 leaves = MAX_STEP_LEAVES", pool((1, 4, 4, 6016)), 0),
+        ("avgpool block 96,272 bytes = 97 leaves", pool((1, 4, 4, 6017)), 11),
+        ("avgpool 7x7x1920 (94,080 bytes)", pool((1, 7, 7, 1920)), 0),
+        ("avgpool 7x7x2048 (100,352 bytes)", pool((1, 7, 7, 2048)), 11),
+        ("avgpool 128x128x256 (4 MiB block)", pool((1, 128, 128, 256)), 11),
+        ("argmax int8 K = 16384", amax(I8, 16384), 0),
+        ("argmax int8 K = 16385", amax(I8, 16385), 11),
+        ("argmax int32 K = 16384 (66 leaves)", amax(I32, 16384), 0),
+        ("argmax int32 K = 16385", amax(I32, 16385), 11),
+        ("argmax int32 K = 65536 classes", amax(I32, 65536), 11),
+        ("maxpool 32x512 window, C = 1: 96 leaves, 16384 elements", mpool((1, 32, 1025, 1), 32, 512), 0),
+        ("maxpool 32x513 window: 16416 elements", mpool((1, 32, 1025, 1), 32, 513), 11),
+        ("maxpool 33x496 window: 99 leaves", mpool((1, 33, 1025, 1), 33, 496), 11),
+        ("maxpool 32x2 window, C = 1024: 32 ranges of 1,025 bytes = 96 leaves", mpool((1, 32, 40, 1024), 32, 2), 0),
+        ("maxpool 33x2 window, C = 1024: 99 leaves", mpool((1, 33, 40, 1024), 33, 2), 11),
+        ("maxpool kernel 200 over an 8x8 image (window clipped to the image)",
+         mpool((1, 8, 8, 1), 200, 200, ph=96, pw=96), 0),
+        ("maxpool global 128x128 window over 256 channels", mpool((1, 128, 128, 256), 128, 128), 11),
+    ]
+
+
+def step_bounds_json() -> dict:
+    cases = [{"note": note, "descriptor": hx(c.desc.encode()), "reason": reason,
+              "outBytes": c.desc.out.nbytes if reason == 0 else 0} for note, c, reason in step_bound_cases()]
+    return {"numCases": len(cases), "cases": cases}
+
+
 def _elements(case: OpCase, rng: np.random.Generator) -> list[int]:
     n = case.desc.out.count
     picks = {0, n - 1, int(rng.integers(0, n))}
@@ -133,6 +186,7 @@ def generate() -> dict[str, dict]:
         enc.append({"dtype": int(dt), "shape": shape, "values": vals, "bytes": hx(b), "root": hx(merkle.tensor_root(b)),
                     "typeEncoding": hx(TensorType(dt, tuple(shape)).encode())})
     files["tensor_encoding.json"] = {"leafBytes": LEAF_BYTES, "cases": enc}
+    files["step_bounds.json"] = step_bounds_json()
     return files
 
 

@@ -6,6 +6,7 @@ Pure; used by program validation, the scalar reference and the executor. Anyone 
 
 from __future__ import annotations
 
+from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.types import (
     DType,
     Opcode,
@@ -17,9 +18,18 @@ from gpumesh.client.core.ops.types import (
     check_mult_shift,
 )
 
-MAX_K = 65536
-MAX_POOL_AREA = 1 << 23
 MAX_TENSOR_BYTES = 1 << 28
+# What ONE output element's one-step may read (docs/protocol.md 3.4, 5.7.5), so that the worst valid
+# step of every op fits a transaction (goal: <= 5M gas incl. the game's checks). Twins in
+# contracts/src/dispute/int8/LibDescriptor.sol.
+# Leaves the step may open: per input range, the leaves a range of that many bytes can touch at the
+# worst alignment, plus one leaf's worth for its sibling path (range_leaves).
+MAX_STEP_LEAVES = 96
+# Input elements the step scans one by one (maxpool's window inside the image, avgpool's H*W,
+# argmax's row length).
+MAX_STEP_ELEMENTS = 1 << 14
+# linear's dot-product length (x row and W row: 2 * range_leaves(K) + bias + qp <= MAX_STEP_LEAVES).
+MAX_K = 1 << 15
 
 I8, I32 = DType.INT8, DType.INT32
 
@@ -89,7 +99,6 @@ def expected_out(d: OpDescriptor) -> TensorType:
     if op == Opcode.AVGPOOL:
         _need(x.dtype == I8 and len(x.shape) == 4, "avgpool: input must be int8 [N,H,W,C]")
         _need(mode == ReqMode.PER_TENSOR, "avgpool: requant must be per_tensor")
-        _need(x.shape[1] * x.shape[2] <= MAX_POOL_AREA, "avgpool: H*W above 2^23")
         return TensorType(I8, (x.shape[0], x.shape[3]))
     if op == Opcode.ARGMAX:
         return TensorType(I32, x.shape[:-1] if len(x.shape) > 1 else (1,))
@@ -113,15 +122,53 @@ def _qp_check(d: OpDescriptor, channels: int) -> None:
               f"{d.opcode.name.lower()}: per-channel parameters must be int32 [{channels}, 2], got {qp}")
 
 
+def range_leaves(nbytes: int) -> int:
+    """What one input range of `nbytes` bytes counts against MAX_STEP_LEAVES: the leaves it can
+    touch at the worst alignment, plus one for its sibling path (at most 2 x 18 siblings of 32 bytes)."""
+    return (nbytes + 2 * LEAF_BYTES - 2) // LEAF_BYTES + 1
+
+
+def step_reads(d: OpDescriptor) -> tuple[int, int]:
+    """(leaves, scanned elements) of the worst output element's one-step of a typed descriptor:
+    what check_descriptor bounds by MAX_STEP_LEAVES and MAX_STEP_ELEMENTS. The ranges are those of
+    reference.element_ranges; the window of maxpool is bounded by the image (rows x columns inside)."""
+    op, x = d.opcode, d.inputs[0].type
+    per_channel = d.requant.mode == ReqMode.PER_CHANNEL if op in (Opcode.LINEAR, Opcode.REQUANT) else False
+    qp = range_leaves(8) if per_channel else 0
+    if op == Opcode.LINEAR:  # x row, W row, bias element (+ qp row); the dot product is MAX_K's
+        return 2 * range_leaves(x.shape[-1]) + range_leaves(4) + qp, 0
+    if op == Opcode.REQUANT:
+        return range_leaves(4) + qp, 0
+    if op == Opcode.ADD:
+        return 2 * range_leaves(1), 0
+    if op == Opcode.MAXPOOL:  # one range per window row inside the image
+        _, h, w, c = x.shape
+        rows, cols = min(d.attr("kh"), h), min(d.attr("kw"), w)
+        return rows * range_leaves((cols - 1) * c + 1), rows * cols
+    if op == Opcode.AVGPOOL:  # the whole [H, W, C] block of the batch row
+        _, h, w, c = x.shape
+        return range_leaves(h * w * c), h * w
+    if op == Opcode.ARGMAX:
+        k = x.shape[-1]
+        return range_leaves(k * x.dtype.width), k
+    return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element
+
+
 def check_descriptor(d: OpDescriptor) -> None:
     """All rules of one descriptor taken alone (slot ordering is the program's business)."""
     want = expected_out(d)
+    name = d.opcode.name.lower()
     if d.out != want:
-        raise ProgramError(f"{d.opcode.name.lower()}: output declared {d.out}, the rule gives {want}")
+        raise ProgramError(f"{name}: output declared {d.out}, the rule gives {want}")
     for s in (*d.inputs, d.out):
         ty = s.type if hasattr(s, "type") else s
         if ty.nbytes > MAX_TENSOR_BYTES:
-            raise ProgramError(f"{d.opcode.name.lower()}: tensor of {ty.nbytes} bytes above 2^28")
+            raise ProgramError(f"{name}: tensor of {ty.nbytes} bytes above 2^28")
+    leaves, scanned = step_reads(d)
+    _need(scanned <= MAX_STEP_ELEMENTS, f"{name}: one element's one-step scans {scanned} input elements, "
+          f"above the limit MAX_STEP_ELEMENTS = {MAX_STEP_ELEMENTS}")
+    _need(leaves <= MAX_STEP_LEAVES, f"{name}: one element's one-step reads {leaves} leaves, "
+          f"above the limit MAX_STEP_LEAVES = {MAX_STEP_LEAVES}")
 
 
 def check_qp_rows(rows: list[tuple[int, int]]) -> None:

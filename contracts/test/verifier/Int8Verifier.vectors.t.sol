@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {VerifierBase} from "./VerifierBase.sol";
+import {Int8Errors} from "../../src/dispute/int8/Int8Errors.sol";
 
 /// @notice Int8Verifier against EVERY element of the shared op vectors (tests/vectors/ops_*.json,
 ///         values computed by the Python scalar reference): the worker's correct value is
@@ -83,5 +84,29 @@ contract Int8VerifierVectorsTest is VerifierBase {
                 assertEq(verifier.validateDescriptor(d), want, ops[o]);
             }
         }
+    }
+
+    /// @notice The one-step bounds (LibDescriptor.MAX_STEP_LEAVES, MAX_STEP_ELEMENTS, MAX_K) on the
+    ///         shared tests/vectors/step_bounds.json: a descriptor at a bound is accepted with the
+    ///         Python output size, one just over it reverts with the Python-side reason (the Python
+    ///         validator is checked on the same file by tests/unit/core_program/test_descriptor.py).
+    function test_StepBounds_MatchPython() public {
+        string memory json = vm.readFile("tests/vectors/step_bounds.json");
+        uint256 nCases = vm.parseJsonUint(json, ".numCases");
+        uint256 accepted;
+        for (uint256 c = 0; c < nCases; ++c) {
+            bytes memory d = vm.parseJsonBytes(json, _key(".cases", c, ".descriptor"));
+            uint256 reason = vm.parseJsonUint(json, _key(".cases", c, ".reason"));
+            string memory note = vm.parseJsonString(json, _key(".cases", c, ".note"));
+            if (reason == 0) {
+                assertEq(verifier.validateDescriptor(d), vm.parseJsonUint(json, _key(".cases", c, ".outBytes")), note);
+                ++accepted;
+            } else {
+                vm.expectRevert(abi.encodeWithSelector(Int8Errors.Int8Verifier_BadDescriptor.selector, uint8(reason)));
+                verifier.validateDescriptor(d);
+            }
+        }
+        assertGt(accepted, 0);
+        assertGt(nCases, accepted);
     }
 }

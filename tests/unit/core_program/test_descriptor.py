@@ -3,16 +3,28 @@ and the integer arithmetic checked against exact rational arithmetic."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.intmath import requant, round_shift, wrap32
-from gpumesh.client.core.ops.rules import check_descriptor
+from gpumesh.client.core.ops.reference import element_ranges
+from gpumesh.client.core.ops.rules import (
+    MAX_K,
+    MAX_STEP_ELEMENTS,
+    MAX_STEP_LEAVES,
+    check_descriptor,
+    range_leaves,
+    step_reads,
+)
 from gpumesh.client.core.ops.types import (
     DType,
     Opcode,
@@ -26,6 +38,7 @@ from gpumesh.client.core.ops.types import (
     make_attrs,
 )
 from gpumesh.client.core.program import Program
+from gpumesh.node.runtime.randprog import random_case
 
 I8, I32 = DType.INT8, DType.INT32
 
@@ -112,13 +125,60 @@ def test_validation_names_the_problem(ops, weights, msg):
 
 
 def test_size_limit_and_k_limit():
-    big = {"name": "x", "dtype": "int8", "shape": [1, 65537]}
-    w = [{"name": "w", "dtype": "int8", "shape": [1, 65537]}, {"name": "b", "dtype": "int32", "shape": [1]}]
-    with pytest.raises(ProgramError, match="above the limit 65536"):
+    big = {"name": "x", "dtype": "int8", "shape": [1, 32769]}
+    w = [{"name": "w", "dtype": "int8", "shape": [1, 32769]}, {"name": "b", "dtype": "int32", "shape": [1]}]
+    with pytest.raises(ProgramError, match="above the limit 32768"):
         Program.from_json(_prog([LIN], w, big))
+    at = {"name": "x", "dtype": "int8", "shape": [1, 32768]}
+    Program.from_json(_prog([LIN], [{**w[0], "shape": [1, 32768]}, w[1]], at))
     huge = {"name": "x", "dtype": "int8", "shape": [1 << 14, 1 << 15]}
     with pytest.raises(ProgramError, match="above 2\\^28"):
         Program.from_json(_prog([{"name": "r", "op": "relu", "inputs": ["x"], "attrs": {"zp": 0}}], [], huge))
+
+
+STEP_BOUNDS = Path(__file__).resolve().parents[2] / "vectors" / "step_bounds.json"
+
+
+@pytest.mark.parametrize("case", json.loads(STEP_BOUNDS.read_text())["cases"], ids=lambda c: c["note"])
+def test_step_bounds_vectors(case):
+    """The shared vectors LibDescriptor is tested on (Int8Verifier.vectors.t.sol): at a bound the
+    descriptor is accepted with its output size, just over it refused with one line naming the op
+    and the limit (reason 8: MAX_K, 11: MAX_STEP_LEAVES / MAX_STEP_ELEMENTS)."""
+    d = OpDescriptor.decode(bytes.fromhex(case["descriptor"][2:]))
+    if case["reason"] == 0:
+        check_descriptor(d)
+        assert d.out.nbytes == case["outBytes"]
+        leaves, scanned = step_reads(d)
+        assert leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
+        return
+    limit = {8: f"the limit {MAX_K}", 11: "the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
+    with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*above {limit}") as e:
+        check_descriptor(d)
+    assert "\n" not in str(e.value)
+
+
+def test_step_bounds_are_tight_and_count_what_the_reference_reads():
+    """Each bound is reached by a valid descriptor, and for every element of small random ops the
+    ranges of element_ranges open no more leaves (plus one per range for its siblings) than
+    step_reads charges, and scan no more elements."""
+    assert range_leaves(1) == 2 and range_leaves(1024) == 3 and range_leaves(1025) == 3 and range_leaves(1026) == 4
+    rng = np.random.default_rng(7)
+    for op in (Opcode.LINEAR, Opcode.MAXPOOL, Opcode.AVGPOOL, Opcode.ARGMAX, Opcode.REQUANT, Opcode.ADD):
+        for _ in range(20):
+            case = random_case(lambda lo, hi: int(rng.integers(lo, hi + 1)), op, max_dim=6, max_k=3000)
+            d = case.desc
+            leaves, scanned = step_reads(d)
+            for e in range(0, d.out.count, max(1, d.out.count // 7)):
+                rs = element_ranges(d, e)
+                opened = sum(-(-r.end // LEAF_BYTES) - r.start // LEAF_BYTES + 1 for r in rs)
+                assert opened <= leaves, (d, e)
+                if op == Opcode.MAXPOOL:
+                    c = d.inputs[0].type.shape[3]
+                    assert sum((r.end - r.start - 1) // c + 1 for r in rs) <= scanned
+                elif op in (Opcode.AVGPOOL, Opcode.ARGMAX):
+                    width = d.inputs[0].type.dtype.width
+                    per = d.inputs[0].type.shape[3] if op == Opcode.AVGPOOL else 1
+                    assert sum(r.end - r.start for r in rs) // (width * per) == scanned
 
 
 def test_json_round_trip_keeps_the_root():

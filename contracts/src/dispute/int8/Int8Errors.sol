@@ -12,7 +12,8 @@ interface Int8Errors {
     /// @notice The descriptor breaks docs/protocol.md 3.3-3.4 (the rule the Python validator
     ///         enforces). `reason`: LibDescriptor.R_* (1 length, 2 opcode, 3 slot, 4 tensor type,
     ///         5 requant block, 6 input count, 7 input types, 8 attribute range, 9 declared output,
-    ///         10 tensor above 2^28 bytes).
+    ///         10 tensor above 2^28 bytes, 11 one-step reads above MAX_STEP_LEAVES /
+    ///         MAX_STEP_ELEMENTS).
     error Int8Verifier_BadDescriptor(uint8 reason);
     /// @notice The element is outside the output tensor or outside the revealed leaf.
     error Int8Verifier_BadElement(uint256 elementIndex, uint256 outCount, uint64 leafIndex);

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {Int8Errors} from "./Int8Errors.sol";
+import {Constants} from "../../libraries/Constants.sol";
 
 /// @title LibDescriptor
 /// @notice Decodes and validates one v1 op descriptor (docs/protocol.md 3.2-3.4): the Solidity
@@ -39,9 +40,14 @@ library LibDescriptor {
     uint256 internal constant TTYPE_BYTES = 18;
 
     // Limits of docs/protocol.md 3.4 (gpumesh.client.core.ops.rules).
-    uint256 internal constant MAX_K = 65536;
-    uint256 internal constant MAX_POOL_AREA = 1 << 23;
     uint256 internal constant MAX_TENSOR_BYTES = 1 << 28;
+    // What ONE output element's one-step may read, so that the worst valid step of every op fits
+    // a transaction (docs/protocol.md 5.7.5): leaves opened (per range: the leaves it can touch at
+    // the worst alignment + one for its sibling path, rangeLeaves), input elements scanned one by
+    // one (maxpool window inside the image, avgpool H*W, argmax row), linear's K.
+    uint256 internal constant MAX_STEP_LEAVES = 96;
+    uint256 internal constant MAX_STEP_ELEMENTS = 1 << 14;
+    uint256 internal constant MAX_K = 1 << 15;
     int256 internal constant MAX_MULT = 2 ** 31 - 1;
 
     // Int8Verifier_BadDescriptor reasons.
@@ -55,6 +61,7 @@ library LibDescriptor {
     uint8 internal constant R_ATTR = 8;
     uint8 internal constant R_OUTPUT = 9;
     uint8 internal constant R_TOO_LARGE = 10;
+    uint8 internal constant R_STEP = 11;
 
     // Positions in Desc.a. linear / requant / avgpool: x_zp then the REQ block.
     uint256 internal constant A_XZP = 0;
@@ -292,6 +299,48 @@ library LibDescriptor {
             _need(nbytes(D.ins[i].t) <= MAX_TENSOR_BYTES, R_TOO_LARGE);
         }
         _need(nbytes(D.out) <= MAX_TENSOR_BYTES, R_TOO_LARGE);
+        (uint256 leaves, uint256 scanned) = stepReads(D);
+        _need(scanned <= MAX_STEP_ELEMENTS && leaves <= MAX_STEP_LEAVES, R_STEP);
+    }
+
+    /// @notice What one input range of `n` bytes counts against MAX_STEP_LEAVES: the leaves it
+    ///         can touch at the worst alignment, plus one for its sibling path (rules.range_leaves).
+    function rangeLeaves(uint256 n) internal pure returns (uint256) {
+        return (n + 2 * Constants.LEAF_BYTES - 2) / Constants.LEAF_BYTES + 1;
+    }
+
+    /// @notice (leaves, scanned elements) of the worst output element's one-step of a typed
+    ///         descriptor (rules.step_reads): the ranges of LibInt8Ops.ranges, maxpool's window
+    ///         bounded by the image.
+    function stepReads(Desc memory D) internal pure returns (uint256 leaves, uint256 scanned) {
+        uint256 op = D.opcode;
+        TType memory x = D.ins[0].t;
+        if (op == OP_LINEAR) {
+            // x row, W row, bias element (+ qp row); the dot product is bounded by MAX_K
+            leaves = 2 * rangeLeaves(x.dims[x.rank - 1]) + rangeLeaves(4) + (D.ins.length == 4 ? rangeLeaves(8) : 0);
+        } else if (op == OP_REQUANT) {
+            leaves = rangeLeaves(4) + (D.ins.length == 2 ? rangeLeaves(8) : 0);
+        } else if (op == OP_ADD) {
+            leaves = 2 * rangeLeaves(1);
+        } else if (op == OP_MAXPOOL) {
+            // one range per window row inside the image
+            uint256 rows = _min(uint256(D.a[A_KH]), x.dims[1]);
+            uint256 cols = _min(uint256(D.a[A_KW]), x.dims[2]);
+            leaves = rows * rangeLeaves((cols - 1) * x.dims[3] + 1);
+            scanned = rows * cols;
+        } else if (op == OP_AVGPOOL) {
+            leaves = rangeLeaves(x.dims[1] * x.dims[2] * x.dims[3]);
+            scanned = x.dims[1] * x.dims[2];
+        } else if (op == OP_ARGMAX) {
+            scanned = x.dims[x.rank - 1];
+            leaves = rangeLeaves(scanned * width(x));
+        } else {
+            leaves = rangeLeaves(width(x)); // relu, im2col, reshape, transpose: one element
+        }
+    }
+
+    function _min(uint256 a, uint256 b) private pure returns (uint256) {
+        return a < b ? a : b;
     }
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
@@ -326,7 +375,6 @@ library LibDescriptor {
         if (op == OP_AVGPOOL) {
             _need(x.dtype == DT_INT8 && x.rank == 4, R_INPUT_TYPE);
             _need(mode == MODE_PER_TENSOR, R_REQUANT);
-            _need(x.dims[1] * x.dims[2] <= MAX_POOL_AREA, R_ATTR);
             o.dtype = DT_INT8;
             o.rank = 2;
             o.dims = [x.dims[0], x.dims[3], 1, 1];

@@ -189,10 +189,18 @@ library LibInt8Ops {
         // Out-of-range window positions read -128 (ops.md), so -128 is the empty window's value.
         best = -128;
         for (uint256 q = 0; q < r.length; ++q) {
-            uint256 n = r[q].end - r[q].start;
-            for (uint256 o = 0; o < n; o += c) {
-                int256 v = _i8(r[q].ptr + o);
-                if (v > best) best = v;
+            best = _maxStrided(r[q].ptr, r[q].end - r[q].start, c, best);
+        }
+    }
+
+    /// @dev max(best, int8 at p, p + c, ... below p + n): one window row (c >= 1).
+    function _maxStrided(uint256 p, uint256 n, uint256 c, int256 best) private pure returns (int256 m) {
+        m = best;
+        // SAFETY: reads the opened range only (p .. p + n); memory-safe.
+        assembly ("memory-safe") {
+            for { let e := add(p, n) } lt(p, e) { p := add(p, c) } {
+                let v := signextend(0, byte(0, mload(p)))
+                if sgt(v, m) { m := v }
             }
         }
     }
@@ -201,9 +209,14 @@ library LibInt8Ops {
         uint256 c = D.ins[0].t.dims[3];
         uint256 n = r.end - r.start;
         int256 acc = 0;
-        uint256 p = r.ptr;
-        for (uint256 o = i % c; o < n; o += c) {
-            acc += _i8(p + o);
+        uint256 p = r.ptr + i % c;
+        uint256 e = r.ptr + n;
+        // SAFETY: reads the opened block only (r.ptr .. e), every c-th byte; memory-safe. int256
+        // sum of at most 2^28 int8 values: no overflow.
+        assembly ("memory-safe") {
+            for {} lt(p, e) { p := add(p, c) } {
+                acc := add(acc, signextend(0, byte(0, mload(p))))
+            }
         }
         // sum(v - zp) over H*W values = sum(v) - H*W*zp
         acc -= int256(n / c) * D.a[LD.A_XZP];
@@ -212,24 +225,32 @@ library LibInt8Ops {
 
     function _argmax(Range memory r, uint256 w) private pure returns (int256 best) {
         uint256 p = r.ptr;
-        uint256 n = (r.end - r.start) / w;
-        // SAFETY: reads the n elements of the opened range only (p .. p + n*w); memory-safe.
+        uint256 e = r.end - r.start + p;
+        // SAFETY: reads the n elements of the opened range only (p .. e); memory-safe.
+        // Strict comparison: the first maximal index wins ties.
         assembly ("memory-safe") {
-            function rd(q, width) -> v {
-                switch width
-                case 1 { v := signextend(0, byte(0, mload(q))) }
-                default {
-                    let b := shr(224, mload(q))
-                    v := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
+            switch w
+            case 1 {
+                let top := signextend(0, byte(0, mload(p)))
+                for { let q := add(p, 1) } lt(q, e) { q := add(q, 1) } {
+                    let v := signextend(0, byte(0, mload(q)))
+                    if sgt(v, top) {
+                        top := v
+                        best := sub(q, p)
+                    }
                 }
             }
-            let top := rd(p, w)
-            for { let k := 1 } lt(k, n) { k := add(k, 1) } {
-                let v := rd(add(p, mul(k, w)), w)
-                // strict: the first maximal index wins ties
-                if sgt(v, top) {
-                    top := v
-                    best := k
+            default {
+                // int32 little-endian: compare the byte-swapped words as signed 32-bit values
+                let b := shr(224, mload(p))
+                let top := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
+                for { let q := add(p, 4) } lt(q, e) { q := add(q, 4) } {
+                    b := shr(224, mload(q))
+                    let v := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
+                    if sgt(v, top) {
+                        top := v
+                        best := shr(2, sub(q, p))
+                    }
                 }
             }
         }
