@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from gpumesh.client.chain.types import Job, format_eth
-from gpumesh.client.core.game import BOND_BURN_BPS
+from gpumesh.client.core.game import bond_burn
 
 #: Refusal reasons (also the suffix of the metric `jobs_refused_<reason>`).
 LOW_REWARD = "low_reward"
@@ -87,8 +87,9 @@ class Refusal:
 
 
 def bond_payout(bond: int) -> int:
-    """What the worker is credited when a challenger loses: the bond less the burned share."""
-    return bond * (10_000 - BOND_BURN_BPS) // 10_000
+    """What the worker is credited when a challenger loses: the bond less the burned share
+    (`BOND_BURN_BPS`, rounded up as the contract does)."""
+    return bond - bond_burn(bond)
 
 
 def defence_cost(policy: Policy, gas_price: int) -> int:

@@ -57,8 +57,8 @@ def test_bond_must_pay_back_the_defence_at_the_gas_price():
     price = 50 * GWEI
     cost = DEFAULT.max_defence_gas * price  # 0.05 ETH
     # the worker is credited the bond less the burned half when a challenger loses
-    enough = cost * 10_000 // (10_000 - P.BOND_BURN_BPS)
-    assert P.bond_payout(enough) == cost
+    enough = 2 * cost  # half of the bond burns (BOND_BURN_BPS = 5,000, rounded up)
+    assert P.bond_payout(enough) == cost and P.bond_payout(enough - 1) == cost - 1
     assert P.judge(job(dispute_bond=enough), None, price, DEFAULT) is None
     r = P.judge(job(dispute_bond=enough - 1), None, price, DEFAULT)
     assert r is not None and r.reason == P.LOW_BOND and "50000000000 wei" in r.detail
