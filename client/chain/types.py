@@ -96,13 +96,13 @@ class Job:
     open_disputes: int
     state: JobState
     worker: Address
+    # The earliest-opened game the worker lost (0: none) and (first_winner) its challenger, who is
+    # paid the slash once every game of the job ended (docs/protocol.md 4.11).
+    first_won_game: int
     program_root: bytes
     inputs_root: bytes
     result_root: bytes
-    # The earliest-opened game the worker lost (0: none) and its challenger, who is paid the
-    # slash once every game of the job ended (docs/protocol.md 4.11).
-    first_won_game: int = 0
-    first_winner: Address = Address("0x" + "00" * 20)
+    first_winner: Address
 
     @classmethod
     def from_abi(cls, job_id: int, t: tuple | dict) -> Job:
@@ -112,7 +112,7 @@ class Job:
          winner) = t
         return cls(
             JobId(job_id), Address(poster), Wei(reward), Wei(stake), Wei(bond), exec_time, window, deadline,
-            units, open_d, JobState(state), Address(worker), bytes(pr), bytes(ir), bytes(rr), won, Address(winner),
+            units, open_d, JobState(state), Address(worker), won, bytes(pr), bytes(ir), bytes(rr), Address(winner),
         )
 
     def to_json(self) -> dict:

@@ -105,14 +105,13 @@ def test_expire_claimed_job_refunds_and_slashes(chain, clients):
     with pytest.raises(errors.error_class("JobMarket_ExecutionDeadlinePassed")):
         wm.submit_result(job_id, b"\x03" * 32, "late")
     res = clients["other"][0].expire_job(job_id)
-    assert res.event("JobExpired")["slashed"] == STAKE // 2
+    assert res.event("JobExpired")["slashed"] == STAKE // 10
     assert pm.get_job(job_id).state is JobState.EXPIRED
-    # 50% of the stake slashed, 10% of that burned, the rest to the poster in the registry
-    assert pr.info(poster).credits == STAKE // 2 - STAKE // 20
-    assert wr.info(worker).total == STAKE // 2
-    assert pr.total_burned() == STAKE // 20
+    # 10% of the stake slashed, all of it burned: the poster gets its reward back and nothing more
+    assert pr.info(poster).credits == 0
+    assert wr.info(worker).total == STAKE - STAKE // 10
+    assert pr.total_burned() == STAKE // 10
     assert pm.withdraw()[0] == REWARD
-    assert pr.withdraw()[0] == STAKE // 2 - STAKE // 20
 
 
 def test_expire_unclaimed_job(chain, clients):
@@ -198,7 +197,7 @@ def test_game_hook_errors_via_the_predicted_game_address(chain, clients):
     hooks = pm.contract.functions
     E = errors.error_class
     with pytest.raises(E("JobMarket_NoOpenDispute")):
-        reverts_decoded(lambda: hooks.onChallengeResolved(job_id, game, True).transact({"from": game}), "resolve")
+        reverts_decoded(lambda: hooks.onChallengeResolved(job_id, 1, game, True).transact({"from": game}), "resolve")
     hooks.onChallengeOpened(job_id).transact({"from": game})
     anvil.increase_time(WINDOW)
     with pytest.raises(E("JobMarket_DisputesOpen")):
@@ -206,9 +205,9 @@ def test_game_hook_errors_via_the_predicted_game_address(chain, clients):
     with pytest.raises(E("JobMarket_ChallengeWindowClosed")):
         reverts_decoded(lambda: hooks.onChallengeOpened(job_id).transact({"from": game}), "open")
     challenger = clients["challenger"][2]
-    hooks.onChallengeResolved(job_id, challenger, True).transact({"from": game})
+    hooks.onChallengeResolved(job_id, 1, challenger, True).transact({"from": game})
     assert pm.is_slashed(job_id)
-    assert clients["challenger"][1].info(challenger).credits == STAKE - STAKE // 10
+    assert clients["challenger"][1].info(challenger).credits == STAKE // 2  # half paid, half burned
 
 
 def test_transfer_failed_and_amount_too_large(chain, clients):

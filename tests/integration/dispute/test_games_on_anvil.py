@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpumesh.client.core.game import BOND_BURN_BPS, Outcome, Reason, total_moves
+from gpumesh.client.core.game import Outcome, Reason, bond_burn, total_moves
 from gpumesh.client.core.merkle import program_root
 from tests.integration.dispute.harness import play, resolved_reason
 
@@ -80,7 +80,7 @@ def test_challenger_disputing_a_correct_result_loses_its_bond(make_chain):
     assert Outcome(g[5]) == Outcome.WORKER_WON
     assert resolved_reason(chain, gid) == Reason.ONE_STEP
     assert not chain.market.functions.isSlashed(JOB).call()
-    burn = BOND * BOND_BURN_BPS // 10_000
+    burn = bond_burn(BOND)
     assert chain.game.functions.credits(chain.worker).call() == BOND - burn
     assert chain.game.functions.burned().call() == burn
 

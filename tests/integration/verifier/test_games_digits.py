@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpumesh.client.core.game import BOND_BURN_BPS, SPLIT_BITS, Outcome, Reason, total_moves
+from gpumesh.client.core.game import SPLIT_BITS, Outcome, Reason, bond_burn, total_moves
 from gpumesh.client.core.ops.types import SlotKind
 from gpumesh.client.core.program import inputs_root
 from gpumesh.node.dispute.int8_prover import Int8Prover, JobInputs
@@ -154,5 +154,5 @@ def test_challenger_disputing_a_correct_result_loses_its_bond(chain, job):
     assert resolved_reason(chain, gid) == Reason.ONE_STEP
     assert (g[14], g[15]) == (2, 4)
     assert not chain.market.functions.isSlashed(JOB).call()
-    burn = BOND * BOND_BURN_BPS // 10_000
+    burn = bond_burn(BOND)
     assert chain.game.functions.credits(chain.worker).call() == BOND - burn

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gpumesh.client.core import merkle
-from gpumesh.client.core.game import BOND_BURN_BPS, Outcome, Reason, Side
+from gpumesh.client.core.game import Outcome, Reason, Side, bond_burn
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.watchtower.tower import status_of
@@ -110,7 +110,7 @@ def test_watchtower_that_stops_answering_loses_on_its_clock(devnet, tmp_path):
     g = devnet.game().get_game(gid)
     assert g.outcome == Outcome.WORKER_WON and devnet.game().resolutions(gid)[0].reason == Reason.TIMEOUT
     assert not devnet.market().is_slashed(job.job_id)
-    assert devnet.game().burned() == job.bond * BOND_BURN_BPS // 10_000
+    assert devnet.game().burned() == bond_burn(job.bond)
     assert worker.responder.finished(gid)
 
 
@@ -141,7 +141,7 @@ def test_lying_challenger_loses_its_bond(devnet, tmp_path):
     assert g.outcome == Outcome.WORKER_WON and game.resolutions(gid)[0].reason == Reason.ONE_STEP
     assert (g.unit_index, g.op_index) == (1, 4)
     assert not devnet.market().is_slashed(job.job_id)
-    burn = job.bond * BOND_BURN_BPS // 10_000
+    burn = bond_burn(job.bond)
     assert game.burned() == burn and game.credits(devnet.address("worker")) == 0
     assert devnet.w3().eth.get_balance(devnet.address("worker")) > worker_before + (job.bond - burn) - 10**16
 

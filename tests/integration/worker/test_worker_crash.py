@@ -154,7 +154,7 @@ def _lying_challenger(env, job):
 
 
 def test_worker_killed_mid_dispute_resumes_and_wins(env, tmp_path):
-    from gpumesh.client.core.game import BOND_BURN_BPS, SPLIT_BITS, Outcome, Reason, Side, total_moves
+    from gpumesh.client.core.game import SPLIT_BITS, Outcome, Reason, Side, bond_burn, total_moves
     from tests.integration.nodes.conftest import post_digits_job
 
     worker = dev_account(2).address
@@ -206,7 +206,7 @@ def test_worker_killed_mid_dispute_resumes_and_wins(env, tmp_path):
     g = game.get_game(gid)
     assert g.outcome == Outcome.WORKER_WON and game.resolutions(gid)[-1].reason == Reason.ONE_STEP
     assert g.unit_index == 1 and not market.is_slashed(job.job_id)
-    burn = job.bond * BOND_BURN_BPS // 10_000
+    burn = bond_burn(job.bond)
     assert game.burned() == burn
     paid = [e["args"]["amount"] for e in game.contract.events.Withdrawn().get_logs(
         from_block=opened.block_number, argument_filters={"account": worker})]
