@@ -223,6 +223,38 @@ def submit(
 app.command("withdraw", help="Withdraw your market credits (rewards and refunds).")(withdraw_command("market"))
 
 
+@app.command("request-data")
+def request_data(
+    job_id: int = typer.Argument(..., min=1),
+    unit: int = typer.Option(..., "--unit", min=0, help="The unit whose output the worker must put on-chain."),
+    account: str = ACCOUNT_OPT,
+    rpc_url: str = RPC_OPT,
+    deployment: str = DEPLOYMENT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Require the worker of a Submitted job to put one unit's output on-chain (a data-availability
+    request, bonded with the job's dispute bond): answered, half the bond pays the worker's calldata
+    and `job result` reads the unit from the chain; unanswered before its clock runs out, the worker
+    is slashed (docs/protocol.md 5.8)."""
+    from pathlib import Path
+
+    from gpumesh.client.chain.contracts import connect
+    from gpumesh.client.chain.deploy import Deployment
+    from gpumesh.client.chain.dispute import DisputeGameClient
+    from gpumesh.client.cli.common import unlock_signer
+    from gpumesh.client.cli.context import settings
+
+    s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
+    dep = Deployment.load(s.deployment_file)
+    w3 = connect(s.network.rpc_url, dep)
+    job = chain_session(rpc_url, deployment, None, write=False).market.get_job(job_id)
+    if not 0 <= unit < job.num_units:
+        raise UsageError(f"--unit {unit}: job {job_id} has units 0..{job.num_units - 1}")
+    game = DisputeGameClient.with_account(w3, dep.dispute_game, unlock_signer(account), from_block=dep.deploy_block)
+    gid, res = game.request_data(job_id, unit, job.dispute_bond)
+    report_tx(res, as_json, f"requested unit {unit} of job {job_id} on-chain (game {gid})", job_id=job_id, game_id=gid)
+
+
 # ---------------------------------------------------------------- following a job and its result
 
 _TERMINAL = ("FINALIZED", "CANCELLED", "EXPIRED", "SLASHED")
@@ -329,7 +361,10 @@ def result(
     job = cs.market.get_job(job_id)
     store = ipfs_store()
     try:
-        res = fetch_result(store, cs.market, job, cs.deployment.deploy_block)
+        from gpumesh.client.chain.dispute import DisputeGameClient
+
+        game = DisputeGameClient(cs.w3, cs.deployment.dispute_game, from_block=cs.deployment.deploy_block)
+        res = fetch_result(store, cs.market, job, cs.deployment.deploy_block, served=game.served_data)
     finally:
         store.close()
     folder = Path(out_dir)

@@ -150,8 +150,10 @@ def executor_traces(executor, units: np.ndarray, cache: TraceCache | None = None
                            cache if cache is not None else TraceCache(), scope)
 
 
-def player_data(bundle, unit_roots: Sequence[bytes], trace: Callable[[int], TraceView]) -> PlayerData:
-    return PlayerData(program_facts(bundle), tuple(bytes(r) for r in unit_roots), trace)
+def player_data(bundle, unit_roots: Sequence[bytes], trace: Callable[[int], TraceView],
+                unit_output: Callable[[int], bytes] | None = None) -> PlayerData:
+    """`unit_output(u)`: the worker's stored output bytes of unit u, to answer data requests."""
+    return PlayerData(program_facts(bundle), tuple(bytes(r) for r in unit_roots), trace, unit_output)
 
 
 def spliced_roots(worker_roots: Sequence[bytes], own: Mapping[int, bytes]) -> tuple[bytes, ...]:

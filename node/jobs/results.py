@@ -9,6 +9,7 @@ the market client is passed in (no web3 import here).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +19,8 @@ from gpumesh.client.core.jobspec import JobSpecDoc
 from gpumesh.client.core.ops.types import Opcode
 from gpumesh.client.core.program import Program
 from gpumesh.node.jobs.fetch import JobDataError, JobLimits, load_spec, read_bounded, spec_cid_of
-from gpumesh.node.jobs.outputs import verify_outputs
-from gpumesh.node.runtime.files import PROGRAM_FILE
+from gpumesh.node.jobs.outputs import outputs_bytes, verify_outputs
+from gpumesh.node.runtime.files import NP_DTYPE, PROGRAM_FILE
 
 ZERO32 = b"\0" * 32
 
@@ -59,8 +60,16 @@ def outputs_cid_of(market, job_id: int, from_block: int = 0) -> str:
     return str(logs[-1]["args"]["outputsCid"])
 
 
-def fetch_result(store, market, job, from_block: int = 0, limits: JobLimits = JobLimits()) -> JobResult:
-    """Outputs of `job` (on-chain Job) verified against its on-chain result root."""
+#: JobResult.outputs_cid when the outputs were assembled from the worker's on-chain answers.
+ON_CHAIN = "on-chain (DataServed)"
+
+
+def fetch_result(store, market, job, from_block: int = 0, limits: JobLimits = JobLimits(),
+                 served: Callable[[int], dict[int, bytes]] | None = None) -> JobResult:
+    """Outputs of `job` (on-chain Job) verified against its on-chain result root. When IPFS does
+    not serve the outputs file and `served(job_id)` (DisputeGameClient.served_data) holds every
+    unit's output put on-chain by answered data requests, those bytes are used instead, verified
+    against the same root."""
     jid = int(job.job_id)
     if job.result_root == ZERO32:
         raise JobDataError(f"job {jid} has no result yet (state {job.state.label})")
@@ -75,12 +84,32 @@ def fetch_result(store, market, job, from_block: int = 0, limits: JobLimits = Jo
     cid = outputs_cid_of(market, jid, from_block)
     out_t = program.output_type
     limit = job.num_units * out_t.nbytes + 4096  # the tensor plus a small safetensors header
-    raw = read_bounded(store, cid, limit, "outputs", jid)
+    try:
+        raw = read_bounded(store, cid, limit, "outputs", jid)
+    except JobDataError as exc:
+        units = served(jid) if served is not None and exc.retryable else {}
+        if len(units) < job.num_units:
+            if units:
+                missing = sorted(set(range(job.num_units)) - set(units))
+                raise JobDataError(f"{exc}; {len(units)} of {job.num_units} units were served on-chain, "
+                                   f"missing {missing[:8]} (gpumesh job request-data)", retryable=True) from None
+            raise
+        raw, cid = outputs_bytes(_assemble(units, program.output_type, job.num_units)), ON_CHAIN
     try:
         outputs = verify_outputs(raw, program, job.result_root, job.num_units)
     except JobDataError as exc:
         raise JobDataError(f"job {jid}: outputs {cid}: {exc}") from None
     return JobResult(jid, spec, program, cid, job.result_root, outputs, raw)
+
+
+def _assemble(units: dict[int, bytes], out_t, n: int) -> np.ndarray:
+    """[n, *output] from each unit's served bytes (zero bytes past a served end are the canonical
+    padding the root already commits to)."""
+    out = np.zeros((n, out_t.nbytes), dtype=np.uint8)
+    for u in range(n):
+        b = units[u][: out_t.nbytes]
+        out[u, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+    return out.view(NP_DTYPE[out_t.dtype]).reshape((n, *out_t.shape))
 
 
 def accuracy(preds: np.ndarray, truth: list[int]) -> tuple[float, int]:

@@ -20,13 +20,15 @@ class ResponderDefender:
         self.responder = responder  # gpumesh.node.dispute.responder.Responder
         self.log = log or logging.getLogger("gpumesh.worker.defend")
 
-    def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...], trace: Callable[[int], object]) -> None:
+    def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...], trace: Callable[[int], object],
+               unit_output: Callable[[int], bytes] | None = None) -> None:
         """`trace(u)`: unit u's trace (UnitTrace's interface; the node passes streaming traces, which
-        it owns and drops when the job's games end: nothing is cached here)."""
+        it owns and drops when the job's games end: nothing is cached here). `unit_output(u)`: the
+        stored output bytes of unit u, put on-chain to answer a data request (answerData)."""
         from gpumesh.client.core.game import Side
         from gpumesh.node.dispute.play import player_data
 
-        player = player_data(data.bundle, unit_roots, trace)
+        player = player_data(data.bundle, unit_roots, trace, unit_output)
         for game_id in self.client.games_of_job(job_id):
             if self.responder.play(game_id, Side.WORKER, player):
                 self.log.info("job %d: game %d: moved", job_id, game_id)

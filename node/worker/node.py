@@ -85,7 +85,8 @@ class Defender(Protocol):
     """Plays the worker's side of every open dispute game of a job (gpumesh.node.worker.defend)."""
 
     def defend(self, job_id: int, data: JobData, unit_roots: tuple[bytes, ...],
-               trace: Callable[[int], Any]) -> None: ...  # trace(u): a (streaming) UnitTrace
+               trace: Callable[[int], Any],  # trace(u): a (streaming) UnitTrace
+               unit_output: Callable[[int], bytes] | None = None) -> None: ...  # answers data requests
 
 
 class WorkerNode:
@@ -458,7 +459,8 @@ class WorkerNode:
 
             self._traces[jid] = StreamingTraces(trace_roots, lambda u, ops: op_outputs_at(ex, u, data.units[u], ops),
                                                 self._trace_cache, jid)
-        self.defender.defend(jid, data, roots, self._traces[jid])
+        self.defender.defend(jid, data, roots, self._traces[jid],
+                             unit_output=lambda u: base64.b64decode(done[u]["out"]))
         if self.market.get_job(jid).open_disputes == 0:
             self._forget_traces(jid)  # its games ended: drop the roots and the cached op outputs
 

@@ -86,7 +86,7 @@ def test_traces_are_dropped_when_the_games_end(tmp_path, monkeypatch):
     seen = []
 
     class Defender:
-        def defend(self, job_id, data, unit_roots, trace):
+        def defend(self, job_id, data, unit_roots, trace, unit_output=None):
             t = trace(1)
             seen.append((t.trace_root, t.leaf(3, 0), unit_roots))
 
