@@ -43,7 +43,7 @@ def outbox_statuses(path) -> dict[str, int]:
         s.close()
 
 
-class Crash(Exception):
+class Crash(BaseException):  # a kill: no error boundary may swallow it
     pass
 
 
