@@ -45,6 +45,9 @@ def run(
     interval: float = typer.Option(2.0, "--interval", min=0.05, help="Seconds between polls."),
     confirmations: int = typer.Option(0, "--confirmations", min=0, help="Blocks on top before acting on an event."),
     once: bool = typer.Option(False, "--once", help="Run until nothing is left to check or play, then exit."),
+    request_data: bool = typer.Option(False, "--request-data",
+                                      help="When a job's outputs are withheld, require one unit on-chain (a bonded "
+                                           "data request: answered, it costs half the bond; unanswered, it slashes)."),
 ) -> None:
     """Run the watchtower until SIGTERM / Ctrl-C (state survives restarts: it resumes mid-dispute)."""
     import logging
@@ -59,7 +62,7 @@ def run(
     from gpumesh.node.watchtower.tower import Watchtower, WatchtowerConfig
 
     try:
-        config = WatchtowerConfig(sample_rate=sample_rate, confirmations=confirmations)
+        config = WatchtowerConfig(sample_rate=sample_rate, confirmations=confirmations, request_data=request_data)
     except ValueError as exc:
         raise UsageError(f"--sample-rate: {exc}") from None
     s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)

@@ -26,6 +26,7 @@ import numpy as np
 
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import GpumeshError, ValidationError
+from gpumesh.client.core.game import MAX_UNIT_OUTPUT_BYTES
 from gpumesh.client.core.jobspec import MAX_SPEC_BYTES, JobSpecDoc
 from gpumesh.client.core.program import inputs_root
 from gpumesh.ipfs.errors import IpfsError, IpfsTimeout, IpfsUnreachable, NotFound
@@ -138,6 +139,17 @@ def unit_roots_of(units: np.ndarray, bundle: ProgramBundle) -> tuple[bytes, ...]
     return tuple(merkle.tensor_roots(np.ascontiguousarray(units)))  # batched (merkle.tensor_roots)
 
 
+def unit_output_too_large(program) -> str | None:
+    """Why a job of `program` could not be posted: one unit's output must fit a data request's
+    on-chain answer (MAX_UNIT_OUTPUT_BYTES, docs/protocol.md 5.8), or a withheld output could
+    never be proven available. None when it fits."""
+    n = program.output_type.nbytes
+    if n > MAX_UNIT_OUTPUT_BYTES:
+        return (f"one unit's output is {n} bytes, above the {MAX_UNIT_OUTPUT_BYTES}-byte limit of an on-chain "
+                f"data answer (use fewer samples per unit)")
+    return None
+
+
 def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits()) -> JobData:
     """Fetch and validate everything `job` (an on-chain gpumesh.client.chain.types.Job) needs."""
     jid = int(job.job_id)
@@ -161,6 +173,8 @@ def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits()) -> Job
     if bundle.program.root() != job.program_root:
         raise JobDataError(f"job {jid}: program {spec.program_cid} has root {_hex(bundle.program.root())}, "
                            f"the chain says {_hex(job.program_root)}")
+    if (why := unit_output_too_large(bundle.program)) is not None:
+        raise JobDataError(f"job {jid}: program {spec.program_cid}: {why}")
     if len(units) != job.num_units:
         raise JobDataError(f"job {jid}: inputs {spec.inputs_cid} hold {len(units)} units, the chain says "
                            f"{job.num_units}")

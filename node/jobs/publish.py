@@ -23,7 +23,7 @@ import numpy as np
 
 from gpumesh.client.core.errors import UsageError
 from gpumesh.client.core.jobspec import JobSpecDoc
-from gpumesh.node.jobs.fetch import check_inputs_root
+from gpumesh.node.jobs.fetch import check_inputs_root, unit_output_too_large
 from gpumesh.node.runtime.files import PROGRAM_FILE, WEIGHTS_FILE, ProgramBundle, load_program, load_units
 
 
@@ -44,6 +44,8 @@ def publish_job(store, program_dir: str | Path, inputs_file: str | Path, *, unit
     if not inputs_file.is_file():
         raise UsageError(f"--inputs {inputs_file}: no such file")
     bundle = load_program(program_dir)
+    if (why := unit_output_too_large(bundle.program)) is not None:
+        raise UsageError(f"--program {program_dir}: {why}")
     arr = load_units(inputs_file, bundle.program)
     if units is not None and units != len(arr):
         raise UsageError(f"--units {units}, but {inputs_file} holds {len(arr)} units")

@@ -42,7 +42,7 @@ from gpumesh.node.watchtower.checker import CheckResult, check_rate, draw_seed, 
 
 #: Job record statuses. Final ones are never revisited.
 CHECKING = ("new", "retry")
-FINAL = ("ok", "skipped", "invalid", "won", "lost", "closed")
+FINAL = ("ok", "skipped", "invalid", "won", "lost", "answered")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class WatchtowerConfig:
     retry_seconds: float = 30.0  # wait before re-fetching data that was unreachable
     max_outputs_bytes: int = 1 << 30
     limits: JobLimits = field(default_factory=JobLimits)
+    # When a job's outputs file cannot be fetched (withheld), also open a data request
+    # (docs/protocol.md 5.8) for one unit drawn from the job's seed: the worker must put it
+    # on-chain (half the bond pays its calldata) or be slashed (half its stake to us).
+    request_data: bool = False
 
     def __post_init__(self) -> None:
         check_rate(self.sample_rate)
@@ -243,7 +247,27 @@ class Watchtower:
                           line=result.line())
         if result.ok:
             self.log.info("%s", result.line())
+            if result.worker_roots is None and self.config.request_data:
+                self._request_data(job_id, job, rec["seed"] % job.num_units)
         return None
+
+    def _request_data(self, job_id: int, job, unit: int) -> None:
+        """The outputs were withheld: require unit `unit` on-chain (answered: the poster can read
+        it from the chain; unanswered: the worker is slashed and we are paid)."""
+        intent = f"job:{job_id}:data:{unit}"
+        try:
+            res = self.responder.outbox.send(intent, self.game.request_data_call(job_id, unit, job.dispute_bond))
+        except ChainError as exc:
+            if getattr(exc, "error_name", "") in ("JobMarket_ChallengeWindowClosed", "JobMarket_WrongState"):
+                self.log.warning("job %d: outputs withheld, but no data request can open: %s", job_id, exc)
+                return
+            raise
+        self._sent(Sent(intent, res.tx_hash, res.block_number, res.gas_used))
+        gid = int(res.event("GameOpened")["gameId"])
+        self.state.put("game", gid, {"job_id": job_id, "status": "open", "kind": "data", "unit": unit,
+                                     "opened_block": res.block_number})
+        self.state.update("job", job_id, status="data-requested", game_id=gid)
+        self.log.warning("job %d: outputs withheld: data request for unit %d -> game %d", job_id, unit, gid)
 
     def _run_check(self, job, rec: dict, for_game: bool = False) -> tuple[_JobContext, CheckResult]:
         """Fetch, verify and re-execute. `for_game`: rebuilding the context of a game in progress,
@@ -336,7 +360,8 @@ class Watchtower:
         self.responder.play(game_id, Side.CHALLENGER, ctx.player(self._trace_cache), ctx.prover)
 
     def _collect_slash_reward(self, game_id: int, outcome: Outcome) -> None:
-        """90 % of the slashed stake is credited to us in the registry: withdraw it."""
+        """Half the slashed stake is credited in the registry to the earliest game the worker lost
+        (docs/protocol.md 4.11): withdraw it if it is ours (nothing to withdraw otherwise)."""
         if outcome != Outcome.CHALLENGER_WON:
             return
         intent = f"game:{game_id}:registry-withdraw"
@@ -350,7 +375,8 @@ class Watchtower:
         self.log.info("game %d: withdrew the slash reward from the registry (tx %s)", game_id, res.tx_hash)
 
     def _finish(self, game_id: int, job_id: int, outcome: Outcome) -> None:
-        status = {Outcome.CHALLENGER_WON: "won", Outcome.WORKER_WON: "lost"}[outcome]
+        data = (self.state.get("game", game_id) or {}).get("kind") == "data"
+        status = {Outcome.CHALLENGER_WON: "won", Outcome.WORKER_WON: "answered" if data else "lost"}[outcome]
         reason = self.game.resolutions(game_id)[-1].reason.name.lower()
         self.state.update("game", game_id, status=status, reason=reason)
         self.state.update("job", job_id, status=status)
@@ -359,7 +385,7 @@ class Watchtower:
             ctx.close()
         if self.metrics is not None:
             self.metrics.games_resolved.labels(status).inc()
-        level = logging.INFO if outcome != Outcome.WORKER_WON else logging.ERROR
+        level = logging.ERROR if status == "lost" else logging.INFO
         self.log.log(level, "job %d: game %d resolved: %s (%s)", job_id, game_id, status, reason)
 
     def _sent(self, sent: Sent) -> None:

@@ -13,14 +13,14 @@ from gpumesh.node.watchtower.tower import Watchtower, WatchtowerConfig
 
 
 def make_tower(dn, state_path: Path, role: str = "watchtower", rate: float = 1.0, metrics: bool = False,
-               log: logging.Logger | None = None) -> Watchtower:
+               log: logging.Logger | None = None, request_data: bool = False) -> Watchtower:
     from gpumesh.node.runtime.executor import Executor
 
     w3 = dn.w3()
     return Watchtower(
         market=dn.market(None, w3), registry=dn.registry(None, w3), game=dn.game(role, w3),
         content=dn.store(), state=StateStore(state_path), executor_factory=lambda b: Executor(b, "cpu"),
-        config=WatchtowerConfig(sample_rate=rate, retry_seconds=0.0), from_block=dn.deployment.deploy_block,
+        config=WatchtowerConfig(sample_rate=rate, retry_seconds=0.0, request_data=request_data), from_block=dn.deployment.deploy_block,
         metrics=WatchtowerMetrics() if metrics else None, log=log,
     )
 

@@ -217,3 +217,36 @@ def test_outputs_missing_from_ipfs_are_retried_then_everything_is_rerun(devnet, 
     assert f"job {job.job_id}: cannot check yet (attempt 1)" in caplog.text
     assert f"job {job.job_id}: checked 2/2 units (outputs unusable: job {job.job_id}: outputs {nowhere}" in caplog.text
     assert devnet.market().is_slashed(job.job_id)
+
+
+def test_withheld_outputs_data_request_unanswered_slashes(devnet, tmp_path, caplog):
+    """A RIGHT result whose outputs nobody serves: with --request-data the watchtower re-executes
+    everything (the root matches), then requires one unit on-chain; the worker stays silent, its
+    clock runs out, it is slashed, and the watchtower is paid half its stake."""
+    import os
+
+    from gpumesh.client.core.game import slash_paid
+    from gpumesh.ipfs.store import MemoryStore
+
+    nowhere = MemoryStore().add_bytes(os.urandom(64))
+    job = post_digits_job(devnet, num_units=2)
+    submit_as_worker(devnet, job, outputs_cid=nowhere)
+    tower = make_tower(devnet, tmp_path / "wt.sqlite", request_data=True)
+    me = devnet.address("watchtower")
+    paid_before = devnet.registry().info(me).credits
+    wallet_before = devnet.w3().eth.get_balance(me)
+    with caplog.at_level(logging.INFO, logger="gpumesh.watchtower"):
+        for _ in range(50):
+            tower.tick()
+            if tower.state.get("job", job.job_id)["status"] == "data-requested":
+                break
+        gid = tower.state.get("job", job.job_id)["game_id"]
+        assert f"job {job.job_id}: outputs withheld: data request for unit" in caplog.text
+        devnet.anvil.increase_time(devnet.game().clock_seconds() + 1)
+        run(tower)
+    g = devnet.game().get_game(gid)
+    assert g.outcome == Outcome.CHALLENGER_WON
+    assert devnet.market().is_slashed(job.job_id)
+    assert tower.state.get("game", gid)["status"] == "won"
+    gained = devnet.w3().eth.get_balance(me) - wallet_before + devnet.registry().info(me).credits - paid_before
+    assert gained > slash_paid(job.stake) - 10**16  # half the stake, less the gas of 3 transactions

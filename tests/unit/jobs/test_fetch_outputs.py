@@ -183,3 +183,17 @@ def test_batched_unit_roots_equal_per_unit_tensor_roots(bundle, units):
         unit_roots_of(units.astype(np.int32), bundle)
     with pytest.raises(ProgramError, match="the program says"):
         unit_roots_of(units[:, :16], bundle)
+
+
+def test_unit_output_must_fit_an_on_chain_data_answer(bundle):
+    from types import SimpleNamespace
+
+    from gpumesh.client.core.game import MAX_UNIT_OUTPUT_BYTES
+    from gpumesh.node.jobs.fetch import unit_output_too_large
+
+    assert unit_output_too_large(bundle.program) is None  # the digits program: 4 bytes a sample
+    at = SimpleNamespace(output_type=SimpleNamespace(nbytes=MAX_UNIT_OUTPUT_BYTES))
+    over = SimpleNamespace(output_type=SimpleNamespace(nbytes=MAX_UNIT_OUTPUT_BYTES + 1))
+    assert unit_output_too_large(at) is None
+    why = unit_output_too_large(over)
+    assert why is not None and "65537 bytes" in why and "65536" in why
