@@ -14,6 +14,7 @@ from gpumesh.client.core.constants import PROGRAM_VERSION
 from gpumesh.client.core.ops.intmath import from_le
 from gpumesh.client.core.ops.rules import check_descriptor, check_qp_rows, expected_out
 from gpumesh.client.core.ops.types import (
+    REQ_OPS,
     DType,
     Opcode,
     OpDescriptor,
@@ -161,7 +162,7 @@ def _parse_op(o: dict, slots: dict[str, SlotRef]) -> OpEntry:
     raw = dict(o.get("attrs") or {})
     if "requant" in raw:
         raw["requant"] = Requant.from_json(raw["requant"])
-    elif opcode in (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL):
+    elif opcode in REQ_OPS:
         raw["requant"] = Requant()
     if opcode == Opcode.TRANSPOSE and "perm" in raw:
         raw["perm"] = tuple(raw["perm"])

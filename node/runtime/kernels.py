@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gpumesh.client.core.ops.rules import chunk_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
 from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, I32_MAX, I32_MIN, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
@@ -360,7 +361,72 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
         return _prep_im2col(d)
     if op == Opcode.AVGPOOL:
         return _prep_avgpool(d, device)
+    if op == Opcode.SUMREQUANT:
+        req = requant_of(d, None, device)
+        return lambda xs: req.int32(_sum_wrap32(xs[0]))
     return lambda xs: _run_generic(d, xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked reductions (docs/protocol.md 2.2, 5.7.7): exact integer torch ops only.
+
+
+def _chunks(x: torch.Tensor, dim: int, q: int, reduce) -> torch.Tensor:
+    """`reduce(view, dim + 1)` over chunks of `q` along `dim` of `x` (the last chunk may be shorter):
+    the whole chunks as one [.., G', q, ..] view (no copy), the short tail as its own chunk, stacked
+    along `dim`. `reduce(t, axis)` drops `axis`; it sees chunks in order."""
+    k = x.shape[dim]
+    full = k // q
+    parts = []
+    if full:
+        head = x.narrow(dim, 0, full * q)
+        parts.append(reduce(head.unflatten(dim, (full, q)), dim + 1))
+    if full * q < k:
+        parts.append(reduce(x.narrow(dim, full * q, k - full * q).unsqueeze(dim), dim + 1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
+def _chunkmax(d: OpDescriptor, x: torch.Tensor) -> torch.Tensor:
+    """[.., G, 2] int32: per chunk of q values (or pairs), the first maximal value and its global
+    index (pairs: the index the winning pair carries). torch.argmax returns the first maximal index
+    (documented), on CPU and CUDA."""
+    _, q, _ = chunk_geometry(d)
+    if d.attr("pairs"):
+        both = x.movedim(-1, 0)  # [2, .., K]: values, indices
+    else:
+        ids = torch.arange(x.shape[-1], dtype=torch.int32, device=x.device)
+        both = torch.stack([x.to(torch.int32), ids.expand(x.shape)])
+
+    def reduce(t, axis):  # t [2, .., G', q]: the winner's value and index of each chunk
+        k = torch.argmax(t[0], dim=axis - 1, keepdim=True)
+        return torch.stack([torch.gather(t[0], axis - 1, k), torch.gather(t[1], axis - 1, k)]).squeeze(axis)
+
+    return _chunks(both, both.dim() - 1, q, reduce).movedim(0, -1).contiguous()
+
+
+def _pairargmax(x: torch.Tensor) -> torch.Tensor:
+    k = torch.argmax(x[..., 0], dim=-1, keepdim=True)
+    return torch.gather(x[..., 1], -1, k).squeeze(-1)
+
+
+def _chunksum(d: OpDescriptor, x: torch.Tensor) -> torch.Tensor:
+    """[N, C, G] int32: per channel, the sum of (x - x_zp) over each chunk of q of the H*W positions.
+    |sum| <= 255 * q < 2^31 for any q <= 2^23: exact in int32."""
+    n, h, w, c = x.shape
+    p, q, g = chunk_geometry(d)
+    sums = _chunks(x.reshape(n, h * w, c), 1, q, lambda t, axis: t.sum(dim=axis, dtype=torch.int32))
+    zp = d.attr("x_zp")
+    if zp:
+        counts = torch.full((g,), q, dtype=torch.int32, device=x.device)
+        counts[-1] = p - (g - 1) * q
+        sums = sums - zp * counts.view(1, g, 1)
+    return sums.transpose(1, 2).contiguous()
+
+
+def _sum_wrap32(x: torch.Tensor) -> torch.Tensor:
+    """wrap32 of the exact sum along the last axis (int64 sum, explicit two's-complement wrap)."""
+    s = x.sum(dim=-1, dtype=torch.int64)
+    return (((s + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).to(torch.int32)
 
 
 
@@ -451,6 +517,15 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.ARGMAX:
         r = torch.argmax(x, dim=-1).to(torch.int32)  # documented: first maximal index
         return r.reshape(-1, *d.out.shape[1:])
+    if op == Opcode.CHUNKMAX:
+        return _chunkmax(d, x)
+    if op == Opcode.PAIRARGMAX:
+        return _pairargmax(x).reshape(-1, *d.out.shape[1:])
+    if op == Opcode.CHUNKSUM:
+        return _chunksum(d, x)
+    if op == Opcode.SUMREQUANT:
+        q = d.requant
+        return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u
     if op == Opcode.TRANSPOSE:

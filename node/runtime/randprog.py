@@ -153,4 +153,22 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
             j = draw(0, i)
             perm[i], perm[j] = perm[j], perm[i]
         return _case(op, [t], [arr], perm=tuple(perm))
+    if op in (Opcode.CHUNKMAX, Opcode.PAIRARGMAX):
+        lead = tuple(draw(1, max_dim) for _ in range(draw(0, 2)))
+        k = draw(1, 6 * max_dim)
+        pairs = op == Opcode.PAIRARGMAX or draw(0, 1)
+        dt = I32 if pairs else DType(draw(1, 2))
+        shape = (*lead, k, 2) if pairs else (*lead, k)
+        t = TensorType(dt, shape)
+        if op == Opcode.PAIRARGMAX:
+            return _case(op, [t], [values(draw, shape, dt)])
+        return _case(op, [t], [values(draw, shape, dt)], q=draw(1, k), pairs=int(pairs))
+    if op == Opcode.CHUNKSUM:
+        shape = (draw(1, 3), draw(1, max_dim + 2), draw(1, max_dim + 2), draw(1, max_dim))
+        return _case(op, [TensorType(I8, shape)], [values(draw, shape, I8)], x_zp=draw(-128, 127),
+                     q=draw(1, shape[1] * shape[2]))
+    if op == Opcode.SUMREQUANT:
+        shape = tuple(draw(1, max_dim) for _ in range(draw(1, 3))) + (draw(1, 6 * max_dim),)
+        return _case(op, [TensorType(I32, shape)], [values(draw, shape, I32)],
+                     requant=requant_params(draw, ReqMode.PER_TENSOR))
     raise ValueError(op)

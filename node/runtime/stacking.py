@@ -38,13 +38,17 @@ STACK_BYTES = 8 << 20
 MAX_STACK = 64
 #: On CUDA passes are larger: a GPU wants many rows per launch and has the memory for them.
 STACK_BYTES_CUDA = 256 << 20
-_FP64_TEMP = (Opcode.LINEAR, Opcode.REQUANT, Opcode.ADD, Opcode.AVGPOOL)
+_FP64_TEMP = (Opcode.LINEAR, Opcode.REQUANT, Opcode.ADD, Opcode.AVGPOOL, Opcode.SUMREQUANT)
 
 
 def op_blocker(d: OpDescriptor) -> str | None:
     """Why this op, fed data tensors stacked along axis 0, would not give the stacked outputs."""
     rank = len(d.inputs[0].type.shape)
     if d.opcode in (Opcode.REQUANT, Opcode.ARGMAX, Opcode.LINEAR) and rank < 2:
+        return f"it works along axis 0 of a rank-{rank} tensor"
+    # chunkmax of pairs and pairargmax reduce the axis before the pair axis
+    pair_input = d.opcode == Opcode.PAIRARGMAX or (d.opcode == Opcode.CHUNKMAX and d.attr("pairs"))
+    if (pair_input and rank < 3) or (d.opcode == Opcode.CHUNKMAX and rank < 2):
         return f"it works along axis 0 of a rank-{rank} tensor"
     if d.opcode == Opcode.TRANSPOSE and d.perm[0] != 0:
         return "it moves axis 0"

@@ -79,6 +79,23 @@ def edge_cases() -> dict[Opcode, list[tuple[str, OpCase]]]:
             requant=Requant(ReqMode.PER_TENSOR, 1, 3, 0, -128, 127)))],
         Opcode.ARGMAX: [("ties: first index wins", _case(Opcode.ARGMAX, [TensorType(I8, (2, 5))],
                                                        [_arr([[3, 7, 7, -128, 7], [-128] * 5], (2, 5))]))],
+        Opcode.CHUNKMAX: [
+            ("ties inside and across chunks of 3, short last chunk: first index wins", _case(
+                Opcode.CHUNKMAX, [TensorType(I8, (2, 7))], [_arr([[7, 1, 7, 7, 0, 7, -128], [-128] * 7], (2, 7))],
+                q=3, pairs=0)),
+            ("int32 extremes", _case(Opcode.CHUNKMAX, [TensorType(I32, (5,))],
+                                     [_arr([-(2**31), 2**31 - 1, 2**31 - 1, -(2**31), 0], (5,), np.int32)], q=2, pairs=0)),
+            ("pairs: tied values keep the first pair's index", _case(
+                Opcode.CHUNKMAX, [TensorType(I32, (5, 2))],
+                [_arr([[4, 10], [9, 11], [9, 12], [-(2**31), 13], [9, 14]], (5, 2), np.int32)], q=2, pairs=1))],
+        Opcode.PAIRARGMAX: [("tied values: the first pair's index", _case(
+            Opcode.PAIRARGMAX, [TensorType(I32, (1, 4, 2))],
+            [_arr([[[5, 3], [2**31 - 1, 40000], [2**31 - 1, 7], [-1, 9]]], (1, 4, 2), np.int32)]))],
+        Opcode.CHUNKSUM: [("sum of 127s with zp -128 over chunks of 5 of 3x3 positions", _case(
+            Opcode.CHUNKSUM, [TensorType(I8, (1, 3, 3, 2))], [_arr(127, (1, 3, 3, 2))], x_zp=-128, q=5))],
+        Opcode.SUMREQUANT: [("the accumulator wraps like wrap32", _case(
+            Opcode.SUMREQUANT, [TensorType(I32, (2, 2))], [_arr([[2**31 - 1, 1], [-(2**31), -1]], (2, 2), np.int32)],
+            requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127)))],
     }
 
 
@@ -103,6 +120,12 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
     def mpool(shape, kh, kw, **kw_):
         return _case(Opcode.MAXPOOL, [TensorType(I8, shape)], [], kh=kh, kw=kw, **{**win, **kw_})
 
+    def cmax(shape, dt, q, pairs=0, out=None):
+        return _case(Opcode.CHUNKMAX, [TensorType(dt, shape)], [], out=out, q=q, pairs=pairs)
+
+    def csum(shape, q):
+        return _case(Opcode.CHUNKSUM, [TensorType(I8, shape)], [], x_zp=0, q=q)
+
     return [
         ("linear K = MAX_K = 32768 (74 leaves)", lin(32768), 0),
         ("linear K = 32769 above MAX_K", lin(32769), 8),
@@ -126,6 +149,24 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("maxpool kernel 200 over an 8x8 image (window clipped to the image)",
          mpool((1, 8, 8, 1), 200, 200, ph=96, pw=96), 0),
         ("maxpool global 128x128 window over 256 channels", mpool((1, 128, 128, 256), 128, 128), 11),
+        ("chunkmax int8 131072 classes, q = 16384", cmax((1, 131072), I8, 16384), 0),
+        ("chunkmax int8 q = 16385", cmax((1, 131072), I8, 16385), 11),
+        ("chunkmax int32 131072 classes, q = 16384 (66 leaves)", cmax((1, 131072), I32, 16384), 0),
+        ("chunkmax int32 q = 16385", cmax((1, 131072), I32, 16385), 11),
+        ("chunkmax q = 0", cmax((1, 100), I8, 0, out=TensorType(I32, (1, 1, 2))), 8),
+        ("chunkmax q = K + 1", cmax((1, 100), I8, 101, out=TensorType(I32, (1, 1, 2))), 8),
+        ("chunkmax pairs q = 8192 (16384 int32 elements)", cmax((1, 20000, 2), I32, 8192, 1), 0),
+        ("chunkmax pairs q = 8193", cmax((1, 20000, 2), I32, 8193, 1), 11),
+        ("pairargmax over 8192 pairs", _case(Opcode.PAIRARGMAX, [TensorType(I32, (2, 8192, 2))], []), 0),
+        ("pairargmax over 8193 pairs", _case(Opcode.PAIRARGMAX, [TensorType(I32, (2, 8193, 2))], []), 11),
+        ("chunksum 128x128x256, q = 377 (96 leaves)", csum((1, 128, 128, 256), 377), 0),
+        ("chunksum 128x128x256, q = 378 (97 leaves)", csum((1, 128, 128, 256), 378), 11),
+        ("chunksum 128x128x1, q = 16384", csum((1, 128, 128, 1), 16384), 0),
+        ("chunksum 129x128x1, q = 16385", csum((1, 129, 128, 1), 16385), 11),
+        ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
+                                                     requant=req), 0),
+        ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],
+                                                     requant=req), 11),
     ]
 
 

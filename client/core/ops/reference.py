@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpumesh.client.core.ops.intmath import add_rescaled, from_le, requant, to_le, wrap32
-from gpumesh.client.core.ops.rules import check_descriptor
+from gpumesh.client.core.ops.rules import check_descriptor, chunk_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ProgramError, ReqMode
 
 
@@ -96,6 +96,25 @@ def element_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
     if op == Opcode.ARGMAX:
         k = x.shape[-1]
         return [ByteRange(0, i * k * wx, (i + 1) * k * wx)]
+    if op == Opcode.CHUNKMAX:  # element (row, g, j): chunk g of the row, values or pairs
+        k, q, g_count = chunk_geometry(d)
+        row, g = divmod(i // 2, g_count)
+        size = 8 if d.attr("pairs") else wx
+        s, e = row * k + g * q, row * k + min((g + 1) * q, k)
+        return [ByteRange(0, s * size, e * size)]
+    if op == Opcode.PAIRARGMAX:  # the row's G pairs
+        row = 8 * x.shape[-2]
+        return [ByteRange(0, i * row, (i + 1) * row)]
+    if op == Opcode.CHUNKSUM:  # element (n, c, g): positions [g*q, min((g+1)*q, H*W)) of channel c
+        p, q, g_count = chunk_geometry(d)
+        c = x.shape[3]
+        n, rest = divmod(i, c * g_count)
+        ci, g = divmod(rest, g_count)
+        s, e = n * p + g * q, n * p + min((g + 1) * q, p)
+        return [ByteRange(0, s * c + ci, (e - 1) * c + ci + 1)]
+    if op == Opcode.SUMREQUANT:  # the row of G int32 partial sums
+        row = 4 * x.shape[-1]
+        return [ByteRange(0, i * row, (i + 1) * row)]
     if op == Opcode.TRANSPOSE:
         o = _unravel(i, d.out.shape)
         p = [0] * len(o)
@@ -151,13 +170,39 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
         acc = sum(v - zp for v in from_le(chunks[0], 1)[ci::c])
         return _req(d, acc, None)
     if op == Opcode.ARGMAX:
-        vals = from_le(chunks[0], x.dtype.width)
-        best = 0
-        for k, v in enumerate(vals):
-            if v > vals[best]:  # strict: the first maximal index wins ties
-                best = k
-        return best
+        return _first_max(from_le(chunks[0], x.dtype.width))
+    if op == Opcode.CHUNKMAX:
+        if d.attr("pairs"):
+            best, index = _first_max_pair(from_le(chunks[0], 4))
+        else:
+            vals = from_le(chunks[0], x.dtype.width)
+            _, q, g_count = chunk_geometry(d)
+            k = _first_max(vals)
+            best, index = vals[k], q * ((i // 2) % g_count) + k
+        return index if i % 2 else best
+    if op == Opcode.PAIRARGMAX:
+        return _first_max_pair(from_le(chunks[0], 4))[1]
+    if op == Opcode.CHUNKSUM:
+        c, zp = x.shape[3], d.attr("x_zp")
+        return sum(v - zp for v in from_le(chunks[0], 1)[::c])
+    if op == Opcode.SUMREQUANT:
+        return _req(d, wrap32(sum(from_le(chunks[0], 4))), None)
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
+
+
+def _first_max(vals: list[int]) -> int:
+    """Index of the first maximal value (strict comparison: the first index wins ties)."""
+    best = 0
+    for k, v in enumerate(vals):
+        if v > vals[best]:
+            best = k
+    return best
+
+
+def _first_max_pair(flat: list[int]) -> tuple[int, int]:
+    """(value, index) of the first pair with the greatest value among (value, index) pairs."""
+    k = _first_max(flat[0::2])
+    return flat[2 * k], flat[2 * k + 1]
 
 
 def run_op(d: OpDescriptor, inputs: list[bytes]) -> bytes:

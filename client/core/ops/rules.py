@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.types import (
+    REQ_OPS,
     DType,
     Opcode,
     OpDescriptor,
@@ -55,7 +56,7 @@ def expected_out(d: OpDescriptor) -> TensorType:
     """The output type the op's rule gives for its inputs; raises on any input/attribute problem."""
     op = d.opcode
     name = op.name.lower()
-    mode = d.requant.mode if op in (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL) else None
+    mode = d.requant.mode if op in REQ_OPS else None
     _need(len(d.inputs) == n_inputs(op, mode),
           f"{name} takes {n_inputs(op, mode)} inputs, got {len(d.inputs)}")
     t = [s.type for s in d.inputs]
@@ -106,6 +107,8 @@ def expected_out(d: OpDescriptor) -> TensorType:
         _need(d.out.dtype == x.dtype and d.out.count == x.count,
               f"reshape: {x} -> {d.out} changes the dtype or element count")
         return d.out
+    if op in _CHUNKED:
+        return _chunked_out(d, x, mode)
     if op == Opcode.TRANSPOSE:
         r = len(x.shape)
         full = [d.attr(f"p{i}") for i in range(4)]
@@ -113,6 +116,51 @@ def expected_out(d: OpDescriptor) -> TensorType:
               f"transpose: perm {full} is not a canonical permutation of rank {r}")
         return TensorType(x.dtype, tuple(x.shape[p] for p in full[:r]))
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover - Opcode is closed
+
+
+_CHUNKED = (Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT)
+
+
+def chunk_geometry(d: OpDescriptor) -> tuple[int, int, int]:
+    """(K, q, G) of a chunkmax or chunksum: the reduced length K (chunkmax: the row, or the pairs of
+    a row; chunksum: the H*W positions), the chunk length q and the chunk count G = ceil(K / q)."""
+    x = d.inputs[0].type
+    if d.opcode == Opcode.CHUNKSUM:
+        k = x.shape[1] * x.shape[2]
+    else:
+        k = x.shape[-2] if d.attr("pairs") else x.shape[-1]
+    q = d.attr("q")
+    return k, q, -(-k // q) if q else 0
+
+
+def _chunked_out(d: OpDescriptor, x: TensorType, mode: ReqMode | None) -> TensorType:
+    """Output types of the chunked reductions (docs/protocol.md 2.2, 5.7.7)."""
+    op = d.opcode
+    if op == Opcode.CHUNKMAX:
+        pairs = d.attr("pairs")
+        _need(pairs in (0, 1), f"chunkmax: pairs must be 0 or 1, got {pairs}")
+        if pairs:
+            _need(x.dtype == I32 and 2 <= len(x.shape) <= 4 and x.shape[-1] == 2,
+                  f"chunkmax: pairs input must be int32 [.., K, 2] of rank 2..4, got {x}")
+            lead = x.shape[:-2]
+        else:
+            _need(len(x.shape) <= 3, f"chunkmax: values input must be of rank 1..3, got {x}")
+            lead = x.shape[:-1]
+        k, q, g = chunk_geometry(d)
+        _need(1 <= q <= k, f"chunkmax: chunk length q = {q} outside [1, {k}]")
+        return TensorType(I32, (*lead, g, 2))
+    if op == Opcode.PAIRARGMAX:
+        _need(x.dtype == I32 and len(x.shape) >= 2 and x.shape[-1] == 2,
+              f"pairargmax: input must be int32 [.., G, 2], got {x}")
+        return TensorType(I32, x.shape[:-2] if len(x.shape) > 2 else (1,))
+    if op == Opcode.CHUNKSUM:
+        _need(x.dtype == I8 and len(x.shape) == 4, f"chunksum: input must be int8 [N,H,W,C], got {x}")
+        k, q, g = chunk_geometry(d)
+        _need(1 <= q <= k, f"chunksum: chunk length q = {q} outside [1, H*W = {k}]")
+        return TensorType(I32, (x.shape[0], x.shape[3], g))
+    _need(x.dtype == I32 and len(x.shape) >= 2, f"sumrequant: input must be int32 of rank 2..4, got {x}")
+    _need(mode == ReqMode.PER_TENSOR, "sumrequant: requant must be per_tensor")
+    return TensorType(I8, x.shape[:-1])
 
 
 def _qp_check(d: OpDescriptor, channels: int) -> None:
@@ -151,6 +199,20 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
     if op == Opcode.ARGMAX:
         k = x.shape[-1]
         return range_leaves(k * x.dtype.width), k
+    if op == Opcode.CHUNKMAX:  # one chunk: q values, or q pairs (two int32 elements each)
+        q = d.attr("q")
+        if d.attr("pairs"):
+            return range_leaves(8 * q), 2 * q
+        return range_leaves(q * x.dtype.width), q
+    if op == Opcode.PAIRARGMAX:  # the row's G pairs
+        g = x.shape[-2]
+        return range_leaves(8 * g), 2 * g
+    if op == Opcode.CHUNKSUM:  # q positions of one channel, strided by C
+        q, c = d.attr("q"), x.shape[3]
+        return range_leaves((q - 1) * c + 1), q
+    if op == Opcode.SUMREQUANT:  # the row of G partial sums
+        g = x.shape[-1]
+        return range_leaves(4 * g), g
     return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element
 
 

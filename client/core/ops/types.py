@@ -64,6 +64,12 @@ class Opcode(IntEnum):
     ARGMAX = 0x08
     RESHAPE = 0x09
     TRANSPOSE = 0x0A
+    # Chunked reductions (docs/protocol.md 2.2, 5.7.7): a reduction above the one-step bounds of 3.4
+    # split into ops whose partial results are committed in the trace.
+    CHUNKMAX = 0x0B
+    PAIRARGMAX = 0x0C
+    CHUNKSUM = 0x0D
+    SUMREQUANT = 0x0E
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -71,6 +77,10 @@ class Opcode(IntEnum):
             return cls[name.upper()]
         except KeyError:
             raise ProgramError(f"unknown op {name!r}") from None
+
+
+#: Opcodes whose attributes carry a REQ block.
+REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT)
 
 
 class ReqMode(IntEnum):
@@ -214,6 +224,10 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.ARGMAX: ("", ()),
     Opcode.RESHAPE: ("", ()),
     Opcode.TRANSPOSE: ("4B", ("p0", "p1", "p2", "p3")),
+    Opcode.CHUNKMAX: ("IB", ("q", "pairs")),
+    Opcode.PAIRARGMAX: ("", ()),
+    Opcode.CHUNKSUM: ("bI", ("x_zp", "q")),
+    Opcode.SUMREQUANT: (_REQ_FMT, _REQ_FIELDS),
 }
 
 

@@ -69,11 +69,41 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("transpose");
     }
 
+    function test_Vectors_Chunkmax() public view {
+        _all("chunkmax");
+    }
+
+    function test_Vectors_Pairargmax() public view {
+        _all("pairargmax");
+    }
+
+    function test_Vectors_Chunksum() public view {
+        _all("chunksum");
+    }
+
+    function test_Vectors_Sumrequant() public view {
+        _all("sumrequant");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[10] memory ops =
-            ["linear", "requant", "add", "relu", "im2col", "maxpool", "avgpool", "argmax", "reshape", "transpose"];
+        string[14] memory ops = [
+            "linear",
+            "requant",
+            "add",
+            "relu",
+            "im2col",
+            "maxpool",
+            "avgpool",
+            "argmax",
+            "reshape",
+            "transpose",
+            "chunkmax",
+            "pairargmax",
+            "chunksum",
+            "sumrequant"
+        ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);
             uint256 nCases = vm.parseJsonUint(json, ".numCases");

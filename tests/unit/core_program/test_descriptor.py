@@ -151,8 +151,10 @@ def test_step_bounds_vectors(case):
         leaves, scanned = step_reads(d)
         assert leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
         return
-    limit = {8: f"the limit {MAX_K}", 11: "the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
-    with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*above {limit}") as e:
+    # reason 8: linear's K above MAX_K, or a chunk length outside [1, K]
+    limit = {8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, )",
+             11: "above the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
+    with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*{limit}") as e:
         check_descriptor(d)
     assert "\n" not in str(e.value)
 
@@ -163,7 +165,8 @@ def test_step_bounds_are_tight_and_count_what_the_reference_reads():
     step_reads charges, and scan no more elements."""
     assert range_leaves(1) == 2 and range_leaves(1024) == 3 and range_leaves(1025) == 3 and range_leaves(1026) == 4
     rng = np.random.default_rng(7)
-    for op in (Opcode.LINEAR, Opcode.MAXPOOL, Opcode.AVGPOOL, Opcode.ARGMAX, Opcode.REQUANT, Opcode.ADD):
+    chunked = (Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT)
+    for op in (Opcode.LINEAR, Opcode.MAXPOOL, Opcode.AVGPOOL, Opcode.ARGMAX, Opcode.REQUANT, Opcode.ADD, *chunked):
         for _ in range(20):
             case = random_case(lambda lo, hi: int(rng.integers(lo, hi + 1)), op, max_dim=6, max_k=3000)
             d = case.desc
@@ -179,6 +182,14 @@ def test_step_bounds_are_tight_and_count_what_the_reference_reads():
                     width = d.inputs[0].type.dtype.width
                     per = d.inputs[0].type.shape[3] if op == Opcode.AVGPOOL else 1
                     assert sum(r.end - r.start for r in rs) // (width * per) == scanned
+                elif op in chunked:  # int32 elements of a pair count twice; chunksum strides by C
+                    x = d.inputs[0].type
+                    (r,) = rs
+                    n = r.end - r.start
+                    read = (n - 1) // x.shape[3] + 1 if op == Opcode.CHUNKSUM else 2 * n // 8 if x.shape[-1] == 2 and (
+                        op == Opcode.PAIRARGMAX or d.attr("pairs")) else n // x.dtype.width
+                    assert read <= scanned
+                    assert read == scanned or op in (Opcode.CHUNKMAX, Opcode.CHUNKSUM)  # the last chunk may be short
 
 
 def test_json_round_trip_keeps_the_root():

@@ -24,6 +24,12 @@ library LibDescriptor {
     uint256 internal constant OP_ARGMAX = 0x08;
     uint256 internal constant OP_RESHAPE = 0x09;
     uint256 internal constant OP_TRANSPOSE = 0x0A;
+    // Chunked reductions (docs/protocol.md 2.2, 5.7.7).
+    uint256 internal constant OP_CHUNKMAX = 0x0B;
+    uint256 internal constant OP_PAIRARGMAX = 0x0C;
+    uint256 internal constant OP_CHUNKSUM = 0x0D;
+    uint256 internal constant OP_SUMREQUANT = 0x0E;
+    uint256 internal constant OP_LAST = OP_SUMREQUANT;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -71,6 +77,10 @@ library LibDescriptor {
     uint256 internal constant A_ZP = 4;
     uint256 internal constant A_LO = 5;
     uint256 internal constant A_HI = 6;
+    // chunkmax: pairs at 0, q at A_Q. chunksum: x_zp at A_XZP, q at A_Q. sumrequant: the REQ
+    // block at A_MODE..A_HI.
+    uint256 internal constant A_PAIRS = 0;
+    uint256 internal constant A_Q = 7;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
     // (pad) at 0..6. transpose: perm at 0..3.
     uint256 internal constant A_KH = 0;
@@ -134,13 +144,14 @@ library LibDescriptor {
     /// @notice Attribute bytes of each opcode (types.ATTR_LAYOUT); 0 for an unknown opcode.
     function attrSize(uint256 op) internal pure returns (uint256) {
         if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
-        if (op == OP_REQUANT) return 9;
+        if (op == OP_REQUANT || op == OP_SUMREQUANT) return 9;
+        if (op == OP_CHUNKMAX || op == OP_CHUNKSUM) return 5;
         if (op == OP_ADD) return 14;
         if (op == OP_RELU) return 1;
         if (op == OP_IM2COL) return 13;
         if (op == OP_MAXPOOL) return 12;
         if (op == OP_TRANSPOSE) return 4;
-        return 0; // argmax, reshape
+        return 0; // argmax, reshape, pairargmax
     }
 
     // ------------------------------------------------------------------ decoding
@@ -172,7 +183,7 @@ library LibDescriptor {
     function decode(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
-        _need(D.opcode >= OP_LINEAR && D.opcode <= OP_TRANSPOSE, R_OPCODE);
+        _need(D.opcode >= OP_LINEAR && D.opcode <= OP_LAST, R_OPCODE);
         uint256 nIn = _u8(d, 1);
         uint256 o = 2 + SLOT_BYTES * nIn;
         _need(d.length == o + TTYPE_BYTES + attrSize(D.opcode), R_LENGTH);
@@ -201,7 +212,7 @@ library LibDescriptor {
     function declaredOutputBytes(bytes calldata d) internal pure returns (uint256 n) {
         _need(d.length >= 2, R_LENGTH);
         uint256 op = _u8(d, 0);
-        _need(op >= OP_LINEAR && op <= OP_TRANSPOSE, R_OPCODE);
+        _need(op >= OP_LINEAR && op <= OP_LAST, R_OPCODE);
         uint256 o = 2 + SLOT_BYTES * _u8(d, 1);
         _need(d.length == o + TTYPE_BYTES + attrSize(op), R_LENGTH);
         n = nbytes(_ttype(d, o));
@@ -214,8 +225,16 @@ library LibDescriptor {
         if (op == OP_LINEAR || op == OP_AVGPOOL) {
             a[A_XZP] = _i8(d, o);
             _req(d, o + 1, a);
-        } else if (op == OP_REQUANT) {
+        } else if (op == OP_REQUANT || op == OP_SUMREQUANT) {
             _req(d, o, a);
+        } else if (op == OP_CHUNKMAX) {
+            // q u32, pairs u8 (5 bytes)
+            a[A_Q] = int256(_u32(d, o));
+            a[A_PAIRS] = int256(_u8(d, o + 4));
+        } else if (op == OP_CHUNKSUM) {
+            // x_zp i8, q u32 (5 bytes)
+            a[A_XZP] = _i8(d, o);
+            a[A_Q] = int256(_u32(d, o + 1));
         } else if (op == OP_ADD) {
             // za i8, zb i8, ma i32, mb i32, shift u8, zy i8, lo i8, hi i8 (14 bytes)
             a[0] = _i8(d, o);
@@ -334,6 +353,20 @@ library LibDescriptor {
         } else if (op == OP_ARGMAX) {
             scanned = x.dims[x.rank - 1];
             leaves = rangeLeaves(scanned * width(x));
+        } else if (op == OP_CHUNKMAX) {
+            // one chunk: q values, or q pairs (two int32 elements each)
+            uint256 q = uint256(D.a[A_Q]);
+            (leaves, scanned) = D.a[A_PAIRS] == 1 ? (rangeLeaves(8 * q), 2 * q) : (rangeLeaves(q * width(x)), q);
+        } else if (op == OP_PAIRARGMAX) {
+            uint256 g = x.dims[x.rank - 2];
+            (leaves, scanned) = (rangeLeaves(8 * g), 2 * g);
+        } else if (op == OP_CHUNKSUM) {
+            // q positions of one channel, strided by C
+            uint256 q = uint256(D.a[A_Q]);
+            (leaves, scanned) = (rangeLeaves((q - 1) * x.dims[3] + 1), q);
+        } else if (op == OP_SUMREQUANT) {
+            scanned = x.dims[x.rank - 1];
+            leaves = rangeLeaves(4 * scanned);
         } else {
             leaves = rangeLeaves(width(x)); // relu, im2col, reshape, transpose: one element
         }
@@ -345,7 +378,7 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
-        bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL;
+        bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;
         uint256 base = op == OP_LINEAR ? 3 : op == OP_ADD ? 2 : 1;
         _need(D.ins.length == base + (mode == MODE_PER_CHANNEL ? 1 : 0), R_INPUT_COUNT);
@@ -397,7 +430,76 @@ library LibDescriptor {
             _need(D.out.dtype == x.dtype && count(D.out) == count(x), R_OUTPUT);
             return D.out;
         }
-        return _transposeOut(D, x);
+        if (op == OP_TRANSPOSE) return _transposeOut(D, x);
+        return _chunkedOut(D, x, mode);
+    }
+
+    /// @notice (K, q, G) of a chunkmax or chunksum (rules.chunk_geometry): the reduced length K
+    ///         (chunkmax: the row, or the pairs of a row; chunksum: the H*W positions), the chunk
+    ///         length q and G = ceil(K / q). The caller has validated the descriptor (q >= 1).
+    function chunkGeometry(Desc memory D) internal pure returns (uint256 k, uint256 q, uint256 g) {
+        TType memory x = D.ins[0].t;
+        if (D.opcode == OP_CHUNKSUM) {
+            k = x.dims[1] * x.dims[2];
+        } else {
+            k = x.dims[x.rank - 1 - (D.a[A_PAIRS] == 1 ? 1 : 0)];
+        }
+        q = uint256(D.a[A_Q]);
+        g = q == 0 ? 0 : (k + q - 1) / q;
+    }
+
+    /// @dev Output types of chunkmax, pairargmax, chunksum, sumrequant (rules._chunked_out).
+    function _chunkedOut(Desc memory D, TType memory x, uint256 mode) private pure returns (TType memory o) {
+        uint256 op = D.opcode;
+        o.dtype = DT_INT32;
+        o.dims = [uint256(1), 1, 1, 1];
+        if (op == OP_SUMREQUANT) {
+            _need(x.dtype == DT_INT32 && x.rank >= 2, R_INPUT_TYPE);
+            _need(mode == MODE_PER_TENSOR, R_REQUANT);
+            return _prefix(x, x.rank - 1, DT_INT8);
+        }
+        if (op == OP_PAIRARGMAX) {
+            _need(x.dtype == DT_INT32 && x.rank >= 2 && x.dims[x.rank - 1] == 2, R_INPUT_TYPE);
+            if (x.rank == 2) {
+                o.rank = 1;
+                return o;
+            }
+            return _prefix(x, x.rank - 2, DT_INT32);
+        }
+        if (op == OP_CHUNKSUM) {
+            _need(x.dtype == DT_INT8 && x.rank == 4, R_INPUT_TYPE);
+            (uint256 p, uint256 qs, uint256 gs) = chunkGeometry(D);
+            _need(qs >= 1 && qs <= p, R_ATTR);
+            o.rank = 3;
+            o.dims = [x.dims[0], x.dims[3], gs, 1];
+            return o;
+        }
+        // chunkmax: values [.., K] of rank 1..3, or pairs int32 [.., K, 2] of rank 2..4
+        uint256 lead;
+        if (D.a[A_PAIRS] == 1) {
+            _need(x.dtype == DT_INT32 && x.rank >= 2 && x.dims[x.rank - 1] == 2, R_INPUT_TYPE);
+            lead = x.rank - 2;
+        } else {
+            _need(D.a[A_PAIRS] == 0, R_ATTR);
+            _need(x.rank <= 3, R_INPUT_TYPE);
+            lead = x.rank - 1;
+        }
+        (uint256 k, uint256 q, uint256 g) = chunkGeometry(D);
+        _need(q >= 1 && q <= k, R_ATTR);
+        o = _prefix(x, lead, DT_INT32);
+        o.rank = lead + 2;
+        o.dims[lead] = g;
+        o.dims[lead + 1] = 2;
+    }
+
+    /// @dev The type of x's first `r` dims (rank r >= 1 here) with `dtype`.
+    function _prefix(TType memory x, uint256 r, uint256 dtype) private pure returns (TType memory o) {
+        o.dtype = dtype;
+        o.rank = r;
+        o.dims = [uint256(1), 1, 1, 1];
+        for (uint256 i = 0; i < r; ++i) {
+            o.dims[i] = x.dims[i];
+        }
     }
 
     function _like(TType memory x, uint256 dtype) private pure returns (TType memory o) {

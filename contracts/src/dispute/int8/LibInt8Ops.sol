@@ -67,6 +67,9 @@ library LibInt8Ops {
             uint256 row = x.dims[x.rank - 1] * wx;
             r = new Range[](1);
             r[0] = Range(0, i * row, (i + 1) * row, 0);
+        } else if (op >= LD.OP_CHUNKMAX) {
+            r = new Range[](1);
+            r[0] = _chunkRange(D, x, i);
         } else if (op == LD.OP_TRANSPOSE) {
             uint256 j = _transposeSource(D, x, i);
             r = new Range[](1);
@@ -76,6 +79,39 @@ library LibInt8Ops {
             r = new Range[](1);
             r[0] = Range(0, i * wx, (i + 1) * wx, 0);
         }
+    }
+
+    /// @dev The one range of a chunked reduction's element i (reference.element_ranges).
+    function _chunkRange(LD.Desc memory D, LD.TType memory x, uint256 i) private pure returns (Range memory) {
+        uint256 op = D.opcode;
+        if (op == LD.OP_PAIRARGMAX) {
+            uint256 row = 8 * x.dims[x.rank - 2];
+            return Range(0, i * row, (i + 1) * row, 0);
+        }
+        if (op == LD.OP_SUMREQUANT) {
+            uint256 row = 4 * x.dims[x.rank - 1];
+            return Range(0, i * row, (i + 1) * row, 0);
+        }
+        (uint256 k, uint256 q, uint256 g) = LD.chunkGeometry(D);
+        if (op == LD.OP_CHUNKMAX) {
+            // element (row, g, j): chunk g of the row; values of the input's width, or 8-byte pairs
+            uint256 size = D.a[LD.A_PAIRS] == 1 ? 8 : LD.width(x);
+            uint256 row = i / (2 * g);
+            uint256 s = (i / 2) % g * q;
+            uint256 e = _min(s + q, k);
+            return Range(0, (row * k + s) * size, (row * k + e) * size, 0);
+        }
+        // chunksum element (n, c, g): positions [g*q, min((g+1)*q, H*W)) of channel c, strided by C
+        uint256 c = x.dims[3];
+        uint256 n = i / (c * g);
+        uint256 ci = (i / g) % c;
+        uint256 s0 = (i % g) * q;
+        uint256 e0 = _min(s0 + q, k);
+        return Range(0, (n * k + s0) * c + ci, (n * k + e0 - 1) * c + ci + 1, 0);
+    }
+
+    function _min(uint256 a, uint256 b) private pure returns (uint256) {
+        return a < b ? a : b;
     }
 
     /// @dev (n, oh, ow, last) of output element i (out is [N, OH, OW, *]).
@@ -180,9 +216,57 @@ library LibInt8Ops {
         if (op == LD.OP_IM2COL) return r.length == 1 ? _i8(r[0].ptr) : a[LD.A_PAD];
         if (op == LD.OP_MAXPOOL) return _maxpool(r, D.ins[0].t.dims[3]);
         if (op == LD.OP_AVGPOOL) return _avgpool(D, i, r[0]);
-        if (op == LD.OP_ARGMAX) return _argmax(r[0], LD.width(D.ins[0].t));
+        if (op == LD.OP_ARGMAX) return int256(_argmax(r[0], LD.width(D.ins[0].t), 4));
+        if (op >= LD.OP_CHUNKMAX) return _chunked(D, i, r[0]);
         // reshape, transpose: the input element itself
         return LD.width(D.ins[0].t) == 1 ? _i8(r[0].ptr) : _i32(r[0].ptr);
+    }
+
+    /// @dev chunkmax, pairargmax, chunksum, sumrequant from their one range (compute_element).
+    function _chunked(LD.Desc memory D, uint256 i, Range memory r) private pure returns (int256) {
+        uint256 op = D.opcode;
+        if (op == LD.OP_SUMREQUANT) return _requant(D.a, _wrap32(_sumI32(r.ptr, r.end - r.start)), 0);
+        if (op == LD.OP_CHUNKSUM) {
+            // sum(v - zp) over the chunk's positions = sum(v) - positions * zp
+            uint256 c = D.ins[0].t.dims[3];
+            uint256 n = r.end - r.start;
+            return _sumStrided(r.ptr, n, c) - int256((n + c - 1) / c) * D.a[LD.A_XZP];
+        }
+        if (op == LD.OP_PAIRARGMAX || D.a[LD.A_PAIRS] == 1) {
+            // pairs (value, index): the first pair with the greatest value
+            uint256 p = r.ptr + 8 * _argmax(r, 4, 8);
+            if (op == LD.OP_PAIRARGMAX || i % 2 == 1) return _i32(p + 4);
+            return _i32(p);
+        }
+        uint256 w = LD.width(D.ins[0].t);
+        uint256 k = _argmax(r, w, w);
+        if (i % 2 == 1) {
+            (,, uint256 g) = LD.chunkGeometry(D);
+            return int256((i / 2) % g * uint256(D.a[LD.A_Q]) + k);
+        }
+        return w == 1 ? _i8(r.ptr + k) : _i32(r.ptr + 4 * k);
+    }
+
+    /// @dev Sum of the int8 at p, p + c, ... below p + n (c >= 1).
+    function _sumStrided(uint256 p, uint256 n, uint256 c) private pure returns (int256 acc) {
+        // SAFETY: reads the opened range only (p .. p + n), every c-th byte; memory-safe. int256
+        // sum of at most 2^28 int8 values: no overflow.
+        assembly ("memory-safe") {
+            for { let e := add(p, n) } lt(p, e) { p := add(p, c) } {
+                acc := add(acc, signextend(0, byte(0, mload(p))))
+            }
+        }
+    }
+
+    /// @dev Exact sum of the little-endian int32 values in [p, p + n) (n a multiple of 4).
+    function _sumI32(uint256 p, uint256 n) private pure returns (int256 acc) {
+        // SAFETY: reads the opened range only; memory-safe. At most 2^26 int32 values: no overflow.
+        assembly ("memory-safe") {
+            for { let e := add(p, n) } lt(p, e) { p := add(p, 4) } {
+                let b := shr(224, mload(p))
+                acc := add(acc, signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b)))))
+            }
+        }
     }
 
     function _maxpool(Range[] memory r, uint256 c) private pure returns (int256 best) {
@@ -208,22 +292,15 @@ library LibInt8Ops {
     function _avgpool(LD.Desc memory D, uint256 i, Range memory r) private pure returns (int256) {
         uint256 c = D.ins[0].t.dims[3];
         uint256 n = r.end - r.start;
-        int256 acc = 0;
-        uint256 p = r.ptr + i % c;
-        uint256 e = r.ptr + n;
-        // SAFETY: reads the opened block only (r.ptr .. e), every c-th byte; memory-safe. int256
-        // sum of at most 2^28 int8 values: no overflow.
-        assembly ("memory-safe") {
-            for {} lt(p, e) { p := add(p, c) } {
-                acc := add(acc, signextend(0, byte(0, mload(p))))
-            }
-        }
+        int256 acc = _sumStrided(r.ptr + i % c, n - i % c, c);
         // sum(v - zp) over H*W values = sum(v) - H*W*zp
         acc -= int256(n / c) * D.a[LD.A_XZP];
         return _requant(D.a, acc, 0);
     }
 
-    function _argmax(Range memory r, uint256 w) private pure returns (int256 best) {
+    /// @dev Position of the first maximal element of the range: int8 (w = 1), or an int32 value
+    ///      every `stride` bytes (w = 4; stride 4 for int32 values, 8 for (value, index) pairs).
+    function _argmax(Range memory r, uint256 w, uint256 stride) private pure returns (uint256 best) {
         uint256 p = r.ptr;
         uint256 e = r.end - r.start + p;
         // SAFETY: reads the n elements of the opened range only (p .. e); memory-safe.
@@ -244,12 +321,12 @@ library LibInt8Ops {
                 // int32 little-endian: compare the byte-swapped words as signed 32-bit values
                 let b := shr(224, mload(p))
                 let top := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
-                for { let q := add(p, 4) } lt(q, e) { q := add(q, 4) } {
+                for { let q := add(p, stride) } lt(q, e) { q := add(q, stride) } {
                     b := shr(224, mload(q))
                     let v := signextend(3, or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b))))
                     if sgt(v, top) {
                         top := v
-                        best := shr(2, sub(q, p))
+                        best := div(sub(q, p), stride)
                     }
                 }
             }
