@@ -1,5 +1,9 @@
 """Export a float nn.Module to an int8 program (post-training quantization).
 
+Reductions above the one-step bounds (docs/protocol.md 3.4) are lowered into the chunked ops of
+5.7.7 (`chunk_reductions`): an argmax into chunkmax (+ chunkmax of pairs while needed) + pairargmax,
+a global avgpool into chunksum + sumrequant; both give the unchunked op's result bit for bit.
+
 Supported (torch.fx graph): Conv2d (groups 1, dilation 1, zero padding) with a following BatchNorm2d
 folded and a following ReLU fused into the requant clamp; Linear (+ fused ReLU); ReLU; MaxPool2d;
 AdaptiveAvgPool2d(1); Flatten; residual add (+ fused ReLU); Dropout/Identity (eval: identity).
@@ -21,6 +25,17 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpumesh.client.core.ops.rules import MAX_STEP_ELEMENTS, MAX_STEP_LEAVES, step_reads
+from gpumesh.client.core.ops.types import (
+    DType,
+    Opcode,
+    OpDescriptor,
+    Requant,
+    SlotKind,
+    SlotRef,
+    TensorType,
+    make_attrs,
+)
 from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.files import RuntimeFault
 from gpumesh.node.runtime.quant import (
@@ -234,7 +249,116 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
     obj = {"format": "gpumesh.program", "version": 1, "input": input_decl, "weights": b.weights,
            "ops": b.ops, "meta": {"input_scale": input_scale, "input_zero_point": 0,
                                   "output": "argmax" if argmax else "int8 logits", **(meta or {})}}
-    return Program.from_json(obj), b.arrays
+    return Program.from_json(chunk_reductions(obj)), b.arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked reductions (docs/protocol.md 5.7.7)
+
+
+def _op_desc(op: Opcode, x: TensorType, **attrs) -> OpDescriptor:
+    """A descriptor of `op` on one input of type `x` (its output type is not needed by step_reads)."""
+    return OpDescriptor(op, (SlotRef(SlotKind.UNIT_INPUT, 0, x),), x, make_attrs(op, **attrs))
+
+
+def _within(d: OpDescriptor) -> bool:
+    leaves, scanned = step_reads(d)
+    return leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
+
+
+def _largest_q(make, k: int) -> int:
+    """The largest chunk length q in [1, k] whose one-step is within the bounds (step_reads grows
+    with q). make(q) -> descriptor."""
+    lo, hi = 1, k
+    if not _within(make(1)):
+        raise ExportError("a chunk of one element is above the one-step bounds")
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _within(make(mid)) else (lo, mid - 1)
+    return lo
+
+
+def _over_bounds(op: Opcode, x: TensorType, attrs: dict) -> bool:
+    raw = dict(attrs)
+    if "requant" in raw:
+        raw["requant"] = Requant.from_json(raw["requant"])
+    return not _within(_op_desc(op, x, **raw))
+
+
+def _lower_argmax(o: dict, x: TensorType) -> list[dict]:
+    """argmax -> [reshape to rank 2] + chunkmax (+ chunkmax of pairs ...) + pairargmax [+ reshape back]."""
+    name, src, ops = o["name"], o["inputs"][0], []
+    shape = x.shape
+    if len(shape) == 4:  # chunkmax of values takes rank 1..3
+        x = TensorType(x.dtype, (shape[0] * shape[1] * shape[2], shape[3]))
+        src = _emit(ops, f"{name}.rows", "reshape", [src], {}, {"dtype": x.dtype.label, "shape": list(x.shape)})
+    k = x.shape[-1]
+    q = _largest_q(lambda q: _op_desc(Opcode.CHUNKMAX, x, q=q, pairs=0), k)
+    g = -(-k // q)
+    src = _emit(ops, f"{name}.chunk0", "chunkmax", [src], {"q": q, "pairs": 0})
+    pairs = TensorType(DType.INT32, (*x.shape[:-1], g, 2))
+    level = 1
+    while not _within(_op_desc(Opcode.PAIRARGMAX, pairs)):  # the same split over the pairs
+        q = _largest_q(lambda q, t=pairs: _op_desc(Opcode.CHUNKMAX, t, q=q, pairs=1), g)
+        g = -(-g // q)
+        src = _emit(ops, f"{name}.chunk{level}", "chunkmax", [src], {"q": q, "pairs": 1})
+        pairs = TensorType(DType.INT32, (*x.shape[:-1], g, 2))
+        level += 1
+    if len(shape) == 4:
+        src = _emit(ops, f"{name}.index", "pairargmax", [src], {})
+        _emit(ops, name, "reshape", [src], {}, {"dtype": "int32", "shape": list(shape[:-1])})
+    else:
+        _emit(ops, name, "pairargmax", [src], {})
+    return ops
+
+
+def _lower_avgpool(o: dict, x: TensorType) -> list[dict]:
+    """global avgpool -> chunksum + sumrequant (same requant: the same int8 result)."""
+    n, h, w, c = x.shape
+    if 255 * h * w > (1 << 31) - 1:  # sumrequant's wrap32 would then differ from the exact sum
+        raise ExportError(f"{o['name']}: global avgpool over {h}x{w} positions; at most 2^23 keep the sum exact")
+    zp = o["attrs"].get("x_zp", 0)
+    q = _largest_q(lambda q: _op_desc(Opcode.CHUNKSUM, x, x_zp=zp, q=q), h * w)
+    g = -(-(h * w) // q)
+    sums = TensorType(DType.INT32, (n, c, g))
+    req = Requant.from_json(o["attrs"]["requant"])
+    if not _within(_op_desc(Opcode.SUMREQUANT, sums, requant=req)):  # pragma: no cover - 5.7.7: G <= 16384
+        raise ExportError(f"{o['name']}: {g} partial sums per channel above the one-step bounds")
+    ops: list[dict] = []
+    src = _emit(ops, f"{o['name']}.chunks", "chunksum", [o["inputs"][0]], {"x_zp": zp, "q": q})
+    _emit(ops, o["name"], "sumrequant", [src], {"requant": o["attrs"]["requant"]})
+    return ops
+
+
+def _emit(ops: list[dict], name: str, op: str, inputs: list[str], attrs: dict, out: dict | None = None) -> str:
+    ops.append({"name": name, "op": op, "inputs": inputs, "attrs": attrs, **({"out": out} if out else {})})
+    return name
+
+
+def chunk_reductions(obj: dict) -> dict:
+    """The program JSON with every argmax and global avgpool whose one-step is above the bounds of
+    docs/protocol.md 3.4 replaced by its chunked form (5.7.7), the last op keeping the original
+    name, so later ops and the program output read it unchanged. Other programs are returned as
+    they are (same ops, same root)."""
+    lowered: list[dict] = []
+    for o in obj["ops"]:
+        kind = {"argmax": Opcode.ARGMAX, "avgpool": Opcode.AVGPOOL}.get(o["op"])
+        if kind is not None:
+            x = _type_of(obj, lowered, o["inputs"][0])
+            if _over_bounds(kind, x, o.get("attrs") or {}):
+                lowered += _lower_argmax(o, x) if kind == Opcode.ARGMAX else _lower_avgpool(o, x)
+                continue
+        lowered.append(o)
+    return {**obj, "ops": lowered}
+
+
+def _type_of(obj: dict, ops: list[dict], name: str) -> TensorType:
+    """Type of the unit input, a weight or one of `ops` (typed by the program rules)."""
+    for t in (obj["input"], *obj["weights"]):
+        if t["name"] == name:
+            return TensorType(DType.parse(t["dtype"]), tuple(t["shape"]))
+    upto = next(i for i, o in enumerate(ops) if o["name"] == name)
+    return Program.from_json({**obj, "ops": ops[: upto + 1]}).ops[-1].desc.out
 
 
 def _shape_of(gm: fx.GraphModule, node: fx.Node, calib: torch.Tensor) -> tuple[int, ...]:

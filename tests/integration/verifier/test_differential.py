@@ -71,7 +71,8 @@ def test_verifier_equals_reference(verifier, op, data):
 @settings(max_examples=40, **COMMON)
 @given(data=st.data())
 def test_changed_proof_byte_reverts(verifier, data):
-    op = data.draw(st.sampled_from([Opcode.LINEAR, Opcode.ADD, Opcode.MAXPOOL, Opcode.ARGMAX, Opcode.TRANSPOSE]))
+    op = data.draw(st.sampled_from([Opcode.LINEAR, Opcode.ADD, Opcode.MAXPOOL, Opcode.ARGMAX, Opcode.TRANSPOSE,
+                                     Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT]))
     case = random_case(_draw(data), op, max_dim=4, max_k=300)
     p = place(case, trace_slot=data.draw(st.sampled_from([None, 1])))
     e = data.draw(st.integers(0, p.desc.out.count - 1))

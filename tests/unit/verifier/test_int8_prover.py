@@ -50,8 +50,8 @@ def test_opened_chunks_are_the_reference_bytes(op, data):
     assert chunks == [p.data[r.input][r.start : r.end] for r in element_ranges(p.desc, e)]
 
 
-@pytest.mark.parametrize("op", [Opcode.LINEAR, Opcode.MAXPOOL, Opcode.REQUANT, Opcode.ARGMAX],
-                         ids=lambda o: o.name.lower())
+@pytest.mark.parametrize("op", [Opcode.LINEAR, Opcode.MAXPOOL, Opcode.REQUANT, Opcode.ARGMAX, Opcode.CHUNKMAX,
+                                Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT], ids=lambda o: o.name.lower())
 @SETTINGS
 @given(data=st.data())
 def test_any_changed_byte_is_rejected(op, data):
