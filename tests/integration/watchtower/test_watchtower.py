@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gpumesh.client.core import merkle
-from gpumesh.client.core.game import Outcome, Reason, Side, bond_burn
+from gpumesh.client.core.game import Outcome, Reason, Side, bond_burn, slash_paid
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.watchtower.tower import status_of
@@ -66,9 +66,9 @@ def test_cheating_worker_is_challenged_and_slashed(devnet, tmp_path, caplog, c):
     assert f"checked 4/4 units: MISMATCH unit {c.unit} -> game {gid}" in caplog.text
     st = status_of(tower.state)
     assert st["jobs"][job.job_id]["status"] == "won" and st["games"][gid]["reason"] == "one_step"
-    # Collected: the bond back from the game, 90 % of the slashed stake from the registry.
+    # Collected: the bond back from the game, half the slashed stake from the registry (4.11).
     assert devnet.game().credits(me) == 0 and devnet.registry().info(me).credits == 0
-    reward = job.stake - job.stake * 1000 // 10_000
+    reward = slash_paid(job.stake)
     gained = devnet.w3().eth.get_balance(me) - balance
     assert reward - 10**16 < gained < reward  # minus the gas of ~15 transactions
     assert "gpumesh_watchtower_games_resolved_total{outcome=\"won\"} 1.0" in tower.metrics.text()

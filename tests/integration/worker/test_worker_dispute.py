@@ -80,7 +80,7 @@ def test_cheating_worker_defends_and_is_slashed(env, caplog, fault):
     assert rec["disputed"] is True
     log = caplog.text
     assert f"job {job_id}: disputed" in log
-    assert "re-executing unit" in log and f"unit {fault.unit} in trace mode" in log
+    assert "re-executing unit" in log and f"unit {fault.unit} in streaming trace mode" in log
     assert "game:" in log and ":move:" in log  # the worker answered moves itself
     info = env.registry().info(dev_account(6).address)
     assert info.total == ETH and info.locked == 0  # its locked stake for the job is gone
