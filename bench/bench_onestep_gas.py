@@ -97,6 +97,8 @@ def cases() -> dict[str, tuple[OpCase, int]]:
     ap = TensorType(I8, (1, 8, 8, 256))
     tr = TensorType(I8, (1, 32, 32, 64))
     lg = TensorType(I32, (1, 1000))
+    head, pairs = TensorType(I32, (1, 131072)), TensorType(I32, (1, 8, 2))
+    fmap, sums = TensorType(I8, (1, 128, 128, 256)), TensorType(I32, (1, 256, 44))
     return {
         "relu [64,1024]": (_case(Opcode.RELU, [t64], [_arr("r", t64)], zp=0), 40_000),
         "linear K=1024 per-channel": (linear(1024, ReqMode.PER_CHANNEL), 64 * 256 // 2 + 77),
@@ -116,6 +118,12 @@ def cases() -> dict[str, tuple[OpCase, int]]:
         "argmax int32 [1,1000]": (_case(Opcode.ARGMAX, [lg], [_arr("l", lg)]), 0),
         "reshape int32 [64,256]": (_case(Opcode.RESHAPE, [i32], [_arr("s", i32)], out=TensorType(I32, (16384,))), 9_999),
         "transpose [1,32,32,64] (0,3,1,2)": (_case(Opcode.TRANSPOSE, [tr], [_arr("t", tr)], perm=(0, 3, 1, 2)), 33_333),
+        # the chunked ops of the two exported models of tests/integration/verifier/test_games_chunked.py
+        "chunkmax int32 [1,131072] q=16384": (_case(Opcode.CHUNKMAX, [head], [_arr("c", head)], q=16384, pairs=0), 15),
+        "pairargmax [1,8,2]": (_case(Opcode.PAIRARGMAX, [pairs], [_arr("p", pairs)]), 0),
+        "chunksum [1,128,128,256] q=377": (_case(Opcode.CHUNKSUM, [fmap], [_arr("k", fmap)], x_zp=3, q=377), 255 * 44),
+        "sumrequant [1,256,44]": (_case(Opcode.SUMREQUANT, [sums], [_arr("s", sums)],
+                                        requant=Requant(ReqMode.PER_TENSOR, 97686, 23, 0, -128, 127)), 255),
     }
 
 
@@ -149,6 +157,11 @@ def worst_cases() -> dict[str, tuple[Callable[[], OpCase], int]]:
     big = TensorType(I8, (1 << 14, 1 << 14))
     b32 = TensorType(I32, (1 << 12, 1 << 14))
     win = {"sh": 1, "sw": 1, "ph": 0, "pw": 0}
+    # chunked ops: rows whose length is not a multiple of a leaf, and the row whose chunk 0 starts
+    # on the last byte (int32: the last element) of a leaf, so the range touches one more leaf
+    c8, c32 = TensorType(I8, (8192, 32767)), TensorType(I32, (2048, 32767))
+    cp, pa = TensorType(I32, (2048, 16383, 2)), TensorType(I32, (4096, 8191, 2))
+    cs, sr = TensorType(I8, (2730, 127, 129, 6)), TensorType(I32, (4096, 16383))
     return {
         f"linear K={k} per-channel": (lin, 8191 * 4096 + 4095),
         f"linear K={k} int32 out": (lin32, 8191 * 4096 + 4095),
@@ -168,6 +181,19 @@ def worst_cases() -> dict[str, tuple[Callable[[], OpCase], int]]:
                           b32.count - 1),
         "transpose int32 (1,0)": (lambda: _case(Opcode.TRANSPOSE, [b32], [_big("t", b32)], perm=(1, 0, 2, 3)),
                                   b32.count - 1),
+        # element (row, chunk 0, index): rows 7169 / 1793 / 1921 start at byte 1023 / 1020 / 1016 of a leaf
+        f"chunkmax int8 q={MAX_STEP_ELEMENTS}": (lambda: _case(Opcode.CHUNKMAX, [c8], [_big("c", c8)], q=MAX_STEP_ELEMENTS,
+                                                               pairs=0), 7169 * 4 + 1),
+        f"chunkmax int32 q={MAX_STEP_ELEMENTS}": (lambda: _case(Opcode.CHUNKMAX, [c32], [_big("c", c32)],
+                                                                q=MAX_STEP_ELEMENTS, pairs=0), 1793 * 4 + 1),
+        "chunkmax pairs q=8192": (lambda: _case(Opcode.CHUNKMAX, [cp], [_big("c", cp)], q=8192, pairs=1), 1921 * 4 + 1),
+        # 8,191 pairs per row; row 3969 starts at byte 1016 of a leaf
+        "pairargmax G=8191": (lambda: _case(Opcode.PAIRARGMAX, [pa], [_big("p", pa)]), 3969),
+        # H*W = 16,383 positions, C = 6, q = 16,043 (96 leaves); sample 1's channel 5 starts on byte
+        # 1023 of a leaf: element (n 1, c 5, chunk 0) of [N, 6, 2]
+        "chunksum C=6 q=16043": (lambda: _case(Opcode.CHUNKSUM, [cs], [_big("k", cs)], x_zp=3, q=16043), (6 + 5) * 2),
+        # 16,383 partial sums per row; row 3841 starts at byte 1020 of a leaf
+        "sumrequant G=16383": (lambda: _case(Opcode.SUMREQUANT, [sr], [_big("s", sr)], requant=req), 3841),
     }
 
 

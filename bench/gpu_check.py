@@ -1,9 +1,13 @@
 """GPU check: the int8 executor gives the same bits on CUDA as on CPU, and how fast it is.
 
     python bench/gpu_check.py            (from the repo root; exit 1 on any mismatch, 2 if no CUDA)
+    python bench/gpu_check.py --cpu-dry-run   (no GPU: every path below runs with CPU on both sides,
+                                               so the script and its cases are exercised; compares nothing)
 
-1. Random single-op cases of every opcode (edge values, extreme quantization parameters): CUDA
-   output bytes == CPU output bytes (CPU is proven equal to the scalar reference by the tests).
+1. Random single-op cases of every opcode, the chunked reductions 0x0B-0x0E included (edge values,
+   extreme quantization parameters): CUDA output bytes == CPU output bytes (CPU is proven equal to
+   the scalar reference by the tests). Then the two chunked models of docs/protocol.md 5.7.7 (an
+   argmax over 131,072 logits, a global avgpool over 128x128x256): every op output identical.
 2. The digits MLP and CNN (examples/digits) and a larger random CNN (exported here): every op output
    of one traced unit byte-identical on CUDA and CPU, and the result root over all units identical.
 3. Speed: the int8 executor on CUDA vs torch fp16 eager (and fp32 eager) on the same float model and
@@ -127,6 +131,10 @@ def torch_paths(ex_dir: Path) -> list[str]:
     return [f"Triton off: {x}" for x in lines]
 
 
+#: "cuda", or "cpu" for --cpu-dry-run (both sides on the CPU: the script runs, nothing is compared).
+DEVICE = "cuda"
+
+
 def random_ops(n_per_op: int = 40) -> str:
     rng = np.random.default_rng(1234)
 
@@ -138,7 +146,7 @@ def random_ops(n_per_op: int = 40) -> str:
         for _ in range(n_per_op):
             c = random_case(draw, op, max_dim=9, max_k=1500)
             cpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)) for a in c.inputs])
-            gpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)).cuda() for a in c.inputs]).cpu()
+            gpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)).to(DEVICE) for a in c.inputs]).cpu()
             same = cpu.dtype == gpu.dtype and torch.equal(cpu, gpu)
             check(same, f"random {op.name} case differs ({dict(c.desc.attrs)}, out {c.desc.out}, "
                         f"{int((cpu != gpu.to(cpu.dtype)).sum()) if cpu.shape == gpu.shape else 'shape'} elements)")
@@ -165,7 +173,7 @@ class BigCNN(nn.Module):
 
 
 def compare_program(name: str, bundle: ProgramBundle, units: np.ndarray) -> str:
-    cpu, gpu = Executor(bundle, "cpu"), Executor(bundle, "cuda")
+    cpu, gpu = Executor(bundle, "cpu"), Executor(bundle, DEVICE)
     # every op output of unit 0, compared byte for byte (stronger than comparing their roots, and
     # no hashing of megabytes when the pure-Python keccak stands in)
     with torch.inference_mode():
@@ -176,8 +184,8 @@ def compare_program(name: str, bundle: ProgramBundle, units: np.ndarray) -> str:
     rc, rg = cpu.run(units), gpu.run(units)
     check(rc.result_root == rg.result_root, f"{name}: result roots differ")
     return (f"{name}: {len(units)} units, op outputs of unit 0 identical {same_ops}/{len(oc)}, "
-            f"result root cpu {rc.result_root.hex()[:16]} cuda {rg.result_root.hex()[:16]} "
-            f"{'SAME' if rc.result_root == rg.result_root else 'DIFFERENT'} (cuda: {gpu.rows} rows per pass, "
+            f"result root cpu {rc.result_root.hex()[:16]} {DEVICE} {rg.result_root.hex()[:16]} "
+            f"{'SAME' if rc.result_root == rg.result_root else 'DIFFERENT'} ({DEVICE}: {gpu.rows} rows per pass, "
             f"CUDA graphs {'yes' if gpu._graphs else 'no'})")
 
 
@@ -222,8 +230,48 @@ def speed(name: str, model: nn.Module, bundle: ProgramBundle, xf: torch.Tensor, 
             f"{t_big16 / t_big:.2f}x")
 
 
+class GlobalPool(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gap, self.flat = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+
+    def forward(self, x):
+        return self.flat(self.gap(x))
+
+
+def chunked_models() -> list[str]:
+    """The chunked reductions on model-sized tensors: a 16 -> 131,072 linear head with its argmax
+    (chunkmax + pairargmax) and a global avgpool over [128, 128, 256] (chunksum + sumrequant)."""
+    torch.manual_seed(0)
+    lines = []
+    for name, model, calib, batch in (
+        ("argmax over 131,072 logits", nn.Sequential(nn.Linear(16, 131072)), torch.randn(32, 16), 4),
+        ("global avgpool 128x128x256", GlobalPool(), torch.randn(2, 256, 128, 128), 1),
+    ):
+        prog, arrays = export_model(model, calib, unit_batch=batch)
+        bundle = ProgramBundle(prog, {w.name: canonical_bytes(arrays[w.name], w.type) for w in prog.weights}, arrays)
+        units = np.random.default_rng(7).integers(-128, 128, (2, *prog.input.type.shape)).astype(np.int8)
+        ops = "+".join(o.desc.opcode.name.lower() for o in prog.ops)
+        lines.append(compare_program(f"{name} ({ops})", bundle, units))
+    return lines
+
+
+def dry_run() -> int:
+    """--cpu-dry-run: the random single ops and the chunked models with the CPU on both sides."""
+    global DEVICE
+    DEVICE = "cpu"
+    t0 = time.perf_counter()
+    print("gpu_check --cpu-dry-run: CPU against CPU (exercises the cases, proves nothing about CUDA)")
+    for line in [random_ops(10), *chunked_models()]:
+        print("  " + line, flush=True)
+    print(f"gpu_check dry run: {'FAIL' if FAILS else 'OK'} in {time.perf_counter() - t0:.0f} s")
+    return 1 if FAILS else 0
+
+
 def main() -> int:
     t0 = time.perf_counter()
+    if "--cpu-dry-run" in sys.argv:
+        return dry_run()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device")
         return 2
@@ -239,6 +287,9 @@ def main() -> int:
         units = load_units(ex_dir / "data" / f"test_inputs_{name}.safetensors", b.program)
         lines.append(compare_program(f"digits {name}", b, units))
         print("  " + lines[-1], flush=True)
+    for line in chunked_models():
+        lines.append(line)
+        print("  " + line, flush=True)
     torch.manual_seed(0)
     big = BigCNN().eval()
     calib = torch.randn(64, 3, 32, 32)

@@ -23,7 +23,7 @@ from gpumesh.node.dispute.int8_prover import Int8Prover, JobInputs
 from gpumesh.node.dispute.strategy import PlayerData, Program, UnitTrace
 from gpumesh.node.runtime import kernels
 from gpumesh.node.runtime.executor import Executor
-from gpumesh.node.runtime.files import load_program, load_units
+from gpumesh.node.runtime.files import ProgramBundle, load_program, load_units
 from tests.integration.dispute.harness import Chain, play, resolved_reason
 
 pytestmark = pytest.mark.integration
@@ -44,13 +44,15 @@ def chain(anvil, verifier_artifacts):
 
 
 class Job:
-    """The CNN program, three units of its test inputs, honest traces (the torch executor) and a
-    re-run with one corrupted element whose error propagates through the later ops."""
+    """A program (the CNN by default), units of its inputs (three of the CNN's test inputs), honest
+    traces (the torch executor) and a re-run with one corrupted element whose error propagates
+    through the later ops. Also used by test_games_chunked.py."""
 
-    def __init__(self) -> None:
-        self.bundle = load_program(CNN)
+    def __init__(self, bundle: ProgramBundle | None = None, units: np.ndarray | None = None) -> None:
+        self.bundle = bundle or load_program(CNN)
         self.prog = self.bundle.program
-        self.units = load_units(INPUTS, self.prog)[:UNITS]
+        self.units = units if units is not None else load_units(INPUTS, self.prog)[:UNITS]
+        self.n = len(self.units)
         self.ex = Executor(self.bundle)
         self.traces = [self.ex.trace(u) for u in self.units]
         self.weights = [self.bundle.weight_bytes[w.name] for w in self.prog.weights]
@@ -96,7 +98,7 @@ class Job:
                 cache[u] = UnitTrace(traces.get(u) or list(self.traces[u].outputs))
             return cache[u]
 
-        roots = tuple(trace(u).roots[-1] for u in range(UNITS))
+        roots = tuple(trace(u).roots[-1] for u in range(self.n))
         return PlayerData(self.program, roots, trace)
 
 
@@ -108,13 +110,13 @@ def job() -> Job:
 def test_job_commitments_agree(job):
     """The prover's job view, the program module and the executor agree before any game."""
     assert job.inputs.inputs_root == inputs_root(job.prog, job.bundle.weight_bytes, job.unit_inputs)
-    for u in range(UNITS):
+    for u in range(job.n):
         assert job.run(u) == list(job.traces[u].outputs), "re-run without corruption == executor trace"
 
 
 def _setup(chain, job: Job, worker_traces: dict[int, list[bytes]]):
     worker = job.player(worker_traces)
-    chain.post_job(JOB, worker.result_levels[-1][0], job.prog.root(), job.inputs.inputs_root, UNITS, BOND)
+    chain.post_job(JOB, worker.result_levels[-1][0], job.prog.root(), job.inputs.inputs_root, job.n, BOND)
     return worker, chain.challenge(JOB, BOND)
 
 
@@ -129,20 +131,26 @@ def _setup(chain, job: Job, worker_traces: dict[int, list[bytes]]):
     ids=["first-op", "middle-linear", "middle-add", "last-op-last-element"],
 )
 def test_corrupt_worker_loses_to_the_real_verifier(chain, job, unit, op, element):
+    moves = corrupt_worker_loses(chain, job, unit, op, element)
+    gas = dict(chain.gas)
+    print(f"\nop {op} ({job.prog.ops[op].desc.opcode.name.lower()}) element {element}: step {gas['Step']:,} gas, "
+          f"proveOp {gas['ProveOp']:,}, moves {len(moves)}, total {sum(g for _, g in moves):,}")
+
+
+def corrupt_worker_loses(chain, job: Job, unit: int, op: int, element: int) -> list[tuple[str, int]]:
+    """Play a game against a worker whose unit `unit` has `element` of op `op` corrupted: the
+    challenger wins at that op's one-step, the worker is slashed. Returns the moves' (name, gas)."""
     out = job.prog.ops[op].desc.out
     worker, gid = _setup(chain, job, {unit: job.wrong_result(unit, op, element)})
-    prover = Int8Prover(job.inputs)
-    g = play(chain, gid, worker, job.player(), prover)
+    g = play(chain, gid, worker, job.player(), Int8Prover(job.inputs))
     assert Outcome(g[5]) == Outcome.CHALLENGER_WON
     assert resolved_reason(chain, gid) == Reason.ONE_STEP
     assert (g[14], g[15]) == (unit, op), "the disputed unit and the FIRST wrong op"
     assert chain.market.functions.isSlashed(JOB).call()
     assert chain.game.functions.credits(chain.challenger).call() == BOND
     moves = [x for x in chain.gas if x[0] != "ResolveTimeout"]
-    assert len(moves) == total_moves(UNITS, len(job.prog.ops), out.nbytes, SPLIT_BITS)
-    gas = dict(chain.gas)
-    print(f"\nop {op} ({job.prog.ops[op].desc.opcode.name.lower()}) element {element}: step {gas['Step']:,} gas, "
-          f"proveOp {gas['ProveOp']:,}, moves {len(moves)}, total {sum(g for _, g in moves):,}")
+    assert len(moves) == total_moves(job.n, len(job.prog.ops), out.nbytes, SPLIT_BITS)
+    return moves
 
 
 def test_challenger_disputing_a_correct_result_loses_its_bond(chain, job):
