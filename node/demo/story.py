@@ -31,6 +31,7 @@ from gpumesh.client.chain.dispute import DisputeGameClient
 from gpumesh.client.chain.tx import NonceManager
 from gpumesh.client.chain.types import JobSpec, JobState
 from gpumesh.client.core.errors import GpumeshError
+from gpumesh.client.core.game import slash_paid
 from gpumesh.client.services.accounts import dev_account
 from gpumesh.ipfs.kubo import KuboStore
 from gpumesh.node.common.store import StateStore
@@ -336,7 +337,9 @@ class Story:
         after = self._snapshot("after the dispute")
         self._print_balances("after the dispute")
         lost = float(before["cheater"]["stake"]) - float(after["cheater"]["stake"])
-        self.echo(f"  cheater lost {lost:.4f} ETH of stake; state of job {job}: {self._state(job).name}")
+        paid = slash_paid(self.cfg.stake)  # the job locked the whole stake (4.11)
+        self.echo(f"  cheater lost {lost:.4f} ETH of stake ({self._eth(paid)} ETH to the watchtower that opened the "
+                  f"game, the rest burned); state of job {job}: {self._state(job).name}")
 
     def _count_moves(self, first: int, last: int) -> None:
         d = self.report.dispute
