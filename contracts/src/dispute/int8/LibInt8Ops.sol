@@ -96,17 +96,21 @@ library LibInt8Ops {
         if (op == LD.OP_CHUNKMAX) {
             // element (row, g, j): chunk g of the row; values of the input's width, or 8-byte pairs
             uint256 size = D.a[LD.A_PAIRS] == 1 ? 8 : LD.width(x);
+            // slither-disable-next-line divide-before-multiply -- row index: floor(i / 2G) * K is the intended start
             uint256 row = i / (2 * g);
             uint256 s = (i / 2) % g * q;
             uint256 e = _min(s + q, k);
+            // slither-disable-next-line divide-before-multiply -- row/chunk index times the row/chunk length
             return Range(0, (row * k + s) * size, (row * k + e) * size, 0);
         }
         // chunksum element (n, c, g): positions [g*q, min((g+1)*q, H*W)) of channel c, strided by C
         uint256 c = x.dims[3];
+        // slither-disable-next-line divide-before-multiply -- sample index: floor(i / (C*G)) * H*W is the intended start
         uint256 n = i / (c * g);
         uint256 ci = (i / g) % c;
         uint256 s0 = (i % g) * q;
         uint256 e0 = _min(s0 + q, k);
+        // slither-disable-next-line divide-before-multiply -- sample index times the sample's H*W positions
         return Range(0, (n * k + s0) * c + ci, (n * k + e0 - 1) * c + ci + 1, 0);
     }
 
@@ -241,7 +245,8 @@ library LibInt8Ops {
         uint256 w = LD.width(D.ins[0].t);
         uint256 k = _argmax(r, w, w);
         if (i % 2 == 1) {
-            (,, uint256 g) = LD.chunkGeometry(D);
+            // chunk g = (i / 2) % G (out is [.., G, 2]) starts at g*q; k is the position inside it
+            uint256 g = D.out.dims[D.out.rank - 2];
             return int256((i / 2) % g * uint256(D.a[LD.A_Q]) + k);
         }
         return w == 1 ? _i8(r.ptr + k) : _i32(r.ptr + 4 * k);
