@@ -36,10 +36,11 @@ class JobResult:
     raw: bytes  # the verified outputs file
 
     def predictions(self) -> np.ndarray:
-        """One value per sample: the values of an argmax program, else the argmax of the last axis
-        (trimmed to the spec's meta `samples` when the poster padded the last unit)."""
+        """One value per sample: the values of an argmax program (ending in argmax, or in its
+        chunked form pairargmax, 5.7.7), else the argmax of the last axis (trimmed to the spec's
+        meta `samples` when the poster padded the last unit)."""
         out = self.outputs
-        if self.program.ops[-1].desc.opcode == Opcode.ARGMAX or out.ndim == 1:
+        if self.program.ops[-1].desc.opcode in (Opcode.ARGMAX, Opcode.PAIRARGMAX) or out.ndim == 1:
             preds = out.reshape(-1)
         else:
             preds = out.argmax(axis=-1).reshape(-1)

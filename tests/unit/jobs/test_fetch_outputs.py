@@ -197,3 +197,22 @@ def test_unit_output_must_fit_an_on_chain_data_answer(bundle):
     assert unit_output_too_large(at) is None
     why = unit_output_too_large(over)
     assert why is not None and "65537 bytes" in why and "65536" in why
+
+
+def test_predictions_of_argmax_and_chunked_argmax_programs():
+    from types import SimpleNamespace
+
+    from gpumesh.client.core.ops.types import Opcode
+    from gpumesh.node.jobs.results import JobResult
+
+    def result(last: Opcode, outputs: np.ndarray, samples=None) -> JobResult:
+        prog = SimpleNamespace(ops=[SimpleNamespace(desc=SimpleNamespace(opcode=last))])
+        spec = SimpleNamespace(meta={} if samples is None else {"samples": samples})
+        return JobResult(1, spec, prog, "cid", b"\0" * 32, outputs, b"")
+
+    idx = np.array([[5, 131071], [7, 0]], dtype=np.int32)  # [units, samples]: class indices
+    for op in (Opcode.ARGMAX, Opcode.PAIRARGMAX):
+        assert result(op, idx).predictions().tolist() == [5, 131071, 7, 0]
+    assert result(Opcode.PAIRARGMAX, idx, samples=3).predictions().tolist() == [5, 131071, 7]
+    logits = np.array([[[1, 9, 3], [8, 0, 0]]], dtype=np.int8)  # no argmax op: argmax of the last axis
+    assert result(Opcode.LINEAR, logits).predictions().tolist() == [1, 0]
