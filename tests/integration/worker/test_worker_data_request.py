@@ -22,12 +22,18 @@ def _requester(env):
     return env.dn.game("poster", env.dn.w3())
 
 
-def test_data_request_is_answered_by_the_worker_daemon(env):
+def _submitted(env):
+    """An honest digits job, claimed, executed and submitted by the worker daemon."""
     env.registry(2).stake(2 * ETH)
     job_id, _ = env.post(reward=ETH // 2, stake=ETH, bond=ETH // 10, window=3600)
     worker = env.worker()
     market = env.market()
     env.drive(worker, lambda: market.get_job(job_id).state == JobState.SUBMITTED)
+    return job_id, worker, market
+
+
+def test_data_request_is_answered_by_the_worker_daemon(env):
+    job_id, worker, market = _submitted(env)
     job = market.get_job(job_id)
     game = _requester(env)
     worker_credits = game.credits(env.dn.address("worker"))
@@ -55,11 +61,7 @@ def test_result_falls_back_to_served_data_when_ipfs_withholds(env):
     from gpumesh.node.jobs.fetch import JobDataError
     from gpumesh.node.jobs.results import fetch_result
 
-    env.registry(2).stake(2 * ETH)
-    job_id, _ = env.post(reward=ETH // 2, stake=ETH, bond=ETH // 10, window=3600)
-    worker = env.worker()
-    market = env.market()
-    env.drive(worker, lambda: market.get_job(job_id).state == JobState.SUBMITTED)
+    job_id, worker, market = _submitted(env)
     job = market.get_job(job_id)
     game = _requester(env)
     honest = fetch_result(env.store(), market, job, env.dep.deploy_block)
@@ -88,11 +90,7 @@ def test_result_falls_back_to_served_data_when_ipfs_withholds(env):
 
 
 def test_unanswered_data_request_slashes_the_worker(env):
-    env.registry(2).stake(2 * ETH)
-    job_id, _ = env.post(reward=ETH // 2, stake=ETH, bond=ETH // 10, window=3600)
-    worker = env.worker()
-    market = env.market()
-    env.drive(worker, lambda: market.get_job(job_id).state == JobState.SUBMITTED)
+    job_id, worker, market = _submitted(env)
     worker.close()  # the worker goes silent (withholds) from here on
     env.apps.remove(worker)
     job = market.get_job(job_id)
