@@ -190,6 +190,9 @@ def run(
                                     "transaction, so a restart resumes after the last step (default: as many as the "
                                     "executor runs in one pass)."),
     max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
+    trace_cache_mib: int = typer.Option(64, "--trace-cache-mib", min=0, help="Memory for the op outputs a dispute "
+                                        "defence recomputes (a disputed unit needs at most one execution's memory "
+                                        "plus this; 0 recomputes every time)."),
     corrupt: str = typer.Option(None, "--corrupt", help="TEST TOOL, makes this worker a CHEATER that will be "
                                 "slashed: flip one bit (+-64) of element E of op OP's output in unit U, as UNIT:OP:ELEMENT "
                                 "(OP an index or name, negative counts from the end)."),
@@ -230,7 +233,7 @@ def run(
     store = ipfs_store()  # unreachable IPFS: one line now, not a retry loop later
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
     cfg = WorkerConfig(policy=policy, device=device, chunk_units=chunk_units, max_active=max_active,
-                       fault=fault, unit_delay=unit_delay)
+                       trace_cache_bytes=trace_cache_mib << 20, fault=fault, unit_delay=unit_delay)
     wapp = build_worker(rpc_url=s.network.rpc_url, deployment=dep, account=acct, store=store, state_dir=state_dir,
                         config=cfg, progress=progress, metrics=metrics, interval=interval)
     if fault is not None:

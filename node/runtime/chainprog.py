@@ -17,9 +17,11 @@ from gpumesh.node.runtime.files import ProgramBundle
 from gpumesh.node.runtime.randprog import requant_params, values
 
 
-def chain_program(rng: np.random.Generator, num_ops: int, n: int, a: int, linear: bool = True) -> ProgramBundle:
+def chain_program(rng: np.random.Generator, num_ops: int, n: int, a: int, linear: bool = True,
+                  argmax: bool = False) -> ProgramBundle:
     """A program of `num_ops` ops over one unit input int8 [n, a, a]; the last op's output is the
-    unit output. `linear=False` leaves out the (slow) linear ops."""
+    unit output. `linear=False` leaves out the (slow) linear ops. `argmax` appends an argmax over
+    the last axis, so the unit output (int32 [n, a]) is small while the trace is large."""
     def draw(lo: int, hi: int) -> int:
         return int(rng.integers(lo, hi + 1))
 
@@ -50,10 +52,20 @@ def chain_program(rng: np.random.Generator, num_ops: int, n: int, a: int, linear
                                                       requant=requant_params(draw, ReqMode.PER_TENSOR)))
         else:
             d = OpDescriptor(op, (prev,), t, make_attrs(op, zp=draw(-128, 127)))
-        ops.append(OpEntry(f"op{j}", d, ()))
+        ops.append(OpEntry(f"op{j}", d, _names(d.inputs, weights)))
+    if argmax:
+        last = SlotRef(SlotKind.OP_OUTPUT, num_ops - 1, t)
+        ops.append(OpEntry("argmax", OpDescriptor(Opcode.ARGMAX, (last,), TensorType(DType.INT32, (n, a)),
+                                                  make_attrs(Opcode.ARGMAX)), (f"op{num_ops - 1}",)))
     prog = Program(TensorDecl("x", t), tuple(weights), tuple(ops), {})
     wb = {name: np.ascontiguousarray(arr).tobytes() for name, arr in arrays.items()}
     return ProgramBundle(prog, wb, arrays)
+
+
+def _names(slots, weights: list[TensorDecl]) -> tuple[str, ...]:
+    """The program file's input names of an op's slots (so a chain program saves and loads)."""
+    return tuple("x" if s.kind == SlotKind.UNIT_INPUT else weights[s.index].name if s.kind == SlotKind.WEIGHT
+                 else f"op{s.index}" for s in slots)
 
 
 def chain_units(rng: np.random.Generator, bundle: ProgramBundle, count: int) -> np.ndarray:

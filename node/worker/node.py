@@ -34,7 +34,7 @@ from gpumesh.client.core.errors import GpumeshError
 from gpumesh.client.core.program import result_root
 from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
-from gpumesh.node.dispute.play import StreamingTraces, TraceCache
+from gpumesh.node.dispute.play import TRACE_CACHE_BYTES, StreamingTraces, TraceCache
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, posted_event
 from gpumesh.node.jobs.outputs import outputs_bytes
 from gpumesh.node.worker.capabilities import capability_document
@@ -60,6 +60,7 @@ class WorkerConfig:
     tick_budget_seconds: float = 2.0  # execution time per tick before other jobs get a turn
     confirmations: int = 0
     start_block: int = 0
+    trace_cache_bytes: int = TRACE_CACHE_BYTES  # memory for op outputs recomputed while defending (7)
     fault: Fault | None = None  # TEST TOOL: corrupt one element (gpumesh.node.worker.faults)
     unit_delay: float = 0.0  # TEST TOOL: sleep after each unit (lets tests kill mid-job)
 
@@ -109,7 +110,7 @@ class WorkerNode:
         # disputed units' streaming traces (roots only) per job; recomputed op outputs and tensor
         # trees in one bounded LRU shared by every job (docs/protocol.md 7, streaming defence)
         self._traces: dict[int, StreamingTraces] = {}
-        self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
+        self._trace_cache = trace_cache if trace_cache is not None else TraceCache(config.trace_cache_bytes)
         self._events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"),
                                    start_block=config.start_block, confirmations=config.confirmations)
         self._started = False
