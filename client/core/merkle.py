@@ -189,7 +189,8 @@ def tensor_roots(data: np.ndarray) -> list[bytes]:
     roots: list[bytes] = []
     for a in range(0, k, step):
         part = flat[a : a + step]
-        msgs = np.zeros((len(part), leaves, 1 + LEAF_BYTES), dtype=np.uint8)  # TAG_LEAF = 0x00, zero pad
+        msgs = np.zeros((len(part), leaves, 1 + LEAF_BYTES), dtype=np.uint8)  # zero padding
+        msgs[:, :, 0] = TAG_LEAF[0]
         if full:
             msgs[:, :full, 1:] = part[:, : full * LEAF_BYTES].reshape(len(part), full, LEAF_BYTES)
         if n > full * LEAF_BYTES:

@@ -145,3 +145,16 @@ def test_tensor_roots_in_several_batches_and_of_nothing(monkeypatch):
     monkeypatch.setattr(m, "_BATCH_BYTES", 2 * 3 * 1025)  # two tensors of three leaves per batch
     assert m.tensor_roots(rows) == want
     assert m.tensor_roots(rows[:0]) == []
+
+
+def test_batched_tensor_roots_use_the_leaf_tag(monkeypatch):
+    """The batched unit roots take their leaf tag from TAG_LEAF like every other tree: with another
+    tag, tensor_roots still equals tensor_root (the unit roots a worker submits cannot drift from
+    the roots the game checks)."""
+    import numpy as np
+
+    rows = np.random.default_rng(5).integers(0, 256, (3, 2100), dtype=np.uint8)
+    monkeypatch.setattr(m, "TAG_LEAF", b"\x07")
+    monkeypatch.setattr(m, "_ZERO_SUBTREE", [])
+    assert m.tensor_roots(rows) == [m.tensor_root(r.tobytes()) for r in rows]
+    assert m.tensor_roots(rows)[0] != naive_tensor_root(rows[0].tobytes())  # the tag really changed
