@@ -17,11 +17,32 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 setup: venv npm contracts
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml setup.py
+# torch flavour: `cpu` (the 2.13.0+cpu wheel, ~0.2 GB) on a machine without an NVIDIA GPU, `cuda` (the CUDA build
+# from the registry, ~3.2 GB of nvidia-* wheels) where `nvidia-smi` answers. Override: make setup TORCH=cpu|cuda.
+# Where the registry lacks the +cpu wheel, pip retries on TORCH_CPU_INDEX (PyTorch's CPU wheel index).
+TORCH           ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+TORCH_CPU_PIN   := torch==2.13.0+cpu
+TORCH_CUDA_PIN  := torch>=2.13.0,<=2.14.1
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(filter $(TORCH),cpu cuda),)
+$(error TORCH=$(TORCH): use TORCH=cpu or TORCH=cuda)
+endif
+# pip's quiet install, minus setuptools' "Editable installation" notice (a block of "!!" lines warning
+# about folders named like the package; ours are mapped by setup.py, so the user cannot act on it).
+PIP_QUIET := PYTHONWARNINGS='ignore:Editable installation' $(PIP) install -q
+
+venv: $(VENV)/.installed-$(TORCH)
+$(VENV)/.installed-$(TORCH): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PIP) install -q -e '.[dev]'
+	@echo "torch: $(TORCH) build (override: make setup TORCH=cpu|cuda)"
+ifeq ($(TORCH),cpu)
+	$(PIP_QUIET) '$(TORCH_CPU_PIN)' 2>/dev/null || $(PIP_QUIET) '$(TORCH_CPU_PIN)' --extra-index-url $(TORCH_CPU_INDEX)
+else
+	$(PIP_QUIET) '$(TORCH_CUDA_PIN)'
+endif
+	$(PIP_QUIET) -e '.[dev]'
+	@rm -f $(VENV)/.installed $(VENV)/.installed-*
 	@touch $@
 
 npm: node_modules/.installed
