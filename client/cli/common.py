@@ -75,6 +75,15 @@ def resolve_account_name(name: str | None) -> str:
     return name
 
 
+def resolve_address(who: str, what: str = "account") -> str:
+    """A 0x address as given, or the address of account `who` (keystore or dev account)."""
+    if who.startswith("0x"):
+        if len(who) != 42:
+            raise UsageError(f"{what} {who}: not an address (0x + 40 hex)")
+        return who
+    return account_store().address(who)
+
+
 def unlock_signer(name: str | None):
     """The LocalAccount for `name` (or the configured default)."""
     return account_store().unlock(resolve_account_name(name), password_provider())
@@ -93,13 +102,13 @@ def chain_session(rpc_url: str | None, deployment: str | None, account: str | No
     """Connect to the configured chain and open the market/registry clients (signing when `write`)."""
     from pathlib import Path
 
-    from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
+    from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient
     from gpumesh.client.chain.deploy import Deployment
     from gpumesh.client.chain.tx import NonceManager
 
     s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
     dep = Deployment.load(s.deployment_file)
-    w3 = connect(s.network.rpc_url, dep)
+    w3 = connect_hinted(s.network.rpc_url, dep)
     if write:
         acct = unlock_signer(account)
         nonces = NonceManager(w3)
@@ -107,6 +116,20 @@ def chain_session(rpc_url: str | None, deployment: str | None, account: str | No
         registry = WorkerRegistryClient.with_account(w3, dep.registry, acct, nonces)
         return ChainSession(w3, dep, market, registry, acct.address)
     return ChainSession(w3, dep, JobMarketClient(w3, dep.market), WorkerRegistryClient(w3, dep.registry), None)
+
+
+def connect_hinted(rpc_url: str, deployment):
+    """gpumesh.client.chain's connect, an unreachable RPC's error ending with what to do about it."""
+    from gpumesh.client.chain.contracts import connect
+    from gpumesh.client.core.errors import ChainError
+    from gpumesh.client.services.rpc import unreachable_hint
+
+    try:
+        return connect(rpc_url, deployment)
+    except ChainError as exc:
+        if "unreachable" not in str(exc):
+            raise
+        raise ChainError(f"{exc}{unreachable_hint(rpc_url)}") from None
 
 
 def ipfs_store():
@@ -132,10 +155,39 @@ def parse_option(fn: Callable[[str], T], text: str, what: str | None = None) -> 
 
 
 def parse_amount(text: str, what: str | None = None) -> int:
-    """An amount in wei from `1.5`, `0.2eth`, `20gwei`, `10wei` (a bare number is ETH)."""
+    """An amount in wei from `1.5`, `0.2eth`, `20gwei`, `10wei` (a bare number is ETH); errors speak
+    in the unit the user typed."""
     from gpumesh.client.chain.types import parse_wei
 
-    return parse_option(parse_wei, text, what)
+    pre = f"{what}: " if what else ""
+    if text.strip().startswith("-"):
+        raise UsageError(f"{pre}{text.strip()} is negative; amounts are 0 or more (1.5, 0.2eth, 20gwei, 10wei)")
+    try:
+        return parse_wei(text)
+    except ValueError as exc:
+        if "whole" in str(exc):  # finer than one wei
+            raise UsageError(f"{pre}{text.strip()} is finer than 1 wei (1 wei = 1e-18 ETH = 1e-9 gwei)") from None
+        raise UsageError(f"{pre}{exc}") from None
+
+
+def require_funds(w3, address: str, account: str | None, amount: int, gas: int, what: str) -> None:
+    """Refuse, before anything is uploaded or sent, when `address` cannot pay `amount` plus `gas` at
+    the node's current fees: one line with the balance, what is missing and how to fund it."""
+    import math
+
+    from gpumesh.client.chain.types import format_eth
+    from gpumesh.client.services.funds import max_fee
+
+    fee = max_fee(w3)
+    need, have = amount + gas * fee, int(w3.eth.get_balance(address))
+    if have >= need:
+        return
+    name = account or settings().account or address
+    top_up = f"{math.ceil((need - have) / 10**15) / 1000:g}"  # ETH, rounded up to 0.001
+    how = (f"`gpumesh devnet fund {name} --amount {top_up}`" if settings().network.name == "devnet"
+           else f"`gpumesh account send --to {address} --amount {top_up}` from a funded account")
+    raise AccountError(f"{name} ({address}) holds {format_eth(have)}, but {what}: {format_eth(amount)} plus up to "
+                       f"{format_eth(gas * fee)} gas; {format_eth(need - have)} missing (fund it with {how})")
 
 
 def report_tx(res, as_json: bool, line: str, **data: Any) -> None:

@@ -18,6 +18,7 @@ from gpumesh.client.cli.common import (
     parse_option,
     print_table,
     report_tx,
+    require_funds,
     withdraw_command,
 )
 from gpumesh.client.core.errors import UsageError
@@ -66,22 +67,27 @@ def post(
                              "--inputs-root")
     elif not (spec_cid and program_root and inputs_root and units):
         raise UsageError("give --program DIR --inputs FILE, or --spec-cid, --program-root, --inputs-root and --units")
+    if spec_cid and (samples or class_names):
+        raise UsageError("--samples/--class-names go into the spec that --program/--inputs write; "
+                         "with --spec-cid put them in your spec's meta")
     reward_wei = parse_amount(reward, "--reward")
+    if reward_wei == 0:
+        raise UsageError("--reward: must be more than 0 (it is what the worker earns)")
     common = dict(required_stake=parse_amount(stake, "--stake"), dispute_bond=parse_amount(bond, "--bond"),
                   execution_time=parse_option(parse_duration, exec_time, "--exec-time"),
                   challenge_window=parse_option(parse_duration, challenge_window, "--challenge-window"),
                   min_gpu_memory_mib=min_gpu_mem)
     claim_in = parse_option(parse_duration, claim_deadline, "--claim-deadline")
+    meta: dict = {}
+    if program:  # the local files first: nothing is read from the chain or uploaded for a bad input
+        meta = _post_meta(program, inputs, units, samples, class_names)
     cs = chain_session(rpc_url, deployment, account, write=True)  # fail on the chain before uploading
+    _check_against_chain(cs, reward_wei, claim_in=claim_in, **common)
+    require_funds(cs.w3, cs.address, account, reward_wei, POST_GAS, "posting this job escrows the reward")
     published = None
     if program:
         from gpumesh.node.jobs.publish import publish_job
 
-        meta: dict = {}
-        if class_names:
-            meta["labels"] = [c.strip() for c in class_names.split(",")]
-        if samples:
-            meta["samples"] = samples
         store = ipfs_store()
         try:
             published = publish_job(store, program, inputs, units=units, min_gpu_memory_mib=min_gpu_mem, meta=meta)
@@ -90,7 +96,7 @@ def post(
         d = published.spec
         spec_cid, program_root, inputs_root, units = published.spec_cid, d.program_root, d.inputs_root, d.num_units
     try:
-        now = cs.w3.eth.get_block("latest")["timestamp"]  # chain time (a devnet may have travelled)
+        now = _chain_now(cs.w3)
         spec = JobSpec(spec_cid=spec_cid, program_root=program_root, inputs_root=inputs_root, num_units=units,
                        claim_deadline=now + claim_in, **common)
     except ValueError as exc:
@@ -107,6 +113,86 @@ def post(
     report_tx(res, as_json, f"posted job {job_id}", **info)
 
 
+MIN_CHALLENGE_WINDOW = 120  # s: gpumesh's floor (the chain takes any window > 0)
+POST_GAS = 400_000  # gas budgeted for postJob when checking the poster's balance (the demo measured ~150k)
+
+
+def _per_unit(program) -> tuple[int, int | None]:
+    """(samples one unit holds, number of output classes or None) from the program's last op, the
+    way `job result` reads predictions (node/jobs/results.py)."""
+    import math
+
+    from gpumesh.client.core.ops.types import Opcode
+
+    last = program.ops[-1].desc
+    shape = last.out.shape
+    if last.opcode == Opcode.ARGMAX:
+        return math.prod(shape), last.inputs[0].type.shape[-1]
+    if last.opcode == Opcode.PAIRARGMAX or len(shape) <= 1:
+        return math.prod(shape), None
+    return math.prod(shape[:-1]), shape[-1]
+
+
+def _post_meta(program: str, inputs: str, units: int | None, samples: int | None, class_names: str | None) -> dict:
+    """The spec's meta from --samples/--class-names, checked against the program and inputs files."""
+    from pathlib import Path
+
+    from gpumesh.node.runtime.files import load_program, load_units
+
+    if not Path(program).is_dir():
+        raise UsageError(f"--program {program}: not a program folder")
+    if not Path(inputs).is_file():
+        raise UsageError(f"--inputs {inputs}: no such file")
+    prog = load_program(program).program
+    n = len(load_units(inputs, prog))
+    if units is not None and units != n:
+        raise UsageError(f"--units {units}, but {inputs} holds {n} units")
+    per_unit, classes = _per_unit(prog)
+    meta: dict = {}
+    if samples is not None:
+        lo, hi = (n - 1) * per_unit + 1, n * per_unit
+        if not lo <= samples <= hi:
+            raise UsageError(f"--samples {samples}: {inputs} holds {n} units of {per_unit}, so between {lo} and "
+                             f"{hi} samples (only the last unit may be padded)")
+        meta["samples"] = samples
+    if class_names:
+        names = [c.strip() for c in class_names.split(",")]
+        if any(not c for c in names):
+            raise UsageError("--class-names: an empty name (comma-separated names, e.g. cat,dog)")
+        if classes is not None and len(names) != classes:
+            raise UsageError(f"--class-names: {len(names)} names, but the program has {classes} output classes")
+        meta["labels"] = names
+    return meta
+
+
+def _check_against_chain(cs, reward: int, *, required_stake: int, dispute_bond: int, execution_time: int,
+                         challenge_window: int, claim_in: int, min_gpu_memory_mib: int) -> None:
+    """The spec checks of JobMarket._checkSpec with the floors read from the contract, each naming the
+    allowed range, so a bad job is refused before anything is uploaded."""
+    from gpumesh.client.chain.types import format_eth
+
+    f = cs.market.contract.functions
+    min_exec, max_d = int(f.MIN_EXECUTION_TIME().call()), int(f.MAX_DURATION().call())
+    bond_bps, min_bond = int(f.MIN_BOND_BPS().call()), int(f.minDisputeBond().call())
+    if required_stake == 0:
+        raise UsageError("--stake: must be more than 0 (it is what a cheating worker loses)")
+    floor = max(min_bond, -(-required_stake * bond_bps // 10_000))
+    if dispute_bond < floor:
+        raise UsageError(f"--bond {format_eth(dispute_bond)}: the chain requires at least {format_eth(floor)} for a "
+                         f"{format_eth(required_stake)} stake (the larger of minDisputeBond {format_eth(min_bond)} "
+                         f"and {bond_bps / 100:g}% of the stake)")
+    if not min_exec <= execution_time <= max_d:
+        raise UsageError(f"--exec-time {_span(execution_time)}: the chain allows {_span(min_exec)} to {_span(max_d)}")
+    if not MIN_CHALLENGE_WINDOW <= challenge_window <= max_d:
+        raise UsageError(f"--challenge-window {_span(challenge_window)}: allowed {_span(MIN_CHALLENGE_WINDOW)} to "
+                         f"{_span(max_d)}; a shorter window can close before a watchtower has fetched the outputs, "
+                         "re-run the units and opened a dispute")
+    if not 1 <= claim_in <= max_d:
+        raise UsageError(f"--claim-deadline {_span(claim_in)}: allowed 1s to {_span(max_d)} from now")
+    if reward >= 2**96:
+        raise UsageError(f"--reward {format_eth(reward)}: more than the chain's uint96 escrow holds")
+
+
 @app.command("status")
 def status(
     job_id: int = typer.Argument(..., min=1),
@@ -118,7 +204,7 @@ def status(
     from gpumesh.client.chain.types import format_eth
 
     cs = chain_session(rpc_url, deployment, None, write=False)
-    j = cs.market.get_job(job_id)
+    j = _get_job(cs, job_id)
     if as_json:
         emit_json(j.to_json())
         return
@@ -158,23 +244,47 @@ def list_jobs(
                   _when(j.deadline, cs.market.w3), j.worker) for j in jobs])
 
 
+def _get_job(cs, job_id: int):
+    """The job, or one line saying which job ids exist (not the contract's revert of getJob)."""
+    count = cs.market.job_count()
+    if not 1 <= job_id <= count:
+        have = f"jobs are 1..{count}" if count else "no job has been posted yet"
+        raise UsageError(f"job {job_id} does not exist on this chain ({have})")
+    return cs.market.get_job(job_id)
+
+
 def _deadline_label(j) -> str:
     """Which deadline Job.deadline is in this state (docs/protocol.md 4.2)."""
     return {"Open": "claim deadline", "Claimed": "execution deadline",
             "Submitted": "challenge deadline"}.get(j.state.label, "deadline")
 
 
-def _when(ts: int, w3) -> str:
-    """A chain timestamp as UTC time plus how far it is from the chain's latest block."""
+def _chain_now(w3) -> int:
+    return int(w3.eth.get_block("latest")["timestamp"])  # chain time (a devnet may have travelled)
+
+
+def _span(seconds: int) -> str:
+    """A duration for people: 45s, 5m, 2h, 2h05m, 3d, 3d4h."""
+    s = abs(int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h" + (f"{s % 3600 // 60:02d}m" if s % 3600 >= 60 else "")
+    return f"{s // 86400}d" + (f"{s % 86400 // 3600}h" if s % 86400 >= 3600 else "")
+
+
+def _when(ts: int, w3=None, now: int | None = None) -> str:
+    """A chain timestamp as UTC time plus how far it is from `now` (default: the chain's latest block)."""
     import datetime
 
     if not ts:
         return "-"
-    now = int(w3.eth.get_block("latest")["timestamp"])
+    now = _chain_now(w3) if now is None else now
     at = datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     delta = ts - now
-    span = f"{abs(delta) // 3600}h{abs(delta) % 3600 // 60:02d}m" if abs(delta) >= 3600 else f"{abs(delta)}s"
-    return f"{at} ({'in ' + span if delta > 0 else span + ' ago'})"
+    return f"{at} ({'in ' + _span(delta) if delta > 0 else 'now' if delta == 0 else _span(delta) + ' ago'})"
 
 
 def _simple(verb: str, method: str):
@@ -236,21 +346,15 @@ def request_data(
     request, bonded with the job's dispute bond): answered, half the bond pays the worker's calldata
     and `job result` reads the unit from the chain; unanswered before its clock runs out, the worker
     is slashed (docs/protocol.md 5.8)."""
-    from pathlib import Path
-
-    from gpumesh.client.chain.contracts import connect
-    from gpumesh.client.chain.deploy import Deployment
     from gpumesh.client.chain.dispute import DisputeGameClient
     from gpumesh.client.cli.common import unlock_signer
-    from gpumesh.client.cli.context import settings
 
-    s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)
-    dep = Deployment.load(s.deployment_file)
-    w3 = connect(s.network.rpc_url, dep)
-    job = chain_session(rpc_url, deployment, None, write=False).market.get_job(job_id)
+    cs = chain_session(rpc_url, deployment, None, write=False)
+    job = _get_job(cs, job_id)
     if not 0 <= unit < job.num_units:
         raise UsageError(f"--unit {unit}: job {job_id} has units 0..{job.num_units - 1}")
-    game = DisputeGameClient.with_account(w3, dep.dispute_game, unlock_signer(account), from_block=dep.deploy_block)
+    dep = cs.deployment
+    game = DisputeGameClient.with_account(cs.w3, dep.dispute_game, unlock_signer(account), from_block=dep.deploy_block)
     gid, res = game.request_data(job_id, unit, job.dispute_bond)
     report_tx(res, as_json, f"requested unit {unit} of job {job_id} on-chain (game {gid})", job_id=job_id, game_id=gid)
 
@@ -260,31 +364,73 @@ def request_data(
 _TERMINAL = ("FINALIZED", "CANCELLED", "EXPIRED", "SLASHED")
 
 
-def _event_line(ev) -> str:
+# Event fields shown as names, times and ETH rather than raw integers (the contracts' enums are
+# mirrored in gpumesh.client.core.game).
+_TIME_ARGS = {"executionDeadline", "challengeDeadline", "readyAt"}
+_WEI_ARGS = {"reward", "refund", "slashed", "stake", "paid", "bond", "burned", "amount"}
+
+
+def _enum_args():
+    from gpumesh.client.core.game import Outcome, Phase, Reason
+
+    return {"phase": Phase, "outcome": Outcome, "reason": Reason}
+
+
+def _short_hex(v: bytes) -> str:
+    """0x + hex, shortened to its first 4 and last 2 bytes when longer than 8 bytes."""
+    h = bytes(v).hex()
+    return "0x" + (h if len(h) <= 16 else f"{h[:8]}…{h[-4:]}")
+
+
+def _arg_text(key: str, v, now: int) -> str:
+    """One event argument for people: short hex for bytes, enum names, UTC times, ETH amounts."""
+    from gpumesh.client.chain.types import format_eth
+
+    if isinstance(v, bytes | bytearray):
+        return _short_hex(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_arg_text(key, x, now) for x in v) + "]"
+    enum = _enum_args().get(key)
+    if enum is not None and isinstance(v, int):
+        return enum(v).name if v in enum._value2member_map_ else f"{v} (unknown {enum.__name__})"
+    if key in _TIME_ARGS and isinstance(v, int):
+        return _when(v, now=now)
+    if key in _WEI_ARGS and isinstance(v, int) and not isinstance(v, bool):
+        return format_eth(v)
+    return str(v)
+
+
+def _json_arg(v):
+    """An event argument for --json: bytes as full 0x-hex (in lists too), everything else as is."""
+    if isinstance(v, bytes | bytearray):
+        return "0x" + bytes(v).hex()
+    if isinstance(v, list | tuple):
+        return [_json_arg(x) for x in v]
+    return v
+
+
+def _event_line(ev, now: int) -> str:
     skip = {"jobId", "gameId"}
-    parts = []
-    for k, v in ev.args.items():
-        if k in skip:
-            continue
-        if isinstance(v, bytes | bytearray):
-            v = "0x" + bytes(v).hex()
-            v = v if len(v) <= 20 else v[:18] + "…"
-        parts.append(f"{k}={v}")
+    parts = [f"{k}={_arg_text(k, v, now)}" for k, v in ev.args.items() if k not in skip]
     where = f"game {ev.args['gameId']} " if "gameId" in ev.args else ""
     return f"block {ev.block_number}: {where}{ev.name} " + " ".join(parts)
+
+
+WATCH_TIMEOUT_EXIT = 8  # `job watch --timeout` ran out before the job ended (README: exit codes)
 
 
 @app.command("watch")
 def watch(
     job_id: int = typer.Argument(..., min=1),
     interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between polls."),
-    timeout: float = typer.Option(None, "--timeout", help="Stop after this many seconds (default: until the job ends)."),
+    timeout: float = typer.Option(None, "--timeout", min=0, help="Give up after this many seconds (default: until "
+                                  f"the job ends); a timeout exits with code {WATCH_TIMEOUT_EXIT}."),
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (NDJSON)."),
 ) -> None:
     """Follow a job live: its events (and those of its dispute games) and state changes, until it
-    is finalized, cancelled, expired or slashed."""
+    is finalized, cancelled, expired or slashed (exit 0), or --timeout runs out (a line on stderr, exit 8)."""
     import json
     import time
 
@@ -309,26 +455,28 @@ def watch(
             typer.echo(text)
 
     while True:
+        now = _chain_now(cs.w3)
         for ev in reader.poll():
             mine = ev.args.get("jobId") == job_id
             if mine and "gameId" in ev.args:
                 games.add(ev.args["gameId"])
             if mine or ev.args.get("gameId") in games:
-                args = {k: ("0x" + bytes(v).hex() if isinstance(v, bytes | bytearray) else v)
-                        for k, v in ev.args.items()}
-                out("event", _event_line(ev), {"event": ev.name, "block": ev.block_number, "tx": ev.tx_hash,
-                                               "args": args})
+                args = {k: _json_arg(v) for k, v in ev.args.items()}
+                out("event", _event_line(ev, now), {"event": ev.name, "block": ev.block_number, "tx": ev.tx_hash,
+                                                    "args": args})
         reader.commit()
-        j = cs.market.get_job(job_id)
-        if j.state.name == "NONE":
-            raise UsageError(f"job {job_id} does not exist")
+        j = _get_job(cs, job_id)
         if j.state != last_state:
             last_state = j.state
             extra = f", {j.open_disputes} open dispute(s)" if j.open_disputes else ""
-            out("state", f"state: {j.state.label} (deadline {j.deadline}{extra})",
+            out("state", f"state: {j.state.label} ({_deadline_label(j)} {_when(j.deadline, now=now)}{extra})",
                 {"state": j.state.label, "deadline": j.deadline, "open_disputes": j.open_disputes})
-        if j.state.name in _TERMINAL or (t_end is not None and time.monotonic() >= t_end):
+        if j.state.name in _TERMINAL:
             return
+        if t_end is not None and time.monotonic() >= t_end:
+            typer.echo(f"gpumesh: job watch: timed out after {timeout:g}s; job {job_id} is still {j.state.label}",
+                       err=True)
+            raise typer.Exit(WATCH_TIMEOUT_EXIT)
         time.sleep(interval)
 
 
@@ -358,7 +506,7 @@ def result(
         if not isinstance(truth, list) or not all(isinstance(x, int) for x in truth):
             raise UsageError(f"--labels {labels}: want a JSON list of integers")
     cs = chain_session(rpc_url, deployment, None, write=False)
-    job = cs.market.get_job(job_id)
+    job = _get_job(cs, job_id)
     store = ipfs_store()
     try:
         from gpumesh.client.chain.dispute import DisputeGameClient
@@ -384,7 +532,8 @@ def result(
         return
     typer.echo(f"outputs {res.outputs_cid} verified against the on-chain result root 0x{res.result_root.hex()}")
     if not final:
-        typer.echo(f"note: the job is {job.state.label}; the result can still be challenged until {job.deadline}")
+        typer.echo(f"note: the job is {job.state.label}; the result can still be challenged until "
+                   f"{_when(job.deadline, cs.w3)}")
     rows = [(i, int(p), names[int(p)] if names and 0 <= int(p) < len(names) else "") +
             ((truth[i], "ok" if i < len(truth) and truth[i] == int(p) else "x") if truth and i < len(truth) else ())
             for i, p in enumerate(preds[:show])]

@@ -22,7 +22,7 @@ from gpumesh.client.cli import (
     worker_cmd,
 )
 from gpumesh.client.cli.context import cli_state
-from gpumesh.client.core.errors import GpumeshError
+from gpumesh.client.core.errors import GpumeshError, UsageError
 
 app = typer.Typer(
     name="gpumesh",
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer.Exit / click's own exits
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - the boundary: never a traceback wall
-        if _is_click_usage(exc):
-            exc.show()  # type: ignore[attr-defined]
+        line = _usage_line(exc)
+        if line is not None:
+            _fail(UsageError(line), 2)
             return 2
         _fail(exc, 1, unexpected=True)
         return 1
@@ -84,10 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     return rc if isinstance(rc, int) else 0
 
 
-def _is_click_usage(exc: Exception) -> bool:
-    import click
+def _usage_line(exc: Exception) -> str | None:
+    """A click usage error (bad value, missing option, unknown command) as one line naming the
+    command and the parameter: `job status: invalid value for JOB_ID: ... (see gpumesh job status
+    --help)`; None for any other exception. Typer >= 0.2x vendors click as typer._click."""
+    import importlib
 
-    return isinstance(exc, click.exceptions.ClickException)
+    kinds = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            kinds.append(importlib.import_module(mod).ClickException)
+        except ImportError:
+            continue
+    if not isinstance(exc, tuple(kinds)):
+        return None
+    msg = exc.format_message().strip().replace("\n", " ").rstrip(".")  # type: ignore[attr-defined]
+    msg = msg[:1].lower() + msg[1:] if msg.startswith(("Invalid", "Missing", "No such", "Got")) else msg
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") or ""
+    cmd = path.split(" ", 1)[1] if " " in path else ""
+    return f"{cmd + ': ' if cmd else ''}{msg} (see `{' '.join(['gpumesh', cmd]).strip()} --help`)"
 
 
 def _fail(exc: BaseException, code: int, unexpected: bool = False) -> None:

@@ -15,7 +15,8 @@ def connect(network: NetworkProfile, timeout: float = 10.0):
         chain_id = w3.eth.chain_id
     except Exception as exc:  # noqa: BLE001 - requests/aiohttp/JSON errors: all mean "not reachable"
         reason = _reason(exc)
-        raise ChainError(f"RPC at {network.rpc_url} is unreachable ({reason})") from None
+        raise ChainError(f"RPC at {network.rpc_url} is unreachable ({reason}){unreachable_hint(network.rpc_url)}") \
+            from None
     if network.chain_id is not None and chain_id != network.chain_id:
         raise ChainError(
             f"RPC at {network.rpc_url} serves chain id {chain_id}, but network '{network.name}' expects "
@@ -31,3 +32,13 @@ def _reason(exc: BaseException) -> str:
         if needle in text:
             return short
     return type(exc).__name__
+
+
+def unreachable_hint(rpc_url: str) -> str:
+    """What to do about an unreachable RPC: a local URL is most likely a devnet that is not up."""
+    from urllib.parse import urlparse
+
+    host = urlparse(rpc_url).hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return ": start the local devnet with `gpumesh devnet up` (or pass --rpc-url)"
+    return ": check --rpc-url or the network profile (docs/networks.md)"

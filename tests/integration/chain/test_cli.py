@@ -4,12 +4,17 @@ one-line messages with the chain exit code."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from gpumesh.client.cli.context import cli_state
 from gpumesh.client.cli.main import main
 from gpumesh.client.services.accounts import dev_account
+
+REPO = Path(__file__).resolve().parents[3]
+MLP = REPO / "examples/digits/mlp"
+INPUTS = REPO / "examples/digits/data/test_inputs_mlp.safetensors"
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +33,7 @@ def gm(chain, tmp_path, capsys):
 
     run.deployment = str(path)
     run.anvil = anvil
+    run.w3 = w3
     return run
 
 
@@ -90,7 +96,6 @@ def test_cli_cancel_and_list(gm):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("job", "status", "9"), "gpumesh: error: getJob(9,): job 9 does not exist"),
     (("job", "claim", "1", "--account", "dev2"), "gpumesh: error: claimJob(1): "),
     (("worker", "withdraw", "--account", "dev5"), "gpumesh: error: withdraw(): nothing to withdraw for "),
     (("worker", "stake", "0", "--account", "dev5"), "gpumesh: error: stake(): the amount must be greater than zero"),
@@ -110,3 +115,80 @@ def test_cli_usage_errors(gm):
     assert code == 2 and "not an amount" in err
     code, _, err = gm("job", "list", "--state", "weird", "--deployment", gm.deployment, ok=False)
     assert code == 2 and "unknown state 'weird'" in err
+
+
+def test_job_ids_that_do_not_exist_are_named(gm):
+    d = ("--deployment", gm.deployment)
+    code, _, err = gm("job", "status", "999", *d, ok=False)
+    assert (code, err) == (2, "gpumesh: error: job 999 does not exist on this chain (no job has been posted yet)\n")
+    _post(gm)
+    code, _, err = gm("job", "watch", "999", *d, ok=False)
+    assert (code, err) == (2, "gpumesh: error: job 999 does not exist on this chain (jobs are 1..1)\n")
+
+
+def test_status_and_watch_show_times_and_a_timeout_is_an_error(gm):
+    d = ("--deployment", gm.deployment)
+    _post(gm)  # claim deadline: 1h from the chain's now
+    _, out, _ = gm("job", "status", "1", *d)
+    assert "claim deadline" in out and (" UTC (in 59m)" in out or " UTC (in 1h)" in out), out
+    code, out, err = gm("job", "watch", "1", "--interval", "0.05", "--timeout", "0.3", *d, ok=False)
+    assert code == 8, err
+    assert err == "gpumesh: job watch: timed out after 0.3s; job 1 is still Open\n"
+    lines = out.splitlines()
+    assert lines[0].startswith("block ") and "JobPosted" in lines[0] and "reward=0.5 ETH" in lines[0]
+    assert lines[-1].startswith("state: Open (claim deadline 20") and lines[-1].endswith(" UTC (in 1h))")
+    # a job that ends inside the timeout still exits 0
+    gm("job", "cancel", "1", "--account", "dev1", *d)
+    code, out, _ = gm("job", "watch", "1", "--interval", "0.05", "--timeout", "30", *d)
+    assert out.splitlines()[-1].startswith("state: Cancelled")
+
+
+NO_IPFS = ("--ipfs-api", "/ip4/127.0.0.1/tcp/9")  # nothing answers: a check that passed would fail on IPFS
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--exec-time", "1m"), "--exec-time 1m: the chain allows 5m to 365d"),
+    (("--challenge-window", "5s"), "--challenge-window 5s: allowed 2m to 365d; a shorter window can close before a "
+                                   "watchtower has fetched the outputs"),
+    (("--bond", "0.01"), "--bond 0.01 ETH: the chain requires at least 0.05 ETH for a 1 ETH stake (the larger of "
+                         "minDisputeBond "),
+    (("--reward", "-1"), "--reward: -1 is negative; amounts are 0 or more"),
+    (("--reward", "1e-30"), "--reward: 1e-30 is finer than 1 wei"),
+    (("--reward", "0"), "--reward: must be more than 0"),
+    (("--claim-deadline", "400d"), "--claim-deadline 400d: allowed 1s to 365d from now"),
+])
+def test_post_is_checked_against_the_chain_floors_first(gm, extra, message):
+    code, _, err = gm(*NO_IPFS, "job", "post", "--program", str(MLP), "--inputs", str(INPUTS), "--reward", "0.5",
+                      "--stake", "1", "--bond", "0.1", "--exec-time", "10m", "--account", "dev1",
+                      "--deployment", gm.deployment, *extra, ok=False)
+    assert code == 2, err
+    assert err.startswith("gpumesh: error: " + message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--samples", "600"), "--samples 600: "),
+    (("--samples", "500"), "--samples 500: "),
+    (("--class-names", "a,b,c"), "--class-names: 3 names, but the program has 10 output classes"),
+])
+def test_post_checks_samples_and_class_names_against_the_files(gm, extra, message):
+    code, _, err = gm(*NO_IPFS, "job", "post", "--program", str(MLP), "--inputs", str(INPUTS), "--reward", "0.5",
+                      "--stake", "1", "--bond", "0.1", "--account", "dev1", "--deployment", gm.deployment, *extra,
+                      ok=False)
+    assert code == 2, err
+    assert err.startswith("gpumesh: error: " + message) and err.count("\n") == 1, err
+    if "samples" in message:
+        assert f"{INPUTS} holds 17 units of 32, so between 513 and 544 samples" in err
+
+
+def test_post_from_an_empty_account_says_what_is_missing(gm, tmp_path, monkeypatch):
+    pw = tmp_path / "pw"
+    pw.write_text("pw\n")
+    monkeypatch.setenv("GPUMESH_PASSWORD_FILE", str(pw))
+    gm("account", "new", "empty")
+    code, _, err = gm("job", "post", "--spec-cid", "bafyspec", "--program-root", "0x" + "11" * 32,
+                      "--inputs-root", "0x" + "22" * 32, "--units", "2", "--reward", "0.5", "--stake", "1",
+                      "--bond", "0.1", "--account", "empty", "--deployment", gm.deployment, ok=False)
+    assert code == 3, err
+    assert err.startswith("gpumesh: error: empty (0x") and "holds 0 ETH, but posting this job escrows the reward: " \
+        "0.5 ETH plus up to" in err and "missing (fund it with " in err and err.count("\n") == 1, err
+

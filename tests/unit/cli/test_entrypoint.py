@@ -44,7 +44,16 @@ def test_unreachable_rpc_is_one_line(tmp_path):
     )
     r = _run(code)
     assert r.returncode == 4
-    assert r.stderr.strip() == "gpumesh: error: RPC at http://127.0.0.1:9 is unreachable (connection refused)"
+    assert r.stderr.strip() == ("gpumesh: error: RPC at http://127.0.0.1:9 is unreachable (connection refused): "
+                                "start the local devnet with `gpumesh devnet up` (or pass --rpc-url)")
+
+
+def test_unreachable_remote_rpc_points_at_the_profile():
+    from gpumesh.client.services.rpc import unreachable_hint
+
+    assert "devnet up" in unreachable_hint("http://localhost:8545")
+    assert "devnet up" not in unreachable_hint("https://rpc.example.org") and "--rpc-url" in unreachable_hint(
+        "https://rpc.example.org")
 
 
 def test_malformed_config_file_from_the_cli(tmp_path):
