@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from gpumesh.client.cli.common import JSON_OPT, account_store, emit_json, password_provider, print_table
+from gpumesh.client.cli.common import (
+    ACCOUNT_OPT,
+    JSON_OPT,
+    account_store,
+    emit_json,
+    parse_amount,
+    password_provider,
+    print_table,
+    resolve_account_name,
+    resolve_address,
+    unlock_signer,
+)
 from gpumesh.client.cli.context import settings
 from gpumesh.client.core.errors import AccountError
 
@@ -63,13 +74,39 @@ def balance(
     who = who or s.account
     if not who:
         raise AccountError("no account given: pass a name or address, or set GPUMESH_ACCOUNT")
-    address = who if who.startswith("0x") and len(who) == 42 else account_store().address(who)
+    address = resolve_address(who)
     w3 = connect(s.network)
     wei = w3.eth.get_balance(w3.to_checksum_address(address))
     if json_out:
         emit_json({"account": who, "address": address, "wei": str(wei), "eth": str(wei / 10**18)})
     else:
         print(f"{who} {address} {wei / 10**18:.6f} ETH")
+
+
+@app.command("send")
+def send(
+    to: str = typer.Option(..., "--to", help="Recipient: 0x address or account name."),
+    amount: str = typer.Option(..., "--amount", help="How much (1.5, 0.2eth, 20gwei, 10wei; a bare number is ETH)."),
+    account: str = ACCOUNT_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Send ETH from an account to an address or account, on any chain (the balance is checked
+    against the amount plus gas first)."""
+    from gpumesh.client.chain.types import format_eth
+    from gpumesh.client.services.funds import checked_address, send_eth
+    from gpumesh.client.services.rpc import connect
+
+    wei = parse_amount(amount, "--amount")
+    w3 = connect(settings().network)
+    dest = checked_address(w3, resolve_address(to, "--to"), "--to")
+    sender = unlock_signer(account)
+    res = send_eth(w3, sender, dest, wei)
+    if json_out:
+        emit_json({"from": sender.address, "to": dest, "wei": str(wei), "tx": res.tx_hash, "block": res.block_number,
+                   "gas_used": res.gas_used})
+    else:
+        print(f"sent {format_eth(wei)} from {resolve_account_name(account)} {sender.address} to {dest} "
+              f"(tx {res.tx_hash}, block {res.block_number}, gas {res.gas_used})")
 
 
 def _show(info, json_out: bool) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 
 import typer
 
-from gpumesh.client.cli.common import JSON_OPT, emit_json, print_table
+from gpumesh.client.cli.common import JSON_OPT, emit_json, parse_amount, print_table, resolve_address
 from gpumesh.client.cli.context import settings
 
 app = typer.Typer(help="Run a local devnet: anvil, an IPFS node and the deployed contracts.", no_args_is_help=True)
@@ -66,6 +66,27 @@ def status(json_out: bool = JSON_OPT) -> None:
     _print_status(st, json_out)
     if not st.up:
         raise typer.Exit(1)
+
+
+@app.command("fund")
+def fund(
+    who: str = typer.Argument(..., help="0x address or account name to fund."),
+    amount: str = typer.Option("10", "--amount", help="ETH to add (1.5, 0.2eth, 20gwei; a bare number is ETH)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Add ETH to an account on the local devnet (anvil only; on a real chain use `account send`)."""
+    from gpumesh.client.chain.types import format_eth
+    from gpumesh.client.services.funds import checked_address, fund_on_devnet
+    from gpumesh.client.services.rpc import connect
+
+    wei = parse_amount(amount, "--amount")
+    w3 = connect(settings().network)
+    address = checked_address(w3, resolve_address(who), "account")
+    balance = fund_on_devnet(w3, address, wei)
+    if json_out:
+        emit_json({"account": who, "address": address, "added_wei": str(wei), "balance_wei": str(balance)})
+    else:
+        typer.echo(f"funded {who} {address} with {format_eth(wei)}: balance {format_eth(balance)}")
 
 
 def _print_status(st, json_out: bool) -> None:

@@ -18,6 +18,7 @@ from gpumesh.client.cli.common import (
     parse_amount,
     print_table,
     report_tx,
+    require_funds,
     resolve_account_name,
     unlock_signer,
     withdraw_command,
@@ -32,6 +33,8 @@ def _registry_tx(method: str, amount: str, account, rpc_url, deployment):
     """Parse `amount` (wei), then send the registry's `method(amount)` from the account: (wei, TxResult)."""
     wei = parse_amount(amount)
     cs = chain_session(rpc_url, deployment, account, write=True)
+    if method == "stake":  # the stake is sent with the call: refuse a short balance in one line first
+        require_funds(cs.w3, cs.address, account, wei, 200_000, "staking sends the stake with the call")
     return wei, getattr(cs.registry, method)(wei)
 
 

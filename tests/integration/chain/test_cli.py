@@ -192,3 +192,50 @@ def test_post_from_an_empty_account_says_what_is_missing(gm, tmp_path, monkeypat
     assert err.startswith("gpumesh: error: empty (0x") and "holds 0 ETH, but posting this job escrows the reward: " \
         "0.5 ETH plus up to" in err and "missing (fund it with " in err and err.count("\n") == 1, err
 
+
+def test_devnet_fund_then_stake_and_account_send(gm, tmp_path, monkeypatch):
+    d = ("--deployment", gm.deployment)
+    pw = tmp_path / "pw"
+    pw.write_text("pw\n")
+    monkeypatch.setenv("GPUMESH_PASSWORD_FILE", str(pw))
+    _, out, _ = gm("account", "new", "fresh", "--json")
+    fresh = json.loads(out)["address"]
+    # an empty account: the stake is refused in one line saying what is missing, nothing is sent
+    code, _, err = gm("worker", "stake", "2", "--account", "fresh", *d, ok=False)
+    assert code == 3 and err.count("\n") == 1, err
+    assert err.startswith(f"gpumesh: error: fresh ({fresh}) holds 0 ETH, but staking sends the stake with the call: "
+                          "2 ETH plus up to ")
+    assert "missing (fund it with `gpumesh devnet fund fresh --amount 2.00" in err
+    # fund it on the devnet, then the stake goes through
+    _, out, _ = gm("devnet", "fund", "fresh", "--amount", "3")
+    assert out == f"funded fresh {fresh} with 3 ETH: balance 3 ETH\n"
+    _, out, _ = gm("worker", "stake", "2", "--account", "fresh", *d)
+    assert out.startswith("staked 2 ETH, total 2 ETH")
+    # send what is left to another address; the balances move by the amount (+ gas for the sender)
+    w3 = gm.w3
+    dest = dev_account(7).address
+    before = w3.eth.get_balance(dest)
+    _, out, _ = gm("account", "send", "--to", dest, "--amount", "0.5", "--account", "fresh", "--json")
+    sent = json.loads(out)
+    assert sent["from"] == fresh and sent["to"] == dest and sent["wei"] == str(5 * 10**17) and sent["gas_used"] == 21000
+    assert w3.eth.get_balance(dest) - before == 5 * 10**17
+    assert w3.eth.get_balance(fresh) < 5 * 10**17  # 3 - 2 staked - 0.5 sent - gas
+    # more than it holds: refused before signing, with what is missing
+    code, _, err = gm("account", "send", "--to", "dev7", "--amount", "1", "--account", "fresh", ok=False)
+    assert code == 3 and f"{fresh} holds 0.49" in err and "missing" in err and err.count("\n") == 1, err
+    code, _, err = gm("account", "send", "--to", "0x1234", "--amount", "1", "--account", "fresh", ok=False)
+    assert code == 2 and err == "gpumesh: error: --to 0x1234: not an address (0x + 40 hex)\n"
+    code, _, err = gm("devnet", "fund", "fresh", "--amount", "-1", ok=False)
+    assert code == 2 and err.startswith("gpumesh: error: --amount: -1 is negative")
+
+
+def test_devnet_fund_refuses_another_chain(chain):
+    from types import SimpleNamespace
+
+    from gpumesh.client.core.errors import ClientError
+    from gpumesh.client.services.funds import fund_on_devnet
+
+    _, _, _, w3 = chain
+    other = SimpleNamespace(eth=SimpleNamespace(chain_id=1, get_balance=w3.eth.get_balance), provider=None)
+    with pytest.raises(ClientError, match="devnet fund works on the devnet only"):
+        fund_on_devnet(other, dev_account(1).address, 1)
