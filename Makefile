@@ -20,6 +20,7 @@ setup: venv npm contracts
 # torch flavour: `cpu` (the 2.13.0+cpu wheel, ~0.2 GB) on a machine without an NVIDIA GPU, `cuda` (the CUDA build
 # from the registry, ~3.2 GB of nvidia-* wheels) where `nvidia-smi` answers. Override: make setup TORCH=cpu|cuda.
 # Where the registry lacks the +cpu wheel, pip retries on TORCH_CPU_INDEX (PyTorch's CPU wheel index).
+# Each switch reinstalls torch (--upgrade moves a +cpu build to the CUDA one); stamps: .venv/.installed-FLAVOUR.
 TORCH           ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 TORCH_CPU_PIN   := torch==2.13.0+cpu
 TORCH_CUDA_PIN  := torch>=2.13.0,<=2.14.1
@@ -39,7 +40,7 @@ $(VENV)/.installed-$(TORCH): pyproject.toml setup.py
 ifeq ($(TORCH),cpu)
 	$(PIP_QUIET) '$(TORCH_CPU_PIN)' 2>/dev/null || $(PIP_QUIET) '$(TORCH_CPU_PIN)' --extra-index-url $(TORCH_CPU_INDEX)
 else
-	$(PIP_QUIET) '$(TORCH_CUDA_PIN)'
+	$(PIP_QUIET) --upgrade '$(TORCH_CUDA_PIN)'
 endif
 	$(PIP_QUIET) -e '.[dev]'
 	@rm -f $(VENV)/.installed $(VENV)/.installed-*
