@@ -36,8 +36,8 @@ from gpumesh.client.core.merkle import (
     verify_inclusion,
     verify_range,
 )
-from gpumesh.client.core.ops.reference import element_ranges
-from gpumesh.client.core.ops.types import OpDescriptor, SlotKind
+from gpumesh.client.core.ops.reference import ByteRange, element_ranges, gather_id_range, gather_row
+from gpumesh.client.core.ops.types import Opcode, OpDescriptor, SlotKind
 from gpumesh.node.dispute.strategy import AgreedTrace
 
 
@@ -94,7 +94,7 @@ def encode_proofs(desc: OpDescriptor, element: int, source: Callable[[int], Slot
     out = bytearray()
     prev = None
     src = None
-    for r in element_ranges(desc, element):
+    for r in element_ranges(desc, element, lambda i, s, e: source(i).data[s:e]):
         if r.input != prev:
             src = source(r.input)
             out += src.root + b"".join(src.root_path)
@@ -137,7 +137,10 @@ def open_proofs(ctx: StepContext, desc: OpDescriptor, element: int, proofs: byte
     prev = None
     root = b""
     depth = 0
-    for r in element_ranges(desc, element):
+    # gather's table range depends on the id: it is derived from the id's opened bytes (5.7.3)
+    todo: list[ByteRange] = ([gather_id_range(desc, element)] if desc.opcode == Opcode.GATHER
+                             else element_ranges(desc, element))
+    for k, r in enumerate(todo):
         slot = desc.inputs[r.input]
         if r.input != prev:
             prev = r.input
@@ -154,6 +157,8 @@ def open_proofs(ctx: StepContext, desc: OpDescriptor, element: int, proofs: byte
             raise StepProofError(f"input {r.input}: range proof of leaves [{first}, {last}) fails")
         off = r.start - first * LEAF_BYTES
         chunks.append(leaves[off : off + r.end - r.start])
+        if desc.opcode == Opcode.GATHER and k == 0:
+            todo += gather_row(desc, element, chunks[0])
     if cur != len(proofs):
         raise StepProofError(f"proofs of {len(proofs)} bytes, the element needs {cur}")
     return chunks
@@ -222,7 +227,10 @@ class Int8Prover:
     def proofs(self, snap: GameSnapshot, descriptor: bytes, element_index: int, agreed: AgreedTrace) -> bytes:
         d = OpDescriptor.decode(descriptor)
         # the agreed op outputs this element reads, recomputed together by a streaming trace
-        agreed.own.prefetch(sorted({d.inputs[r.input].index for r in element_ranges(d, element_index)
+        # (gather: every op-output input, as its table range depends on the id's bytes)
+        reads = ([gather_id_range(d, element_index), ByteRange(1, 0, 0)] if d.opcode == Opcode.GATHER
+                 else element_ranges(d, element_index))
+        agreed.own.prefetch(sorted({d.inputs[r.input].index for r in reads
                                     if d.inputs[r.input].kind == SlotKind.OP_OUTPUT}))
 
         def source(i: int) -> SlotSource:

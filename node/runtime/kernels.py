@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpumesh.client.core.ops.rules import chunk_geometry
+from gpumesh.client.core.ops.rules import chunk_geometry, matmul_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
 from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, I32_MAX, I32_MIN, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
@@ -430,6 +430,37 @@ def _sum_wrap32(x: torch.Tensor) -> torch.Tensor:
 
 
 
+# ---------------------------------------------------------------------------------------------
+# Integer transformer ops (docs/protocol.md 2.2-2.3): exact integer (or provably exact float64) ops.
+
+
+def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
+    """matmul, lut, mul, gather. Units stacked along axis 0 keep their rows: matmul views both
+    operands as [batch, rows, cols] from the descriptor's last two dims, so a stacked rank-2 input
+    is a batch of units; the other ops are elementwise or per id."""
+    op, x, y = d.opcode, xs[0], xs[1]
+    if op == Opcode.LUT:  # y[i] = T[x[i] + 128]
+        return y[x.to(torch.int64) + 128]
+    if op == Opcode.GATHER:  # rows of the table; an id outside [0, V) gives a zero row
+        v = y.shape[0]
+        ids = x.to(torch.int64)
+        ok = (ids >= 0) & (ids < v)
+        rows = y[ids.clamp(0, v - 1)]
+        return torch.where(ok.unsqueeze(-1), rows, torch.zeros((), dtype=torch.int8, device=x.device))
+    za, zb, q = d.attr("za"), d.attr("zb"), d.requant
+    if op == Opcode.MUL:  # |(a - za) * (b - zb)| <= 65025: exact in int64
+        return requant((x.to(torch.int64) - za) * (y.to(torch.int64) - zb), q.mult, q.shift, q.zp, q.lo, q.hi)
+    # matmul in float64: every product and every partial sum, in any order, is an integer of
+    # magnitude <= 65025 * K < 2^31 < 2^53, so the result is exact on CPU and CUDA (no TF32 in fp64)
+    _, _, _, _, ta, tb = matmul_geometry(d)
+    a = x.reshape(-1, *d.inputs[0].type.shape[-2:]).to(torch.float64) - za
+    b = y.reshape(-1, *d.inputs[1].type.shape[-2:]).to(torch.float64) - zb
+    acc = torch.matmul(a.transpose(-1, -2) if ta else a, b.transpose(-1, -2) if tb else b).to(torch.int32)
+    if q.mode != ReqMode.NONE:
+        acc = requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi)
+    return acc.reshape(-1, *d.out.shape[1:])
+
+
 def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     """Output tensor of one op from its input tensors (dtypes and shapes as the descriptor says)."""
     pos = CONST_INPUTS.get(d.opcode, ())
@@ -526,6 +557,8 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.SUMREQUANT:
         q = d.requant
         return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER):
+        return _transformer_op(d, xs)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u
     if op == Opcode.TRANSPOSE:

@@ -171,4 +171,36 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         shape = tuple(draw(1, max_dim) for _ in range(draw(1, 3))) + (draw(1, 6 * max_dim),)
         return _case(op, [TensorType(I32, shape)], [values(draw, shape, I32)],
                      requant=requant_params(draw, ReqMode.PER_TENSOR))
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER):
+        return _transformer_case(draw, op, max_dim, max_k)
     raise ValueError(op)
+
+
+def _transformer_case(draw: Draw, op: Opcode, max_dim: int, max_k: int) -> OpCase:
+    """matmul (either operand transposed, both zero points, int32 or requantized output), lut (a
+    random or constant table), mul, gather (ids in range, and out of range on both sides)."""
+    I8, I32 = DType.INT8, DType.INT32
+    shape = tuple(draw(1, max_dim) for _ in range(draw(1, 4)))
+    if op == Opcode.LUT:
+        t = TensorType(I8, shape)
+        return _case(op, [t, TensorType(I8, (256,))], [values(draw, shape, I8), values(draw, (256,), I8)])
+    if op == Opcode.MUL:
+        t = TensorType(I8, shape)
+        return _case(op, [t, t], [values(draw, shape, I8), values(draw, shape, I8)], za=draw(-128, 127),
+                     zb=draw(-128, 127), requant=requant_params(draw, ReqMode.PER_TENSOR))
+    if op == Opcode.GATHER:
+        ids_shape = shape[: draw(1, 3)]
+        v, dd = draw(1, 4 * max_dim), draw(1, 2 * max_dim)
+        rng = np.random.default_rng(draw(0, 2**32 - 1))
+        ids = rng.integers(-2, v + 2, size=ids_shape) if draw(0, 1) else rng.integers(0, v, size=ids_shape)
+        if draw(0, 3) == 0:  # int32 extremes
+            ids.flat[0] = (-(2**31), 2**31 - 1)[draw(0, 1)]
+        return _case(op, [TensorType(I32, ids_shape), TensorType(I8, (v, dd))],
+                     [ids.astype(np.int32), values(draw, (v, dd), I8)])
+    lead = tuple(draw(1, 3) for _ in range(draw(0, 2)))
+    m, k, n = draw(1, max_dim + 2), draw(1, max_k), draw(1, max_dim + 2)
+    ta, tb = draw(0, 1), draw(0, 1)
+    a, b = TensorType(I8, (*lead, k, m) if ta else (*lead, m, k)), TensorType(I8, (*lead, n, k) if tb else (*lead, k, n))
+    mode = ReqMode(draw(0, 1))
+    return _case(op, [a, b], [values(draw, a.shape, I8), values(draw, b.shape, I8)], ta=ta, tb=tb,
+                 za=draw(-128, 127), zb=draw(-128, 127), requant=requant_params(draw, mode) if mode else Requant())

@@ -43,7 +43,7 @@ def edge_cases() -> dict[Opcode, list[tuple[str, OpCase]]]:
     x, w, b = TensorType(I8, (2, k)), TensorType(I8, (3, k)), TensorType(I32, (3,))
     big = TensorType(I8, (1, 2, 2, 3))
     ties = np.array([-5, -3, -1, 1, 3, 5, 2**31 - 1, -(2**31)], dtype=np.int32)
-    return {
+    return {**_transformer_edges(), **{
         Opcode.LINEAR: [
             ("large K=4096, all -128 x -128, saturates at hi",
              _case(Opcode.LINEAR, [x, w, b], [_arr(-128, x.shape), _arr(-128, w.shape), _arr([0, 1, -1], b.shape, np.int32)],
@@ -96,6 +96,39 @@ def edge_cases() -> dict[Opcode, list[tuple[str, OpCase]]]:
         Opcode.SUMREQUANT: [("the accumulator wraps like wrap32", _case(
             Opcode.SUMREQUANT, [TensorType(I32, (2, 2))], [_arr([[2**31 - 1, 1], [-(2**31), -1]], (2, 2), np.int32)],
             requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127)))],
+    }}
+
+
+def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
+    """Extremes of matmul, lut, mul and gather (docs/protocol.md 2.2)."""
+    I8, I32 = DType.INT8, DType.INT32
+    k = 768
+    a, bt, b = TensorType(I8, (2, 3, k)), TensorType(I8, (2, 4, k)), TensorType(I8, (2, k, 4))
+    req = Requant(ReqMode.PER_TENSOR, 1 << 30, 31, -3, -128, 127)
+    tab = TensorType(I8, (5, 3))
+    ids = np.array([-1, 0, 4, 5, -(2**31), 2**31 - 1], dtype=np.int32)
+    ramp = _arr(np.arange(256) - 128, (256,))
+    return {
+        Opcode.MATMUL: [
+            ("K=768, all 127 with zero points -128 (255*255*768), int32 out, B transposed",
+             _case(Opcode.MATMUL, [a, bt], [_arr(127, a.shape), _arr(127, bt.shape)], ta=0, tb=1, za=-128, zb=-128,
+                   requant=Requant())),
+            ("K=768, all -128 x all 127 with zero points 127, requant saturates, B strided",
+             _case(Opcode.MATMUL, [a, b], [_arr(-128, a.shape), _arr(127, b.shape)], ta=0, tb=0, za=127, zb=127,
+                   requant=req)),
+            ("A transposed, ties of the requant (mult 1, shift 1)",
+             _case(Opcode.MATMUL, [TensorType(I8, (5, 3)), TensorType(I8, (5, 2))],
+                   [_arr(np.arange(15).reshape(5, 3) - 7, (5, 3)), _arr(np.arange(10).reshape(5, 2) - 5, (5, 2))],
+                   ta=1, tb=0, za=0, zb=1, requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127))),
+        ],
+        Opcode.LUT: [("every int8 through a ramp table shifted by one",
+                      _case(Opcode.LUT, [TensorType(I8, (256,)), TensorType(I8, (256,))],
+                            [ramp, np.roll(ramp, 1)]))],
+        Opcode.MUL: [("extremes: (-128 - 127) * (127 + 128) and ties", _case(
+            Opcode.MUL, [TensorType(I8, (4,))] * 2, [_arr([-128, 127, 1, -1], (4,)), _arr([127, -128, 0, 1], (4,))],
+            za=127, zb=-128, requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127)))],
+        Opcode.GATHER: [("ids -1, 0, V-1, V, int32 min and max: rows outside [0, V) are zero", _case(
+            Opcode.GATHER, [TensorType(I32, (6,)), tab], [ids, _arr(np.arange(15).reshape(5, 3) + 1, tab.shape)]))],
     }
 
 
@@ -126,7 +159,23 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
     def csum(shape, q):
         return _case(Opcode.CHUNKSUM, [TensorType(I8, shape)], [], x_zp=0, q=q)
 
+    def mm(m, k, n, tb, ta=0):
+        a = TensorType(I8, (k, m) if ta else (m, k))
+        return _case(Opcode.MATMUL, [a, TensorType(I8, (n, k) if tb else (k, n))], [], out=TensorType(I8, (m, n)),
+                     ta=ta, tb=tb, za=0, zb=0, requant=req)
+
+    def gather(v):
+        return _case(Opcode.GATHER, [TensorType(I32, (1, 16)), TensorType(I8, (v, 768))], [],
+                     out=TensorType(I8, (1, 16, 768)))
+
     return [
+        ("matmul K = MAX_K = 32768, B transposed (68 leaves)", mm(2, 32768, 3, 1), 0),
+        ("matmul K = 32769 above MAX_K", mm(2, 32769, 3, 1), 8),
+        ("matmul B [92, 1024] read by column (96 leaves)", mm(2, 92, 1024, 0), 0),
+        ("matmul B [93, 1024] read by column (97 leaves)", mm(2, 93, 1024, 0), 11),
+        ("matmul A [93, 1024] read by column (97 leaves)", mm(1024, 93, 2, 1, ta=1), 11),
+        ("gather from a 131,072-row table", gather(131072), 0),
+        ("gather from a 131,073-row table", gather(131073), 7),
         ("linear K = MAX_K = 32768 (74 leaves)", lin(32768), 0),
         ("linear K = 32769 above MAX_K", lin(32769), 8),
         ("avgpool H*W = 16384 = MAX_STEP_ELEMENTS, C = 5 (82 leaves)", pool((1, 128, 128, 5)), 0),
@@ -192,7 +241,7 @@ def case_json(note: str, case: OpCase, rng: np.random.Generator) -> dict:
     elements = []
     for e in _elements(case, rng):
         ranges, chunks = [], []
-        for r in element_ranges(d, e):
+        for r in element_ranges(d, e, lambda k, s, e_: data[k][s:e_]):
             first, last = r.start // LEAF_BYTES, -(-r.end // LEAF_BYTES)
             p = merkle.range_proof(data[r.input], first, last, levels[r.input])
             chunk = data[r.input][r.start : r.end]

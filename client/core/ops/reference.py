@@ -8,10 +8,11 @@ Pure Python; anyone may import it. Element indices are flat row-major indices of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpumesh.client.core.ops.intmath import add_rescaled, from_le, requant, to_le, wrap32
-from gpumesh.client.core.ops.rules import check_descriptor, chunk_geometry
+from gpumesh.client.core.ops.rules import check_descriptor, chunk_geometry, matmul_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ProgramError, ReqMode
 
 
@@ -46,12 +47,24 @@ def _window(d: OpDescriptor, i: int):
     return n, oh, ow, last, h, w, c
 
 
-def element_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
-    """The input byte ranges output element `i` depends on, in the order `compute_element` reads them."""
+Reader = Callable[[int, int, int], bytes]
+
+
+def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[ByteRange]:
+    """The input byte ranges output element `i` depends on, in the order `compute_element` reads them.
+    Only gather's depend on input data (the table row of the element's id): `read(input, start, end)`
+    gives those bytes (the ids range, which comes first); without it gather raises ProgramError."""
     if not 0 <= i < d.out.count:
         raise ProgramError(f"element {i} outside an output of {d.out.count} elements")
     op, x = d.opcode, d.inputs[0].type
     wx = x.dtype.width
+    if op == Opcode.GATHER:
+        ids = gather_id_range(d, i)
+        if read is None:
+            raise ProgramError("gather: the table range depends on the id; element_ranges needs a reader")
+        return [ids, *gather_row(d, i, read(0, ids.start, ids.end))]
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL):
+        return _transformer_ranges(d, i)
     if op == Opcode.LINEAR:
         k, nn = x.shape[-1], d.out.shape[-1]
         m, n = divmod(i, nn)
@@ -125,6 +138,39 @@ def element_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
 
 
+def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
+    """matmul: row m of A and column n of B (contiguous, or strided by M / N when that operand is
+    stored the other way round); lut: the element and the whole table; mul: the element of each."""
+    if d.opcode == Opcode.MATMUL:
+        _, m, k, n, ta, tb = matmul_geometry(d)
+        bi, rest = divmod(i, m * n)
+        mi, ni = divmod(rest, n)
+        a0, b0 = bi * m * k, bi * k * n
+        ra = ByteRange(0, a0 + mi, a0 + (k - 1) * m + mi + 1) if ta else ByteRange(0, a0 + mi * k, a0 + (mi + 1) * k)
+        rb = ByteRange(1, b0 + ni * k, b0 + (ni + 1) * k) if tb else ByteRange(1, b0 + ni, b0 + (k - 1) * n + ni + 1)
+        return [ra, rb]
+    if d.opcode == Opcode.LUT:
+        return [ByteRange(0, i, i + 1), ByteRange(1, 0, 256)]
+    return [ByteRange(0, i, i + 1), ByteRange(1, i, i + 1)]
+
+
+def gather_id_range(d: OpDescriptor, i: int) -> ByteRange:
+    """The int32 id of gather's output element i (row r = i / D of the output, r-th id)."""
+    r = i // d.inputs[1].type.shape[1]
+    return ByteRange(0, 4 * r, 4 * r + 4)
+
+
+def gather_row(d: OpDescriptor, i: int, id_bytes: bytes) -> list[ByteRange]:
+    """The table byte gather's element i reads for the id in `id_bytes`: none when the id is outside
+    [0, V) (the element is then 0, docs/protocol.md 2.2)."""
+    v, dd = d.inputs[1].type.shape
+    tid = from_le(id_bytes, 4)[0]
+    if not 0 <= tid < v:
+        return []
+    j = tid * dd + i % dd
+    return [ByteRange(1, j, j + 1)]
+
+
 def _req(d: OpDescriptor, acc: int, chunk: bytes | None) -> int:
     q = d.requant
     if q.mode == ReqMode.PER_CHANNEL:
@@ -187,6 +233,19 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
         return sum(v - zp for v in from_le(chunks[0], 1)[::c])
     if op == Opcode.SUMREQUANT:
         return _req(d, wrap32(sum(from_le(chunks[0], 4))), None)
+    if op == Opcode.MATMUL:
+        _, m, _, n, ta, tb = matmul_geometry(d)
+        av, bv = from_le(chunks[0], 1)[:: m if ta else 1], from_le(chunks[1], 1)[:: 1 if tb else n]
+        za, zb = d.attr("za"), d.attr("zb")
+        # |acc| <= 255 * 255 * K <= 65025 * 2^15 < 2^31: exact in int32, no wrap (2.2)
+        acc = sum((p - za) * (q - zb) for p, q in zip(av, bv, strict=True))
+        return acc if d.requant.mode == ReqMode.NONE else _req(d, acc, None)
+    if op == Opcode.LUT:
+        return from_le(chunks[1], 1)[from_le(chunks[0], 1)[0] + 128]
+    if op == Opcode.MUL:
+        return _req(d, (from_le(chunks[0], 1)[0] - d.attr("za")) * (from_le(chunks[1], 1)[0] - d.attr("zb")), None)
+    if op == Opcode.GATHER:  # an id outside [0, V) opens no table byte and gives 0
+        return from_le(chunks[1], 1)[0] if len(chunks) > 1 else 0
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
 
 
@@ -214,7 +273,7 @@ def run_op(d: OpDescriptor, inputs: list[bytes]) -> bytes:
     width = d.out.dtype.width
     out = bytearray()
     for i in range(d.out.count):
-        chunks = [inputs[r.input][r.start : r.end] for r in element_ranges(d, i)]
+        chunks = [inputs[r.input][r.start : r.end] for r in element_ranges(d, i, lambda k, s, e: inputs[k][s:e])]
         v = compute_element(d, i, chunks)
         out += to_le(v, width)
     return bytes(out)

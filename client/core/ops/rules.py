@@ -48,7 +48,8 @@ def window_out(size: int, k: int, s: int, p: int, what: str) -> int:
 
 
 def n_inputs(desc_op: Opcode, req_mode: ReqMode | None) -> int:
-    base = {Opcode.LINEAR: 3, Opcode.ADD: 2}.get(desc_op, 1)
+    base = {Opcode.LINEAR: 3, Opcode.ADD: 2, Opcode.MATMUL: 2, Opcode.LUT: 2, Opcode.MUL: 2,
+            Opcode.GATHER: 2}.get(desc_op, 1)
     return base + (1 if req_mode == ReqMode.PER_CHANNEL else 0)
 
 
@@ -109,6 +110,8 @@ def expected_out(d: OpDescriptor) -> TensorType:
         return d.out
     if op in _CHUNKED:
         return _chunked_out(d, x, mode)
+    if op in _TRANSFORMER:
+        return _transformer_out(d, t, mode)
     if op == Opcode.TRANSPOSE:
         r = len(x.shape)
         full = [d.attr(f"p{i}") for i in range(4)]
@@ -163,6 +166,54 @@ def _chunked_out(d: OpDescriptor, x: TensorType, mode: ReqMode | None) -> Tensor
     return TensorType(I8, x.shape[:-1])
 
 
+_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER)
+#: Rows of a gather table (an LLM vocabulary); the 2^28-byte tensor limit bounds V * D as well.
+MAX_GATHER_ROWS = 1 << 17
+
+
+def matmul_geometry(d: OpDescriptor) -> tuple[int, int, int, int, int, int]:
+    """(batch, M, K, N, ta, tb) of a matmul: A is [.., M, K] ([.., K, M] when ta), B [.., K, N]
+    ([.., N, K] when tb); batch = the product of the leading dims."""
+    a, b = d.inputs[0].type.shape, d.inputs[1].type.shape
+    ta, tb = d.attr("ta"), d.attr("tb")
+    m, k = (a[-1], a[-2]) if ta else (a[-2], a[-1])
+    n = b[-2] if tb else b[-1]
+    batch = 1
+    for v in a[:-2]:
+        batch *= v
+    return batch, m, k, n, ta, tb
+
+
+def _transformer_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None) -> TensorType:
+    """Output types of matmul, lut, mul, gather (docs/protocol.md 2.2, 3.3)."""
+    op, x = d.opcode, t[0]
+    if op == Opcode.MATMUL:
+        _need(mode in (ReqMode.NONE, ReqMode.PER_TENSOR), "matmul: requant must be none or per_tensor")
+        _need(d.attr("ta") in (0, 1) and d.attr("tb") in (0, 1), "matmul: ta and tb must be 0 or 1")
+        b = t[1]
+        _need(x.dtype == I8 and b.dtype == I8 and 2 <= len(x.shape) <= 4 and len(b.shape) == len(x.shape)
+              and x.shape[:-2] == b.shape[:-2], f"matmul: A and B must be int8 of one rank 2..4 with the same "
+              f"leading dims, got {x} and {b}")
+        _, m, k, n, _, tb = matmul_geometry(d)
+        _need((b.shape[-1] if tb else b.shape[-2]) == k, f"matmul: A has K = {k} but B is {list(b.shape)}")
+        _need(k <= MAX_K, f"matmul: K = {k} above the limit {MAX_K}")
+        return TensorType(I32 if mode == ReqMode.NONE else I8, (*x.shape[:-2], m, n))
+    if op == Opcode.MUL:
+        _need(mode == ReqMode.PER_TENSOR, "mul: requant must be per_tensor")
+        _need(x.dtype == I8 and t[1] == x, f"mul: inputs must be int8 of one shape, got {t[0]} and {t[1]}")
+        return x
+    _need(d.inputs[1].kind == SlotKind.WEIGHT, f"{op.name.lower()}: the table must be a weight")
+    if op == Opcode.LUT:
+        _need(x.dtype == I8 and t[1] == TensorType(I8, (256,)), f"lut: x must be int8 and the table int8 [256], "
+              f"got {t[0]} and {t[1]}")
+        return x
+    tab = t[1]
+    _need(x.dtype == I32 and len(x.shape) <= 3, f"gather: ids must be int32 of rank 1..3, got {x}")
+    _need(tab.dtype == I8 and len(tab.shape) == 2 and tab.shape[0] <= MAX_GATHER_ROWS,
+          f"gather: the table must be int8 [V, D] with V <= {MAX_GATHER_ROWS}, got {tab}")
+    return TensorType(I8, (*x.shape, tab.shape[1]))
+
+
 def _qp_check(d: OpDescriptor, channels: int) -> None:
     if d.requant.mode == ReqMode.PER_CHANNEL:
         qp = d.inputs[-1].type
@@ -213,6 +264,15 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
     if op == Opcode.SUMREQUANT:  # the row of G partial sums
         g = x.shape[-1]
         return range_leaves(4 * g), g
+    if op == Opcode.MATMUL:  # row m of A and column n of B, each contiguous or strided; K is MAX_K's
+        _, m, k, n, ta, tb = matmul_geometry(d)
+        return range_leaves((k - 1) * m + 1 if ta else k) + range_leaves(k if tb else (k - 1) * n + 1), 0
+    if op == Opcode.LUT:  # the element and the whole 256-byte table
+        return range_leaves(1) + range_leaves(256), 0
+    if op == Opcode.MUL:
+        return 2 * range_leaves(1), 0
+    if op == Opcode.GATHER:  # the id and one byte of its table row
+        return range_leaves(4) + range_leaves(1), 0
     return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element
 
 

@@ -70,6 +70,11 @@ class Opcode(IntEnum):
     PAIRARGMAX = 0x0C
     CHUNKSUM = 0x0D
     SUMREQUANT = 0x0E
+    # Integer transformer ops (docs/protocol.md 2.2, issue #13).
+    MATMUL = 0x0F
+    LUT = 0x10
+    MUL = 0x11
+    GATHER = 0x12
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -80,7 +85,7 @@ class Opcode(IntEnum):
 
 
 #: Opcodes whose attributes carry a REQ block.
-REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT)
+REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.MUL)
 
 
 class ReqMode(IntEnum):
@@ -228,6 +233,10 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.PAIRARGMAX: ("", ()),
     Opcode.CHUNKSUM: ("bI", ("x_zp", "q")),
     Opcode.SUMREQUANT: (_REQ_FMT, _REQ_FIELDS),
+    Opcode.MATMUL: ("BBbb" + _REQ_FMT, ("ta", "tb", "za", "zb", *_REQ_FIELDS)),
+    Opcode.LUT: ("", ()),
+    Opcode.MUL: ("bb" + _REQ_FMT, ("za", "zb", *_REQ_FIELDS)),
+    Opcode.GATHER: ("", ()),
 }
 
 

@@ -85,10 +85,27 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("sumrequant");
     }
 
+    function test_Vectors_Matmul() public view {
+        _all("matmul");
+    }
+
+    function test_Vectors_Lut() public view {
+        _all("lut");
+    }
+
+    function test_Vectors_Mul() public view {
+        _all("mul");
+    }
+
+    /// @notice Includes ids outside [0, V) (-1, V, int32 min and max): no table range, value 0.
+    function test_Vectors_Gather() public view {
+        _all("gather");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[14] memory ops = [
+        string[18] memory ops = [
             "linear",
             "requant",
             "add",
@@ -102,7 +119,11 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "chunkmax",
             "pairargmax",
             "chunksum",
-            "sumrequant"
+            "sumrequant",
+            "matmul",
+            "lut",
+            "mul",
+            "gather"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

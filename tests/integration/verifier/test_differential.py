@@ -7,19 +7,22 @@ a mutated descriptor reverts exactly when the Python validator rejects it."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractLogicError
 
 from gpumesh.client.core.constants import LEAF_BYTES
+from gpumesh.client.core.merkle import range_proof
 from gpumesh.client.core.ops.rules import check_descriptor
-from gpumesh.client.core.ops.types import DType, Opcode, OpDescriptor, attr_size
+from gpumesh.client.core.ops.types import DType, Opcode, OpDescriptor, TensorType, attr_size
 from gpumesh.node.dispute.int8_prover import StepContext, encode_proofs
-from gpumesh.node.runtime.randprog import random_case
+from gpumesh.node.runtime.randprog import _case, random_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "verifier"))
 from placed import place  # noqa: E402
@@ -47,10 +50,27 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
     return bytes(leaf), off // LEAF_BYTES
 
 
-@pytest.mark.parametrize("op", list(Opcode), ids=lambda o: o.name.lower())
+#: Random cases per transformer op (0x0F-0x12) in test_verifier_equals_reference; the issue-#13 run
+#: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
+TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
+TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER)
+
+
+@pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
 @settings(max_examples=40, **COMMON)
 @given(data=st.data())
 def test_verifier_equals_reference(verifier, op, data):
+    _verifier_equals_reference(verifier, op, data)
+
+
+@pytest.mark.parametrize("op", TRANSFORMER_OPS, ids=lambda o: o.name.lower())
+@settings(max_examples=TRANSFORMER_CASES, **COMMON)
+@given(data=st.data())
+def test_transformer_op_verifier_equals_reference(verifier, op, data):
+    _verifier_equals_reference(verifier, op, data)
+
+
+def _verifier_equals_reference(verifier, op, data):
     case = random_case(_draw(data), op, max_dim=5, max_k=1200)
     p = place(case, unit=data.draw(st.integers(0, 4)), num_units=5,
               trace_slot=data.draw(st.sampled_from([None, 0, 2])))
@@ -72,7 +92,8 @@ def test_verifier_equals_reference(verifier, op, data):
 @given(data=st.data())
 def test_changed_proof_byte_reverts(verifier, data):
     op = data.draw(st.sampled_from([Opcode.LINEAR, Opcode.ADD, Opcode.MAXPOOL, Opcode.ARGMAX, Opcode.TRANSPOSE,
-                                     Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT]))
+                                     Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT,
+                                     *TRANSFORMER_OPS]))
     case = random_case(_draw(data), op, max_dim=4, max_k=300)
     p = place(case, trace_slot=data.draw(st.sampled_from([None, 1])))
     e = data.draw(st.integers(0, p.desc.out.count - 1))
@@ -120,3 +141,25 @@ def test_descriptor_validation_matches_python(verifier, data):
     if want is not None:  # proveOp's light decoding agrees on every descriptor the validator accepts
         assert verifier.functions.outputBytes(bytes(desc)).call() == want
     event("accepted" if want is not None else "rejected")
+
+
+def test_gather_table_range_follows_the_id(verifier):
+    """Gather's blob holds the table range only for an id in [0, V) (5.7.3): a blob that opens a
+    table byte for an out-of-range id, or omits it for an in-range id, is refused by the contract."""
+    ids = np.array([3, 7], dtype=np.int32)  # V = 5: id 7 is out of range
+    table = np.arange(15, dtype=np.int8).reshape(5, 3)
+    case = _case(Opcode.GATHER, [TensorType(DType.INT32, (2,)), TensorType(DType.INT8, (5, 3))], [ids, table])
+    p = place(case)
+    desc = p.desc.encode()
+    tab = p.source(1)
+    extra = tab.root + b"".join(tab.root_path) + range_proof(tab.data, 0, 1, tab.levels).leaves
+    extra += b"".join(range_proof(tab.data, 0, 1, tab.levels).siblings)
+    for e, want in ((1, 10), (4, 0)):  # (id 3, column 1) = 3*3 + 1; (id 7, column 1) = 0
+        blob = encode_proofs(p.desc, e, p.source)
+        assert p.reference(e) == want
+        leaf, li = leaf_with(e, DType.INT8, want, b"\x00")
+        assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is True
+        # out of range: a table range appended; in range: the table range (one leaf, as `extra`) cut
+        bad = blob + extra if want == 0 else blob[: -len(extra)]
+        with pytest.raises(ContractLogicError):
+            verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, bad).call()

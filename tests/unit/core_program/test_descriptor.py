@@ -18,6 +18,7 @@ from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.intmath import requant, round_shift, wrap32
 from gpumesh.client.core.ops.reference import element_ranges
 from gpumesh.client.core.ops.rules import (
+    MAX_GATHER_ROWS,
     MAX_K,
     MAX_STEP_ELEMENTS,
     MAX_STEP_LEAVES,
@@ -151,8 +152,10 @@ def test_step_bounds_vectors(case):
         leaves, scanned = step_reads(d)
         assert leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
         return
-    # reason 8: linear's K above MAX_K, or a chunk length outside [1, K]
-    limit = {8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, )",
+    # reason 8: linear's or matmul's K above MAX_K, or a chunk length outside [1, K]; 7: a gather
+    # table above MAX_GATHER_ROWS
+    limit = {7: f"with V <= {MAX_GATHER_ROWS}",
+             8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, )",
              11: "above the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
     with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*{limit}") as e:
         check_descriptor(d)

@@ -4,6 +4,7 @@ quantization parameters and edge values), and every op of the digits example pro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,26 @@ def _torch_bytes(t: torch.Tensor) -> bytes:
     return np.ascontiguousarray(t.numpy()).tobytes()
 
 
-@pytest.mark.parametrize("op", list(Opcode), ids=lambda o: o.name.lower())
+#: Random cases per transformer op (0x0F-0x12); the issue-#13 run used GPUMESH_TRANSFORMER_CASES=500.
+TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "100"))
+TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER)
+
+
+@pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_executor_equals_reference_on_every_element(op, data):
+    _executor_equals_reference(op, data)
+
+
+@pytest.mark.parametrize("op", TRANSFORMER_OPS, ids=lambda o: o.name.lower())
+@settings(max_examples=TRANSFORMER_CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_transformer_executor_equals_reference_on_every_element(op, data):
+    _executor_equals_reference(op, data)
+
+
+def _executor_equals_reference(op, data):
     case = random_case(lambda lo, hi: data.draw(st.integers(lo, hi)), op)
     ref = run_op(case.desc, [np.ascontiguousarray(a).tobytes() for a in case.inputs])
     out = kernels.run_op(case.desc, [torch.from_numpy(np.array(a)) for a in case.inputs])

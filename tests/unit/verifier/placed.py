@@ -43,9 +43,13 @@ class Placed:
         path = inclusion_proof(roots_levels([lv[-1][0] for lv in levels]), s.index, roots_zero)
         return SlotSource(self.trace[s.index], levels[s.index], tuple(path))
 
+    def read(self, i: int, start: int, end: int) -> bytes:
+        """Bytes [start, end) of input i (what element_ranges reads for gather's table row)."""
+        return self.data[i][start:end]
+
     def reference(self, element: int) -> int:
         """The element from the full input tensors (scalar reference on plain slices)."""
-        chunks = [self.data[r.input][r.start : r.end] for r in element_ranges(self.desc, element)]
+        chunks = [self.data[r.input][r.start : r.end] for r in element_ranges(self.desc, element, self.read)]
         return compute_element(self.desc, element, chunks)
 
 

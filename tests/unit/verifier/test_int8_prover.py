@@ -47,11 +47,12 @@ def test_opened_chunks_are_the_reference_bytes(op, data):
     e = data.draw(st.integers(0, p.desc.out.count - 1))
     blob = encode_proofs(p.desc, e, p.source)
     chunks = open_proofs(p.ctx, p.desc, e, blob)
-    assert chunks == [p.data[r.input][r.start : r.end] for r in element_ranges(p.desc, e)]
+    assert chunks == [p.data[r.input][r.start : r.end] for r in element_ranges(p.desc, e, p.read)]
 
 
 @pytest.mark.parametrize("op", [Opcode.LINEAR, Opcode.MAXPOOL, Opcode.REQUANT, Opcode.ARGMAX, Opcode.CHUNKMAX,
-                                Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT], ids=lambda o: o.name.lower())
+                                Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.LUT,
+                                Opcode.MUL, Opcode.GATHER], ids=lambda o: o.name.lower())
 @SETTINGS
 @given(data=st.data())
 def test_any_changed_byte_is_rejected(op, data):

@@ -29,7 +29,12 @@ library LibDescriptor {
     uint256 internal constant OP_PAIRARGMAX = 0x0C;
     uint256 internal constant OP_CHUNKSUM = 0x0D;
     uint256 internal constant OP_SUMREQUANT = 0x0E;
-    uint256 internal constant OP_LAST = OP_SUMREQUANT;
+    // Integer transformer ops (docs/protocol.md 2.2, issue #13).
+    uint256 internal constant OP_MATMUL = 0x0F;
+    uint256 internal constant OP_LUT = 0x10;
+    uint256 internal constant OP_MUL = 0x11;
+    uint256 internal constant OP_GATHER = 0x12;
+    uint256 internal constant OP_LAST = OP_GATHER;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -54,6 +59,8 @@ library LibDescriptor {
     uint256 internal constant MAX_STEP_LEAVES = 96;
     uint256 internal constant MAX_STEP_ELEMENTS = 1 << 14;
     uint256 internal constant MAX_K = 1 << 15;
+    // Rows of a gather table (rules.MAX_GATHER_ROWS).
+    uint256 internal constant MAX_GATHER_ROWS = 1 << 17;
     int256 internal constant MAX_MULT = 2 ** 31 - 1;
 
     // Int8Verifier_BadDescriptor reasons.
@@ -81,6 +88,11 @@ library LibDescriptor {
     // block at A_MODE..A_HI.
     uint256 internal constant A_PAIRS = 0;
     uint256 internal constant A_Q = 7;
+    // matmul: za at A_XZP, the REQ block at A_MODE..A_HI, ta, tb, zb at A_TA, A_TB, A_ZB.
+    // mul: za at A_XZP, the REQ block, zb at A_ZB.
+    uint256 internal constant A_TA = 7;
+    uint256 internal constant A_TB = 8;
+    uint256 internal constant A_ZB = 9;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
     // (pad) at 0..6. transpose: perm at 0..3.
     uint256 internal constant A_KH = 0;
@@ -109,7 +121,7 @@ library LibDescriptor {
         uint256 opcode;
         Slot[] ins;
         TType out;
-        int256[8] a;
+        int256[10] a;
     }
 
     function _bad(uint8 reason) private pure {
@@ -147,11 +159,13 @@ library LibDescriptor {
         if (op == OP_REQUANT || op == OP_SUMREQUANT) return 9;
         if (op == OP_CHUNKMAX || op == OP_CHUNKSUM) return 5;
         if (op == OP_ADD) return 14;
+        if (op == OP_MATMUL) return 13;
+        if (op == OP_MUL) return 11;
         if (op == OP_RELU) return 1;
         if (op == OP_IM2COL) return 13;
         if (op == OP_MAXPOOL) return 12;
         if (op == OP_TRANSPOSE) return 4;
-        return 0; // argmax, reshape, pairargmax
+        return 0; // argmax, reshape, pairargmax, lut, gather
     }
 
     // ------------------------------------------------------------------ decoding
@@ -169,7 +183,7 @@ library LibDescriptor {
         }
     }
 
-    function _req(bytes calldata d, uint256 o, int256[8] memory a) private pure {
+    function _req(bytes calldata d, uint256 o, int256[10] memory a) private pure {
         a[A_MODE] = int256(_u8(d, o));
         a[A_MULT] = _i32(d, o + 1);
         a[A_SHIFT] = int256(_u8(d, o + 5));
@@ -179,8 +193,17 @@ library LibDescriptor {
         _need(a[A_MODE] <= 2, R_REQUANT);
     }
 
-    /// @notice Decode and fully validate `d`; reverts Int8Verifier_BadDescriptor otherwise.
+    /// @notice Decode and fully validate `d` (opcodes 0x01-0x0E); reverts Int8Verifier_BadDescriptor
+    ///         otherwise.
     function decode(bytes calldata d) internal pure returns (Desc memory D) {
+        D = decodeFields(d);
+        _check(D);
+    }
+
+    /// @notice Decode the fields of `d` (length, opcode, slots, canonical types, attributes and the
+    ///         REQ mode) without the op's typing rules: `decode` adds them for 0x01-0x0E,
+    ///         LibTransformer.check for 0x0F-0x12.
+    function decodeFields(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
         _need(D.opcode >= OP_LINEAR && D.opcode <= OP_LAST, R_OPCODE);
@@ -199,7 +222,6 @@ library LibDescriptor {
         }
         D.out = _ttype(d, o);
         _attrs(d, o + TTYPE_BYTES, D);
-        _check(D);
     }
 
     /// @notice Byte length of the DECLARED output type, after only the checks that locate and read
@@ -221,12 +243,24 @@ library LibDescriptor {
 
     function _attrs(bytes calldata d, uint256 o, Desc memory D) private pure {
         uint256 op = D.opcode;
-        int256[8] memory a = D.a;
+        int256[10] memory a = D.a;
         if (op == OP_LINEAR || op == OP_AVGPOOL) {
             a[A_XZP] = _i8(d, o);
             _req(d, o + 1, a);
         } else if (op == OP_REQUANT || op == OP_SUMREQUANT) {
             _req(d, o, a);
+        } else if (op == OP_MATMUL) {
+            // ta u8, tb u8, za i8, zb i8, REQ (13 bytes)
+            a[A_TA] = int256(_u8(d, o));
+            a[A_TB] = int256(_u8(d, o + 1));
+            a[A_XZP] = _i8(d, o + 2);
+            a[A_ZB] = _i8(d, o + 3);
+            _req(d, o + 4, a);
+        } else if (op == OP_MUL) {
+            // za i8, zb i8, REQ (11 bytes)
+            a[A_XZP] = _i8(d, o);
+            a[A_ZB] = _i8(d, o + 1);
+            _req(d, o + 2, a);
         } else if (op == OP_CHUNKMAX) {
             // q u32, pairs u8 (5 bytes)
             a[A_Q] = int256(_u32(d, o));
@@ -276,19 +310,19 @@ library LibDescriptor {
         return count(t) * width(t);
     }
 
-    function _eq(TType memory x, TType memory y) private pure returns (bool) {
+    function _eq(TType memory x, TType memory y) internal pure returns (bool) {
         return x.dtype == y.dtype && x.rank == y.rank && x.dims[0] == y.dims[0] && x.dims[1] == y.dims[1]
             && x.dims[2] == y.dims[2] && x.dims[3] == y.dims[3];
     }
 
-    function _is(TType memory t, uint256 dtype, uint256 d0, uint256 d1, uint256 rank) private pure returns (bool) {
+    function _is(TType memory t, uint256 dtype, uint256 d0, uint256 d1, uint256 rank) internal pure returns (bool) {
         return t.dtype == dtype && t.rank == rank && t.dims[0] == d0 && t.dims[1] == d1 && t.dims[2] == 1
             && t.dims[3] == 1;
     }
 
     /// @dev Requant.check: mode 0 has every field 0; mode 2 keeps mult/shift inline at 0; mode 1
     ///      has mult in [0, 2^31-1] and shift in [1, 62]; modes 1 and 2 need lo <= hi.
-    function _checkReq(int256[8] memory a) private pure {
+    function _checkReq(int256[10] memory a) internal pure {
         if (a[A_MODE] == int256(MODE_NONE)) {
             _need(a[A_MULT] == 0 && a[A_SHIFT] == 0 && a[A_ZP] == 0 && a[A_LO] == 0 && a[A_HI] == 0, R_REQUANT);
             return;
@@ -378,6 +412,8 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
+        // 0x0F-0x12 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
+        _need(op < OP_MATMUL, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;
         uint256 base = op == OP_LINEAR ? 3 : op == OP_ADD ? 2 : 1;
@@ -502,7 +538,7 @@ library LibDescriptor {
         }
     }
 
-    function _like(TType memory x, uint256 dtype) private pure returns (TType memory o) {
+    function _like(TType memory x, uint256 dtype) internal pure returns (TType memory o) {
         o.dtype = dtype;
         o.rank = x.rank;
         o.dims = [x.dims[0], x.dims[1], x.dims[2], x.dims[3]];
@@ -523,7 +559,7 @@ library LibDescriptor {
 
     function _windowOutType(Desc memory D, TType memory x) private pure returns (TType memory o) {
         _need(x.dtype == DT_INT8 && x.rank == 4, R_INPUT_TYPE);
-        int256[8] memory a = D.a;
+        int256[10] memory a = D.a;
         uint256 oh = _windowOut(x.dims[1], a[A_KH], a[A_SH], a[A_PH]);
         uint256 ow = _windowOut(x.dims[2], a[A_KW], a[A_SW], a[A_PW]);
         uint256 cols = D.opcode == OP_IM2COL ? uint256(a[A_KH] * a[A_KW]) * x.dims[3] : x.dims[3];

@@ -201,7 +201,7 @@ library LibInt8Ops {
     /// @notice Output element `i` from the opened ranges (compute_element).
     function compute(LD.Desc memory D, uint256 i, Range[] memory r) internal pure returns (int256) {
         uint256 op = D.opcode;
-        int256[8] memory a = D.a;
+        int256[10] memory a = D.a;
         if (op == LD.OP_LINEAR) {
             uint256 k = r[0].end - r[0].start;
             int256 acc = _wrap32(_dot(r[0].ptr, r[1].ptr, k, a[LD.A_XZP]) + _i32(r[2].ptr));
@@ -253,7 +253,7 @@ library LibInt8Ops {
     }
 
     /// @dev Sum of the int8 at p, p + c, ... below p + n (c >= 1).
-    function _sumStrided(uint256 p, uint256 n, uint256 c) private pure returns (int256 acc) {
+    function _sumStrided(uint256 p, uint256 n, uint256 c) internal pure returns (int256 acc) {
         // SAFETY: reads the opened range only (p .. p + n), every c-th byte; memory-safe. int256
         // sum of at most 2^28 int8 values: no overflow.
         assembly ("memory-safe") {
@@ -354,7 +354,7 @@ library LibInt8Ops {
     }
 
     /// @dev requant(acc) with the per-tensor parameters, or row (mult, shift) at `qp` (mode 2).
-    function _requant(int256[8] memory a, int256 acc, uint256 qp) private pure returns (int256) {
+    function _requant(int256[10] memory a, int256 acc, uint256 qp) internal pure returns (int256) {
         int256 mult = a[LD.A_MULT];
         int256 shift = a[LD.A_SHIFT];
         if (a[LD.A_MODE] == int256(LD.MODE_PER_CHANNEL)) {
@@ -366,14 +366,14 @@ library LibInt8Ops {
     }
 
     /// @dev Signed int8 at memory address p.
-    function _i8(uint256 p) private pure returns (int256 v) {
+    function _i8(uint256 p) internal pure returns (int256 v) {
         assembly ("memory-safe") {
             v := signextend(0, byte(0, mload(p)))
         }
     }
 
     /// @dev Signed little-endian int32 at memory address p.
-    function _i32(uint256 p) private pure returns (int256 v) {
+    function _i32(uint256 p) internal pure returns (int256 v) {
         assembly ("memory-safe") {
             let b := shr(224, mload(p)) // b0 b1 b2 b3 as a big-endian word
             let le := or(or(shl(24, and(b, 0xff)), shl(8, and(b, 0xff00))), or(and(shr(8, b), 0xff00), shr(24, b)))
@@ -387,7 +387,7 @@ library LibInt8Ops {
     ///      sum x*w = sum ux*uw - 128*(sum ux + sum uw) + 16384*n  (n lanes),
     ///      so a lane costs byte, byte, mul, add; the lane sums of ux and uw are SWAR (16-bit lanes
     ///      folded by one multiply). The tail (< 32 pairs) runs on signed bytes.
-    function _dot(uint256 xp, uint256 wp, uint256 k, int256 zp) private pure returns (int256 acc) {
+    function _dot(uint256 xp, uint256 wp, uint256 k, int256 zp) internal pure returns (int256 acc) {
         assembly ("memory-safe") {
             let flip := 0x8080808080808080808080808080808080808080808080808080808080808080
             let lo8 := 0x00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Int8Errors} from "./Int8Errors.sol";
+import {LibDescriptor as LD} from "./LibDescriptor.sol";
+import {LibInt8Ops} from "./LibInt8Ops.sol";
+
+/// @title LibTransformer
+/// @notice Typing rules, one-step bounds, element ranges and element semantics of the integer
+///         transformer ops 0x0F-0x12 (matmul, lut, mul, gather; docs/protocol.md 2.2, 3.3-3.4):
+///         the twin of rules._transformer_out / step_reads and reference.element_ranges /
+///         compute_element for these opcodes. Used only by Int8TransformerVerifier, so that
+///         Int8Verifier's runtime code stays under EIP-170 (docs/protocol.md 5.7.1).
+/// @dev Pure. Arithmetic in int256: |matmul's accumulator| <= 255 * 255 * K < 2^31, no wrap.
+library LibTransformer {
+    using LD for LD.TType;
+
+    function _need(bool ok, uint8 reason) private pure {
+        if (!ok) revert Int8Errors.Int8Verifier_BadDescriptor(reason);
+    }
+
+    // ================================================================ rules (rules.py)
+
+    /// @notice Full validation of a decoded 0x0F-0x12 descriptor (rules.check_descriptor): input
+    ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
+    function check(LD.Desc memory D) internal pure {
+        uint256 op = D.opcode;
+        _need(op >= LD.OP_MATMUL && op <= LD.OP_LAST, LD.R_OPCODE);
+        bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL;
+        uint256 mode = hasReq ? uint256(D.a[LD.A_MODE]) : LD.MODE_NONE;
+        _need(D.ins.length == 2 + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
+        if (hasReq) LD._checkReq(D.a);
+        if (mode == LD.MODE_PER_CHANNEL) _need(D.ins[2].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
+        _need(LD._eq(D.out, _expectedOut(D, D.ins[0].t, mode)), LD.R_OUTPUT);
+        for (uint256 i = 0; i < D.ins.length; ++i) {
+            _need(D.ins[i].t.nbytes() <= LD.MAX_TENSOR_BYTES, LD.R_TOO_LARGE);
+        }
+        _need(D.out.nbytes() <= LD.MAX_TENSOR_BYTES, LD.R_TOO_LARGE);
+        _need(stepLeaves(D) <= LD.MAX_STEP_LEAVES, LD.R_STEP);
+    }
+
+    /// @notice (M, K, N) of a matmul (rules.matmul_geometry): A is [.., M, K] ([.., K, M] when
+    ///         ta), B [.., K, N] ([.., N, K] when tb).
+    function matmulGeometry(LD.Desc memory D) internal pure returns (uint256 m, uint256 k, uint256 n) {
+        LD.TType memory a = D.ins[0].t;
+        LD.TType memory b = D.ins[1].t;
+        (m, k) = D.a[LD.A_TA] == 1 ? (a.dims[a.rank - 1], a.dims[a.rank - 2]) : (a.dims[a.rank - 2], a.dims[a.rank - 1]);
+        n = D.a[LD.A_TB] == 1 ? b.dims[b.rank - 2] : b.dims[b.rank - 1];
+    }
+
+    /// @notice Leaves one element's one-step opens (rules.step_reads; these ops scan no element
+    ///         loop beyond matmul's dot product, which MAX_K bounds).
+    function stepLeaves(LD.Desc memory D) internal pure returns (uint256) {
+        uint256 op = D.opcode;
+        if (op == LD.OP_MATMUL) {
+            // row m of A and column n of B, each contiguous or strided
+            (uint256 m, uint256 k, uint256 n) = matmulGeometry(D);
+            return LD.rangeLeaves(D.a[LD.A_TA] == 1 ? (k - 1) * m + 1 : k)
+                + LD.rangeLeaves(D.a[LD.A_TB] == 1 ? k : (k - 1) * n + 1);
+        }
+        if (op == LD.OP_LUT) return LD.rangeLeaves(1) + LD.rangeLeaves(256); // the element, the whole table
+        if (op == LD.OP_MUL) return 2 * LD.rangeLeaves(1);
+        return LD.rangeLeaves(4) + LD.rangeLeaves(1); // gather: the id and one byte of its row
+    }
+
+    function _expectedOut(LD.Desc memory D, LD.TType memory x, uint256 mode) private pure returns (LD.TType memory o) {
+        uint256 op = D.opcode;
+        LD.TType memory y = D.ins[1].t;
+        if (op == LD.OP_MATMUL) {
+            _need(mode <= LD.MODE_PER_TENSOR, LD.R_REQUANT);
+            _need(D.a[LD.A_TA] <= 1 && D.a[LD.A_TB] <= 1, LD.R_ATTR);
+            _need(x.dtype == LD.DT_INT8 && y.dtype == LD.DT_INT8 && x.rank >= 2 && y.rank == x.rank, LD.R_INPUT_TYPE);
+            for (uint256 i = 0; i + 2 < x.rank; ++i) {
+                _need(x.dims[i] == y.dims[i], LD.R_INPUT_TYPE);
+            }
+            (uint256 m, uint256 k, uint256 n) = matmulGeometry(D);
+            _need(y.dims[x.rank - (D.a[LD.A_TB] == 1 ? 1 : 2)] == k, LD.R_INPUT_TYPE);
+            _need(k <= LD.MAX_K, LD.R_ATTR);
+            o = LD._like(x, mode == LD.MODE_NONE ? LD.DT_INT32 : LD.DT_INT8);
+            o.dims[x.rank - 2] = m;
+            o.dims[x.rank - 1] = n;
+            return o;
+        }
+        if (op == LD.OP_MUL) {
+            _need(mode == LD.MODE_PER_TENSOR, LD.R_REQUANT);
+            _need(x.dtype == LD.DT_INT8 && LD._eq(y, x), LD.R_INPUT_TYPE);
+            return x;
+        }
+        // lut, gather: the table is a weight of the program
+        _need(D.ins[1].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
+        if (op == LD.OP_LUT) {
+            _need(x.dtype == LD.DT_INT8 && LD._is(y, LD.DT_INT8, 256, 1, 1), LD.R_INPUT_TYPE);
+            return x;
+        }
+        _need(x.dtype == LD.DT_INT32 && x.rank <= 3, LD.R_INPUT_TYPE);
+        _need(y.dtype == LD.DT_INT8 && y.rank == 2 && y.dims[0] <= LD.MAX_GATHER_ROWS, LD.R_INPUT_TYPE);
+        o = LD._like(x, LD.DT_INT8);
+        o.rank = x.rank + 1;
+        o.dims[x.rank] = y.dims[1];
+    }
+
+    // ================================================================ which bytes
+
+    /// @notice matmul: row m of A and column n of B (contiguous, or strided by M / N); lut: the
+    ///         element and the whole 256-byte table; mul: the element of each input; gather: the
+    ///         element's id only (its table byte depends on the id: `gatherRow`, once it is opened).
+    function ranges(LD.Desc memory D, uint256 i) internal pure returns (LibInt8Ops.Range[] memory r) {
+        uint256 op = D.opcode;
+        if (op == LD.OP_GATHER) {
+            r = new LibInt8Ops.Range[](1);
+            // slither-disable-next-line divide-before-multiply -- id index: floor(i / D) * 4 is the intended start
+            uint256 row = i / D.ins[1].t.dims[1];
+            r[0] = LibInt8Ops.Range(0, 4 * row, 4 * row + 4, 0);
+            return r;
+        }
+        r = new LibInt8Ops.Range[](2);
+        if (op == LD.OP_LUT) {
+            r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
+            r[1] = LibInt8Ops.Range(1, 0, 256, 0);
+        } else if (op == LD.OP_MUL) {
+            r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
+            r[1] = LibInt8Ops.Range(1, i, i + 1, 0);
+        } else {
+            (r[0], r[1]) = _matmulRanges(D, i);
+        }
+    }
+
+    function _matmulRanges(LD.Desc memory D, uint256 i)
+        private
+        pure
+        returns (LibInt8Ops.Range memory ra, LibInt8Ops.Range memory rb)
+    {
+        (uint256 m, uint256 k, uint256 n) = matmulGeometry(D);
+        // slither-disable-next-line divide-before-multiply -- batch index: floor(i / (M*N)) times the batch's block
+        uint256 bi = i / (m * n);
+        uint256 mi = (i / n) % m;
+        uint256 ni = i % n;
+        // slither-disable-next-line divide-before-multiply -- batch index times the batch's block
+        uint256 a0 = bi * m * k;
+        // slither-disable-next-line divide-before-multiply -- batch index times the batch's block
+        uint256 b0 = bi * k * n;
+        ra = D.a[LD.A_TA] == 1
+            ? LibInt8Ops.Range(0, a0 + mi, a0 + (k - 1) * m + mi + 1, 0)
+            : LibInt8Ops.Range(0, a0 + mi * k, a0 + (mi + 1) * k, 0);
+        rb = D.a[LD.A_TB] == 1
+            ? LibInt8Ops.Range(1, b0 + ni * k, b0 + (ni + 1) * k, 0)
+            : LibInt8Ops.Range(1, b0 + ni, b0 + (k - 1) * n + ni + 1, 0);
+    }
+
+    /// @notice The table byte gather's element i reads for the id at memory address `idPtr`
+    ///         (reference.gather_row): none when the id is outside [0, V) (the element is then 0).
+    function gatherRow(LD.Desc memory D, uint256 i, uint256 idPtr) internal pure returns (LibInt8Ops.Range[] memory r) {
+        int256 id = LibInt8Ops._i32(idPtr);
+        LD.TType memory t = D.ins[1].t;
+        if (id < 0 || id >= int256(t.dims[0])) return new LibInt8Ops.Range[](0);
+        uint256 j = uint256(id) * t.dims[1] + i % t.dims[1];
+        r = new LibInt8Ops.Range[](1);
+        r[0] = LibInt8Ops.Range(1, j, j + 1, 0);
+    }
+
+    // ================================================================ the value
+
+    /// @notice The element from its opened ranges (compute_element). Gather's `r` is its opened
+    ///         table range: one byte, or none for an id outside [0, V) (the element is then 0).
+    function compute(LD.Desc memory D, LibInt8Ops.Range[] memory r) internal pure returns (int256) {
+        uint256 op = D.opcode;
+        int256[10] memory a = D.a;
+        if (op == LD.OP_GATHER) return r.length == 1 ? LibInt8Ops._i8(r[0].ptr) : int256(0);
+        // y = T[x + 128]: the table range is [0, 256)
+        if (op == LD.OP_LUT) return LibInt8Ops._i8(r[1].ptr + uint256(LibInt8Ops._i8(r[0].ptr) + 128));
+        if (op == LD.OP_MUL) {
+            int256 t = (LibInt8Ops._i8(r[0].ptr) - a[LD.A_XZP]) * (LibInt8Ops._i8(r[1].ptr) - a[LD.A_ZB]);
+            return LibInt8Ops._requant(a, t, 0);
+        }
+        (uint256 m, uint256 k, uint256 n) = matmulGeometry(D);
+        uint256 sa = a[LD.A_TA] == 1 ? m : 1;
+        uint256 sb = a[LD.A_TB] == 1 ? 1 : n;
+        int256 acc;
+        if (sa == 1 && sb == 1) {
+            // both contiguous: linear's word-wise dot product, then
+            // sum (x - za)(w - zb) = sum (x - za) w - zb * (sum x - K za)
+            acc = LibInt8Ops._dot(r[0].ptr, r[1].ptr, k, a[LD.A_XZP]);
+            if (a[LD.A_ZB] != 0) acc -= a[LD.A_ZB] * (_sumI8(r[0].ptr, k) - int256(k) * a[LD.A_XZP]);
+        } else {
+            acc = _dotStrided(r[0].ptr, sa, r[1].ptr, sb, k, a[LD.A_XZP], a[LD.A_ZB]);
+        }
+        // |acc| <= 255 * 255 * K < 2^31 (K <= MAX_K): exact, no wrap (docs/protocol.md 2.2)
+        return a[LD.A_MODE] == int256(LD.MODE_NONE) ? acc : LibInt8Ops._requant(a, acc, 0);
+    }
+
+    /// @dev Sum of the k int8 at memory address p. Whole words as _dot sums its lanes: u = v XOR
+    ///      0x80 = v + 128 per byte, 16 lanes of 16 bits (<= 510 each) folded by one multiply, then
+    ///      sum v = sum u - 128 * 32 per word; the tail byte by byte.
+    function _sumI8(uint256 p, uint256 k) private pure returns (int256 acc) {
+        // SAFETY: reads [p, p + k), the opened row; memory-safe. |acc| <= 128 * 2^15: no overflow.
+        assembly ("memory-safe") {
+            let flip := 0x8080808080808080808080808080808080808080808080808080808080808080
+            let lo8 := 0x00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff
+            let ones := 0x0001000100010001000100010001000100010001000100010001000100010001
+            let end := add(p, shl(5, shr(5, k)))
+            for {} lt(p, end) { p := add(p, 32) } {
+                let u := xor(mload(p), flip)
+                acc := add(acc, sub(shr(240, mul(add(and(u, lo8), and(shr(8, u), lo8)), ones)), 4096))
+            }
+            for { let e := add(end, and(k, 31)) } lt(p, e) { p := add(p, 1) } {
+                acc := add(acc, signextend(0, byte(0, mload(p))))
+            }
+        }
+    }
+
+    /// @dev sum_j (x[j*sx] - zx) * (w[j*sw] - zw) over k int8 pairs from memory addresses xp, wp.
+    function _dotStrided(uint256 xp, uint256 sx, uint256 wp, uint256 sw, uint256 k, int256 zx, int256 zw)
+        private
+        pure
+        returns (int256 acc)
+    {
+        // SAFETY: reads the two opened ranges only: x at xp + j*sx and w at wp + j*sw for j < k,
+        // whose last bytes are the ranges' last bytes; memory-safe. |acc| < 2^31: no overflow.
+        assembly ("memory-safe") {
+            for { let e := add(xp, mul(k, sx)) } lt(xp, e) {
+                xp := add(xp, sx)
+                wp := add(wp, sw)
+            } {
+                let xv := sub(signextend(0, byte(0, mload(xp))), zx)
+                acc := add(acc, mul(xv, sub(signextend(0, byte(0, mload(wp))), zw)))
+            }
+        }
+    }
+}
