@@ -30,7 +30,7 @@ import numpy as np
 from gpumesh.client.chain.events import EventReader
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
-from gpumesh.client.core.errors import GpumeshError
+from gpumesh.client.core.errors import ChainError, GpumeshError
 from gpumesh.client.core.program import result_root
 from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
@@ -44,6 +44,8 @@ from gpumesh.node.worker.inventory import Inventory
 from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, judge
 
 JOB = "job"
+#: Reverts of claimJob that only mean someone else was faster (the job is no longer Open).
+_CLAIM_RACES = ("JobMarket_WrongState", "JobMarket_ClaimDeadlinePassed")
 ACTIVE = ("new", "claimed", "submitted", "finalized")
 
 
@@ -107,6 +109,7 @@ class WorkerNode:
         self.me = outbox.address
         self._data: dict[int, JobData] = {}
         self._executors: dict[int, Any] = {}
+        self._resumed: set[int] = set()  # jobs this process has executed (resumed) at least once
         # disputed units' streaming traces (roots only) per job; recomputed op outputs and tensor
         # trees in one bounded LRU shared by every job (docs/protocol.md 7, streaming defence)
         self._traces: dict[int, StreamingTraces] = {}
@@ -251,7 +254,17 @@ class WorkerNode:
             return self._refuse(jid, refusal)
         for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
             self.store.pin(cid)  # keep the data while we may have to prove our work
-        res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
+        # Another worker may have claimed it while we validated: read the chain again rather than
+        # send a claim that can only revert, and take a race lost at the estimate as news, not failure.
+        now = self.market.get_job(jid)
+        if now.state != JobState.OPEN:
+            return self._end(jid, "gone", f"another worker claimed it first ({now.state.label})")
+        try:
+            res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
+        except ChainError as exc:
+            if getattr(exc, "error_name", "") in _CLAIM_RACES:
+                return self._end(jid, "gone", f"lost the claim race: {exc}")
+            raise
         self._set(jid, status="claimed", claim_tx=res.tx_hash)
         self._count("jobs_claimed")
         self.log.info("job %d: claimed (%s reward, %s stake locked, %d units)", jid, format_eth(job.reward),
@@ -371,8 +384,9 @@ class WorkerNode:
         return self._submit(job, data, done)
 
     def _run_units(self, jid: int, data: JobData, done: dict, nxt: int, total: int) -> None:
-        if done:
+        if done and jid not in self._resumed:  # once per job and process: after a restart, not every tick
             self.log.info("job %d: resuming at unit %d/%d (%d unit(s) already stored)", jid, nxt, total, len(done))
+        self._resumed.add(jid)
         ex = self._executor(jid, data)
         self.progress.start(jid, total, len(done))
         t_end = self.clock() + self.cfg.tick_budget_seconds

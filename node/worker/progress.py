@@ -37,22 +37,33 @@ class RichProgress:
 
 
 class LogProgress:
-    """For logs and pipes: one line at the start, every `every` units, and at the end."""
+    """For logs and pipes: one line at the start, then at most one per `seconds` and per tenth of
+    the job (a 1,000-unit job logs about ten lines, not one per few units), and one at the end."""
 
-    def __init__(self, log: logging.Logger | None = None, every: int = 8) -> None:
+    def __init__(self, log: logging.Logger | None = None, seconds: float = 30.0,
+                 clock=None) -> None:
+        import time
+
         self.log = log or logging.getLogger("gpumesh.worker")
-        self.every = every
+        self.seconds = seconds
+        self.clock = clock or time.monotonic
         self._total: dict[int, int] = {}
+        self._last: dict[int, tuple[float, int]] = {}  # job -> (time, units) of its last line
 
     def start(self, job_id: int, total: int, done: int) -> None:
         if job_id not in self._total:
             self._total[job_id] = total
+            self._last[job_id] = (self.clock(), done)
             self.log.info("job %d: executing, %d/%d units done", job_id, done, total)
 
     def advance(self, job_id: int, done: int) -> None:
         total = self._total.get(job_id, 0)
-        if done % self.every == 0 or done == total:
+        at, units = self._last.get(job_id, (0.0, 0))
+        now = self.clock()
+        if done == total or (now - at >= self.seconds and done - units >= max(1, total // 10)):
+            self._last[job_id] = (now, done)
             self.log.info("job %d: %d/%d units done", job_id, done, total)
 
     def finish(self, job_id: int) -> None:
         self._total.pop(job_id, None)
+        self._last.pop(job_id, None)
