@@ -47,7 +47,7 @@ from gpumesh.client.core.ops.rules import (
 )
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, SlotKind, SlotRef, TensorType
 from gpumesh.node.dispute.int8_prover import JobInputs, SlotSource, encode_proofs
-from gpumesh.node.runtime.randprog import OpCase, _case
+from gpumesh.node.runtime.randprog import OpCase, _case, exp_table
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS, OPS, WEIGHTS = 1024, 1024, 64
@@ -161,7 +161,23 @@ def transformer_cases() -> dict[str, tuple[OpCase, int]]:
                                 requant=Requant(ReqMode.PER_TENSOR, 1 << 20, 27, 0, -128, 127)), 40_000),
         "gather [131072,768] table, id in range": (_case(Opcode.GATHER, [ids, emb], [ids_arr, emb_arr]), e_in),
         "gather [131072,768] table, id = V": (_case(Opcode.GATHER, [ids, emb], [ids_arr, emb_arr]), 255 * 768 + 5),
+        **_softmax_cases(),
     }
+
+
+def _softmax_cases() -> dict[str, tuple[OpCase, int]]:
+    """softmax over rows of 1,024 and 4,096 logits: the last element of a full row (no mask, and
+    causal at the last query position, where the whole row is unmasked)."""
+    tab = exp_table(1 / 16)
+    out = {}
+    for n in (1024, 4096):
+        x = TensorType(I8, (12, 8, n))
+        xa = _arr(f"s{n}", x)
+        for causal, off in ((0, 0), (1, n - 8)):
+            name = f"softmax row {n}" + (" causal (last query)" if causal else "")
+            out[name] = (_case(Opcode.SOFTMAX, [x, TensorType(I32, (256,))], [xa, tab], causal=causal, off=off),
+                         x.count - 1)
+    return out
 
 
 def worst_cases() -> dict[str, tuple[Callable[[], OpCase], int]]:
@@ -253,6 +269,7 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
         a[0, -1] = (1 << 17) - 1
         return _case(Opcode.GATHER, [ids, emb], [a, _big("emb", emb)])
 
+    srow = TensorType(I8, (64, 16384))
     return {
         f"matmul K={k} int8 (B transposed)": (lambda: _case(Opcode.MATMUL, [ma, mb], [_big("x", ma), _big("w", mb)],
                                                             ta=0, tb=1, za=-5, zb=3, requant=req), 8190 * 4096 + 4095),
@@ -264,6 +281,9 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
         "mul [16384,16384]": (lambda: _case(Opcode.MUL, [big, big], [_big("a", big), _big("b", big)], za=1, zb=-2, requant=req),
                 big.count - 1),
         "gather [131072,2048] (2^28-byte table)": (gather, ids.shape[1] * 2048 - 1),
+        "softmax row 16384 = MAX_STEP_ELEMENTS": (lambda: _case(
+            Opcode.SOFTMAX, [srow, TensorType(I32, (256,))], [_big("s", srow), exp_table(1 / 64)], causal=0, off=0),
+            srow.count - 1),
     }
 
 

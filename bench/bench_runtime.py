@@ -17,6 +17,7 @@ the four measurements interleaved); the line quotes the best and the median. The
 printed before and after (the build machine is shared).
 
     .venv/bin/python bench/bench_runtime.py [--batches 64,256,1024] [--repeat 3] [--quick]
+    .venv/bin/python bench/bench_runtime.py --softmax   (integer softmax vs torch float32 softmax)
 """
 
 from __future__ import annotations
@@ -126,12 +127,42 @@ def bench(name: str, model: nn.Module, bundle: ProgramBundle, units_n: int, reps
           f" for {len(blob) / units_n:.0f} output bytes per unit)", flush=True)
 
 
+def bench_softmax(repeat: int, causal: int = 0) -> None:
+    """The integer softmax kernel (docs/protocol.md 2.2.1) on 12 heads x [256, 256] rows against
+    torch.softmax in float32 on the same logits (dequantized once, outside the timing), same run."""
+    from gpumesh.client.core.ops.types import DType, Opcode, TensorType
+    from gpumesh.node.runtime import kernels
+    from gpumesh.node.runtime.randprog import _case, exp_table
+
+    shape = (12, 256, 256)
+    x = np.random.default_rng(0).integers(-128, 128, size=shape).astype(np.int8)
+    case = _case(Opcode.SOFTMAX, [TensorType(DType.INT8, shape), TensorType(DType.INT32, (256,))],
+                 [x, exp_table(1 / 16)], causal=causal, off=0)
+    xs = [torch.from_numpy(a) for a in case.inputs]
+    xf = xs[0].to(torch.float32) / 16
+    if causal:
+        xf = xf.masked_fill(torch.ones(256, 256, dtype=torch.bool).triu(1), float("-inf"))
+    ti, tf = [], []
+    for _ in range(repeat):
+        ti.append(_best(lambda: kernels.run_op(case.desc, xs), 5))
+        tf.append(_best(lambda: torch.softmax(xf, dim=-1), 5))
+    bi, bf = min(ti), min(tf)
+    print(f"softmax 12x[256,256]{' causal' if causal else ''}: int8 executor {bi * 1e3:.2f} ms, "
+          f"torch float32 {bf * 1e3:.2f} ms (best of {repeat}x5); speed int8 / float32 = {bf / bi:.3f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="64,256,1024")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="digits models only")
+    ap.add_argument("--softmax", action="store_true", help="only the softmax kernel vs torch float32 softmax")
     args = ap.parse_args()
+    if args.softmax:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average {os.getloadavg()}")
+        bench_softmax(args.repeat)
+        bench_softmax(args.repeat, causal=1)
+        return 0
     batches = [int(b) for b in args.batches.split(",")]
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average {os.getloadavg()}")

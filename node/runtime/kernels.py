@@ -439,6 +439,8 @@ def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     operands as [batch, rows, cols] from the descriptor's last two dims, so a stacked rank-2 input
     is a batch of units; the other ops are elementwise or per id."""
     op, x, y = d.opcode, xs[0], xs[1]
+    if op == Opcode.SOFTMAX:
+        return _softmax(d, x, y)
     if op == Opcode.LUT:  # y[i] = T[x[i] + 128]
         return y[x.to(torch.int64) + 128]
     if op == Opcode.GATHER:  # rows of the table; an id outside [0, V) gives a zero row
@@ -459,6 +461,44 @@ def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if q.mode != ReqMode.NONE:
         acc = requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi)
     return acc.reshape(-1, *d.out.shape[1:])
+
+
+def softmax_quotient(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """floor((512 e + S) / (2 S)) as int32 from float64 integers 0 <= e <= 2^15 <= S < 2^31 (exact: _softmax)."""
+    return torch.floor_((512.0 * e + s).div_(2.0 * s)).to(torch.int32)
+
+
+def _softmax(d: OpDescriptor, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Integer softmax over the last axis (docs/protocol.md 2.2.1, torch form 2.3): the masked row
+    max in int8/int16, the clamped table lookup of M - x, the row sum and one division in float64,
+    exact: every e is an integer <= 2^15, every partial sum (any order) an integer < 2^31 < 2^53,
+    and floor(fl((512 e + S) / (2 S))) is the integer floor because the quotient is below 2^9 (a
+    correctly rounded division errs by <= 2^-44) while a non-integer quotient is >= 1/(2S) > 2^-31
+    from every integer. Stacked units keep their query positions: flat row r has t = r % R for
+    every multiple of R rows."""
+    length, rows = d.out.shape[-1], d.out.shape[-2]
+    one = float(1 << 15)
+    xr = x.reshape(-1, length)
+    e_of = table.to(torch.float64).clamp(0, one)
+    e_of[0] = one  # e(0) = 2^15 whatever the table holds, so S >= 2^15
+    masked = None
+    if d.attr("causal"):
+        t = torch.arange(xr.shape[0], device=x.device) % rows + d.attr("off")
+        masked = torch.arange(length, device=x.device).unsqueeze(0) > t.unsqueeze(1)
+        xw = xr.to(torch.int16).masked_fill(masked, -129)  # never the max: column 0 is unmasked
+        top = xw.amax(dim=-1, keepdim=True)
+        dist = (top - xw).clamp_(max=255)  # masked: M + 129 > 255, clamped, then zeroed below
+    else:
+        top = xr.amax(dim=-1, keepdim=True).to(torch.int16)
+        dist = top - xr.to(torch.int16)
+    e = torch.take(e_of, dist.to(torch.int64))
+    if masked is not None:
+        e = e.masked_fill_(masked, 0.0)
+    s = e.sum(dim=-1, keepdim=True)  # exact: an integer <= L * 2^15 < 2^31
+    y = softmax_quotient(e, s).sub_(128).clamp_(max=127)
+    if masked is not None:
+        y = y.masked_fill_(masked, -128)
+    return y.to(torch.int8).reshape(x.shape)
 
 
 def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -557,7 +597,7 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.SUMREQUANT:
         q = d.requant
         return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX):
         return _transformer_op(d, xs)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u

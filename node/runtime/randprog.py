@@ -173,6 +173,8 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
                      requant=requant_params(draw, ReqMode.PER_TENSOR))
     if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER):
         return _transformer_case(draw, op, max_dim, max_k)
+    if op == Opcode.SOFTMAX:
+        return _softmax_case(draw, max_dim)
     raise ValueError(op)
 
 
@@ -204,3 +206,34 @@ def _transformer_case(draw: Draw, op: Opcode, max_dim: int, max_k: int) -> OpCas
     mode = ReqMode(draw(0, 1))
     return _case(op, [a, b], [values(draw, a.shape, I8), values(draw, b.shape, I8)], ta=ta, tb=tb,
                  za=draw(-128, 127), zb=draw(-128, 127), requant=requant_params(draw, mode) if mode else Requant())
+
+
+def exp_table(scale: float) -> np.ndarray:
+    """softmax's int32 [256] exp table for logits of scale `scale`: round(2^15 * exp(-d * scale))."""
+    return np.round(32768.0 * np.exp(-np.arange(256) * scale)).astype(np.int32)
+
+
+def _softmax_case(draw: Draw, max_dim: int) -> OpCase:
+    """softmax rows of 1..8*max_dim logits, edge rows included (all -128, all 127, one huge logit
+    over -128s, all equal), a real exp table or an arbitrary int32 one (negative entries, entries
+    above 2^15: the op clamps them), causal or not with a position offset."""
+    I8, I32 = DType.INT8, DType.INT32
+    shape = tuple(draw(1, 3) for _ in range(draw(0, 2))) + (draw(1, max_dim), draw(1, 8 * max_dim))
+    x = values(draw, shape, I8)
+    edge = draw(0, 5)
+    if edge == 1:
+        x[...] = (-128, 127, draw(-128, 127))[draw(0, 2)]
+    elif edge == 2:  # one huge logit per row at a random column
+        x[...] = -128
+        x[..., draw(0, shape[-1] - 1)] = 127
+    kind = draw(0, 2)
+    if kind == 0:
+        table = exp_table(draw(1, 400) / 1000)
+    elif kind == 1:
+        table = values(draw, (256,), I32)
+    else:
+        table = np.full(256, (0, -1, 1 << 15, 2**31 - 1)[draw(0, 3)], dtype=np.int32)
+    causal = draw(0, 1)
+    off = (0, draw(0, 3), draw(0, 2**32 - 1))[draw(0, 2)] if causal else 0
+    return _case(Opcode.SOFTMAX, [TensorType(I8, shape), TensorType(I32, (256,))], [x, table],
+                 causal=causal, off=off)

@@ -22,7 +22,7 @@ from gpumesh.client.core import merkle
 from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.reference import compute_element, element_ranges
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
-from gpumesh.node.runtime.randprog import OpCase, _case, random_case
+from gpumesh.node.runtime.randprog import OpCase, _case, exp_table, random_case
 
 HERE = Path(__file__).resolve().parent
 RANDOM_CASES = 5
@@ -129,7 +129,30 @@ def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
             za=127, zb=-128, requant=Requant(ReqMode.PER_TENSOR, 1, 1, 0, -128, 127)))],
         Opcode.GATHER: [("ids -1, 0, V-1, V, int32 min and max: rows outside [0, V) are zero", _case(
             Opcode.GATHER, [TensorType(I32, (6,)), tab], [ids, _arr(np.arange(15).reshape(5, 3) + 1, tab.shape)]))],
+        Opcode.SOFTMAX: _softmax_edges(),
     }
+
+
+def _softmax_edges() -> list[tuple[str, OpCase]]:
+    """softmax rows: all -128, all 127, one 127 among -128s, a ramp; causal with offsets 0 and 2;
+    an arbitrary table (E[0] = 0, negative entries, entries above 2^15: the op clamps them)."""
+    x, t = TensorType(DType.INT8, (4, 16)), TensorType(DType.INT32, (256,))
+    rows = np.full((4, 16), -128)
+    rows[1] = 127
+    rows[2, 5] = 127
+    rows[3] = np.arange(16) * 17 - 128
+    real = exp_table(1 / 16)
+    odd = ((np.arange(256) * 7919 % 70001) - 20000).astype(np.int32)
+    odd[0] = 0
+    big = TensorType(DType.INT8, (1, 4096))
+    return [("rows all -128, all 127, one 127 among -128, a ramp; exp table of scale 1/16",
+             _case(Opcode.SOFTMAX, [x, t], [_arr(rows, x.shape), real], causal=0, off=0)),
+            ("the same rows causal, offset 0", _case(Opcode.SOFTMAX, [x, t], [_arr(rows, x.shape), real],
+                                                      causal=1, off=0)),
+            ("the ramp rows causal, offset 2, an arbitrary table (clamped)",
+             _case(Opcode.SOFTMAX, [x, t], [_arr(np.tile(rows[3], (4, 1)), x.shape), odd], causal=1, off=2)),
+            ("one row of 4,096 logits (4 leaves)", _case(
+                Opcode.SOFTMAX, [big, t], [_arr(np.arange(4096) % 251 - 125, big.shape), real], causal=0, off=0))]
 
 
 def step_bound_cases() -> list[tuple[str, OpCase, int]]:
@@ -167,6 +190,9 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
     def gather(v):
         return _case(Opcode.GATHER, [TensorType(I32, (1, 16)), TensorType(I8, (v, 768))], [],
                      out=TensorType(I8, (1, 16, 768)))
+
+    def smax(n):
+        return _case(Opcode.SOFTMAX, [TensorType(I8, (2, n)), TensorType(I32, (256,))], [], causal=1, off=0)
 
     return [
         ("matmul K = MAX_K = 32768, B transposed (68 leaves)", mm(2, 32768, 3, 1), 0),
@@ -212,6 +238,8 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("chunksum 128x128x256, q = 378 (97 leaves)", csum((1, 128, 128, 256), 378), 11),
         ("chunksum 128x128x1, q = 16384", csum((1, 128, 128, 1), 16384), 0),
         ("chunksum 129x128x1, q = 16385", csum((1, 129, 128, 1), 16385), 11),
+        ("softmax row of 16384 = MAX_STEP_ELEMENTS (22 leaves)", smax(16384), 0),
+        ("softmax row of 16385", smax(16385), 11),
         ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
                                                      requant=req), 0),
         ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],

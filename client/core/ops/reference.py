@@ -63,7 +63,7 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
         if read is None:
             raise ProgramError("gather: the table range depends on the id; element_ranges needs a reader")
         return [ids, *gather_row(d, i, read(0, ids.start, ids.end))]
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.SOFTMAX):
         return _transformer_ranges(d, i)
     if op == Opcode.LINEAR:
         k, nn = x.shape[-1], d.out.shape[-1]
@@ -151,7 +151,36 @@ def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
         return [ra, rb]
     if d.opcode == Opcode.LUT:
         return [ByteRange(0, i, i + 1), ByteRange(1, 0, 256)]
+    if d.opcode == Opcode.SOFTMAX:  # the element's row and the whole int32 [256] exp table
+        length = d.out.shape[-1]
+        r0 = i - i % length
+        return [ByteRange(0, r0, r0 + length), ByteRange(1, 0, 1024)]
     return [ByteRange(0, i, i + 1), ByteRange(1, i, i + 1)]
+
+
+#: softmax: exp(0) in the table's fixed point (docs/protocol.md 2.2.1).
+SOFTMAX_ONE = 1 << 15
+
+
+def softmax_unmasked(length: int, rows: int, r: int, causal: int, off: int) -> int:
+    """How many leading columns of flat row r are unmasked: all L, or min(L, t + off + 1) with
+    t = r % R the query position when causal (column 0 is never masked)."""
+    return min(length, r % rows + off + 1) if causal else length
+
+
+def softmax_element(row: list[int], table: list[int], j: int, n: int) -> int:
+    """Element j of a softmax row whose first n columns are unmasked (docs/protocol.md 2.2.1):
+    e(0) = 2^15, e(d) = clamp(T[d], 0, 2^15); S = sum of e(M - x) over the unmasked columns
+    (2^15 <= S <= L * 2^15); y = min(floor((512 e_j + S) / (2 S)) - 128, 127); masked: -128."""
+    if j >= n:
+        return -128
+    top = max(row[:n])
+
+    def e(dist: int) -> int:
+        return SOFTMAX_ONE if dist == 0 else min(max(table[dist], 0), SOFTMAX_ONE)
+
+    s = sum(e(top - v) for v in row[:n])
+    return min((512 * e(top - row[j]) + s) // (2 * s) - 128, 127)
 
 
 def gather_id_range(d: OpDescriptor, i: int) -> ByteRange:
@@ -244,6 +273,10 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
         return from_le(chunks[1], 1)[from_le(chunks[0], 1)[0] + 128]
     if op == Opcode.MUL:
         return _req(d, (from_le(chunks[0], 1)[0] - d.attr("za")) * (from_le(chunks[1], 1)[0] - d.attr("zb")), None)
+    if op == Opcode.SOFTMAX:
+        length = d.out.shape[-1]
+        n = softmax_unmasked(length, d.out.shape[-2], i // length, d.attr("causal"), d.attr("off"))
+        return softmax_element(from_le(chunks[0], 1), from_le(chunks[1], 4), i % length, n)
     if op == Opcode.GATHER:  # an id outside [0, V) opens no table byte and gives 0
         return from_le(chunks[1], 1)[0] if len(chunks) > 1 else 0
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover

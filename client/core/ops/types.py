@@ -75,6 +75,7 @@ class Opcode(IntEnum):
     LUT = 0x10
     MUL = 0x11
     GATHER = 0x12
+    SOFTMAX = 0x13
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -237,6 +238,7 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.LUT: ("", ()),
     Opcode.MUL: ("bb" + _REQ_FMT, ("za", "zb", *_REQ_FIELDS)),
     Opcode.GATHER: ("", ()),
+    Opcode.SOFTMAX: ("BI", ("causal", "off")),
 }
 
 

@@ -219,7 +219,7 @@ contract Int8VerifierTest is VerifierBase {
         d[0] = 0x00;
         _expectDescriptor(LD.R_OPCODE);
         verifier.validateDescriptor(d);
-        d[0] = 0x13;
+        d[0] = bytes1(uint8(LD.OP_LAST + 1));
         _expectDescriptor(LD.R_OPCODE);
         verifier.validateDescriptor(d);
     }
@@ -322,7 +322,7 @@ contract Int8VerifierTest is VerifierBase {
         _expectDescriptor(LD.R_LENGTH);
         verifier.outputBytes(bytes.concat(_relu(), hex"00"));
         bytes memory d = _relu();
-        d[0] = 0x13;
+        d[0] = bytes1(uint8(LD.OP_LAST + 1));
         _expectDescriptor(LD.R_OPCODE);
         verifier.outputBytes(d);
         bytes memory t4 = _tt(1, 1, 4, 1, 1, 1);
@@ -360,7 +360,7 @@ contract Int8VerifierTest is VerifierBase {
 
     function test_RevertWhen_VerifyGetsABadDescriptor() public {
         Step memory s = _linear(false);
-        s.descriptor[0] = 0x13;
+        s.descriptor[0] = bytes1(uint8(LD.OP_LAST + 1));
         _expectDescriptor(LD.R_OPCODE);
         _verify(s);
     }

@@ -102,10 +102,16 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("gather");
     }
 
+    /// @notice Rows of all -128, all 127, one 127 among -128s, causal masks with offsets, a table
+    ///         with entries to clamp, a row of 4,096 logits.
+    function test_Vectors_Softmax() public view {
+        _all("softmax");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[18] memory ops = [
+        string[19] memory ops = [
             "linear",
             "requant",
             "add",
@@ -123,7 +129,8 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "matmul",
             "lut",
             "mul",
-            "gather"
+            "gather",
+            "softmax"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

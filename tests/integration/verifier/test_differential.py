@@ -22,7 +22,7 @@ from gpumesh.client.core.merkle import range_proof
 from gpumesh.client.core.ops.rules import check_descriptor
 from gpumesh.client.core.ops.types import DType, Opcode, OpDescriptor, TensorType, attr_size
 from gpumesh.node.dispute.int8_prover import StepContext, encode_proofs
-from gpumesh.node.runtime.randprog import _case, random_case
+from gpumesh.node.runtime.randprog import _case, exp_table, random_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "verifier"))
 from placed import place  # noqa: E402
@@ -53,7 +53,7 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
 #: Random cases per transformer op (0x0F-0x12) in test_verifier_equals_reference; the issue-#13 run
 #: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
-TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER)
+TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
@@ -163,3 +163,59 @@ def test_gather_table_range_follows_the_id(verifier):
         bad = blob + extra if want == 0 else blob[: -len(extra)]
         with pytest.raises(ContractLogicError):
             verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, bad).call()
+
+
+def _softmax_rows() -> np.ndarray:
+    """Rows of 64: all -128, all 127, one 127 among -128s, all equal (3), a ramp."""
+    rows = np.full((5, 64), -128, dtype=np.int8)
+    rows[1] = 127
+    rows[2, 9] = 127
+    rows[3] = 3
+    rows[4] = np.arange(64) * 4 - 128
+    return rows
+
+
+@pytest.mark.parametrize("causal", [0, 1])
+def test_softmax_extremes_every_element(verifier, causal):
+    """softmax's extremes through eth_call, every element (docs/protocol.md 2.2.1): the reference
+    value is accepted and value + 1 (or - 1) refused; without the mask an equal row gives
+    floor((512 + L) / (2L)) - 128 everywhere and the one huge logit takes all (127, the rest -128)."""
+    x, t = TensorType(DType.INT8, (5, 64)), TensorType(DType.INT32, (256,))
+    case = _case(Opcode.SOFTMAX, [x, t], [_softmax_rows(), exp_table(1 / 16)], causal=causal, off=0)
+    p = place(case)
+    desc = p.desc.encode()
+    got = []
+    for e in range(p.desc.out.count):
+        blob = encode_proofs(p.desc, e, p.source)
+        ref = p.reference(e)
+        got.append(ref)
+        leaf, li = leaf_with(e, DType.INT8, ref, b"\x00")
+        assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is True
+        leaf, li = leaf_with(e, DType.INT8, ref + 1 if ref < 127 else ref - 1, b"\x00")
+        assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is False
+    y = np.array(got).reshape(5, 64)
+    if not causal:
+        for r in (0, 1, 3):
+            assert (y[r] == (512 + 64) // 128 - 128).all()
+        assert y[2, 9] == 127 and (np.delete(y[2], 9) == -128).all()
+    else:  # row r: columns 0..r unmasked, the rest -128
+        assert all((y[r, r + 1 :] == -128).all() for r in range(5))
+        assert y[0, 0] == 127  # a single unmasked column holds probability 1
+
+
+def test_softmax_row_of_4096(verifier):
+    """One element's one-step over a row of 4,096 logits (4 leaves of row, 1 KiB table), through eth_call."""
+    x, t = TensorType(DType.INT8, (2, 4096)), TensorType(DType.INT32, (256,))
+    rng = np.random.default_rng(7)
+    case = _case(Opcode.SOFTMAX, [x, t], [rng.integers(-128, 128, size=(2, 4096)).astype(np.int8),
+                                          exp_table(1 / 32)], causal=1, off=4000)
+    p = place(case)
+    desc = p.desc.encode()
+    for e in (0, 4095, 4096 + 4001, 4096 + 4002, 8191):
+        blob = encode_proofs(p.desc, e, p.source)
+        ref = p.reference(e)
+        if e in (4095, 4096 + 4002, 8191):  # row r masks the columns above r + 4000
+            assert ref == -128
+        for v, want in ((ref, True), (ref - 1 if ref > -128 else ref + 1, False)):
+            leaf, li = leaf_with(e, DType.INT8, v, b"\x00")
+            assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is want

@@ -34,7 +34,8 @@ library LibDescriptor {
     uint256 internal constant OP_LUT = 0x10;
     uint256 internal constant OP_MUL = 0x11;
     uint256 internal constant OP_GATHER = 0x12;
-    uint256 internal constant OP_LAST = OP_GATHER;
+    uint256 internal constant OP_SOFTMAX = 0x13;
+    uint256 internal constant OP_LAST = OP_SOFTMAX;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -93,6 +94,9 @@ library LibDescriptor {
     uint256 internal constant A_TA = 7;
     uint256 internal constant A_TB = 8;
     uint256 internal constant A_ZB = 9;
+    // softmax: causal at A_CAUSAL, the position offset at A_OFF.
+    uint256 internal constant A_CAUSAL = 0;
+    uint256 internal constant A_OFF = 7;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
     // (pad) at 0..6. transpose: perm at 0..3.
     uint256 internal constant A_KH = 0;
@@ -157,7 +161,7 @@ library LibDescriptor {
     function attrSize(uint256 op) internal pure returns (uint256) {
         if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
         if (op == OP_REQUANT || op == OP_SUMREQUANT) return 9;
-        if (op == OP_CHUNKMAX || op == OP_CHUNKSUM) return 5;
+        if (op == OP_CHUNKMAX || op == OP_CHUNKSUM || op == OP_SOFTMAX) return 5;
         if (op == OP_ADD) return 14;
         if (op == OP_MATMUL) return 13;
         if (op == OP_MUL) return 11;
@@ -202,7 +206,7 @@ library LibDescriptor {
 
     /// @notice Decode the fields of `d` (length, opcode, slots, canonical types, attributes and the
     ///         REQ mode) without the op's typing rules: `decode` adds them for 0x01-0x0E,
-    ///         LibTransformer.check for 0x0F-0x12.
+    ///         LibTransformer.check for 0x0F-0x13.
     function decodeFields(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
@@ -265,6 +269,10 @@ library LibDescriptor {
             // q u32, pairs u8 (5 bytes)
             a[A_Q] = int256(_u32(d, o));
             a[A_PAIRS] = int256(_u8(d, o + 4));
+        } else if (op == OP_SOFTMAX) {
+            // causal u8, off u32 (5 bytes)
+            a[A_CAUSAL] = int256(_u8(d, o));
+            a[A_OFF] = int256(_u32(d, o + 1));
         } else if (op == OP_CHUNKSUM) {
             // x_zp i8, q u32 (5 bytes)
             a[A_XZP] = _i8(d, o);
@@ -412,7 +420,7 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
-        // 0x0F-0x12 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
+        // 0x0F-0x13 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
         _need(op < OP_MATMUL, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;

@@ -7,7 +7,7 @@ import {LibInt8Ops} from "./LibInt8Ops.sol";
 
 /// @title LibTransformer
 /// @notice Typing rules, one-step bounds, element ranges and element semantics of the integer
-///         transformer ops 0x0F-0x12 (matmul, lut, mul, gather; docs/protocol.md 2.2, 3.3-3.4):
+///         transformer ops 0x0F-0x13 (matmul, lut, mul, gather, softmax; docs/protocol.md 2.2, 3.3-3.4):
 ///         the twin of rules._transformer_out / step_reads and reference.element_ranges /
 ///         compute_element for these opcodes. Used only by Int8TransformerVerifier, so that
 ///         Int8Verifier's runtime code stays under EIP-170 (docs/protocol.md 5.7.1).
@@ -21,7 +21,7 @@ library LibTransformer {
 
     // ================================================================ rules (rules.py)
 
-    /// @notice Full validation of a decoded 0x0F-0x12 descriptor (rules.check_descriptor): input
+    /// @notice Full validation of a decoded 0x0F-0x13 descriptor (rules.check_descriptor): input
     ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
     function check(LD.Desc memory D) internal pure {
         uint256 op = D.opcode;
@@ -37,6 +37,8 @@ library LibTransformer {
         }
         _need(D.out.nbytes() <= LD.MAX_TENSOR_BYTES, LD.R_TOO_LARGE);
         _need(stepLeaves(D) <= LD.MAX_STEP_LEAVES, LD.R_STEP);
+        // softmax scans its row once (the histogram of 5.7.8): MAX_STEP_ELEMENTS bounds L
+        if (op == LD.OP_SOFTMAX) _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
     }
 
     /// @notice (M, K, N) of a matmul (rules.matmul_geometry): A is [.., M, K] ([.., K, M] when
@@ -60,6 +62,8 @@ library LibTransformer {
         }
         if (op == LD.OP_LUT) return LD.rangeLeaves(1) + LD.rangeLeaves(256); // the element, the whole table
         if (op == LD.OP_MUL) return 2 * LD.rangeLeaves(1);
+        // softmax: the element's row and the 1 KiB int32 exp table
+        if (op == LD.OP_SOFTMAX) return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1024);
         return LD.rangeLeaves(4) + LD.rangeLeaves(1); // gather: the id and one byte of its row
     }
 
@@ -88,6 +92,11 @@ library LibTransformer {
         }
         // lut, gather: the table is a weight of the program
         _need(D.ins[1].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
+        if (op == LD.OP_SOFTMAX) {
+            _need(D.a[LD.A_CAUSAL] <= 1, LD.R_ATTR);
+            _need(x.dtype == LD.DT_INT8 && x.rank >= 2 && LD._is(y, LD.DT_INT32, 256, 1, 1), LD.R_INPUT_TYPE);
+            return x;
+        }
         if (op == LD.OP_LUT) {
             _need(x.dtype == LD.DT_INT8 && LD._is(y, LD.DT_INT8, 256, 1, 1), LD.R_INPUT_TYPE);
             return x;
@@ -117,6 +126,11 @@ library LibTransformer {
         if (op == LD.OP_LUT) {
             r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
             r[1] = LibInt8Ops.Range(1, 0, 256, 0);
+        } else if (op == LD.OP_SOFTMAX) {
+            // the element's row and the whole int32 [256] exp table
+            uint256 len = D.out.dims[D.out.rank - 1];
+            r[0] = LibInt8Ops.Range(0, i - i % len, i - i % len + len, 0);
+            r[1] = LibInt8Ops.Range(1, 0, 1024, 0);
         } else if (op == LD.OP_MUL) {
             r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
             r[1] = LibInt8Ops.Range(1, i, i + 1, 0);
@@ -162,9 +176,10 @@ library LibTransformer {
 
     /// @notice The element from its opened ranges (compute_element). Gather's `r` is its opened
     ///         table range: one byte, or none for an id outside [0, V) (the element is then 0).
-    function compute(LD.Desc memory D, LibInt8Ops.Range[] memory r) internal pure returns (int256) {
+    function compute(LD.Desc memory D, uint256 i, LibInt8Ops.Range[] memory r) internal pure returns (int256) {
         uint256 op = D.opcode;
         int256[10] memory a = D.a;
+        if (op == LD.OP_SOFTMAX) return _softmax(D, i, r[0].ptr, r[1].ptr);
         if (op == LD.OP_GATHER) return r.length == 1 ? LibInt8Ops._i8(r[0].ptr) : int256(0);
         // y = T[x + 128]: the table range is [0, 256)
         if (op == LD.OP_LUT) return LibInt8Ops._i8(r[1].ptr + uint256(LibInt8Ops._i8(r[0].ptr) + 128));
@@ -186,6 +201,47 @@ library LibTransformer {
         }
         // |acc| <= 255 * 255 * K < 2^31 (K <= MAX_K): exact, no wrap (docs/protocol.md 2.2)
         return a[LD.A_MODE] == int256(LD.MODE_NONE) ? acc : LibInt8Ops._requant(a, acc, 0);
+    }
+
+    /// @notice Softmax element i (reference.softmax_element, docs/protocol.md 2.2.1) from its row at
+    ///         `row` and the int32 [256] exp table at `tab`. One pass over the n unmasked columns
+    ///         builds the histogram of x + 128; the row max M is its highest bucket and
+    ///         S = sum_u h[u] * e(M - u) with e(0) = 2^15, e(d) = clamp(T[d], 0, 2^15).
+    function _softmax(LD.Desc memory D, uint256 i, uint256 row, uint256 tab) private pure returns (int256) {
+        uint256 len = D.out.dims[D.out.rank - 1];
+        uint256 j = i % len;
+        uint256 n = len;
+        if (D.a[LD.A_CAUSAL] == 1) {
+            // query position t = (i / len) % R; columns j > t + off are masked (column 0 never is)
+            uint256 lim = (i / len) % D.out.dims[D.out.rank - 2] + uint256(D.a[LD.A_OFF]) + 1;
+            if (lim < n) n = lim;
+        }
+        if (j >= n) return -128;
+        uint256[256] memory h;
+        // SAFETY: reads the n <= L bytes of the opened row and writes the 256 words of h; memory-safe.
+        assembly ("memory-safe") {
+            for { let p := row let e := add(row, n) } lt(p, e) { p := add(p, 1) } {
+                let slot := add(h, shl(5, xor(byte(0, mload(p)), 0x80)))
+                mstore(slot, add(mload(slot), 1))
+            }
+        }
+        uint256 top = 255;
+        while (h[top] == 0) --top; // the bucket of x[r, 0] is non-empty: stops at or above it
+        uint256 s;
+        for (uint256 u = 0; u <= top; ++u) {
+            if (h[u] != 0) s += h[u] * _exp(tab, top - u);
+        }
+        // 2^15 <= s <= L * 2^15 < 2^29; the numerator < 2^25 + 2^29: exact
+        uint256 ej = _exp(tab, top - uint256(LibInt8Ops._i8(row + j) + 128));
+        uint256 q = (512 * ej + s) / (2 * s);
+        return q >= 255 ? int256(127) : int256(q) - 128;
+    }
+
+    /// @dev e(d) of softmax's table at `tab`: 2^15 for d = 0, else T[d] clamped to [0, 2^15].
+    function _exp(uint256 tab, uint256 d) private pure returns (uint256) {
+        if (d == 0) return 1 << 15;
+        int256 v = LibInt8Ops._i32(tab + 4 * d);
+        return v < 0 ? 0 : v > 32768 ? 32768 : uint256(v);
     }
 
     /// @dev Sum of the k int8 at memory address p. Whole words as _dot sums its lanes: u = v XOR
