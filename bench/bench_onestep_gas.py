@@ -162,7 +162,21 @@ def transformer_cases() -> dict[str, tuple[OpCase, int]]:
         "gather [131072,768] table, id in range": (_case(Opcode.GATHER, [ids, emb], [ids_arr, emb_arr]), e_in),
         "gather [131072,768] table, id = V": (_case(Opcode.GATHER, [ids, emb], [ids_arr, emb_arr]), 255 * 768 + 5),
         **_softmax_cases(),
+        **_layernorm_cases(),
     }
+
+
+def _layernorm_cases() -> dict[str, tuple[OpCase, int]]:
+    """layernorm / rmsnorm over rows of 768 and 8,192 (the last element)."""
+    req = Requant(ReqMode.PER_TENSOR, 1 << 20, 30, 0, -128, 127)
+    out = {}
+    for n in (768, 8192):
+        x, g, b = TensorType(I8, (64, n)), TensorType(I8, (n,)), TensorType(I32, (n,))
+        for rms in (0, 1):
+            out[f"{'rmsnorm' if rms else 'layernorm'} row {n}"] = (_case(
+                Opcode.LAYERNORM, [x, g, b], [_arr(f"n{n}", x), _arr(f"g{n}", g), _arr(f"b{n}", b)], x_zp=-3,
+                rms=rms, eps=7, requant=req), x.count - 1)
+    return out
 
 
 def _softmax_cases() -> dict[str, tuple[OpCase, int]]:
@@ -281,6 +295,10 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
         "mul [16384,16384]": (lambda: _case(Opcode.MUL, [big, big], [_big("a", big), _big("b", big)], za=1, zb=-2, requant=req),
                 big.count - 1),
         "gather [131072,2048] (2^28-byte table)": (gather, ids.shape[1] * 2048 - 1),
+        "layernorm row 16384 = MAX_STEP_ELEMENTS": (lambda: _case(
+            Opcode.LAYERNORM, [srow, TensorType(I8, (16384,)), TensorType(I32, (16384,))],
+            [_big("n", srow), _big("g", TensorType(I8, (16384,))), _big("b", TensorType(I32, (16384,)))], x_zp=1,
+            rms=0, eps=1, requant=req), srow.count - 1),
         "softmax row 16384 = MAX_STEP_ELEMENTS": (lambda: _case(
             Opcode.SOFTMAX, [srow, TensorType(I32, (256,))], [_big("s", srow), exp_table(1 / 64)], causal=0, off=0),
             srow.count - 1),

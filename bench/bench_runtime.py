@@ -17,7 +17,7 @@ the four measurements interleaved); the line quotes the best and the median. The
 printed before and after (the build machine is shared).
 
     .venv/bin/python bench/bench_runtime.py [--batches 64,256,1024] [--repeat 3] [--quick]
-    .venv/bin/python bench/bench_runtime.py --softmax   (integer softmax vs torch float32 softmax)
+    .venv/bin/python bench/bench_runtime.py --softmax   (integer softmax and layernorm vs torch float32)
 """
 
 from __future__ import annotations
@@ -151,17 +151,43 @@ def bench_softmax(repeat: int, causal: int = 0) -> None:
           f"torch float32 {bf * 1e3:.2f} ms (best of {repeat}x5); speed int8 / float32 = {bf / bi:.3f}x")
 
 
+def bench_layernorm(repeat: int) -> None:
+    """The integer layernorm kernel (docs/protocol.md 2.2.2) on [256, 768] (seq 256, d 768) against
+    torch's float32 layer_norm (with weight and bias) on the same values, same run."""
+    from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
+    from gpumesh.node.runtime import kernels
+    from gpumesh.node.runtime.randprog import _case
+
+    n, dd = 256, 768
+    rng = np.random.default_rng(0)
+    arrs = [rng.integers(-128, 128, (n, dd)).astype(np.int8), rng.integers(-128, 128, dd).astype(np.int8),
+            rng.integers(-(2**20), 2**20, dd).astype(np.int32)]
+    case = _case(Opcode.LAYERNORM, [TensorType(DType.INT8, (n, dd)), TensorType(DType.INT8, (dd,)),
+                                    TensorType(DType.INT32, (dd,))], arrs, x_zp=0, rms=0, eps=1,
+                 requant=Requant(ReqMode.PER_TENSOR, 1 << 20, 30, 0, -128, 127))
+    xs = [torch.from_numpy(a) for a in case.inputs]
+    xf, wf, bf_ = (torch.from_numpy(a).to(torch.float32) for a in arrs)
+    ti, tf = [], []
+    for _ in range(repeat):
+        ti.append(_best(lambda: kernels.run_op(case.desc, xs), 5))
+        tf.append(_best(lambda: torch.nn.functional.layer_norm(xf, (dd,), wf, bf_), 5))
+    bi, bf = min(ti), min(tf)
+    print(f"layernorm [256,768]: int8 executor {bi * 1e3:.2f} ms, torch float32 {bf * 1e3:.2f} ms "
+          f"(best of {repeat}x5); speed int8 / float32 = {bf / bi:.3f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="64,256,1024")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="digits models only")
-    ap.add_argument("--softmax", action="store_true", help="only the softmax kernel vs torch float32 softmax")
+    ap.add_argument("--softmax", action="store_true", help="only the softmax and layernorm kernels vs torch float32")
     args = ap.parse_args()
     if args.softmax:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average {os.getloadavg()}")
         bench_softmax(args.repeat)
         bench_softmax(args.repeat, causal=1)
+        bench_layernorm(args.repeat)
         return 0
     batches = [int(b) for b in args.batches.split(",")]
     torch.manual_seed(0)

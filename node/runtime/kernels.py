@@ -14,6 +14,7 @@ Adapter code (imports torch); imported by the executor and the GPU check only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -441,6 +442,8 @@ def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     op, x, y = d.opcode, xs[0], xs[1]
     if op == Opcode.SOFTMAX:
         return _softmax(d, x, y)
+    if op == Opcode.LAYERNORM:
+        return _layernorm(d, x, y, xs[2])
     if op == Opcode.LUT:  # y[i] = T[x[i] + 128]
         return y[x.to(torch.int64) + 128]
     if op == Opcode.GATHER:  # rows of the table; an id outside [0, V) gives a zero row
@@ -499,6 +502,31 @@ def _softmax(d: OpDescriptor, x: torch.Tensor, table: torch.Tensor) -> torch.Ten
     if masked is not None:
         y = y.masked_fill_(masked, -128)
     return y.to(torch.int8).reshape(x.shape)
+
+
+def isqrt64(v: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(v)) of int64 0 <= v < 2^62: the float64 estimate is within 1 of it (v's rounding
+    to float64 and the correctly rounded sqrt move it by far less than 1 below 2^31), then one
+    integer correction each way: s*s and (s+1)^2 stay below 2^63."""
+    s = torch.sqrt(v.to(torch.float64)).floor_().to(torch.int64)
+    s = s - (s * s > v).to(torch.int64)
+    return s + ((s + 1) * (s + 1) <= v).to(torch.int64)
+
+
+def _layernorm(d: OpDescriptor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """LayerNorm / RMSNorm over the last axis (docs/protocol.md 2.2.2), int64 throughout:
+    |c| < 2^8 D, Q = sum c^2 < 2^16 D^3 <= 2^58, V = Q + eps D^3 < 2^62, |2 c rD| < 2^42."""
+    dd = d.out.shape[-1]
+    v = x.reshape(-1, dd).to(torch.int64) - d.attr("x_zp")
+    c = dd * v if d.attr("rms") else dd * v - v.sum(dim=-1, keepdim=True)
+    sigma = isqrt64((c * c).sum(dim=-1, keepdim=True) + d.attr("eps") * dd**3)
+    rd = math.isqrt(dd << 24)
+    z = torch.div(2 * rd * c + sigma, (2 * sigma).clamp_(min=1), rounding_mode="floor")
+    z = torch.where(sigma == 0, torch.zeros((), dtype=torch.int64, device=x.device), z)
+    acc = z * gamma.to(torch.int64) + beta.to(torch.int64)
+    acc = ((acc + (1 << 31)) & ((1 << 32) - 1)) - (1 << 31)  # wrap32 (|acc| < 2^26 + 2^31)
+    q = d.requant
+    return requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi).reshape(x.shape)
 
 
 def run_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -597,7 +625,7 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.SUMREQUANT:
         q = d.requant
         return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
         return _transformer_op(d, xs)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u

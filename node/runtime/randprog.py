@@ -175,6 +175,8 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         return _transformer_case(draw, op, max_dim, max_k)
     if op == Opcode.SOFTMAX:
         return _softmax_case(draw, max_dim)
+    if op == Opcode.LAYERNORM:
+        return _layernorm_case(draw, max_dim)
     raise ValueError(op)
 
 
@@ -237,3 +239,19 @@ def _softmax_case(draw: Draw, max_dim: int) -> OpCase:
     off = (0, draw(0, 3), draw(0, 2**32 - 1))[draw(0, 2)] if causal else 0
     return _case(Opcode.SOFTMAX, [TensorType(I8, shape), TensorType(I32, (256,))], [x, table],
                  causal=causal, off=off)
+
+
+def _layernorm_case(draw: Draw, max_dim: int) -> OpCase:
+    """layernorm / rmsnorm rows of 1..8*max_dim, edge rows (constant: sigma = eps only or 0; one
+    outlier), eps 0, small, or the largest eps * D^3 allows; gamma and beta of any value."""
+    I8, I32 = DType.INT8, DType.INT32
+    dd = draw(1, 8 * max_dim)
+    shape = tuple(draw(1, 3) for _ in range(draw(0, 2))) + (draw(1, max_dim), dd)
+    x = values(draw, shape, I8)
+    if draw(0, 4) == 0:  # one outlier per row
+        x[...] = (-128, 127)[draw(0, 1)]
+        x[..., draw(0, dd - 1)] = (127, -128)[draw(0, 1)]
+    eps = (0, draw(1, 100), (1 << 61) // dd**3)[draw(0, 2)]
+    return _case(Opcode.LAYERNORM, [TensorType(I8, shape), TensorType(I8, (dd,)), TensorType(I32, (dd,))],
+                 [x, values(draw, (dd,), I8), values(draw, (dd,), I32)], x_zp=draw(-128, 127), rms=draw(0, 1),
+                 eps=min(eps, 2**32 - 1), requant=requant_params(draw, ReqMode.PER_TENSOR))

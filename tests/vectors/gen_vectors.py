@@ -130,7 +130,38 @@ def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
         Opcode.GATHER: [("ids -1, 0, V-1, V, int32 min and max: rows outside [0, V) are zero", _case(
             Opcode.GATHER, [TensorType(I32, (6,)), tab], [ids, _arr(np.arange(15).reshape(5, 3) + 1, tab.shape)]))],
         Opcode.SOFTMAX: _softmax_edges(),
+        Opcode.LAYERNORM: _layernorm_edges(),
     }
+
+
+def _layernorm_edges() -> list[tuple[str, OpCase]]:
+    """layernorm / rmsnorm rows: constant (eps 0: sigma = 0, y = requant(beta)), one outlier, a
+    ramp, all 127 with x_zp -128; gamma -128 / 127, beta at the int32 extremes (wrap32); rows of
+    768 and 8,192."""
+    I8, I32 = DType.INT8, DType.INT32
+    rows = np.full((4, 16), 5)
+    rows[1] = -128
+    rows[1, 3] = 127
+    rows[2] = np.arange(16) * 17 - 128
+    rows[3] = 127
+    g = _arr(np.where(np.arange(16) % 2, 127, -128), (16,))
+    b = np.array([2**31 - 1, -(2**31), 0, 1000] * 4, dtype=np.int32)
+    req = Requant(ReqMode.PER_TENSOR, 1 << 20, 36, -3, -128, 127)
+    ty = [TensorType(I8, (4, 16)), TensorType(I8, (16,)), TensorType(I32, (16,))]
+    out = []
+    for rms, eps in ((0, 0), (1, 0), (0, 1000)):
+        out.append((f"{'rmsnorm' if rms else 'layernorm'} eps {eps}: constant row, one outlier, ramp, all 127",
+                    _case(Opcode.LAYERNORM, ty, [_arr(rows, (4, 16)), g, b], x_zp=-128 if eps else 3, rms=rms,
+                          eps=eps, requant=req)))
+    rng = np.random.default_rng(14)
+    for dd in (768, 8192):
+        t = [TensorType(I8, (2, dd)), TensorType(I8, (dd,)), TensorType(I32, (dd,))]
+        out.append((f"layernorm row of {dd}", _case(
+            Opcode.LAYERNORM, t, [rng.integers(-128, 128, (2, dd)).astype(np.int8),
+                                  rng.integers(-128, 128, dd).astype(np.int8),
+                                  rng.integers(-(2**20), 2**20, dd).astype(np.int32)],
+            x_zp=-7, rms=0, eps=5, requant=Requant(ReqMode.PER_TENSOR, 1 << 20, 30, 0, -128, 127))))
+    return out
 
 
 def _softmax_edges() -> list[tuple[str, OpCase]]:
@@ -191,6 +222,10 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         return _case(Opcode.GATHER, [TensorType(I32, (1, 16)), TensorType(I8, (v, 768))], [],
                      out=TensorType(I8, (1, 16, 768)))
 
+    def lnorm(n, eps):
+        return _case(Opcode.LAYERNORM, [TensorType(I8, (2, n)), TensorType(I8, (n,)), TensorType(I32, (n,))], [],
+                     out=TensorType(I8, (2, n)), x_zp=0, rms=0, eps=eps, requant=req)
+
     def smax(n):
         return _case(Opcode.SOFTMAX, [TensorType(I8, (2, n)), TensorType(I32, (256,))], [], causal=1, off=0)
 
@@ -240,6 +275,10 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("chunksum 129x128x1, q = 16385", csum((1, 129, 128, 1), 16385), 11),
         ("softmax row of 16384 = MAX_STEP_ELEMENTS (22 leaves)", smax(16384), 0),
         ("softmax row of 16385", smax(16385), 11),
+        ("layernorm row of 16384 = MAX_STEP_ELEMENTS (22 leaves)", lnorm(16384, 1), 0),
+        ("layernorm row of 16385", lnorm(16385, 1), 11),
+        ("layernorm eps * D^3 = 2^61 (D = 8192, eps = 2^22)", lnorm(8192, 1 << 22), 0),
+        ("layernorm eps * D^3 above 2^61 (D = 8192, eps = 2^22 + 1)", lnorm(8192, (1 << 22) + 1), 8),
         ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
                                                      requant=req), 0),
         ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],

@@ -8,6 +8,7 @@ Pure Python; anyone may import it. Element indices are flat row-major indices of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,7 +64,7 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
         if read is None:
             raise ProgramError("gather: the table range depends on the id; element_ranges needs a reader")
         return [ids, *gather_row(d, i, read(0, ids.start, ids.end))]
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.SOFTMAX):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.SOFTMAX, Opcode.LAYERNORM):
         return _transformer_ranges(d, i)
     if op == Opcode.LINEAR:
         k, nn = x.shape[-1], d.out.shape[-1]
@@ -151,6 +152,10 @@ def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
         return [ra, rb]
     if d.opcode == Opcode.LUT:
         return [ByteRange(0, i, i + 1), ByteRange(1, 0, 256)]
+    if d.opcode == Opcode.LAYERNORM:  # the element's row, gamma[k], beta[k]
+        dd = d.out.shape[-1]
+        k = i % dd
+        return [ByteRange(0, i - k, i - k + dd), ByteRange(1, k, k + 1), ByteRange(2, 4 * k, 4 * k + 4)]
     if d.opcode == Opcode.SOFTMAX:  # the element's row and the whole int32 [256] exp table
         length = d.out.shape[-1]
         r0 = i - i % length
@@ -181,6 +186,20 @@ def softmax_element(row: list[int], table: list[int], j: int, n: int) -> int:
 
     s = sum(e(top - v) for v in row[:n])
     return min((512 * e(top - row[j]) + s) // (2 * s) - 128, 127)
+
+
+def layernorm_z(row: list[int], k: int, x_zp: int, rms: int, eps: int) -> int:
+    """The normalized value of column k in 12 fractional bits (docs/protocol.md 2.2.2): v = x - x_zp,
+    c = D v - sum v (RMSNorm: D v), V = sum c^2 + eps D^3, sigma = isqrt(V), rD = isqrt(D 2^24),
+    z = floor((2 c_k rD + sigma) / (2 sigma)) (c_k rD / sigma rounded half up); 0 when sigma = 0."""
+    dd = len(row)
+    v = [a - x_zp for a in row]
+    t = 0 if rms else sum(v)
+    c = [dd * a - t for a in v]
+    sigma = math.isqrt(sum(a * a for a in c) + eps * dd**3)
+    if sigma == 0:
+        return 0
+    return (2 * c[k] * math.isqrt(dd << 24) + sigma) // (2 * sigma)
 
 
 def gather_id_range(d: OpDescriptor, i: int) -> ByteRange:
@@ -273,6 +292,9 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
         return from_le(chunks[1], 1)[from_le(chunks[0], 1)[0] + 128]
     if op == Opcode.MUL:
         return _req(d, (from_le(chunks[0], 1)[0] - d.attr("za")) * (from_le(chunks[1], 1)[0] - d.attr("zb")), None)
+    if op == Opcode.LAYERNORM:
+        z = layernorm_z(from_le(chunks[0], 1), i % d.out.shape[-1], d.attr("x_zp"), d.attr("rms"), d.attr("eps"))
+        return _req(d, wrap32(z * from_le(chunks[1], 1)[0] + from_le(chunks[2], 4)[0]), None)
     if op == Opcode.SOFTMAX:
         length = d.out.shape[-1]
         n = softmax_unmasked(length, d.out.shape[-2], i // length, d.attr("causal"), d.attr("off"))

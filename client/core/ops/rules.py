@@ -49,7 +49,7 @@ def window_out(size: int, k: int, s: int, p: int, what: str) -> int:
 
 def n_inputs(desc_op: Opcode, req_mode: ReqMode | None) -> int:
     base = {Opcode.LINEAR: 3, Opcode.ADD: 2, Opcode.MATMUL: 2, Opcode.LUT: 2, Opcode.MUL: 2,
-            Opcode.GATHER: 2, Opcode.SOFTMAX: 2}.get(desc_op, 1)
+            Opcode.GATHER: 2, Opcode.SOFTMAX: 2, Opcode.LAYERNORM: 3}.get(desc_op, 1)
     return base + (1 if req_mode == ReqMode.PER_CHANNEL else 0)
 
 
@@ -166,7 +166,9 @@ def _chunked_out(d: OpDescriptor, x: TensorType, mode: ReqMode | None) -> Tensor
     return TensorType(I8, x.shape[:-1])
 
 
-_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX)
+_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM)
+#: layernorm: eps * D^3 <= 2^61 keeps V = Q + eps * D^3 below 2^62 (docs/protocol.md 2.2.2).
+MAX_LN_EPS_TERM = 1 << 61
 #: Rows of a gather table (an LLM vocabulary); the 2^28-byte tensor limit bounds V * D as well.
 MAX_GATHER_ROWS = 1 << 17
 
@@ -203,6 +205,16 @@ def _transformer_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None)
         _need(x.dtype == I8 and t[1] == x, f"mul: inputs must be int8 of one shape, got {t[0]} and {t[1]}")
         return x
     _need(d.inputs[1].kind == SlotKind.WEIGHT, f"{op.name.lower()}: the table must be a weight")
+    if op == Opcode.LAYERNORM:
+        _need(mode == ReqMode.PER_TENSOR, "layernorm: requant must be per_tensor")
+        _need(d.attr("rms") in (0, 1), "layernorm: rms must be 0 or 1")
+        _need(d.inputs[2].kind == SlotKind.WEIGHT, "layernorm: beta must be a weight")
+        dd = x.shape[-1]
+        _need(x.dtype == I8 and 2 <= len(x.shape) <= 4 and t[1] == TensorType(I8, (dd,))
+              and t[2] == TensorType(I32, (dd,)), f"layernorm: x must be int8 [.., D] of rank 2..4, gamma int8 [D] "
+              f"and beta int32 [D], got {t[0]}, {t[1]} and {t[2]}")
+        _need(d.attr("eps") * dd**3 <= MAX_LN_EPS_TERM, f"layernorm: eps * D^3 above 2^61 (D = {dd})")
+        return x
     if op == Opcode.SOFTMAX:
         _need(d.attr("causal") in (0, 1), "softmax: causal must be 0 or 1")
         _need(x.dtype == I8 and 2 <= len(x.shape) <= 4 and t[1] == TensorType(I32, (256,)),
@@ -278,6 +290,8 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
         return 2 * range_leaves(1), 0
     if op == Opcode.GATHER:  # the id and one byte of its table row
         return range_leaves(4) + range_leaves(1), 0
+    if op == Opcode.LAYERNORM:  # the row (one scan: sum and sum of squares), gamma[k], beta[k]
+        return range_leaves(x.shape[-1]) + range_leaves(1) + range_leaves(4), x.shape[-1]
     if op == Opcode.SOFTMAX:  # the element's whole row (scanned once) and the 1 KiB exp table
         return range_leaves(x.shape[-1]) + range_leaves(1024), x.shape[-1]
     return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element

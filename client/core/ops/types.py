@@ -76,6 +76,7 @@ class Opcode(IntEnum):
     MUL = 0x11
     GATHER = 0x12
     SOFTMAX = 0x13
+    LAYERNORM = 0x14
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -86,7 +87,8 @@ class Opcode(IntEnum):
 
 
 #: Opcodes whose attributes carry a REQ block.
-REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.MUL)
+REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.MUL,
+           Opcode.LAYERNORM)
 
 
 class ReqMode(IntEnum):
@@ -239,6 +241,7 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.MUL: ("bb" + _REQ_FMT, ("za", "zb", *_REQ_FIELDS)),
     Opcode.GATHER: ("", ()),
     Opcode.SOFTMAX: ("BI", ("causal", "off")),
+    Opcode.LAYERNORM: ("bBI" + _REQ_FMT, ("x_zp", "rms", "eps", *_REQ_FIELDS)),
 }
 
 

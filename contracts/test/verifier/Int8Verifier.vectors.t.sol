@@ -108,10 +108,16 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("softmax");
     }
 
+    /// @notice LayerNorm and RMSNorm: a constant row with eps 0 (sigma 0), an outlier, a ramp,
+    ///         beta at the int32 extremes (wrap32), rows of 768 and 8,192.
+    function test_Vectors_Layernorm() public view {
+        _all("layernorm");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[19] memory ops = [
+        string[20] memory ops = [
             "linear",
             "requant",
             "add",
@@ -130,7 +136,8 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "lut",
             "mul",
             "gather",
-            "softmax"
+            "softmax",
+            "layernorm"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

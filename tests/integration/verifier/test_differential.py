@@ -53,7 +53,7 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
 #: Random cases per transformer op (0x0F-0x12) in test_verifier_equals_reference; the issue-#13 run
 #: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
-TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX)
+TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())

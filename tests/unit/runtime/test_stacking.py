@@ -39,8 +39,8 @@ def test_op_on_stacked_inputs_equals_one_by_one(op, data):
     case = random_case(draw, op)
     d = case.desc
     const = CONST_INPUTS.get(d.opcode, ())
-    if d.opcode in (Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX):
-        const = (1,)  # the table is always a weight, never stacked (stack_blocker keeps such programs per unit)
+    if d.opcode in (Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
+        const = (1, 2)  # the table is always a weight, never stacked (stack_blocker keeps such programs per unit)
     dyn = [i for i in range(len(d.inputs)) if i not in const]
     sets = [list(case.inputs)]
     for _ in range(draw(1, 3)):  # more samples of the data inputs, same constants

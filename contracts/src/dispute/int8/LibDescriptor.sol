@@ -35,7 +35,8 @@ library LibDescriptor {
     uint256 internal constant OP_MUL = 0x11;
     uint256 internal constant OP_GATHER = 0x12;
     uint256 internal constant OP_SOFTMAX = 0x13;
-    uint256 internal constant OP_LAST = OP_SOFTMAX;
+    uint256 internal constant OP_LAYERNORM = 0x14;
+    uint256 internal constant OP_LAST = OP_LAYERNORM;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -97,6 +98,9 @@ library LibDescriptor {
     // softmax: causal at A_CAUSAL, the position offset at A_OFF.
     uint256 internal constant A_CAUSAL = 0;
     uint256 internal constant A_OFF = 7;
+    // layernorm: x_zp at A_XZP, the REQ block, rms at A_RMS, eps at A_EPS.
+    uint256 internal constant A_RMS = 8;
+    uint256 internal constant A_EPS = 9;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
     // (pad) at 0..6. transpose: perm at 0..3.
     uint256 internal constant A_KH = 0;
@@ -165,6 +169,7 @@ library LibDescriptor {
         if (op == OP_ADD) return 14;
         if (op == OP_MATMUL) return 13;
         if (op == OP_MUL) return 11;
+        if (op == OP_LAYERNORM) return 15;
         if (op == OP_RELU) return 1;
         if (op == OP_IM2COL) return 13;
         if (op == OP_MAXPOOL) return 12;
@@ -206,7 +211,7 @@ library LibDescriptor {
 
     /// @notice Decode the fields of `d` (length, opcode, slots, canonical types, attributes and the
     ///         REQ mode) without the op's typing rules: `decode` adds them for 0x01-0x0E,
-    ///         LibTransformer.check for 0x0F-0x13.
+    ///         LibTransformer.check for 0x0F-0x14.
     function decodeFields(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
@@ -269,6 +274,12 @@ library LibDescriptor {
             // q u32, pairs u8 (5 bytes)
             a[A_Q] = int256(_u32(d, o));
             a[A_PAIRS] = int256(_u8(d, o + 4));
+        } else if (op == OP_LAYERNORM) {
+            // x_zp i8, rms u8, eps u32, REQ (15 bytes)
+            a[A_XZP] = _i8(d, o);
+            a[A_RMS] = int256(_u8(d, o + 1));
+            a[A_EPS] = int256(_u32(d, o + 2));
+            _req(d, o + 6, a);
         } else if (op == OP_SOFTMAX) {
             // causal u8, off u32 (5 bytes)
             a[A_CAUSAL] = int256(_u8(d, o));
@@ -420,7 +431,7 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
-        // 0x0F-0x13 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
+        // 0x0F-0x14 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
         _need(op < OP_MATMUL, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;

@@ -340,7 +340,7 @@ library LibInt8Ops {
 
     // ================================================================ arithmetic (ops.md 2.1)
 
-    function _wrap32(int256 v) private pure returns (int256) {
+    function _wrap32(int256 v) internal pure returns (int256) {
         return int256(int32(uint32(uint256(v))));
     }
 

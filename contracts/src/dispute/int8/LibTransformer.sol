@@ -4,10 +4,11 @@ pragma solidity ^0.8.24;
 import {Int8Errors} from "./Int8Errors.sol";
 import {LibDescriptor as LD} from "./LibDescriptor.sol";
 import {LibInt8Ops} from "./LibInt8Ops.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 /// @title LibTransformer
 /// @notice Typing rules, one-step bounds, element ranges and element semantics of the integer
-///         transformer ops 0x0F-0x13 (matmul, lut, mul, gather, softmax; docs/protocol.md 2.2, 3.3-3.4):
+///         transformer ops 0x0F-0x14 (matmul, lut, mul, gather, softmax, layernorm; docs/protocol.md 2.2, 3.3-3.4):
 ///         the twin of rules._transformer_out / step_reads and reference.element_ranges /
 ///         compute_element for these opcodes. Used only by Int8TransformerVerifier, so that
 ///         Int8Verifier's runtime code stays under EIP-170 (docs/protocol.md 5.7.1).
@@ -21,14 +22,14 @@ library LibTransformer {
 
     // ================================================================ rules (rules.py)
 
-    /// @notice Full validation of a decoded 0x0F-0x13 descriptor (rules.check_descriptor): input
+    /// @notice Full validation of a decoded 0x0F-0x14 descriptor (rules.check_descriptor): input
     ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
     function check(LD.Desc memory D) internal pure {
         uint256 op = D.opcode;
         _need(op >= LD.OP_MATMUL && op <= LD.OP_LAST, LD.R_OPCODE);
-        bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL;
+        bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL || op == LD.OP_LAYERNORM;
         uint256 mode = hasReq ? uint256(D.a[LD.A_MODE]) : LD.MODE_NONE;
-        _need(D.ins.length == 2 + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
+        _need(D.ins.length == (op == LD.OP_LAYERNORM ? 3 : 2) + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
         if (hasReq) LD._checkReq(D.a);
         if (mode == LD.MODE_PER_CHANNEL) _need(D.ins[2].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
         _need(LD._eq(D.out, _expectedOut(D, D.ins[0].t, mode)), LD.R_OUTPUT);
@@ -37,8 +38,8 @@ library LibTransformer {
         }
         _need(D.out.nbytes() <= LD.MAX_TENSOR_BYTES, LD.R_TOO_LARGE);
         _need(stepLeaves(D) <= LD.MAX_STEP_LEAVES, LD.R_STEP);
-        // softmax scans its row once (the histogram of 5.7.8): MAX_STEP_ELEMENTS bounds L
-        if (op == LD.OP_SOFTMAX) _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
+        // softmax and layernorm scan their row once (5.7.8): MAX_STEP_ELEMENTS bounds its length
+        if (op >= LD.OP_SOFTMAX) _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
     }
 
     /// @notice (M, K, N) of a matmul (rules.matmul_geometry): A is [.., M, K] ([.., K, M] when
@@ -62,6 +63,10 @@ library LibTransformer {
         }
         if (op == LD.OP_LUT) return LD.rangeLeaves(1) + LD.rangeLeaves(256); // the element, the whole table
         if (op == LD.OP_MUL) return 2 * LD.rangeLeaves(1);
+        // layernorm: the row, gamma[k] and beta[k]
+        if (op == LD.OP_LAYERNORM) {
+            return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1) + LD.rangeLeaves(4);
+        }
         // softmax: the element's row and the 1 KiB int32 exp table
         if (op == LD.OP_SOFTMAX) return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1024);
         return LD.rangeLeaves(4) + LD.rangeLeaves(1); // gather: the id and one byte of its row
@@ -92,6 +97,7 @@ library LibTransformer {
         }
         // lut, gather: the table is a weight of the program
         _need(D.ins[1].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
+        if (op == LD.OP_LAYERNORM) return _layernormOut(D, x, y, mode);
         if (op == LD.OP_SOFTMAX) {
             _need(D.a[LD.A_CAUSAL] <= 1, LD.R_ATTR);
             _need(x.dtype == LD.DT_INT8 && x.rank >= 2 && LD._is(y, LD.DT_INT32, 256, 1, 1), LD.R_INPUT_TYPE);
@@ -122,8 +128,15 @@ library LibTransformer {
             r[0] = LibInt8Ops.Range(0, 4 * row, 4 * row + 4, 0);
             return r;
         }
-        r = new LibInt8Ops.Range[](2);
-        if (op == LD.OP_LUT) {
+        r = new LibInt8Ops.Range[](op == LD.OP_LAYERNORM ? 3 : 2);
+        if (op == LD.OP_LAYERNORM) {
+            // the element's row, gamma[k], beta[k]
+            uint256 dd = D.out.dims[D.out.rank - 1];
+            uint256 k = i % dd;
+            r[0] = LibInt8Ops.Range(0, i - k, i - k + dd, 0);
+            r[1] = LibInt8Ops.Range(1, k, k + 1, 0);
+            r[2] = LibInt8Ops.Range(2, 4 * k, 4 * k + 4, 0);
+        } else if (op == LD.OP_LUT) {
             r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
             r[1] = LibInt8Ops.Range(1, 0, 256, 0);
         } else if (op == LD.OP_SOFTMAX) {
@@ -180,6 +193,7 @@ library LibTransformer {
         uint256 op = D.opcode;
         int256[10] memory a = D.a;
         if (op == LD.OP_SOFTMAX) return _softmax(D, i, r[0].ptr, r[1].ptr);
+        if (op == LD.OP_LAYERNORM) return _layernorm(D, i, r);
         if (op == LD.OP_GATHER) return r.length == 1 ? LibInt8Ops._i8(r[0].ptr) : int256(0);
         // y = T[x + 128]: the table range is [0, 256)
         if (op == LD.OP_LUT) return LibInt8Ops._i8(r[1].ptr + uint256(LibInt8Ops._i8(r[0].ptr) + 128));
@@ -235,6 +249,134 @@ library LibTransformer {
         uint256 ej = _exp(tab, top - uint256(LibInt8Ops._i8(row + j) + 128));
         uint256 q = (512 * ej + s) / (2 * s);
         return q >= 255 ? int256(127) : int256(q) - 128;
+    }
+
+    function _layernormOut(LD.Desc memory D, LD.TType memory x, LD.TType memory g, uint256 mode)
+        private
+        pure
+        returns (LD.TType memory)
+    {
+        _need(mode == LD.MODE_PER_TENSOR, LD.R_REQUANT);
+        _need(D.a[LD.A_RMS] <= 1, LD.R_ATTR);
+        _need(D.ins[2].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
+        uint256 dd = x.dims[x.rank - 1];
+        _need(x.dtype == LD.DT_INT8 && x.rank >= 2 && LD._is(g, LD.DT_INT8, dd, 1, 1)
+            && LD._is(D.ins[2].t, LD.DT_INT32, dd, 1, 1), LD.R_INPUT_TYPE);
+        // eps * D^3 <= 2^61 keeps V below 2^62 (rules.MAX_LN_EPS_TERM)
+        _need(uint256(D.a[LD.A_EPS]) * dd * dd * dd <= 1 << 61, LD.R_ATTR);
+        return x;
+    }
+
+    /// @notice LayerNorm / RMSNorm element i (reference.layernorm_z, docs/protocol.md 2.2.2): one
+    ///         scan gives s1 = sum v and s2 = sum v^2 (v = x - x_zp); Q = sum (D v - T)^2 =
+    ///         D^2 s2 - D T^2 with T = s1 (RMSNorm: T = 0); sigma = isqrt(Q + eps D^3);
+    ///         z = floor((2 c rD + sigma) / (2 sigma)), c = D v_k - T, rD = isqrt(D 2^24);
+    ///         y = requant(wrap32(z * gamma[k] + beta[k])).
+    function _layernorm(LD.Desc memory D, uint256 i, LibInt8Ops.Range[] memory r) private pure returns (int256) {
+        int256[10] memory a = D.a;
+        uint256 dd = D.out.dims[D.out.rank - 1];
+        (int256 s1, int256 s2) = _sums(r[0].ptr, dd, a[LD.A_XZP]);
+        int256 d = int256(dd);
+        int256 t = a[LD.A_RMS] == 1 ? int256(0) : s1;
+        // Q < 2^58, eps D^3 <= 2^61: V < 2^62, non-negative
+        uint256 sigma = Math.sqrt(uint256(d * d * s2 - d * t * t + a[LD.A_EPS] * d * d * d));
+        int256 z = 0; // sigma = 0 (a constant row with eps 0): the normalized value 0
+        if (sigma != 0) {
+            int256 c = d * (LibInt8Ops._i8(r[0].ptr + i % dd) - a[LD.A_XZP]) - t;
+            int256 num = 2 * c * int256(Math.sqrt(dd << 24)) + int256(sigma);
+            int256 den = 2 * int256(sigma);
+            z = num / den;
+            if (num % den != 0 && num < 0) --z; // floor, not truncation
+        }
+        int256 acc = LibInt8Ops._wrap32(z * LibInt8Ops._i8(r[1].ptr) + LibInt8Ops._i32(r[2].ptr));
+        return LibInt8Ops._requant(a, acc, 0);
+    }
+
+    /// @dev sum (x - zp) and sum (x - zp)^2 over the n int8 at memory address p (|.| < 2^40):
+    ///      sum x word-wise (_sumI8), sum x^2 with the 32 bytes of each word unrolled, then
+    ///      sum (x - zp)^2 = sum x^2 - 2 zp sum x + n zp^2.
+    function _sums(uint256 p, uint256 n, int256 zp) private pure returns (int256 s1, int256 s2) {
+        int256 sx = _sumI8(p, n);
+        int256 q;
+        // SAFETY: reads [p, p + n), the opened row; memory-safe. q <= 2^14 * 2^14: no overflow.
+        assembly ("memory-safe") {
+            let v := 0
+            let end := add(p, shl(5, shr(5, n)))
+            for {} lt(p, end) { p := add(p, 32) } {
+                let w := mload(p)
+                v := signextend(0, byte(0, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(1, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(2, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(3, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(4, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(5, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(6, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(7, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(8, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(9, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(10, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(11, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(12, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(13, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(14, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(15, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(16, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(17, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(18, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(19, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(20, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(21, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(22, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(23, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(24, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(25, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(26, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(27, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(28, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(29, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(30, w))
+                q := add(q, mul(v, v))
+                v := signextend(0, byte(31, w))
+                q := add(q, mul(v, v))
+            }
+            for { let e := add(end, and(n, 31)) } lt(p, e) { p := add(p, 1) } {
+                v := signextend(0, byte(0, mload(p)))
+                q := add(q, mul(v, v))
+            }
+        }
+        int256 ni = int256(n);
+        s1 = sx - ni * zp;
+        s2 = q - 2 * zp * sx + ni * zp * zp;
     }
 
     /// @dev e(d) of softmax's table at `tab`: 2^15 for d = 0, else T[d] clamped to [0, 2^15].
