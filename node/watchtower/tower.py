@@ -254,20 +254,28 @@ class Watchtower:
     def _request_data(self, job_id: int, job, unit: int) -> None:
         """The outputs were withheld: require unit `unit` on-chain (answered: the poster can read
         it from the chain; unanswered: the worker is slashed and we are paid)."""
-        intent = f"job:{job_id}:data:{unit}"
+        gid, late = self._open_game(job_id, f"job:{job_id}:data:{unit}",
+                                    self.game.request_data_call(job_id, unit, job.dispute_bond), "data-requested",
+                                    kind="data", unit=unit)
+        if gid is None:
+            self.log.warning("job %d: outputs withheld, but no data request can open: %s", job_id, late)
+            return
+        self.log.warning("job %d: outputs withheld: data request for unit %d -> game %d", job_id, unit, gid)
+
+    def _open_game(self, job_id: int, intent: str, call, status: str, **fields) -> tuple[int | None, ChainError | None]:
+        """Open a game or a data request through the outbox and record it (game state, job `status`).
+        (None, error) when the job moved on first (window closed, no longer Submitted)."""
         try:
-            res = self.responder.outbox.send(intent, self.game.request_data_call(job_id, unit, job.dispute_bond))
+            res = self.responder.outbox.send(intent, call)
         except ChainError as exc:
             if getattr(exc, "error_name", "") in ("JobMarket_ChallengeWindowClosed", "JobMarket_WrongState"):
-                self.log.warning("job %d: outputs withheld, but no data request can open: %s", job_id, exc)
-                return
+                return None, exc
             raise
         self._sent(Sent(intent, res.tx_hash, res.block_number, res.gas_used))
         gid = int(res.event("GameOpened")["gameId"])
-        self.state.put("game", gid, {"job_id": job_id, "status": "open", "kind": "data", "unit": unit,
-                                     "opened_block": res.block_number})
-        self.state.update("job", job_id, status="data-requested", game_id=gid)
-        self.log.warning("job %d: outputs withheld: data request for unit %d -> game %d", job_id, unit, gid)
+        self.state.put("game", gid, {"job_id": job_id, "status": "open", **fields, "opened_block": res.block_number})
+        self.state.update("job", job_id, status=status, game_id=gid)
+        return gid, None
 
     def _run_check(self, job, rec: dict, for_game: bool = False) -> tuple[_JobContext, CheckResult]:
         """Fetch, verify and re-execute. `for_game`: rebuilding the context of a game in progress,
@@ -328,18 +336,10 @@ class Watchtower:
         job = self.market.get_job(job_id)
         if job.state != JobState.SUBMITTED and not self.responder.outbox.live(f"job:{job_id}:challenge")[0]:
             return self._skip(job_id, "skipped", f"mismatch found, but the job is {job.state.label} now")
-        try:
-            res = self.responder.outbox.send(f"job:{job_id}:challenge",
-                                             self.game.challenge_call(job_id, job.dispute_bond))
-        except ChainError as exc:
-            name = getattr(exc, "error_name", "")
-            if name in ("JobMarket_ChallengeWindowClosed", "JobMarket_WrongState"):
-                return self._skip(job_id, "skipped", f"mismatch found, but {exc}", logging.WARNING)
-            raise
-        self._sent(Sent(f"job:{job_id}:challenge", res.tx_hash, res.block_number, res.gas_used))
-        gid = int(res.event("GameOpened")["gameId"])
-        self.state.put("game", gid, {"job_id": job_id, "status": "open", "opened_block": res.block_number})
-        self.state.update("job", job_id, status="challenged", game_id=gid)
+        gid, late = self._open_game(job_id, f"job:{job_id}:challenge",
+                                    self.game.challenge_call(job_id, job.dispute_bond), "challenged")
+        if gid is None:
+            return self._skip(job_id, "skipped", f"mismatch found, but {late}", logging.WARNING)
         if self.metrics is not None:
             self.metrics.challenges.inc()
         line = rec.get("line", f"job {job_id}: MISMATCH")
