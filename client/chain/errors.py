@@ -67,6 +67,11 @@ _MESSAGES: dict[str, Any] = {
     "JobMarket_ZeroResultRoot": lambda f: f"job {f['jobId']}: the result root must not be zero",
     "JobMarket_ClaimDeadlinePassed": lambda f: f"job {f['jobId']}: the claim deadline {f['deadline']} has passed (now {f['nowTs']})",
     "JobMarket_ExecutionDeadlinePassed": lambda f: f"job {f['jobId']}: the execution deadline {f['deadline']} has passed (now {f['nowTs']})",
+    "DisputeGame_NoResult": lambda f: f"job {f['jobId']} has no submitted result to dispute or request data of",
+    "DisputeGame_WrongBond": lambda f: f"job {f['jobId']}: the bond is {f['required']} wei, {f['sent']} sent",
+    "DisputeGame_BadUnit": lambda f: f"job {f['jobId']} has units 0..{f['numUnits'] - 1}, not {f['unitIndex']}",
+    "DisputeGame_BadData": lambda f: (f"game {f['gameId']}: {f['length']} bytes are not the unit's committed output "
+                                      f"(or empty, or over 65,536 bytes)"),
     "JobMarket_ChallengeWindowClosed": lambda f: f"job {f['jobId']}: the challenge window closed at {f['deadline']} (now {f['nowTs']})",
     "JobMarket_ChallengeWindowOpen": lambda f: f"job {f['jobId']}: the challenge window is open until {f['deadline']} (now {f['nowTs']})",
     "JobMarket_DisputesOpen": lambda f: f"job {f['jobId']}: {f['openDisputes']} dispute game(s) still open",

@@ -85,3 +85,15 @@ def test_standard_reverts_and_unknown_data():
     assert str(errors.decode_revert(panic)) == "panicked with code 0x11"
     assert isinstance(errors.decode_revert(b""), errors.UnknownRevert)
     assert "unknown error 0xdeadbeef" in str(errors.decode_revert(bytes.fromhex("deadbeef")))
+
+
+def test_data_request_errors_read_as_sentences():
+    from eth_utils import function_signature_to_4byte_selector as sel
+
+    cases = [("DisputeGame_NoResult(uint256)", ["uint256"], [1],
+              "requestData(job 1, unit 3): job 1 has no submitted result to dispute or request data of"),
+             ("DisputeGame_BadUnit(uint256,uint256,uint256)", ["uint256"] * 3, [1, 99, 17],
+              "requestData(job 1, unit 3): job 1 has units 0..16, not 99")]
+    for sig, types, values, want in cases:
+        exc = errors.decode_revert(sel(sig) + encode(types, values), "requestData(job 1, unit 3)")
+        assert str(exc) == want
