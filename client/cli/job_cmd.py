@@ -21,7 +21,7 @@ from gpumesh.client.cli.common import (
     require_funds,
     withdraw_command,
 )
-from gpumesh.client.core.errors import UsageError
+from gpumesh.client.core.errors import UsageError, ValidationError
 
 app = typer.Typer(help="Post jobs and follow them through their lifecycle.", no_args_is_help=True)
 
@@ -507,6 +507,10 @@ def result(
             raise UsageError(f"--labels {labels}: want a JSON list of integers")
     cs = chain_session(rpc_url, deployment, None, write=False)
     job = _get_job(cs, job_id)
+    if job.state.name == "SLASHED":  # the submitted outputs were proven wrong: never hand them out as a result
+        raise ValidationError(f"job {job_id} is Slashed: a dispute game proved its submitted result wrong, so no "
+                              "outputs are written (your reward and half the worker's stake are credited to you: "
+                              "`gpumesh job withdraw`)")
     store = ipfs_store()
     try:
         from gpumesh.client.chain.dispute import DisputeGameClient

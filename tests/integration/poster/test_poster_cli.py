@@ -152,3 +152,24 @@ def test_bad_input_is_one_line(env, gm, tmp_path):
     _one_line(err, "--program and --inputs go together")
     _, err = gm(*_post_args(gm, "--program", str(MLP), "--inputs", str(INPUTS), "--units", "3"), code=2)
     _one_line(err, "--units 3, but")
+
+
+def test_result_of_a_slashed_job_is_refused(env, gm, tmp_path):
+    """A worker that leaves a data request unanswered is slashed: `job result` then refuses (exit 5)
+    and writes nothing, instead of calling the outputs that were just proven wrong verified."""
+    env.registry(2).stake(10**18)
+    out, _ = gm(*_post_args(gm, "--program", str(MLP), "--inputs", str(INPUTS), "--json"))
+    job_id = json.loads(out)["job_id"]
+    w = env.worker()
+    market = env.market()
+    env.drive(w, lambda: market.get_job(job_id).state == JobState.SUBMITTED)
+    w.close()  # the worker goes silent
+    env.apps.remove(w)
+    game = env.dn.game("poster", env.dn.w3())
+    gid, _ = game.request_data(job_id, 0, market.get_job(job_id).dispute_bond)
+    env.anvil.increase_time(game.clock_seconds() + 1)
+    env.dn.game("other", env.dn.w3()).resolve_timeout(gid)
+    assert market.get_job(job_id).state == JobState.SLASHED
+    _, err = gm("job", "result", str(job_id), "-o", str(tmp_path / "res"), *gm.d, code=5)
+    _one_line(err, f"job {job_id} is Slashed: a dispute game proved its submitted result wrong")
+    assert not (tmp_path / "res").exists()
