@@ -14,6 +14,7 @@ from_json validates the program, the one-step bounds included; the step reads ar
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -37,37 +38,43 @@ def _op(name: str, op: str, inputs: list[str], dtype: str, shape: list[int], **a
     return {"name": name, "op": op, "inputs": inputs, "out": {"dtype": dtype, "shape": shape}, "attrs": attrs}
 
 
-def program_json() -> dict:
-    w = [{"name": "ln_g", "dtype": "int8", "shape": [D]}, {"name": "ln_b", "dtype": "int32", "shape": [D]}]
+def program_json(t: int = T, d: int = D, h: int = H) -> dict:
+    """The block at sequence t, d_model d, h heads (the example: T, D, H). The requant shifts grow
+    by half a bit per doubling of the reduction length from the example's, so that values keep
+    their spread at larger sizes (bench/bench_transformer.py builds d = 768, t = 256, 12 heads);
+    the defaults give the committed example byte for byte."""
+    dh = d // h
+    lin, qk, pv = (round(math.log2(n / n0) / 2) for n, n0 in ((d, D), (dh, DH), (t, T)))
+    w = [{"name": "ln_g", "dtype": "int8", "shape": [d]}, {"name": "ln_b", "dtype": "int32", "shape": [d]}]
     for n in ("q", "k", "v", "o"):
-        w += [{"name": f"w{n}", "dtype": "int8", "shape": [D, D]}, {"name": f"b{n}", "dtype": "int32", "shape": [D]}]
+        w += [{"name": f"w{n}", "dtype": "int8", "shape": [d, d]}, {"name": f"b{n}", "dtype": "int32", "shape": [d]}]
     w += [{"name": "exp", "dtype": "int32", "shape": [256]}]
-    ops = [_op("ln", "layernorm", ["x", "ln_g", "ln_b"], "int8", [T, D], x_zp=0, rms=0, eps=64, requant=_req(27))]
-    ops += [_op(n, "linear", ["ln", f"w{n}", f"b{n}"], "int8", [T, D], x_zp=0, requant=_req(23)) for n in "qkv"]
+    ops = [_op("ln", "layernorm", ["x", "ln_g", "ln_b"], "int8", [t, d], x_zp=0, rms=0, eps=64, requant=_req(27))]
+    ops += [_op(n, "linear", ["ln", f"w{n}", f"b{n}"], "int8", [t, d], x_zp=0, requant=_req(23 + lin)) for n in "qkv"]
     for n in "qkv":
-        ops.append(_op(f"{n}r", "reshape", [n], "int8", [T, H, DH]))
-    ops += [_op("qh", "transpose", ["qr"], "int8", [H, T, DH], perm=[1, 0, 2, 3]),
-            _op("kh", "transpose", ["kr"], "int8", [H, T, DH], perm=[1, 0, 2, 3]),
-            _op("vt", "transpose", ["vr"], "int8", [H, DH, T], perm=[1, 2, 0, 3]),
-            _op("s", "matmul", ["qh", "kh"], "int8", [H, T, T], ta=0, tb=1, za=0, zb=0, requant=_req(21)),
-            _op("p", "softmax", ["s", "exp"], "int8", [H, T, T], causal=1, off=0),
-            _op("a", "matmul", ["p", "vt"], "int8", [H, T, DH], ta=0, tb=1, za=-128, zb=0, requant=_req(22)),
-            _op("at", "transpose", ["a"], "int8", [T, H, DH], perm=[1, 0, 2, 3]),
-            _op("am", "reshape", ["at"], "int8", [T, D]),
-            _op("o", "linear", ["am", "wo", "bo"], "int8", [T, D], x_zp=0, requant=_req(23)),
-            _op("y", "add", ["x", "o"], "int8", [T, D], za=0, zb=0, ma=1 << 20, mb=1 << 20, shift=20, zy=0,
+        ops.append(_op(f"{n}r", "reshape", [n], "int8", [t, h, dh]))
+    ops += [_op("qh", "transpose", ["qr"], "int8", [h, t, dh], perm=[1, 0, 2, 3]),
+            _op("kh", "transpose", ["kr"], "int8", [h, t, dh], perm=[1, 0, 2, 3]),
+            _op("vt", "transpose", ["vr"], "int8", [h, dh, t], perm=[1, 2, 0, 3]),
+            _op("s", "matmul", ["qh", "kh"], "int8", [h, t, t], ta=0, tb=1, za=0, zb=0, requant=_req(21 + qk)),
+            _op("p", "softmax", ["s", "exp"], "int8", [h, t, t], causal=1, off=0),
+            _op("a", "matmul", ["p", "vt"], "int8", [h, t, dh], ta=0, tb=1, za=-128, zb=0, requant=_req(22 + pv)),
+            _op("at", "transpose", ["a"], "int8", [t, h, dh], perm=[1, 0, 2, 3]),
+            _op("am", "reshape", ["at"], "int8", [t, d]),
+            _op("o", "linear", ["am", "wo", "bo"], "int8", [t, d], x_zp=0, requant=_req(23 + lin)),
+            _op("y", "add", ["x", "o"], "int8", [t, d], za=0, zb=0, ma=1 << 20, mb=1 << 20, shift=20, zy=0,
                 lo=-128, hi=127)]
-    return {"format": "gpumesh.program", "version": 1, "input": {"name": "x", "dtype": "int8", "shape": [T, D]},
-            "weights": w, "ops": ops, "meta": {"name": "attention", "T": T, "D": D, "heads": H, "seed": SEED}}
+    return {"format": "gpumesh.program", "version": 1, "input": {"name": "x", "dtype": "int8", "shape": [t, d]},
+            "weights": w, "ops": ops, "meta": {"name": "attention", "T": t, "D": d, "heads": h, "seed": SEED}}
 
 
-def weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def weights(rng: np.random.Generator, d: int = D) -> dict[str, np.ndarray]:
     from gpumesh.node.runtime.randprog import exp_table
 
-    out = {"ln_g": rng.integers(48, 80, D).astype(np.int8), "ln_b": rng.integers(-2**16, 2**16, D).astype(np.int32)}
+    out = {"ln_g": rng.integers(48, 80, d).astype(np.int8), "ln_b": rng.integers(-2**16, 2**16, d).astype(np.int32)}
     for n in "qkvo":
-        out[f"w{n}"] = rng.integers(-128, 128, (D, D)).astype(np.int8)
-        out[f"b{n}"] = rng.integers(-2**12, 2**12, D).astype(np.int32)
+        out[f"w{n}"] = rng.integers(-128, 128, (d, d)).astype(np.int8)
+        out[f"b{n}"] = rng.integers(-2**12, 2**12, d).astype(np.int32)
     out["exp"] = exp_table(0.05)
     return out
 
