@@ -31,6 +31,8 @@ contract JobMarket is IJobMarket {
     /// @notice Upper bound of every duration in a spec (and of claimDeadline - now): keeps the
     ///         uint64 deadline arithmetic far from overflow and jobs from locking stake for ages.
     uint64 public constant MAX_DURATION = 365 days;
+    /// @notice Most jobs (shards) one postJobs call may post: bounds its gas far below a block.
+    uint256 public constant MAX_SHARDS = 256;
 
     IWorkerRegistry internal immutable _registry;
     address internal immutable _disputeGame;
@@ -63,21 +65,48 @@ contract JobMarket is IJobMarket {
     /// @inheritdoc IJobMarket
     function postJob(JobSpec calldata spec) external payable returns (uint256 jobId) {
         if (msg.value == 0 || msg.value > type(uint96).max) revert JobMarket_InvalidReward(msg.value);
+        jobId = _post(spec, uint96(msg.value));
+    }
+
+    /// @inheritdoc IJobMarket
+    function postJobs(JobSpec[] calldata specs, uint256[] calldata rewards)
+        external
+        payable
+        returns (uint256 firstJobId)
+    {
+        uint256 n = specs.length;
+        if (n == 0 || n > MAX_SHARDS) revert JobMarket_InvalidShardCount(n);
+        if (rewards.length != n) revert JobMarket_RewardsLength(n, rewards.length);
+        firstJobId = _nextJobId;
+        uint256 total;
+        for (uint256 i; i < n; ++i) {
+            uint256 r = rewards[i];
+            if (r == 0 || r > type(uint96).max) revert JobMarket_InvalidReward(r);
+            total += r; // <= 256 * 2^96: no overflow
+            // forge-lint: disable-next-line(unsafe-typecast) -- checked above
+            _post(specs[i], uint96(r));
+        }
+        if (total != msg.value) revert JobMarket_RewardsSum(total, msg.value);
+        emit JobsPosted(firstJobId, n, msg.sender, total);
+    }
+
+    function _post(JobSpec calldata spec, uint96 reward) internal returns (uint256 jobId) {
         _checkSpec(spec);
         jobId = _nextJobId++;
         Job storage j = _jobs[jobId];
         j.poster = msg.sender;
-        j.reward = uint96(msg.value);
+        j.reward = reward;
         j.requiredStake = spec.requiredStake;
         j.disputeBond = spec.disputeBond;
         j.executionTime = spec.executionTime;
         j.challengeWindow = spec.challengeWindow;
         j.numUnits = spec.numUnits;
         j.deadline = spec.claimDeadline;
+        j.claimDeadline = spec.claimDeadline;
         j.state = JobState.Open;
         j.programRoot = spec.programRoot;
         j.inputsRoot = spec.inputsRoot;
-        emit JobPosted(jobId, msg.sender, msg.value, spec.specCid, spec.minGpuMemoryMiB);
+        emit JobPosted(jobId, msg.sender, reward, spec.specCid, spec.minGpuMemoryMiB);
     }
 
     /// @inheritdoc IJobMarket
@@ -150,21 +179,32 @@ contract JobMarket is IJobMarket {
         uint64 deadline = j.deadline; // Open: the claim deadline; Claimed: the execution deadline
         // Strictly after: claimJob / submitResult are allowed at block.timestamp == deadline.
         if (block.timestamp <= deadline) revert JobMarket_NotExpired(jobId, deadline, block.timestamp);
-        j.state = JobState.Expired;
         address poster = j.poster;
-        credits[poster] += j.reward;
-        uint256 slashed;
         if (state == JobState.Claimed) {
+            address worker = j.worker;
             uint96 locked = j.requiredStake;
             // forge-lint: disable-next-line(unsafe-typecast) -- at most `locked`, a uint96
             uint96 amount = uint96(Constants.bpsUp(locked, EXPIRY_SLASH_BPS));
-            slashed = amount;
-            emit JobExpired(jobId, j.worker, j.reward, slashed);
+            uint64 claimDeadline = j.claimDeadline;
+            if (block.timestamp < claimDeadline) {
+                // The poster's claim window is still open: the job goes back to Open for another
+                // worker (a shard of a sharded job is re-opened without touching the others).
+                j.state = JobState.Open;
+                j.deadline = claimDeadline;
+                j.worker = address(0);
+                emit JobReopened(jobId, worker, amount, claimDeadline);
+            } else {
+                j.state = JobState.Expired;
+                credits[poster] += j.reward;
+                emit JobExpired(jobId, worker, j.reward, amount);
+            }
             // SAFETY: one of the two slash paths (missed execution deadline). All of it is burned:
             // the poster only gets its own reward back, so posting jobs to expire them never pays.
             // slither-disable-next-line unused-return -- `burned` is in the registry's StakeSlashed event
-            _registry.slash(j.worker, locked, amount, poster, 0);
+            _registry.slash(worker, locked, amount, poster, 0);
         } else {
+            j.state = JobState.Expired;
+            credits[poster] += j.reward;
             emit JobExpired(jobId, address(0), j.reward, 0);
         }
     }

@@ -33,6 +33,12 @@ interface IJobMarket {
     error JobMarket_NotExpired(uint256 jobId, uint64 deadline, uint256 nowTs);
     error JobMarket_NothingToWithdraw(address account);
     error JobMarket_TransferFailed(address to, uint256 amount);
+    /// @notice postJobs takes 1..MAX_SHARDS specs.
+    error JobMarket_InvalidShardCount(uint256 count);
+    /// @notice postJobs needs one reward per spec.
+    error JobMarket_RewardsLength(uint256 specs, uint256 rewards);
+    /// @notice postJobs: the rewards must add up to msg.value exactly.
+    error JobMarket_RewardsSum(uint256 sum, uint256 value);
     /// @notice The deployment's absolute bond floor must be non-zero.
     error JobMarket_ZeroMinBond();
 
@@ -47,6 +53,12 @@ interface IJobMarket {
     );
     event JobFinalized(uint256 indexed jobId, address indexed worker, uint256 reward);
     event JobCancelled(uint256 indexed jobId, address indexed poster, uint256 refund);
+    /// @notice `count` jobs (the shards of one sharded job) were posted in one call, with ids
+    ///         firstJobId .. firstJobId + count - 1 in shard order; each also has its JobPosted.
+    event JobsPosted(uint256 indexed firstJobId, uint256 count, address indexed poster, uint256 totalReward);
+    /// @notice A claimed job missed its execution deadline while its claim deadline was still ahead:
+    ///         `slashed` of the worker's stake burned and the job Open again until `claimDeadline`.
+    event JobReopened(uint256 indexed jobId, address indexed worker, uint256 slashed, uint64 claimDeadline);
     /// @notice `slashed` is 0 when the job expired unclaimed.
     event JobExpired(uint256 indexed jobId, address indexed worker, uint256 refund, uint256 slashed);
     event ChallengeOpened(uint256 indexed jobId, uint32 openDisputes);
@@ -94,6 +106,9 @@ interface IJobMarket {
     // ---------------------------------------------------------------- lifecycle
     /// @notice Post a job; msg.value is the reward held in escrow. Returns the new job id (from 1).
     function postJob(JobSpec calldata spec) external payable returns (uint256 jobId);
+    /// @notice Post the shards of one job in one call: one job per spec (consecutive ids, returned
+    ///         first), `rewards[i]` of msg.value escrowed for shard i (they must add up to msg.value).
+    function postJobs(JobSpec[] calldata specs, uint256[] calldata rewards) external payable returns (uint256 firstJobId);
     /// @notice Claim an Open job before its claim deadline; locks `requiredStake` of free stake.
     function claimJob(uint256 jobId) external;
     /// @notice The claiming worker commits its result before the execution deadline.
@@ -103,7 +118,8 @@ interface IJobMarket {
     /// @notice The poster cancels an Open job; the reward is credited back.
     function cancelJob(uint256 jobId) external;
     /// @notice Anyone: an Open job past its claim deadline (refund), or a Claimed job past its
-    ///         execution deadline (refund; EXPIRY_SLASH_BPS of the locked stake burned, rounded up).
+    ///         execution deadline (EXPIRY_SLASH_BPS of the locked stake burned, rounded up): Open
+    ///         again when its claim deadline is still ahead (JobReopened), else Expired with a refund.
     function expireJob(uint256 jobId) external;
     /// @notice Pay out the caller's credits (rewards, refunds).
     function withdraw() external returns (uint256 amount);

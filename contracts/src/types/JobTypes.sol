@@ -14,7 +14,7 @@ enum JobState {
     Submitted, // result committed; challengeable until `deadline`
     Finalized, // no dispute after the window: worker paid, stake unlocked
     Cancelled, // poster cancelled before any claim: reward refunded
-    Expired, // unclaimed by claimDeadline, or claimed and not submitted by the execution deadline
+    Expired, // unclaimed by claimDeadline, or claimed, not submitted by the execution deadline and past claimDeadline
     Slashed // the worker lost a dispute game: poster refunded; stake slashed once every game ended
 }
 
@@ -50,6 +50,7 @@ struct Job {
     uint32 numUnits;
     uint32 openDisputes;
     JobState state;
+    uint64 claimDeadline; // the poster's claim deadline, kept: a missed execution deadline before it re-opens the job
     // slot 3 (written on claim; firstWonGame on the first lost game)
     address worker;
     uint64 firstWonGame; // lowest id of a game the worker lost (0: none); its challenger is paid

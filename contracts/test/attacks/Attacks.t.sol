@@ -158,6 +158,7 @@ contract AttacksTest is Test {
         vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidSpec.selector, "executionTime"));
         market.postJob{value: 1}(s);
         s = _spec(300);
+        s.claimDeadline = uint64(block.timestamp + 10); // the job ends (no re-open) at the expiry
 
         uint256 posterBefore = _value(poster);
         uint256 workerBefore = _value(worker);
@@ -168,11 +169,36 @@ contract AttacksTest is Test {
         vm.warp(block.timestamp + 301);
         vm.prank(poster);
         market.expireJob(id);
+        assertEq(uint8(market.getJob(id).state), uint8(JobState.Expired));
         _log("attack1 poster", poster, posterBefore);
         _log("attack1 worker", worker, workerBefore);
         assertEq(_value(poster), posterBefore, "the poster ends exactly where it started");
         assertEq(workerBefore - _value(worker), STAKE / 10, "the worker loses 10% of the stake, burned");
         assertEq(registry.totalBurned(), STAKE / 10);
+    }
+
+    /// Attack 1b: the same unmeetable deadline while the claim window is still open. The job
+    /// re-opens instead of ending; the poster, cancelling it afterwards, still gains nothing, and
+    /// the worker's loss is the same burn.
+    function test_Attack1b_UnmeetableDeadline_Reopened_PosterGainsNothing() public {
+        model.build(1, 3, 3, 2000);
+        vm.prank(worker);
+        registry.stake{value: STAKE}();
+        JobSpec memory s = _spec(300);
+        uint256 posterBefore = _value(poster);
+        uint256 workerBefore = _value(worker);
+        vm.prank(poster);
+        uint256 id = market.postJob{value: 1}(s);
+        vm.prank(worker);
+        market.claimJob(id);
+        vm.warp(block.timestamp + 301);
+        vm.prank(poster);
+        market.expireJob(id);
+        assertEq(uint8(market.getJob(id).state), uint8(JobState.Open));
+        vm.prank(poster);
+        market.cancelJob(id);
+        assertEq(_value(poster), posterBefore, "the poster ends exactly where it started");
+        assertEq(workerBefore - _value(worker), STAKE / 10, "the worker loses 10% of the stake, burned");
     }
 
     // ================================================================ attack 3: puppet captures the slash

@@ -27,6 +27,7 @@ contract MarketHandler is Test {
     uint256 public ghostSlashCalls; // slashes that happened (expiry of a Claimed job or first lost game)
     bool public ghostUnauthorizedSlash; // a slash path that is not expiry/game succeeded
     bool public ghostTerminalChanged; // a terminal state changed
+    bool public ghostWrongExpiry; // a missed execution deadline neither re-opened (claim window open) nor ended the job (M11)
     mapping(uint256 jobId => uint32) public ghostOpenGames;
     /// Open game ids per job (the mock numbers games in opening order, like DisputeGame).
     mapping(uint256 jobId => uint256[]) internal _openIds;
@@ -167,6 +168,40 @@ contract MarketHandler is Test {
         ghostIn += reward;
     }
 
+    /// @dev A sharded post: 1..4 shards with their own rewards, through postJobs.
+    function postJobs(uint256 actorSeed, uint256 n, uint256 reward, uint256 stake_, uint256 claimIn) external observe {
+        address a = _actor(actorSeed);
+        n = bound(n, 1, 4);
+        JobSpec[] memory specs = new JobSpec[](n);
+        uint256[] memory rewards = new uint256[](n);
+        uint256 total;
+        for (uint256 i = 0; i < n; i++) {
+            specs[i] = JobSpec({
+                specCid: "bafyshard",
+                programRoot: keccak256(abi.encode("p", jobIds.length)),
+                inputsRoot: keccak256(abi.encode("i", jobIds.length, i)),
+                numUnits: 1,
+                requiredStake: uint96(bound(stake_ >> i, 1, 20 ether)),
+                claimDeadline: uint64(block.timestamp + bound(claimIn, 0, 2 days)),
+                executionTime: market.MIN_EXECUTION_TIME(),
+                challengeWindow: 1 hours,
+                minGpuMemoryMiB: 0,
+                disputeBond: 0
+            });
+            uint256 minBond = (uint256(specs[i].requiredStake) * market.MIN_BOND_BPS() + 9999) / 10_000;
+            specs[i].disputeBond = uint96(minBond > market.minDisputeBond() ? minBond : market.minDisputeBond());
+            rewards[i] = bound(reward >> i, 1, 5 ether);
+            total += rewards[i];
+        }
+        vm.prank(a);
+        uint256 first = market.postJobs{value: total}(specs, rewards);
+        for (uint256 i = 0; i < n; i++) {
+            jobIds.push(first + i);
+        }
+        ghostIn += total;
+        ghostDone["postJobs"]++;
+    }
+
     function claimJob(uint256 actorSeed, uint256 jobSeed) external observe {
         (uint256 id, bool ok) = _jobIn(jobSeed, JobState.Open);
         if (!ok) return;
@@ -229,6 +264,10 @@ contract MarketHandler is Test {
         if (j.state == JobState.Claimed) {
             ghostBurned += (uint256(j.requiredStake) + 9) / 10; // EXPIRY_SLASH_BPS = 10%, rounded up, all burned
             ghostSlashCalls++;
+            // before the poster's claim deadline the job re-opens; after it, it ends
+            JobState want = block.timestamp < j.claimDeadline ? JobState.Open : JobState.Expired;
+            if (market.getJob(id).state != want) ghostWrongExpiry = true;
+            if (want == JobState.Open) ghostDone["reopen"]++;
         }
         ghostDone["expire"]++;
     }

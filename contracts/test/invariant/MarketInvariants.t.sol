@@ -152,6 +152,12 @@ contract MarketInvariants is Test {
         assertFalse(handler.ghostTerminalChanged());
     }
 
+    /// M11: a claimed job past its execution deadline re-opens while the poster's claim deadline
+    /// is ahead and ends Expired after it.
+    function invariant_ExpiryReopensOnlyInsideClaimWindow() public view {
+        assertFalse(handler.ghostWrongExpiry());
+    }
+
     /// M8
     function invariant_OpenDisputesMatchGhost() public view {
         for (uint256 i = 0; i < handler.jobCount(); i++) {
@@ -164,7 +170,7 @@ contract MarketInvariants is Test {
 
     /// Sums what the runs reached (printed with -vv; not a property).
     function afterInvariant() public view {
-        string[7] memory names = ["claim", "submit", "finalize", "cancel", "expire", "open", "slash"];
+        string[9] memory names = ["claim", "submit", "finalize", "cancel", "expire", "open", "slash", "reopen", "postJobs"];
         for (uint256 i = 0; i < names.length; i++) {
             console2.log(names[i], handler.ghostDone(names[i]));
         }

@@ -376,7 +376,9 @@ contract JobMarketSettleTest is MarketBase {
 
     function test_ExpireJob_ClaimedBurnsATenthPaysPosterOnlyItsReward() public {
         uint256 id = _claimed();
-        vm.warp(market.getJob(id).deadline + 1);
+        // past the execution deadline AND the claim deadline: nothing to re-open, the job ends
+        vm.warp(market.getJob(id).claimDeadline);
+        assertGt(block.timestamp, market.getJob(id).deadline);
         uint256 slashed = STAKE / 10; // EXPIRY_SLASH_BPS = 1000, all burned
         vm.expectEmit(address(market));
         emit IJobMarket.JobExpired(id, worker, REWARD, slashed);
@@ -391,6 +393,161 @@ contract JobMarketSettleTest is MarketBase {
         IWorkerRegistry.StakeInfo memory si = registry.stakeOf(worker);
         assertEq(si.total, STAKE - slashed);
         assertEq(si.locked, 0);
+    }
+
+    /// A worker that misses its execution deadline while the poster's claim window is still open:
+    /// the same burn, but the job goes back to Open for another worker instead of ending; the
+    /// poster gets no refund yet (its reward stays in escrow for the next worker).
+    function test_ExpireJob_ClaimedBeforeClaimDeadlineReopens() public {
+        uint256 id = _claimed();
+        Job memory before = market.getJob(id);
+        vm.warp(before.deadline + 1);
+        assertLt(block.timestamp, before.claimDeadline);
+        uint256 slashed = STAKE / 10;
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobReopened(id, worker, slashed, before.claimDeadline);
+        vm.expectEmit(address(registry));
+        emit IWorkerRegistry.StakeSlashed(worker, poster, slashed, slashed, 0);
+        vm.prank(other);
+        market.expireJob(id);
+        Job memory j = market.getJob(id);
+        assertEq(uint8(j.state), uint8(JobState.Open));
+        assertEq(j.deadline, before.claimDeadline);
+        assertEq(j.worker, address(0));
+        assertEq(market.credits(poster), 0, "the reward stays in escrow");
+        assertEq(registry.totalBurned(), slashed);
+        assertEq(registry.stakeOf(worker).locked, 0);
+        // another worker claims, submits and is paid the whole reward
+        _stake(other, STAKE);
+        vm.prank(other);
+        market.claimJob(id);
+        vm.prank(other);
+        market.submitResult(id, keccak256("result"), "bafyoutputs");
+        vm.warp(market.getJob(id).deadline);
+        market.finalizeJob(id);
+        assertEq(market.credits(other), REWARD);
+        assertEq(address(market).balance, REWARD, "escrow == credits");
+    }
+
+    /// Re-opened, then nobody claims: the claim deadline expires it with the refund as usual.
+    function test_ExpireJob_ReopenedThenUnclaimedRefunds() public {
+        uint256 id = _claimed();
+        vm.warp(market.getJob(id).deadline + 1);
+        market.expireJob(id);
+        vm.warp(market.getJob(id).claimDeadline + 1);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobExpired(id, address(0), REWARD, 0);
+        market.expireJob(id);
+        assertEq(uint8(_state(id)), uint8(JobState.Expired));
+        assertEq(market.credits(poster), REWARD);
+    }
+
+    // ------------------------------------------------------------ postJobs (shards)
+
+    function _specs(uint256 n) internal view returns (JobSpec[] memory specs, uint256[] memory rewards) {
+        specs = new JobSpec[](n);
+        rewards = new uint256[](n);
+        for (uint256 i; i < n; ++i) {
+            specs[i] = _spec();
+            specs[i].inputsRoot = keccak256(abi.encode("inputs", i));
+            rewards[i] = REWARD / n + i;
+        }
+    }
+
+    function _sum(uint256[] memory a) internal pure returns (uint256 t) {
+        for (uint256 i; i < a.length; ++i) {
+            t += a[i];
+        }
+    }
+
+    function test_PostJobs_ConsecutiveShardsEachAJob() public {
+        _post(); // job 1: the shards start at 2
+        (JobSpec[] memory specs, uint256[] memory rewards) = _specs(3);
+        uint256 total = _sum(rewards);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobPosted(2, poster, rewards[0], specs[0].specCid, specs[0].minGpuMemoryMiB);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobPosted(3, poster, rewards[1], specs[1].specCid, specs[1].minGpuMemoryMiB);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobPosted(4, poster, rewards[2], specs[2].specCid, specs[2].minGpuMemoryMiB);
+        vm.expectEmit(address(market));
+        emit IJobMarket.JobsPosted(2, 3, poster, total);
+        vm.prank(poster);
+        uint256 first = market.postJobs{value: total}(specs, rewards);
+        assertEq(first, 2);
+        assertEq(market.jobCount(), 4);
+        for (uint256 i; i < 3; ++i) {
+            Job memory j = market.getJob(first + i);
+            assertEq(uint8(j.state), uint8(JobState.Open));
+            assertEq(j.reward, rewards[i]);
+            assertEq(j.inputsRoot, specs[i].inputsRoot);
+            assertEq(j.poster, poster);
+        }
+        assertEq(address(market).balance, REWARD + total);
+    }
+
+    /// Shards are independent jobs: one shard's worker expires and the shard re-opens, one is
+    /// slashed-free finalized, the third untouched; each pays its own reward.
+    function test_PostJobs_ShardsLiveIndependently() public {
+        (JobSpec[] memory specs, uint256[] memory rewards) = _specs(3);
+        vm.prank(poster);
+        uint256 first = market.postJobs{value: _sum(rewards)}(specs, rewards);
+        _stake(worker, STAKE * 2);
+        _stake(other, STAKE);
+        vm.startPrank(worker);
+        market.claimJob(first);
+        market.claimJob(first + 1);
+        market.submitResult(first, keccak256("r0"), "bafy0");
+        vm.stopPrank();
+        vm.warp(market.getJob(first + 1).deadline + 1);
+        market.expireJob(first + 1); // re-opened
+        assertEq(uint8(_state(first + 1)), uint8(JobState.Open));
+        assertEq(uint8(_state(first)), uint8(JobState.Submitted));
+        assertEq(uint8(_state(first + 2)), uint8(JobState.Open));
+        vm.startPrank(other);
+        market.claimJob(first + 1);
+        market.submitResult(first + 1, keccak256("r1"), "bafy1");
+        vm.stopPrank();
+        vm.warp(block.timestamp + WINDOW + EXEC);
+        market.finalizeJob(first);
+        market.finalizeJob(first + 1);
+        assertEq(market.credits(worker), rewards[0]);
+        assertEq(market.credits(other), rewards[1]);
+    }
+
+    function test_RevertWhen_PostJobsBadShape() public {
+        (JobSpec[] memory specs, uint256[] memory rewards) = _specs(2);
+        uint256 total = _sum(rewards);
+        vm.startPrank(poster);
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidShardCount.selector, 0));
+        market.postJobs{value: 0}(new JobSpec[](0), new uint256[](0));
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidShardCount.selector, 257));
+        market.postJobs{value: 0}(new JobSpec[](257), new uint256[](257));
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_RewardsLength.selector, 2, 1));
+        market.postJobs{value: total}(specs, new uint256[](1));
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_RewardsSum.selector, total, total + 1));
+        market.postJobs{value: total + 1}(specs, rewards);
+        rewards[1] = 0;
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidReward.selector, 0));
+        market.postJobs{value: rewards[0]}(specs, rewards);
+        (specs, rewards) = _specs(2);
+        specs[1].numUnits = 0; // one bad shard reverts the whole call
+        vm.expectRevert(abi.encodeWithSelector(IJobMarket.JobMarket_InvalidSpec.selector, "numUnits"));
+        market.postJobs{value: total}(specs, rewards);
+        vm.stopPrank();
+        assertEq(market.jobCount(), 0);
+    }
+
+    /// Gas of one postJobs call per shard, against postJob (docs/protocol.md 4.12).
+    function test_Gas_PostJobs16() public {
+        (JobSpec[] memory specs, uint256[] memory rewards) = _specs(16);
+        uint256 total = _sum(rewards);
+        vm.prank(poster);
+        uint256 g = gasleft();
+        market.postJobs{value: total}(specs, rewards);
+        g -= gasleft();
+        emit log_named_uint("postJobs(16) gas per shard", g / 16);
+        assertLt(g / 16, 160_000);
     }
 
     function test_RevertWhen_ExpireOpenBeforeClaimDeadline() public {
