@@ -20,7 +20,10 @@ from gpumesh.client.core.errors import AccountError, UsageError
 T = TypeVar("T")
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON.")
-ACCOUNT_OPT = typer.Option(None, "--account", "-a", help="Account name (keystore, or dev0..dev9 on the devnet).")
+ACCOUNT_OPT = typer.Option(None, "--account", "-a", help="Account: a name (gpumesh or Foundry keystore, dev0..dev9 "
+                           "on the devnet) or a keystore file's path.")
+PASSWORD_FILE_OPT = typer.Option(None, "--password-file", help="File whose first line is the keystore password "
+                                 "(else GPUMESH_PASSWORD_FILE, else a prompt).")
 RPC_OPT = typer.Option(None, "--rpc-url", help="JSON-RPC URL (overrides the network profile).")
 DEPLOYMENT_OPT = typer.Option(None, "--deployment", help="Deployment JSON file (default: the network's).")
 
@@ -41,8 +44,18 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     Console().print(table)
 
 
+def use_password_file(path: str | None) -> None:
+    """A command's own --password-file flag: overrides the Settings' for this invocation."""
+    from pathlib import Path
+
+    from gpumesh.client.cli.context import cli_state
+
+    if path is not None:
+        cli_state._settings = settings().with_overrides(password_file=Path(path).expanduser())
+
+
 def password_provider():
-    """Password from GPUMESH_PASSWORD_FILE (first line) when set, else an interactive prompt."""
+    """Password from --password-file / GPUMESH_PASSWORD_FILE (first line) when set, else a prompt."""
     s = settings()
 
     def provide(name: str, confirm: bool) -> str:
@@ -53,7 +66,8 @@ def password_provider():
                 raise AccountError(f"cannot read a password from {s.password_file}") from None
         if not sys.stdin.isatty():
             raise AccountError(
-                f"a password is needed for account '{name}': set GPUMESH_PASSWORD_FILE or run interactively"
+                f"a password is needed for account '{name}': pass --password-file FILE (or set "
+                "GPUMESH_PASSWORD_FILE) or run interactively"
             )
         return typer.prompt(f"Password for '{name}'", hide_input=True, confirmation_prompt=confirm)
 
@@ -65,7 +79,8 @@ def account_store():
 
     s = settings()
     dev = s.devnet.accounts if s.network.name == "devnet" else 0
-    return AccountStore(s.keystore_dir, dev_accounts=dev)
+    return AccountStore(s.keystore_dir, dev_accounts=dev, foundry_dir=s.foundry_keystores,
+                        password=password_provider())
 
 
 def resolve_account_name(name: str | None) -> str:

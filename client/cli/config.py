@@ -4,7 +4,7 @@ The only place that reads os.environ and the config file; everything below recei
 Environment variables (all optional):
   GPUMESH_HOME, GPUMESH_CONFIG, GPUMESH_NETWORK, GPUMESH_RPC_URL, GPUMESH_CHAIN_ID,
   GPUMESH_DEPLOYMENT, GPUMESH_IPFS_API, GPUMESH_ACCOUNT, GPUMESH_PASSWORD_FILE,
-  GPUMESH_ANVIL_PORT, GPUMESH_IPFS_PORT,
+  GPUMESH_FOUNDRY_KEYSTORES (default ~/.foundry/keystores), GPUMESH_ANVIL_PORT, GPUMESH_IPFS_PORT,
   GPUMESH_WORKER_<KEY> for each key of the [worker] table (GPUMESH_WORKER_SAFETY_FACTOR=5, ...)
 """
 
@@ -28,7 +28,7 @@ from gpumesh.client.core.settings import (
 )
 
 ENV_PREFIX = "GPUMESH_"
-_TOP_KEYS = {"network", "ipfs_api", "account", "password_file", "networks", "devnet", "worker"}
+_TOP_KEYS = {"network", "ipfs_api", "account", "password_file", "foundry_keystores", "networks", "devnet", "worker"}
 _NET_KEYS = {"rpc_url", "chain_id", "deployment"}
 _DEVNET_KEYS = {"anvil_port", "ipfs_port", "block_time", "accounts"}
 #: [worker] keys (the acceptance policy, docs/roles/worker.md) and the type each value must have.
@@ -75,6 +75,8 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     )
     worker = _worker_settings(cfg.get("worker", {}), env, f"{config_path}: [worker]")
     pw = flags.get("password_file") or env.get("GPUMESH_PASSWORD_FILE") or cfg.get("password_file")
+    foundry = (env.get("GPUMESH_FOUNDRY_KEYSTORES") or cfg.get("foundry_keystores")
+               or Path.home() / ".foundry" / "keystores")
     return Settings(
         home=home,
         network=NetworkProfile(
@@ -87,6 +89,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         ipfs_external=bool(ipfs_named),
         account=flags.get("account") or env.get("GPUMESH_ACCOUNT") or cfg.get("account"),
         password_file=Path(pw).expanduser() if pw else None,
+        foundry_keystores=Path(foundry).expanduser(),
         devnet=devnet,
         worker=worker,
         config_file=config_path if config_path.exists() else None,

@@ -40,6 +40,10 @@ def _root(
     network: str = typer.Option(None, "--network", help="Network profile name from the config file."),
     rpc_url: str = typer.Option(None, "--rpc-url", help="JSON-RPC URL of the EVM chain."),
     ipfs_api: str = typer.Option(None, "--ipfs-api", help="IPFS RPC API multiaddr or URL."),
+    keystore: str = typer.Option(None, "--keystore", help="Keystore file to sign with (a gpumesh or Foundry "
+                                 "keystore; the default account of every command)."),
+    password_file: str = typer.Option(None, "--password-file", help="File whose first line is the keystore "
+                                      "password (default $GPUMESH_PASSWORD_FILE; else a prompt)."),
     traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback on errors."),
 ) -> None:
     cli_state.flags = {
@@ -48,8 +52,17 @@ def _root(
         "network": network,
         "rpc_url": rpc_url,
         "ipfs_api": ipfs_api,
+        "account": _keystore_path(keystore),
+        "password_file": password_file,
     }
     cli_state.traceback = traceback
+
+
+def _keystore_path(path: str | None) -> str | None:
+    """--keystore as a path (so a bare file name is not taken for an account name)."""
+    from pathlib import Path
+
+    return None if path is None else str(Path(path).expanduser().absolute())
 
 
 app.add_typer(devnet_cmd.app, name="devnet")

@@ -58,6 +58,7 @@ class Settings:
     ipfs_external: bool = False  # True when the user named an IPFS API: devnet then starts none
     account: str | None = None
     password_file: Path | None = None
+    foundry_keystores: Path | None = None  # Foundry's keystore folder (cast wallet): its names are accounts too
     devnet: DevnetSettings = field(default_factory=DevnetSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     config_file: Path | None = None

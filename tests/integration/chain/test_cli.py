@@ -239,3 +239,32 @@ def test_devnet_fund_refuses_another_chain(chain):
     other = SimpleNamespace(eth=SimpleNamespace(chain_id=1, get_balance=w3.eth.get_balance), provider=None)
     with pytest.raises(ClientError, match="devnet fund works on the devnet only"):
         fund_on_devnet(other, dev_account(1).address, 1)
+
+
+def test_foundry_keystore_and_password_file_flags(gm, tmp_path, monkeypatch):
+    """A keystore written by `cast wallet import` signs through --keystore PATH or by its name in the
+    Foundry folder, its password from --password-file; `account balance --json` is exact wei."""
+    folder = tmp_path / "foundry"
+    folder.mkdir()
+    ks = folder / "alice"
+    ks.write_bytes((REPO / "tests/unit/cli/data/foundry_keystore_dev1").read_bytes())
+    monkeypatch.setenv("GPUMESH_FOUNDRY_KEYSTORES", str(folder))
+    monkeypatch.delenv("GPUMESH_PASSWORD_FILE", raising=False)
+    pw = tmp_path / "pw"
+    pw.write_text("pw123\n")
+    dest = dev_account(8).address
+    before = gm.w3.eth.get_balance(dest)
+    _, out, _ = gm("--keystore", str(ks), "--password-file", str(pw), "account", "send", "--to", dest,
+                   "--amount", "7wei", "--json")
+    assert json.loads(out)["from"] == dev_account(1).address
+    _, out, _ = gm("account", "send", "--to", dest, "--amount", "1gwei", "--account", "alice", "--password-file",
+                   str(pw), "--json")
+    assert json.loads(out)["from"] == dev_account(1).address
+    _, out, _ = gm("account", "balance", dest, "--json")
+    bal = json.loads(out)
+    assert int(bal["wei"]) == before + 10**9 + 7 == gm.w3.eth.get_balance(dest)
+    whole, frac = bal["eth"].split(".")
+    assert int(whole) * 10**18 + int(frac.ljust(18, "0")) == int(bal["wei"])  # exact, no float
+    # no password anywhere and no terminal: one line naming the flag
+    code, _, err = gm("account", "balance", "alice", ok=False)
+    assert code == 3 and "pass --password-file FILE" in err and err.count("\n") == 1, err
