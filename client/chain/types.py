@@ -95,6 +95,9 @@ class Job:
     num_units: int
     open_disputes: int
     state: JobState
+    # The poster's claim deadline, kept after a claim: a claimed job that misses its execution
+    # deadline before it is re-opened (JobReopened) rather than expired (docs/protocol.md 4.3).
+    claim_deadline: int
     worker: Address
     # The earliest-opened game the worker lost (0: none) and (first_winner) its challenger, who is
     # paid the slash once every game of the job ended (docs/protocol.md 4.11).
@@ -108,11 +111,12 @@ class Job:
     def from_abi(cls, job_id: int, t: tuple | dict) -> Job:
         if isinstance(t, dict):
             t = tuple(t.values())
-        (poster, reward, stake, bond, exec_time, window, deadline, units, open_d, state, worker, won, pr, ir, rr,
-         winner) = t
+        (poster, reward, stake, bond, exec_time, window, deadline, units, open_d, state, claim_deadline, worker,
+         won, pr, ir, rr, winner) = t
         return cls(
             JobId(job_id), Address(poster), Wei(reward), Wei(stake), Wei(bond), exec_time, window, deadline,
-            units, open_d, JobState(state), Address(worker), won, bytes(pr), bytes(ir), bytes(rr), Address(winner),
+            units, open_d, JobState(state), claim_deadline, Address(worker), won, bytes(pr), bytes(ir), bytes(rr),
+            Address(winner),
         )
 
     def to_json(self) -> dict:

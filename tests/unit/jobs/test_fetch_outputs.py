@@ -63,7 +63,7 @@ class Posted:
         n = num_units if num_units is not None else len(units)
         self.spec = JobSpecDoc(self.program_cid, self.inputs_cid, pr, ir, n)
         self.spec_cid = self.store.add_bytes(self.spec.to_bytes())
-        self.job = Job(7, "0xposter", 10, 10, 1, 60, 60, 0, n, 0, JobState.OPEN, "0x0", 0, pr, ir, Z, "0x0")
+        self.job = Job(7, "0xposter", 10, 10, 1, 60, 60, 0, n, 0, JobState.OPEN, 0, "0x0", 0, pr, ir, Z, "0x0")
 
 
 def test_good_data_validates(tmp_path, bundle, units):

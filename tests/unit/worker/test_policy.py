@@ -17,7 +17,7 @@ GWEI = 10**9
 def job(**kw) -> Job:
     base = dict(job_id=1, poster="0x" + "11" * 20, reward=ETH // 2, required_stake=ETH, dispute_bond=ETH // 10,
                 execution_time=3600, challenge_window=600, deadline=0, num_units=17, open_disputes=0,
-                state=JobState.OPEN, worker="0x" + "00" * 20, program_root=b"\x01" * 32, inputs_root=b"\x02" * 32,
+                state=JobState.OPEN, claim_deadline=0, worker="0x" + "00" * 20, program_root=b"\x01" * 32, inputs_root=b"\x02" * 32,
                 result_root=b"\x00" * 32, first_won_game=0, first_winner="0x" + "00" * 20)
     base.update(kw)
     return Job(**base)
