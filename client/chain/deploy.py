@@ -3,7 +3,13 @@
 `deploy()` runs `forge script ... --broadcast` with the deployer key in the environment (never in
 argv, so it does not show in `ps`), reads the broadcast record it wrote into a private temporary
 folder, and returns a `Deployment`: the JSON file that every command reads to find the contracts.
-Imported by `gpumesh devnet up` and tests.
+`parse_broadcast()` turns the record of a `forge script ... --broadcast` run by hand
+(broadcast/Deploy.s.sol/<chain id>/run-latest.json) into the same Deployment.
+Imported by `gpumesh devnet up`, `gpumesh deploy` and tests.
+
+The deployment file (docs/networks.md): {"version": 1, "chain_id": int, "addresses": {WorkerRegistry,
+JobMarket, DisputeGame, Int8Verifier: 0x address}, "deploy_block": int (the first block to read events
+from), "rpc_url": str or null (informational)}.
 """
 
 from __future__ import annotations
@@ -61,8 +67,15 @@ class Deployment:
     def from_json(cls, text: str) -> Deployment:
         try:
             d = json.loads(text)
-            if d.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported version {d.get('version')!r}")
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            if "version" not in d:
+                raise ValueError(f'no "version" field (this gpumesh reads "version": {FORMAT_VERSION})')
+            if d["version"] != FORMAT_VERSION:
+                raise ValueError(f'unsupported "version": {d["version"]!r} (this gpumesh reads {FORMAT_VERSION})')
+            missing = [k for k in ("chain_id", "addresses", "deploy_block") if k not in d]
+            if missing:
+                raise ValueError(f"missing field {missing[0]!r}")
             return cls(int(d["chain_id"]), dict(d["addresses"]), int(d["deploy_block"]), d.get("rpc_url"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ChainError(f"not a gpumesh deployment file: {exc}") from None
@@ -101,11 +114,13 @@ def deploy(
     unbonding_delay: int | None = None,
     game_clock: int | None = None,
     root: Path | None = None,
+    min_bond: int | None = None,
     timeout: float = 600.0,
 ) -> Deployment:
     """Deploy registry, market, Int8Verifier and dispute game with Deploy.s.sol; returns the Deployment.
 
-    `game_clock` is each side's chess-clock budget in seconds (default: Constants.GAME_CLOCK_SECONDS).
+    `game_clock` is each side's chess-clock budget in seconds (default: Constants.GAME_CLOCK_SECONDS);
+    `min_bond` the market's floor of a job's dispute bond in wei (default: Deploy.s.sol's).
     """
     root = root or repo_root()
     with tempfile.TemporaryDirectory(prefix="gpumesh-deploy-") as tmp:
@@ -115,6 +130,8 @@ def deploy(
             env["GPUMESH_UNBONDING_DELAY"] = str(int(unbonding_delay))
         if game_clock is not None:
             env["GPUMESH_GAME_CLOCK"] = str(int(game_clock))
+        if min_bond is not None:
+            env["GPUMESH_MIN_BOND"] = str(int(min_bond))
         # A private broadcast folder: concurrent deploys to chains with the same id do not collide.
         env["FOUNDRY_BROADCAST"] = tmp
         cmd = [_forge(root), "script", SCRIPT, "--broadcast", "--rpc-url", rpc_url, "--skip", "test"]
@@ -126,8 +143,10 @@ def deploy(
         except subprocess.TimeoutExpired:
             raise DeployError(f"forge script did not finish within {timeout:.0f}s") from None
         if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise DeployError(f"forge script failed (exit {proc.returncode}):\n{tail}")
+            lines = (proc.stdout + proc.stderr).strip().splitlines()
+            why = next((ln.strip() for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
+            tail = "\n".join(lines[-15:])
+            raise DeployError(f"forge script failed (exit {proc.returncode}): {why}\n{tail}")
         records = list(Path(tmp).glob("Deploy.s.sol/*/run-latest.json"))
         if len(records) != 1:
             raise DeployError(f"expected one broadcast record, found {len(records)}")

@@ -14,6 +14,7 @@ import typer
 from gpumesh.client.cli import (
     account_cmd,
     demo_cmd,
+    deploy_cmd,
     devnet_cmd,
     ipfs_cmd,
     job_cmd,
@@ -66,6 +67,7 @@ def _keystore_path(path: str | None) -> str | None:
 
 
 app.add_typer(devnet_cmd.app, name="devnet")
+app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(account_cmd.app, name="account")
 app.add_typer(ipfs_cmd.app, name="ipfs")
 app.add_typer(program_cmd.app, name="program")
