@@ -16,6 +16,7 @@ from gpumesh.client.cli import (
     demo_cmd,
     deploy_cmd,
     devnet_cmd,
+    explorer_cmd,
     ipfs_cmd,
     job_cmd,
     program_cmd,
@@ -75,6 +76,7 @@ app.add_typer(job_cmd.app, name="job")
 app.add_typer(worker_cmd.app, name="worker")
 app.add_typer(watchtower_cmd.app, name="watchtower")
 app.add_typer(demo_cmd.app, name="demo")
+app.add_typer(explorer_cmd.app, name="explorer")
 
 
 def main(argv: list[str] | None = None) -> int:
