@@ -281,6 +281,10 @@ def status(
     print_table("jobs", ["job", "status", "refusal", "reason"],
                 [(jid, r["status"], r.get("refusal", "-"), r.get("reason", "-")) for jid, r in sorted(st["jobs"].items())])
     typer.echo("refusals: " + (", ".join(f"{k} {n}" for k, n in sorted(st["refusals"].items())) or "none"))
+    cap = st["capabilities"]
+    gpus = ", ".join(f"{g['name']} ({g['memory_mib']} MiB)" for g in cap.get("gpus", [])) or "none"
+    typer.echo(f"capabilities: device {cap.get('device', '?')}, GPUs {gpus}" + "".join(
+        f"; program {root[:10]}… {t['units_per_second']:.3g} units/s" for root, t in cap["throughput"].items()))
 
 
 @app.command("doctor")

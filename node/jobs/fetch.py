@@ -150,13 +150,52 @@ def unit_output_too_large(program) -> str | None:
     return None
 
 
-def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits()) -> JobData:
-    """Fetch and validate everything `job` (an on-chain gpumesh.client.chain.types.Job) needs."""
-    jid = int(job.job_id)
-    if job.num_units > limits.max_units:
-        raise JobDataError(f"job {jid}: {job.num_units} units, over this node's limit of {limits.max_units}")
-    spec = load_spec(store, spec_cid, jid, limits)
-    check_spec_against_job(spec, job)
+@dataclass(frozen=True)
+class ValidatedProgram:
+    """A program folder fetched and validated once: the bundle and its weights' tensor roots (the
+    weights' share of every inputs root), keyed by the folder's CID."""
+
+    bundle: ProgramBundle
+    weight_roots: tuple[bytes, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.bundle.weight_bytes.values())
+
+
+class ProgramCache:
+    """Validated programs by program CID, least recently used first out, bounded by weight bytes.
+
+    Keyed by the folder's CID, not the program root: the program root commits to the ops and the
+    weights' types, while the weights' values enter each job's inputs root; one CID names exactly
+    one folder's bytes (every read is verified against it), so a cached entry is what a fresh
+    download would give. Many jobs (or shards) of one program then cost one download, one parse
+    and one hash of the weights. Used by the worker; `fetch_job` works without one."""
+
+    def __init__(self, max_bytes: int = 2 * 1024 * MiB, max_entries: int = 16) -> None:
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._entries: dict[str, ValidatedProgram] = {}
+        self.hits = self.misses = 0
+
+    def get(self, program_cid: str) -> ValidatedProgram | None:
+        e = self._entries.pop(program_cid, None)
+        if e is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries[program_cid] = e  # most recent last
+        return e
+
+    def put(self, program_cid: str, entry: ValidatedProgram) -> None:
+        self._entries.pop(program_cid, None)
+        self._entries[program_cid] = entry
+        while len(self._entries) > self.max_entries or \
+                (len(self._entries) > 1 and sum(e.nbytes for e in self._entries.values()) > self.max_bytes):
+            self._entries.pop(next(iter(self._entries)))
+
+
+def fetch_program(store, spec: JobSpecDoc, jid: int, limits: JobLimits = JobLimits()) -> ValidatedProgram:
+    """The spec's program folder, fetched, parsed and checked on its own (no job roots yet)."""
     pj = read_bounded(store, f"{spec.program_cid}/{PROGRAM_FILE}", limits.max_program_json_bytes,
                       "program file", jid)
     with tempfile.TemporaryDirectory(prefix=f"gpumesh-job{jid}-") as tmp:
@@ -164,23 +203,42 @@ def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits()) -> Job
         folder.mkdir()
         (folder / PROGRAM_FILE).write_bytes(pj)
         bundle = _load_bundle(store, spec, folder, jid, limits)
-        raw_inputs = read_bounded(store, spec.inputs_cid, limits.max_inputs_bytes, "inputs", jid)
+    if (why := unit_output_too_large(bundle.program)) is not None:
+        raise JobDataError(f"job {jid}: program {spec.program_cid}: {why}")
+    roots = tuple(merkle.tensor_root(bundle.weight_bytes[w.name]) for w in bundle.program.weights)
+    return ValidatedProgram(bundle, roots)
+
+
+def fetch_job(store, job, spec_cid: str, limits: JobLimits = JobLimits(),
+              programs: ProgramCache | None = None) -> JobData:
+    """Fetch and validate everything `job` (an on-chain gpumesh.client.chain.types.Job) needs;
+    the program folder from `programs` when it holds the spec's program CID."""
+    jid = int(job.job_id)
+    if job.num_units > limits.max_units:
+        raise JobDataError(f"job {jid}: {job.num_units} units, over this node's limit of {limits.max_units}")
+    spec = load_spec(store, spec_cid, jid, limits)
+    check_spec_against_job(spec, job)
+    vp = programs.get(spec.program_cid) if programs is not None else None
+    if vp is None:
+        vp = fetch_program(store, spec, jid, limits)
+        if programs is not None:
+            programs.put(spec.program_cid, vp)
+    bundle = vp.bundle
+    if bundle.program.root() != job.program_root:
+        raise JobDataError(f"job {jid}: program {spec.program_cid} has root {_hex(bundle.program.root())}, "
+                           f"the chain says {_hex(job.program_root)}")
+    raw_inputs = read_bounded(store, spec.inputs_cid, limits.max_inputs_bytes, "inputs", jid)
+    with tempfile.TemporaryDirectory(prefix=f"gpumesh-job{jid}-") as tmp:
         (Path(tmp) / "inputs.safetensors").write_bytes(raw_inputs)
         try:
             units = np.array(load_units(Path(tmp) / "inputs.safetensors", bundle.program), copy=True)
         except GpumeshError as exc:
             raise JobDataError(f"job {jid}: inputs {spec.inputs_cid}: {_detail(exc)}") from None
-    if bundle.program.root() != job.program_root:
-        raise JobDataError(f"job {jid}: program {spec.program_cid} has root {_hex(bundle.program.root())}, "
-                           f"the chain says {_hex(job.program_root)}")
-    if (why := unit_output_too_large(bundle.program)) is not None:
-        raise JobDataError(f"job {jid}: program {spec.program_cid}: {why}")
     if len(units) != job.num_units:
         raise JobDataError(f"job {jid}: inputs {spec.inputs_cid} hold {len(units)} units, the chain says "
                            f"{job.num_units}")
     roots = unit_roots_of(units, bundle)
-    prog = bundle.program
-    got = merkle.inputs_root([merkle.tensor_root(bundle.weight_bytes[w.name]) for w in prog.weights], list(roots))
+    got = merkle.inputs_root(list(vp.weight_roots), list(roots))
     if got != job.inputs_root:
         raise JobDataError(f"job {jid}: weights + inputs hash to inputs root {_hex(got)}, the chain says "
                            f"{_hex(job.inputs_root)}")

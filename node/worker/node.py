@@ -19,6 +19,7 @@ store, the state store, the inventory, the clock, a progress sink and an optiona
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -35,15 +36,17 @@ from gpumesh.client.core.program import result_root
 from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.play import TRACE_CACHE_BYTES, StreamingTraces, TraceCache
-from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, posted_event
+from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, ProgramCache, fetch_job, posted_event
 from gpumesh.node.jobs.outputs import outputs_bytes
 from gpumesh.node.worker.capabilities import capability_document
 from gpumesh.node.worker.cursor import StateCursorStore
 from gpumesh.node.worker.faults import Fault, executor_for, op_outputs_at, run_units_at, trace_roots_at
 from gpumesh.node.worker.inventory import Inventory
-from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, judge
+from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, claim_delay, judge
 
 JOB = "job"
+SELF = "self"  # record kind: what this worker is (its capability document, as published)
+THROUGHPUT = "throughput"  # record kind: measured seconds per unit, per program root
 #: Reverts of claimJob that only mean someone else was faster (the job is no longer Open).
 _CLAIM_RACES = ("JobMarket_WrongState", "JobMarket_ClaimDeadlinePassed")
 ACTIVE = ("new", "claimed", "submitted", "finalized")
@@ -65,6 +68,9 @@ class WorkerConfig:
     trace_cache_bytes: int = TRACE_CACHE_BYTES  # memory for op outputs recomputed while defending (7)
     fault: Fault | None = None  # TEST TOOL: corrupt one element (gpumesh.node.worker.faults)
     unit_delay: float = 0.0  # TEST TOOL: sleep after each unit (lets tests kill mid-job)
+    claim_stagger: float = 2.0  # seconds a worker that needs all of a job's time waits before claiming
+    # it; one that needs a tenth waits a tenth of it (policy.claim_delay): faster machines claim first
+    program_cache_bytes: int = 2 << 30  # validated program folders kept across jobs (weights' bytes)
 
 
 class Progress(Protocol):
@@ -108,7 +114,9 @@ class WorkerNode:
         self.clock = clock
         self.me = outbox.address
         self._data: dict[int, JobData] = {}
-        self._executors: dict[int, Any] = {}
+        self._executors: dict[str, Any] = {}  # program CID -> executor (shared by that program's jobs)
+        self._programs = ProgramCache(config.program_cache_bytes)  # validated once per program, not per job
+        self._claim_at: dict[int, float] = {}  # job -> clock time of its claim (claim_stagger)
         self._resumed: set[int] = set()  # jobs this process has executed (resumed) at least once
         # disputed units' streaming traces (roots only) per job; recomputed op outputs and tensor
         # trees in one bounded LRU shared by every job (docs/protocol.md 7, streaming defence)
@@ -136,6 +144,7 @@ class WorkerNode:
     def publish_capabilities(self) -> str:
         doc = capability_document(self.inventory, self.cfg.device, self.cfg.limits)
         cid = self.store.add_bytes(doc)
+        self.state.put(SELF, "capabilities", {**json.loads(doc), "cid": cid})  # for `worker status`
         if self.registry.info(self.me).capabilities_cid != cid:
             self.outbox.send(f"capabilities:{cid}", self.registry.tx_call("setCapabilities", cid))
             self.log.info("published capabilities %s", cid)
@@ -185,8 +194,10 @@ class WorkerNode:
         self._count(f"jobs_{status}")
 
     def _forget(self, job_id: int) -> None:
-        self._data.pop(job_id, None)
-        self._executors.pop(job_id, None)
+        self._claim_at.pop(job_id, None)
+        data = self._data.pop(job_id, None)
+        if data is not None and all(d.spec.program_cid != data.spec.program_cid for d in self._data.values()):
+            self._executors.pop(data.spec.program_cid, None)  # no other job of ours runs this program
         self._forget_traces(job_id)
 
     def _forget_traces(self, job_id: int) -> None:
@@ -252,13 +263,21 @@ class WorkerNode:
         refusal = judge(job, estimate, self._gas_price(), self.cfg.policy, backlog=self._backlog(jid))
         if refusal is not None:
             return self._refuse(jid, refusal)
-        for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
-            self.store.pin(cid)  # keep the data while we may have to prove our work
-        # Another worker may have claimed it while we validated: read the chain again rather than
-        # send a claim that can only revert, and take a race lost at the estimate as news, not failure.
+        # Preference without coordination: a worker waits before claiming in proportion to the share
+        # of the job's executionTime it needs, so a machine that runs it in a tenth of the time
+        # claims first and a slower one finds it taken on its re-read below (docs/roles/worker.md).
+        at = self._claim_at.setdefault(jid, self.clock() + claim_delay(self.cfg.claim_stagger, job, estimate,
+                                                                         self.cfg.policy))
+        if self.clock() < at:
+            return None
+        # Another worker may have claimed it while we validated or waited: read the chain again
+        # rather than send a claim that can only revert, and take a race lost at the estimate as
+        # news, not failure.
         now = self.market.get_job(jid)
         if now.state != JobState.OPEN:
             return self._end(jid, "gone", f"another worker claimed it first ({now.state.label})")
+        for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
+            self.store.pin(cid)  # keep the data while we may have to prove our work
         try:
             res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
         except ChainError as exc:
@@ -308,6 +327,9 @@ class WorkerNode:
             ex.run_units(data.units[:n])
             per_unit = (time.perf_counter() - t0) / n
             self._unit_seconds[job.program_root] = per_unit
+            self.state.put(THROUGHPUT, job.program_root.hex(), {
+                "device": self.cfg.device, "seconds_per_unit": per_unit, "stack": n,
+                "units_per_second": 1.0 / max(per_unit, 1e-9), "program_cid": data.spec.program_cid})
             self.log.info("job %d: measured %.3gs per unit on %s (%d unit(s) in one pass)", job.job_id, per_unit,
                           self.cfg.device, n)
         return (per_unit + self.cfg.unit_delay) * job.num_units
@@ -335,7 +357,7 @@ class WorkerNode:
             if "spec_cid" not in rec:
                 ev = posted_event(self.market, jid, self.cfg.start_block)
                 rec = self._set(jid, spec_cid=ev["specCid"], min_gpu_mib=int(ev["minGpuMemoryMiB"]))
-            data = fetch_job(self.store, job, rec["spec_cid"], self.cfg.limits)
+            data = fetch_job(self.store, job, rec["spec_cid"], self.cfg.limits, self._programs)
         except JobDataError as exc:
             attempts = rec.get("attempts", 0) + 1
             if exc.retryable and attempts < self.cfg.fetch_attempts and rec["status"] == "new":
@@ -354,9 +376,12 @@ class WorkerNode:
         return data
 
     def _executor(self, jid: int, data: JobData):
-        if jid not in self._executors:
-            self._executors[jid] = executor_for(data.bundle, self.cfg.device, self.cfg.fault)
-        return self._executors[jid]
+        """The executor of the job's program (one per program CID: the same bundle, so the same
+        weights on the device, for every job of that program)."""
+        key = data.spec.program_cid
+        if key not in self._executors:
+            self._executors[key] = executor_for(data.bundle, self.cfg.device, self.cfg.fault)
+        return self._executors[key]
 
     def _unit_records(self, jid: int) -> dict[int, dict]:
         return {int(k): v for k, v in self.state.all(f"out:{jid}").items()}

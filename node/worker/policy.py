@@ -136,3 +136,15 @@ def judge(job: Job, estimate: float | None, gas_price: int, policy: Policy, *, b
                                       f"({policy.safety_factor:g} x ({estimate:.3g}s + {backlog:.3g}s) + "
                                       f"{policy.time_margin:g}s)")
     return None
+
+
+def claim_delay(stagger: float, job: Job, estimate: float, policy: Policy) -> float:
+    """Seconds to wait before claiming an accepted job: `stagger` times the share of the job's
+    executionTime this worker needs (`time_needed`, capped at 1). Workers race for an Open job by
+    claiming it; with this delay the ones that need the least of its time (faster GPUs, a shorter
+    backlog of their own) claim first, and a slower one that re-reads the job before claiming finds
+    it taken and sends nothing. 0 when `stagger` is 0."""
+    if stagger <= 0:
+        return 0.0
+    share = time_needed(policy, estimate) / max(1, job.execution_time)
+    return stagger * min(1.0, share)

@@ -72,6 +72,7 @@ class Env:
         from gpumesh.node.worker.node import WorkerConfig
 
         cfg.setdefault("retry_seconds", 0.0)
+        cfg.setdefault("claim_stagger", 0.0)  # tests that race workers set it
         app = build_worker(rpc_url=self.anvil.url, deployment=self.dep, account=dev_account(i), store=self.store(),
                            state_dir=self.tmp / f"worker-{name}", config=WorkerConfig(**cfg), interval=0.05)
         self.apps.append(app)

@@ -47,3 +47,35 @@ def test_a_lost_claim_race_is_news_not_a_failure(env, caplog):
     assert f"job {job_id}: gone: lost the claim race" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "tick failed" in r.getMessage()]
     assert b.node.outbox.live(f"claim:job:{job_id}")[0] is None  # no claim transaction was signed
+
+
+def test_the_faster_worker_claims_first_and_the_slower_sends_nothing(env, caplog):
+    """Both workers accept the job; each waits before claiming in proportion to the share of the
+    job's executionTime it needs (claim_stagger). The slow one (a measured 4 s per unit here) waits
+    longer, re-reads the job before claiming, finds it taken and signs nothing. Two jobs of the same
+    program: the second is validated without fetching the program folder again."""
+    caplog.set_level(logging.INFO, logger="gpumesh")
+    env.registry(2).stake(3 * ETH)
+    env.registry(3).stake(3 * ETH)
+    market = env.market()
+    first, _ = env.post(reward=ETH // 2, stake=ETH, window=600, exec_time=900)
+    fast = env.worker(2, "fast", claim_stagger=3.0)
+    slow = env.worker(3, "slow", claim_stagger=3.0, unit_delay=4.0)  # the delay counts in its estimate
+    rec = lambda w, j: w.node.state.get("job", j) or {}  # noqa: E731
+    for _ in range(400):
+        assert slow.daemon.tick_once() and fast.daemon.tick_once()
+        if rec(slow, first).get("status") == "gone":
+            break
+    assert market.get_job(first).worker == fast.node.me
+    assert rec(fast, first)["status"] in ("claimed", "submitted")
+    assert rec(slow, first)["status"] == "gone", rec(slow, first)  # taken (or already submitted) when it looked
+    assert slow.node.outbox.live(f"claim:job:{first}")[0] is None  # no claim transaction was signed
+    assert rec(slow, first)["estimate_s"] > 10 * rec(fast, first)["estimate_s"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # the same program again: spec and inputs are read, the program folder comes from the cache
+    second, _ = env.post(reward=ETH // 2, stake=ETH, window=600, exec_time=900)
+    before = fast.node._programs.hits
+    env.drive(fast, lambda: rec(fast, second).get("status") in ("claimed", "submitted"))
+    assert fast.node._programs.hits == before + 1
+    tp = fast.node.state.all("throughput")
+    assert list(tp) == [market.get_job(first).program_root.hex()] and tp[next(iter(tp))]["units_per_second"] > 0

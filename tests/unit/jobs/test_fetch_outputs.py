@@ -216,3 +216,45 @@ def test_predictions_of_argmax_and_chunked_argmax_programs():
     assert result(Opcode.PAIRARGMAX, idx, samples=3).predictions().tolist() == [5, 131071, 7]
     logits = np.array([[[1, 9, 3], [8, 0, 0]]], dtype=np.int8)  # no argmax op: argmax of the last axis
     assert result(Opcode.LINEAR, logits).predictions().tolist() == [1, 0]
+
+
+class _CountingStore:
+    """The MemoryStore, counting the reads of each path."""
+
+    def __init__(self, store) -> None:
+        self.store, self.reads = store, []
+
+    def cat(self, cid, offset=0, length=None):
+        self.reads.append(cid)
+        return self.store.cat(cid, offset, length)
+
+
+def test_a_program_is_fetched_and_validated_once_for_many_jobs(tmp_path, bundle, units):
+    """With a ProgramCache, a second job of the same program folder reads only its spec and its
+    inputs; its roots are still checked (a job whose inputs root does not match is refused)."""
+    from gpumesh.node.jobs.fetch import ProgramCache
+
+    p = Posted(tmp_path, bundle, units)
+    store = _CountingStore(p.store)
+    cache = ProgramCache()
+    first = fetch_job(store, p.job, p.spec_cid, programs=cache)
+    assert any(r.endswith("weights.safetensors") for r in store.reads)
+    store.reads.clear()
+    second = fetch_job(store, Job(**{**p.job.__dict__, "job_id": 8}), p.spec_cid, programs=cache)
+    assert store.reads == [p.spec_cid, p.inputs_cid]  # no program.json, no weights
+    assert second.bundle is first.bundle and second.unit_input_roots == first.unit_input_roots
+    assert (cache.hits, cache.misses) == (1, 1)
+    with pytest.raises(JobDataError, match="inputs root"):
+        fetch_job(store, Job(**{**p.job.__dict__, "inputs_root": b"\2" * 32}), p.spec_cid, programs=cache)
+
+
+def test_the_program_cache_is_bounded_by_weight_bytes(bundle):
+    from gpumesh.node.jobs.fetch import ProgramCache, ValidatedProgram
+
+    vp = ValidatedProgram(bundle, ())
+    cache = ProgramCache(max_bytes=2 * vp.nbytes, max_entries=16)
+    for cid in ("a", "b", "c"):
+        cache.put(cid, vp)
+    assert cache.get("a") is None and cache.get("c") is vp and cache.get("b") is vp
+    cache.put("d", vp)  # b was read after c: c is the least recently used now
+    assert cache.get("c") is None and cache.get("b") is vp

@@ -109,3 +109,16 @@ def test_default_defence_gas_covers_the_measured_worker_side_of_a_game():
     # docs/protocol.md 5.6, reference game: 10 reveals + commitTrace + revealLeaf, the worker's 12 moves
     worker_moves = 10 * 62_507 + 72_719 + 65_267
     assert worker_moves < P.DEFAULT_MAX_DEFENCE_GAS < 2 * worker_moves
+
+
+def test_claim_delay_puts_the_machines_that_need_less_of_the_time_first():
+    from gpumesh.node.worker.policy import claim_delay
+
+    pol = P.Policy(safety_factor=3.0, time_margin=60.0)
+    j = job(execution_time=3600)
+    fast = claim_delay(2.0, j, 1.0, pol)  # (3 x 1 + 60) / 3600 of the stagger
+    slow = claim_delay(2.0, j, 300.0, pol)  # (3 x 300 + 60) / 3600
+    assert fast == pytest.approx(2.0 * 63 / 3600) and slow == pytest.approx(2.0 * 960 / 3600)
+    assert fast < slow
+    assert claim_delay(2.0, j, 10_000.0, pol) == 2.0  # capped at the stagger
+    assert claim_delay(0.0, j, 300.0, pol) == 0.0

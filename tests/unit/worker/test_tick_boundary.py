@@ -95,7 +95,7 @@ def test_traces_are_dropped_when_the_games_end(tmp_path, monkeypatch):
     outs = Executor(bundle).run_units(units)
     roots = merkle.tensor_roots(np.ascontiguousarray(outs))
     node.state.put_many("out:2", [(f"{u:08d}", {"root": r.hex()}) for u, r in enumerate(roots)])
-    node._data[2] = SimpleNamespace(bundle=bundle, units=units)
+    node._data[2] = SimpleNamespace(bundle=bundle, units=units, spec=SimpleNamespace(program_cid="bafyP"))
     job = market.get_job(2)
     node._defend(job, {})
     full = Executor(bundle).trace(units[1])
