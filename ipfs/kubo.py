@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gpumesh.ipfs.apiaddr import parse_api
 from gpumesh.ipfs.cid import Cid, as_cid
 from gpumesh.ipfs.errors import (
     CidMismatch,
@@ -44,30 +44,12 @@ from gpumesh.ipfs.multipart import (
 )
 from gpumesh.ipfs.store import VerifyingReads
 from gpumesh.ipfs.unixfs import FileBuilder
-from gpumesh.ipfs.unixfs_dir import TreeBuilder, walk_tree
+from gpumesh.ipfs.unixfs_dir import Entry, TreeBuilder, walk_tree
 
 T = TypeVar("T")
 _READ = 1024 * 1024
 _FILE_TYPE = "application/octet-stream"
 _NOT_FOUND_HINTS = ("not found", "could not find", "no link named", "not pinned")
-
-
-def api_to_multiaddr(api: str) -> str:
-    """Accept a multiaddr (/ip4/127.0.0.1/tcp/5001[/http]) or a URL (http://127.0.0.1:5001)."""
-    if api.startswith("/"):
-        return api
-    u = urllib.parse.urlsplit(api if "://" in api else "http://" + api)
-    if not u.hostname or not u.port:
-        raise IpfsError(f"cannot read IPFS API address {api!r} (want /ip4/HOST/tcp/PORT or http://HOST:PORT)")
-    proto = "ip6" if ":" in u.hostname else ("ip4" if u.hostname.replace(".", "").isdigit() else "dns")
-    return f"/{proto}/{u.hostname}/tcp/{u.port}/{u.scheme or 'http'}"
-
-
-def api_to_url(api: str) -> str:
-    parts = api_to_multiaddr(api).strip("/").split("/")
-    host, port = parts[1], parts[3]
-    scheme = parts[4] if len(parts) > 4 else "http"
-    return f"{scheme}://[{host}]:{port}" if parts[0] == "ip6" else f"{scheme}://{host}:{port}"
 
 
 class KuboStore(VerifyingReads):
@@ -87,8 +69,9 @@ class KuboStore(VerifyingReads):
 
         self._ipfs = ipfshttpclient
         self._requests_error = requests.exceptions.RequestException
-        self.api_url = api_to_url(api)
-        self._client = ipfshttpclient.Client(api_to_multiaddr(api), timeout=timeout)
+        addr = parse_api(api)
+        self.api_url = addr.url
+        self._client = ipfshttpclient.Client(addr.multiaddr, timeout=timeout)
         self._retries = retries
         self._pool = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="ipfs-fetch")
         self._prefetch = max(1, prefetch)
@@ -162,8 +145,10 @@ class KuboStore(VerifyingReads):
 
     # -- writes --------------------------------------------------------------------------------------
     def _add(self, parts_factory: Callable[[TreeBuilder], Iterator[OutPart]], top: str,
-             cid_version: int, pin: bool, tree: TreeBuilder, specs: list[tuple[str, str, int]]) -> str:
-        """Upload the parts (`specs`: each part's path, content type and data length, in order)."""
+             cid_version: int, pin: bool, tree: TreeBuilder, specs: list[tuple[str, str, int]],
+             entries: list[Entry] | None = None) -> str:
+        """Upload the parts (`specs`: each part's path, content type and data length, in order);
+        `entries` receives every path added, as `ipfs add` reports them (root last)."""
         boundary = new_boundary()
         raw = cid_version == 1
         opts = {
@@ -192,6 +177,8 @@ class KuboStore(VerifyingReads):
                 f"IPFS daemon at {self.api_url} reported {got[-1]} for content whose CID is {want}",
                 expected=want, reported=got[-1],
             )
+        if entries is not None:
+            entries.extend(local)
         return want
 
     def add_bytes(self, data: bytes, *, cid_version: int = 0, pin: bool = True) -> str:
@@ -212,7 +199,9 @@ class KuboStore(VerifyingReads):
         size = memoryview(data).nbytes
         return self._add(parts, "bytes", cid_version, pin, tree, [("bytes", "application/octet-stream", size)])
 
-    def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True) -> str:
+    def add_path(self, path: str | os.PathLike, *, cid_version: int = 0, pin: bool = True,
+                 entries: list[Entry] | None = None) -> str:
+        """Upload a file or a directory tree; its root CID (`entries`: every path added, root last)."""
         p = Path(path)
         tree = TreeBuilder(cid_version=cid_version)
         if p.is_dir():
@@ -235,7 +224,7 @@ class KuboStore(VerifyingReads):
                 else:
                     yield OutPart(rel, ctype, _tee_file(t, rel, abspath, size))
 
-        return self._add(parts, items[0][0], cid_version, pin, tree, specs)
+        return self._add(parts, items[0][0], cid_version, pin, tree, specs, entries)
 
     def pin(self, cid: str) -> None:
         self._call(f"pin/add {cid}", lambda: self._client.pin.add(str(cid)))
@@ -336,4 +325,4 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
-__all__ = ["KuboStore", "api_to_multiaddr", "api_to_url"]
+__all__ = ["KuboStore"]

@@ -8,6 +8,7 @@ devnet command, tests and fixtures.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -71,19 +72,24 @@ def find_anvil(explicit: str | Path | None = None) -> Path:
     raise AnvilError("anvil not found: run `make npm` (node_modules/.bin/anvil) or put anvil on PATH")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the one helper for anvil, the devnet and tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def _port_busy(port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether `port` can be bound now (in use or not permitted: False; any other error is raised)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
 
 
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0):
@@ -164,7 +170,7 @@ def start_anvil(
     exe = find_anvil(binary)
     if port is None or port == 0:
         port = free_port()
-    elif _port_busy(port):
+    elif not port_is_free(port):
         raise AnvilError(f"port {port} on 127.0.0.1 is already in use (is another devnet running?)")
     args = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts),
             "--chain-id", str(chain_id)]

@@ -82,14 +82,10 @@ def _rpc(url: str, method: str, params: list | None = None, timeout: float = 2.0
 
 
 def ipfs_api_url(api: str) -> str:
-    """Multiaddr (/ip4/H/tcp/P) or URL -> http://H:P."""
-    if api.startswith("/"):
-        parts = api.strip("/").split("/")
-        if len(parts) >= 4 and parts[0] in ("ip4", "ip6", "dns", "dns4", "dns6") and parts[2] == "tcp":
-            host = f"[{parts[1]}]" if parts[0] == "ip6" else parts[1]
-            return f"http://{host}:{parts[3]}"
-        raise DevnetError(f"cannot read IPFS API address '{api}' (expected /ip4/HOST/tcp/PORT or a URL)")
-    return api.rstrip("/")
+    """Multiaddr (/ip4/H/tcp/P) or URL -> http://H:P (gpumesh.ipfs.apiaddr reads it)."""
+    from gpumesh.ipfs.apiaddr import parse_api
+
+    return parse_api(api).url
 
 
 def ipfs_reachable(api: str, timeout: float = 2.0) -> bool:

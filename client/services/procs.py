@@ -1,18 +1,18 @@
-"""Child processes for the devnet: finding toolchain binaries, checking ports, spawning detached
-daemons with a log file, waiting for readiness, and stopping them so that nothing is left behind."""
+"""Child processes for the devnet: finding toolchain binaries, choosing ports (with
+gpumesh.client.chain.anvil's free_port / port_is_free), spawning detached daemons with a log file,
+waiting for readiness, and stopping them so that nothing is left behind."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gpumesh.client.chain.anvil import free_port, port_is_free
 from gpumesh.client.core.errors import ClientError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,24 +33,6 @@ def find_tool(name: str, override: str | None = None) -> Path:
         if c and Path(c).exists() and os.access(c, os.X_OK):
             return Path(c)
     raise ProcessError(f"{name} not found: run `make setup` (npm ci installs Foundry) or put {name} on PATH")
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def choose_port(wanted: int, what: str, hint: str) -> int:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpumesh.client.chain.anvil import start_anvil
-from gpumesh.client.cli.context import cli_state
-from gpumesh.client.cli.main import main
 from gpumesh.client.services.accounts import dev_account
+from tests.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -28,14 +27,7 @@ def anvil():
 
 @pytest.fixture()
 def gm(tmp_path, capsys):
-    def run(*args: str, code: int = 0):
-        cli_state._settings = None
-        rc = main(["--home", str(tmp_path / "home"), *args])
-        out, err = capsys.readouterr()
-        assert rc == code, (rc, out, err)
-        return out, err
-
-    return run
+    return lambda *args, code=0: run_cli(capsys, tmp_path / "home", *args, code=code)
 
 
 def test_forge_script_route_then_from_broadcast(anvil, gm, tmp_path):
