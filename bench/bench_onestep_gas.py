@@ -47,7 +47,7 @@ from gpumesh.client.core.ops.rules import (
 )
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, SlotKind, SlotRef, TensorType
 from gpumesh.node.dispute.int8_prover import JobInputs, SlotSource, encode_proofs
-from gpumesh.node.runtime.randprog import OpCase, _case, exp_table
+from gpumesh.node.runtime.randprog import OpCase, _case, exp_table, rope_table
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS, OPS, WEIGHTS = 1024, 1024, 64
@@ -163,7 +163,24 @@ def transformer_cases() -> dict[str, tuple[OpCase, int]]:
         "gather [131072,768] table, id = V": (_case(Opcode.GATHER, [ids, emb], [ids_arr, emb_arr]), 255 * 768 + 5),
         **_softmax_cases(),
         **_layernorm_cases(),
+        **_rope_cases(),
     }
+
+
+def _rope_cases() -> dict[str, tuple[OpCase, int]]:
+    """rope over 8 heads x 4,096 positions at head sizes 64 and 128 (the last element: second half,
+    position 4,095), and one generated token at position 8,191 (T = 1, off = 8,191)."""
+    req = Requant(ReqMode.PER_TENSOR, 1 << 15, 30, 0, -128, 127)
+    out = {}
+    for dd in (64, 128):
+        x, tab = TensorType(I8, (8, 4096, dd)), TensorType(I32, (8192, dd // 2, 2))
+        tab_arr = rope_table(8192, dd)
+        out[f"rope [8,4096,{dd}] pos 4095"] = (_case(Opcode.ROPE, [x, tab], [_arr(f"r{dd}", x), tab_arr], x_zp=0,
+                                                     off=0, requant=req), x.count - 1)
+        one = TensorType(I8, (8, 1, dd))
+        out[f"rope [8,1,{dd}] KV-cache pos 8191"] = (_case(Opcode.ROPE, [one, tab], [_arr(f"g{dd}", one), tab_arr],
+                                                          x_zp=0, off=8191, requant=req), one.count - 1)
+    return out
 
 
 def _layernorm_cases() -> dict[str, tuple[OpCase, int]]:
@@ -284,7 +301,14 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
         return _case(Opcode.GATHER, [ids, emb], [a, _big("emb", emb)])
 
     srow = TensorType(I8, (64, 16384))
+    # rope at its leaf bound: D = 186,368 (x[k .. k + D/2] is 93,185 bytes), both tensors ~2^28 bytes;
+    # the element whose span starts on a leaf's last byte
+    rx, rt = TensorType(I8, (4, 360, 186368)), TensorType(I32, (360, 93184, 2))
+    r0 = (rx.count // 186368 - 1) * 186368
+    rk = next(k for k in range(93184) if (r0 + k) % LEAF_BYTES == LEAF_BYTES - 1)
     return {
+        "rope D=186368 (96 leaves)": (lambda: _case(Opcode.ROPE, [rx, rt], [_big("rx", rx), _big("rt", rt)], x_zp=1,
+                                                    off=0, requant=req), r0 + rk),
         f"matmul K={k} int8 (B transposed)": (lambda: _case(Opcode.MATMUL, [ma, mb], [_big("x", ma), _big("w", mb)],
                                                             ta=0, tb=1, za=-5, zb=3, requant=req), 8190 * 4096 + 4095),
         "matmul B by column, 96 leaves": (lambda: _case(Opcode.MATMUL, [sa, sb], [_big("x", sa), _big("w", sb)],

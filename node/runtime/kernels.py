@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from gpumesh.client.core.ops.rules import chunk_geometry, matmul_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
+from gpumesh.node.runtime import kernels_pos
 from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, I32_MAX, I32_MIN, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
 
@@ -444,6 +445,8 @@ def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         return _softmax(d, x, y)
     if op == Opcode.LAYERNORM:
         return _layernorm(d, x, y, xs[2])
+    if op == Opcode.ROPE:
+        return kernels_pos.rope(d, x, y)
     if op == Opcode.LUT:  # y[i] = T[x[i] + 128]
         return y[x.to(torch.int64) + 128]
     if op == Opcode.GATHER:  # rows of the table; an id outside [0, V) gives a zero row
@@ -625,7 +628,7 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == Opcode.SUMREQUANT:
         q = d.requant
         return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE):
         return _transformer_op(d, xs)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u

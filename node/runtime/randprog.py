@@ -177,6 +177,8 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         return _softmax_case(draw, max_dim)
     if op == Opcode.LAYERNORM:
         return _layernorm_case(draw, max_dim)
+    if op == Opcode.ROPE:
+        return _rope_case(draw, max_dim)
     raise ValueError(op)
 
 
@@ -255,3 +257,32 @@ def _layernorm_case(draw: Draw, max_dim: int) -> OpCase:
     return _case(Opcode.LAYERNORM, [TensorType(I8, shape), TensorType(I8, (dd,)), TensorType(I32, (dd,))],
                  [x, values(draw, (dd,), I8), values(draw, (dd,), I32)], x_zp=draw(-128, 127), rms=draw(0, 1),
                  eps=min(eps, 2**32 - 1), requant=requant_params(draw, ReqMode.PER_TENSOR))
+
+
+def rope_table(positions: int, dd: int, base: float = 10000.0) -> np.ndarray:
+    """rope's int32 [P, D/2, 2] table of round(2^15 cos), round(2^15 sin) of the angle
+    p * base^(-2k/D) (Llama / GPT-NeoX frequencies; docs/protocol.md 2.2.3)."""
+    ang = np.arange(positions)[:, None] * base ** (-2.0 * np.arange(dd // 2) / dd)[None, :]
+    return np.round(32768.0 * np.stack([np.cos(ang), np.sin(ang)], axis=-1)).astype(np.int32)
+
+
+def _rope_case(draw: Draw, max_dim: int) -> OpCase:
+    """rope over [.., T, D] (D even, up to 8*max_dim), a real table or an arbitrary int32 one
+    (entries beyond +-2^15: the op clamps them), position offsets 0, small or up to the table's end."""
+    I8, I32 = DType.INT8, DType.INT32
+    dd = 2 * draw(1, 4 * max_dim)
+    shape = tuple(draw(1, 3) for _ in range(draw(0, 2))) + (draw(1, max_dim), dd)
+    x = values(draw, shape, I8)
+    extra = (0, draw(0, 3), draw(0, 40))[draw(0, 2)]
+    p = shape[-2] + extra
+    off = draw(0, extra)
+    kind = draw(0, 2)
+    if kind == 0:
+        table = rope_table(p, dd, (10000.0, 500000.0, 10.0)[draw(0, 2)])
+    elif kind == 1:
+        table = values(draw, (p, dd // 2, 2), I32)
+    else:
+        table = np.full((p, dd // 2, 2), (-(2**31), 2**31 - 1, 1 << 15, -(1 << 15))[draw(0, 3)], dtype=np.int32)
+    return _case(Opcode.ROPE, [TensorType(I8, shape), TensorType(I32, (p, dd // 2, 2))], [x, table],
+                 x_zp=draw(-128, 127), off=off, requant=requant_params(draw, ReqMode.PER_TENSOR) if draw(0, 1)
+                 else Requant(ReqMode.PER_TENSOR, draw(1 << 14, 1 << 15), 30, draw(-8, 8), -128, 127))

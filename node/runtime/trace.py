@@ -55,17 +55,25 @@ def element_proof(bundle: ProgramBundle, trace: Trace, op_index: int, element: i
     weight_roots = [merkle.tensor_root(bundle.weight_bytes[w.name]) for w in prog.weights]
     openings = []
     chunks = []
-    for r in element_ranges(d, element):
-        s = d.inputs[r.input]
+
+    def slot_bytes(k: int) -> bytes:
+        s = d.inputs[k]
         if s.kind == SlotKind.WEIGHT:
-            data = bundle.weight_bytes[prog.weights[s.index].name]
+            return bundle.weight_bytes[prog.weights[s.index].name]
+        return trace.unit_input if s.kind == SlotKind.UNIT_INPUT else trace.outputs[s.index]
+
+    # gather's table range follows from its id's bytes: the reader gives them from the same slots
+    for r in element_ranges(d, element, lambda k, a, b: slot_bytes(k)[a:b]):
+        s = d.inputs[r.input]
+        data = slot_bytes(r.input)
+        if s.kind == SlotKind.WEIGHT:
             levels = merkle.tensor_levels(data)
             root_proof = _roots_proof(weight_roots, s.index)
         elif s.kind == SlotKind.UNIT_INPUT:
-            data, levels = trace.unit_input, merkle.tensor_levels(trace.unit_input)
+            levels = merkle.tensor_levels(data)
             root_proof = _roots_proof(unit_input_roots, unit_index) if unit_input_roots else ()
         else:
-            data, levels = trace.outputs[s.index], trace.levels[s.index]
+            levels = trace.levels[s.index]
             root_proof = _roots_proof(list(trace.roots), s.index)
         first, last = r.start // LEAF_BYTES, -(-r.end // LEAF_BYTES)
         proof = merkle.range_proof(data, first, last, levels)

@@ -22,7 +22,7 @@ from gpumesh.client.core import merkle
 from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.ops.reference import compute_element, element_ranges
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
-from gpumesh.node.runtime.randprog import OpCase, _case, exp_table, random_case
+from gpumesh.node.runtime.randprog import OpCase, _case, exp_table, random_case, rope_table
 
 HERE = Path(__file__).resolve().parent
 RANDOM_CASES = 5
@@ -131,7 +131,29 @@ def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
             Opcode.GATHER, [TensorType(I32, (6,)), tab], [ids, _arr(np.arange(15).reshape(5, 3) + 1, tab.shape)]))],
         Opcode.SOFTMAX: _softmax_edges(),
         Opcode.LAYERNORM: _layernorm_edges(),
+        Opcode.ROPE: _rope_edges(),
     }
+
+
+def _rope_edges() -> list[tuple[str, OpCase]]:
+    """rope: a, b = +-255 (all 127 / all -128 with x_zp -128 / 127) against table entries of
+    +-2^15 and beyond (clamped: int32 min and max), so |acc| reaches 2 * 255 * 2^15; a real table
+    (Llama frequencies) of 1,030 positions read at offset 1,024 up to its last row; heads [2, 3, 4, 8]."""
+    I8, I32 = DType.INT8, DType.INT32
+    x = TensorType(I8, (4, 8))
+    rows = np.array([[127] * 8, [-128] * 8, [127] * 4 + [-128] * 4, list(range(-4, 4))])
+    ext = np.array([[2**15, 2**15], [-(2**15), 2**15], [2**31 - 1, -(2**31)], [2**15 + 1, -(2**15) - 1]])
+    tab = np.broadcast_to(ext[:, None, :], (4, 4, 2)).astype(np.int32)
+    req = Requant(ReqMode.PER_TENSOR, 1, 17, 0, -128, 127)
+    heads = TensorType(I8, (2, 3, 4, 8))
+    real = rope_table(1030, 8)
+    return [(f"pairs at +-255 against entries +-2^15 and beyond (clamped), x_zp {zp}",
+             _case(Opcode.ROPE, [x, TensorType(I32, (4, 4, 2))], [_arr(rows, x.shape), tab], x_zp=zp, off=0,
+                   requant=req)) for zp in (-128, 127)] + [
+            ("heads [2,3,4,8], a real table of 1,030 positions at offset 1,026 (its last rows)",
+             _case(Opcode.ROPE, [heads, TensorType(I32, real.shape)],
+                   [_arr(np.arange(192).reshape(heads.shape) % 255 - 127, heads.shape), real], x_zp=-1, off=1026,
+                   requant=Requant(ReqMode.PER_TENSOR, 1 << 15, 30, 2, -128, 127)))]
 
 
 def _layernorm_edges() -> list[tuple[str, OpCase]]:
@@ -226,6 +248,10 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         return _case(Opcode.LAYERNORM, [TensorType(I8, (2, n)), TensorType(I8, (n,)), TensorType(I32, (n,))], [],
                      out=TensorType(I8, (2, n)), x_zp=0, rms=0, eps=eps, requant=req)
 
+    def rope(t, dd, off, p):
+        return _case(Opcode.ROPE, [TensorType(I8, (2, t, dd)), TensorType(I32, (p, dd // 2, 2))], [],
+                     out=TensorType(I8, (2, t, dd)), x_zp=0, off=off, requant=req)
+
     def smax(n):
         return _case(Opcode.SOFTMAX, [TensorType(I8, (2, n)), TensorType(I32, (256,))], [], causal=1, off=0)
 
@@ -279,6 +305,12 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("layernorm row of 16385", lnorm(16385, 1), 11),
         ("layernorm eps * D^3 = 2^61 (D = 8192, eps = 2^22)", lnorm(8192, 1 << 22), 0),
         ("layernorm eps * D^3 above 2^61 (D = 8192, eps = 2^22 + 1)", lnorm(8192, (1 << 22) + 1), 8),
+        ("rope D = 186,368: x[k .. k + D/2] is 93 + 3 leaves", rope(1, 186368, 0, 1), 0),
+        ("rope D = 186,370: 97 leaves", rope(1, 186370, 0, 1), 11),
+        ("rope positions T + off = P (T = 16, off = 4080, P = 4096)", rope(16, 64, 4080, 4096), 0),
+        ("rope positions T + off = P + 1", rope(16, 64, 4081, 4096), 8),
+        ("rope D odd", _case(Opcode.ROPE, [TensorType(I8, (2, 4, 7)), TensorType(I32, (4, 3, 2))], [],
+                             out=TensorType(I8, (2, 4, 7)), x_zp=0, off=0, requant=req), 7),
         ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
                                                      requant=req), 0),
         ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],

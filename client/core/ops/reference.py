@@ -64,7 +64,7 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
         if read is None:
             raise ProgramError("gather: the table range depends on the id; element_ranges needs a reader")
         return [ids, *gather_row(d, i, read(0, ids.start, ids.end))]
-    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.SOFTMAX, Opcode.LAYERNORM):
+    if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE):
         return _transformer_ranges(d, i)
     if op == Opcode.LINEAR:
         k, nn = x.shape[-1], d.out.shape[-1]
@@ -141,7 +141,8 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
 
 def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
     """matmul: row m of A and column n of B (contiguous, or strided by M / N when that operand is
-    stored the other way round); lut: the element and the whole table; mul: the element of each."""
+    stored the other way round); lut: the element and the whole table; mul: the element of each;
+    layernorm, softmax: the row and the parameters; rope: the pair's span and its (cos, sin) pair."""
     if d.opcode == Opcode.MATMUL:
         _, m, k, n, ta, tb = matmul_geometry(d)
         bi, rest = divmod(i, m * n)
@@ -156,6 +157,11 @@ def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
         dd = d.out.shape[-1]
         k = i % dd
         return [ByteRange(0, i - k, i - k + dd), ByteRange(1, k, k + 1), ByteRange(2, 4 * k, 4 * k + 4)]
+    if d.opcode == Opcode.ROPE:  # x[r, k] .. x[r, k + D/2] and the (cos, sin) pair of (t + off, k)
+        dd = d.out.shape[-1]
+        h, r0, p = dd // 2, i - i % dd, (i // dd) % d.out.shape[-2] + d.attr("off")
+        k = i % h
+        return [ByteRange(0, r0 + k, r0 + k + h + 1), ByteRange(1, 8 * (p * h + k), 8 * (p * h + k) + 8)]
     if d.opcode == Opcode.SOFTMAX:  # the element's row and the whole int32 [256] exp table
         length = d.out.shape[-1]
         r0 = i - i % length
@@ -200,6 +206,18 @@ def layernorm_z(row: list[int], k: int, x_zp: int, rms: int, eps: int) -> int:
     if sigma == 0:
         return 0
     return (2 * c[k] * math.isqrt(dd << 24) + sigma) // (2 * sigma)
+
+
+#: rope: the fixed point of the (cos, sin) table, whose entries are clamped to [-2^15, 2^15].
+ROPE_ONE = 1 << 15
+
+
+def rope_element(a: int, b: int, cos: int, sin: int, second: bool) -> int:
+    """The rotated accumulator of pair (a, b) = (x[k] - x_zp, x[k + D/2] - x_zp) (docs/protocol.md
+    2.2.3): first half a c - b s, second half b c + a s, with c, s the table entries clamped to
+    [-2^15, 2^15] (|acc| <= 2 * 255 * 2^15 < 2^24)."""
+    c, s = (min(max(v, -ROPE_ONE), ROPE_ONE) for v in (cos, sin))
+    return b * c + a * s if second else a * c - b * s
 
 
 def gather_id_range(d: OpDescriptor, i: int) -> ByteRange:
@@ -295,6 +313,10 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
     if op == Opcode.LAYERNORM:
         z = layernorm_z(from_le(chunks[0], 1), i % d.out.shape[-1], d.attr("x_zp"), d.attr("rms"), d.attr("eps"))
         return _req(d, wrap32(z * from_le(chunks[1], 1)[0] + from_le(chunks[2], 4)[0]), None)
+    if op == Opcode.ROPE:
+        xs, zp, h = from_le(chunks[0], 1), d.attr("x_zp"), d.out.shape[-1] // 2
+        cos, sin = from_le(chunks[1], 4)
+        return _req(d, rope_element(xs[0] - zp, xs[h] - zp, cos, sin, i % (2 * h) >= h), None)
     if op == Opcode.SOFTMAX:
         length = d.out.shape[-1]
         n = softmax_unmasked(length, d.out.shape[-2], i // length, d.attr("causal"), d.attr("off"))

@@ -49,7 +49,7 @@ def window_out(size: int, k: int, s: int, p: int, what: str) -> int:
 
 def n_inputs(desc_op: Opcode, req_mode: ReqMode | None) -> int:
     base = {Opcode.LINEAR: 3, Opcode.ADD: 2, Opcode.MATMUL: 2, Opcode.LUT: 2, Opcode.MUL: 2,
-            Opcode.GATHER: 2, Opcode.SOFTMAX: 2, Opcode.LAYERNORM: 3}.get(desc_op, 1)
+            Opcode.GATHER: 2, Opcode.SOFTMAX: 2, Opcode.LAYERNORM: 3, Opcode.ROPE: 2}.get(desc_op, 1)
     return base + (1 if req_mode == ReqMode.PER_CHANNEL else 0)
 
 
@@ -166,7 +166,7 @@ def _chunked_out(d: OpDescriptor, x: TensorType, mode: ReqMode | None) -> Tensor
     return TensorType(I8, x.shape[:-1])
 
 
-_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM)
+_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE)
 #: layernorm: eps * D^3 <= 2^61 keeps V = Q + eps * D^3 below 2^62 (docs/protocol.md 2.2.2).
 MAX_LN_EPS_TERM = 1 << 61
 #: Rows of a gather table (an LLM vocabulary); the 2^28-byte tensor limit bounds V * D as well.
@@ -215,6 +215,8 @@ def _transformer_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None)
               f"and beta int32 [D], got {t[0]}, {t[1]} and {t[2]}")
         _need(d.attr("eps") * dd**3 <= MAX_LN_EPS_TERM, f"layernorm: eps * D^3 above 2^61 (D = {dd})")
         return x
+    if op == Opcode.ROPE:
+        return _rope_out(d, t, mode)
     if op == Opcode.SOFTMAX:
         _need(d.attr("causal") in (0, 1), "softmax: causal must be 0 or 1")
         _need(x.dtype == I8 and 2 <= len(x.shape) <= 4 and t[1] == TensorType(I32, (256,)),
@@ -229,6 +231,20 @@ def _transformer_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None)
     _need(tab.dtype == I8 and len(tab.shape) == 2 and tab.shape[0] <= MAX_GATHER_ROWS,
           f"gather: the table must be int8 [V, D] with V <= {MAX_GATHER_ROWS}, got {tab}")
     return TensorType(I8, (*x.shape, tab.shape[1]))
+
+
+def _rope_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None) -> TensorType:
+    """rope: x int8 [.., T, D] (rank 2..4, D even), the (cos, sin) table int32 [P, D/2, 2] a weight,
+    positions t + off < P for every row (docs/protocol.md 2.2.3)."""
+    x, cs = t
+    _need(mode == ReqMode.PER_TENSOR, "rope: requant must be per_tensor")
+    _need(x.dtype == I8 and 2 <= len(x.shape) <= 4 and x.shape[-1] % 2 == 0,
+          f"rope: x must be int8 [.., T, D] of rank 2..4 with D even, got {x}")
+    _need(cs.dtype == I32 and len(cs.shape) == 3 and cs.shape[1:] == (x.shape[-1] // 2, 2),
+          f"rope: the table must be int32 [P, D/2, 2] of (cos, sin) pairs, got {cs} for D = {x.shape[-1]}")
+    _need(x.shape[-2] + d.attr("off") <= cs.shape[0], f"rope: positions up to T + off = "
+          f"{x.shape[-2] + d.attr('off')} above the table's P = {cs.shape[0]} rows")
+    return x
 
 
 def _qp_check(d: OpDescriptor, channels: int) -> None:
@@ -292,6 +308,8 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
         return range_leaves(4) + range_leaves(1), 0
     if op == Opcode.LAYERNORM:  # the row (one scan: sum and sum of squares), gamma[k], beta[k]
         return range_leaves(x.shape[-1]) + range_leaves(1) + range_leaves(4), x.shape[-1]
+    if op == Opcode.ROPE:  # x[r, k .. k + D/2] (one range, both ends used) and the (cos, sin) pair
+        return range_leaves(x.shape[-1] // 2 + 1) + range_leaves(8), 0
     if op == Opcode.SOFTMAX:  # the element's whole row (scanned once) and the 1 KiB exp table
         return range_leaves(x.shape[-1]) + range_leaves(1024), x.shape[-1]
     return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element

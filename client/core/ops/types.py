@@ -77,6 +77,7 @@ class Opcode(IntEnum):
     GATHER = 0x12
     SOFTMAX = 0x13
     LAYERNORM = 0x14
+    ROPE = 0x15
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -88,7 +89,7 @@ class Opcode(IntEnum):
 
 #: Opcodes whose attributes carry a REQ block.
 REQ_OPS = (Opcode.LINEAR, Opcode.REQUANT, Opcode.AVGPOOL, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.MUL,
-           Opcode.LAYERNORM)
+           Opcode.LAYERNORM, Opcode.ROPE)
 
 
 class ReqMode(IntEnum):
@@ -242,6 +243,7 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.GATHER: ("", ()),
     Opcode.SOFTMAX: ("BI", ("causal", "off")),
     Opcode.LAYERNORM: ("bBI" + _REQ_FMT, ("x_zp", "rms", "eps", *_REQ_FIELDS)),
+    Opcode.ROPE: ("bI" + _REQ_FMT, ("x_zp", "off", *_REQ_FIELDS)),
 }
 
 

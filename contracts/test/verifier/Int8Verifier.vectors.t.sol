@@ -114,10 +114,16 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("layernorm");
     }
 
+    /// @notice Rope: pairs at +-255 against (cos, sin) entries of +-2^15 and beyond (clamped),
+    ///         a real table read at a position offset up to its last row, heads [2, 3, 4, 8].
+    function test_Vectors_Rope() public view {
+        _all("rope");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[20] memory ops = [
+        string[21] memory ops = [
             "linear",
             "requant",
             "add",
@@ -137,7 +143,8 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "mul",
             "gather",
             "softmax",
-            "layernorm"
+            "layernorm",
+            "rope"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

@@ -20,7 +20,7 @@ from web3.exceptions import ContractLogicError
 from gpumesh.client.core.constants import LEAF_BYTES
 from gpumesh.client.core.merkle import range_proof
 from gpumesh.client.core.ops.rules import check_descriptor
-from gpumesh.client.core.ops.types import DType, Opcode, OpDescriptor, TensorType, attr_size
+from gpumesh.client.core.ops.types import DType, Opcode, OpDescriptor, ReqMode, Requant, TensorType, attr_size
 from gpumesh.node.dispute.int8_prover import StepContext, encode_proofs
 from gpumesh.node.runtime.randprog import _case, exp_table, random_case
 
@@ -53,7 +53,8 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
 #: Random cases per transformer op (0x0F-0x12) in test_verifier_equals_reference; the issue-#13 run
 #: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
-TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM)
+TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM,
+                   Opcode.ROPE)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
@@ -219,3 +220,31 @@ def test_softmax_row_of_4096(verifier):
         for v, want in ((ref, True), (ref - 1 if ref > -128 else ref + 1, False)):
             leaf, li = leaf_with(e, DType.INT8, v, b"\x00")
             assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is want
+
+
+@pytest.mark.parametrize("x_zp", [-128, 127])
+def test_rope_extremes_every_element(verifier, x_zp):
+    """rope's extremes through eth_call, every element (docs/protocol.md 2.2.3): pairs at +-255
+    against (cos, sin) entries of +-2^15 and beyond (clamped), a real table read at an offset up to
+    its last row; the reference value is accepted and a neighbour refused."""
+    x, t = TensorType(DType.INT8, (2, 4, 8)), TensorType(DType.INT32, (6, 4, 2))
+    rows = np.array([[127] * 8, [-128] * 8, [127] * 4 + [-128] * 4, [-128] * 4 + [127] * 4] * 2).reshape(x.shape)
+    table = np.array([(2**15, 2**15), (-(2**15), 2**15), (2**31 - 1, -(2**31)), (2**15 + 1, -(2**15) - 1),
+                      (0, 2**15), (2**15, 0)], dtype=np.int32)[:, None, :].repeat(4, axis=1)
+    for off in (0, 2):
+        case = _case(Opcode.ROPE, [x, t], [rows.astype(np.int8), table], x_zp=x_zp, off=off,
+                     requant=Requant(ReqMode.PER_TENSOR, 1, 17, 0, -128, 127))
+        p = place(case)
+        desc = p.desc.encode()
+        for e in range(p.desc.out.count):
+            blob = encode_proofs(p.desc, e, p.source)
+            ref = p.reference(e)
+            for v, want in ((ref, True), (ref - 1 if ref > -128 else ref + 1, False)):
+                leaf, li = leaf_with(e, DType.INT8, v, b"\x00")
+                assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is want
+        # x_zp -128, row 0 (all 127: a = b = 255) at position 0 (c = s = 2^15): a c - b s = 0 and
+        # b c + a s = 255 * 2^16, / 2^17 = 127.5 rounded half up, saturating at 127; x_zp 127, row 1
+        # (all -128: a = b = -255) at position 1 (c = -2^15, s = 2^15): the halves swap roles
+        if off == 0:
+            e0, want = (0, [0, 127]) if x_zp == -128 else (8, [127, 0])
+            assert [p.reference(e) for e in (e0, e0 + 4)] == want

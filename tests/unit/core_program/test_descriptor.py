@@ -152,11 +152,12 @@ def test_step_bounds_vectors(case):
         leaves, scanned = step_reads(d)
         assert leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
         return
-    # reason 8: linear's or matmul's K above MAX_K, a chunk length outside [1, K], or layernorm's
-    # eps * D^3 above 2^61; 7: a gather
-    # table above MAX_GATHER_ROWS
-    limit = {7: f"with V <= {MAX_GATHER_ROWS}",
-             8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, |eps \\* D\\^3 above 2\\^61)",
+    # reason 8: linear's or matmul's K above MAX_K, a chunk length outside [1, K], layernorm's
+    # eps * D^3 above 2^61 or rope's positions past its table; 7: a gather table above
+    # MAX_GATHER_ROWS, rope's odd D
+    limit = {7: f"(with V <= {MAX_GATHER_ROWS}|with D even)",
+             8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, |eps \\* D\\^3 above 2\\^61"
+                "|T \\+ off = \\d+ above the table's P)",
              11: "above the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
     with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*{limit}") as e:
         check_descriptor(d)

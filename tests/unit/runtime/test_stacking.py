@@ -39,7 +39,7 @@ def test_op_on_stacked_inputs_equals_one_by_one(op, data):
     case = random_case(draw, op)
     d = case.desc
     const = CONST_INPUTS.get(d.opcode, ())
-    if d.opcode in (Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
+    if d.opcode in (Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE):
         const = (1, 2)  # the table is always a weight, never stacked (stack_blocker keeps such programs per unit)
     dyn = [i for i in range(len(d.inputs)) if i not in const]
     sets = [list(case.inputs)]

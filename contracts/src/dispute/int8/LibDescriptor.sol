@@ -36,7 +36,8 @@ library LibDescriptor {
     uint256 internal constant OP_GATHER = 0x12;
     uint256 internal constant OP_SOFTMAX = 0x13;
     uint256 internal constant OP_LAYERNORM = 0x14;
-    uint256 internal constant OP_LAST = OP_LAYERNORM;
+    uint256 internal constant OP_ROPE = 0x15;
+    uint256 internal constant OP_LAST = OP_ROPE;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -95,7 +96,8 @@ library LibDescriptor {
     uint256 internal constant A_TA = 7;
     uint256 internal constant A_TB = 8;
     uint256 internal constant A_ZB = 9;
-    // softmax: causal at A_CAUSAL, the position offset at A_OFF.
+    // softmax: causal at A_CAUSAL, the position offset at A_OFF. rope: x_zp at A_XZP, the REQ
+    // block, the position offset at A_OFF.
     uint256 internal constant A_CAUSAL = 0;
     uint256 internal constant A_OFF = 7;
     // layernorm: x_zp at A_XZP, the REQ block, rms at A_RMS, eps at A_EPS.
@@ -166,7 +168,7 @@ library LibDescriptor {
         if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
         if (op == OP_REQUANT || op == OP_SUMREQUANT) return 9;
         if (op == OP_CHUNKMAX || op == OP_CHUNKSUM || op == OP_SOFTMAX) return 5;
-        if (op == OP_ADD) return 14;
+        if (op == OP_ADD || op == OP_ROPE) return 14;
         if (op == OP_MATMUL) return 13;
         if (op == OP_MUL) return 11;
         if (op == OP_LAYERNORM) return 15;
@@ -211,7 +213,7 @@ library LibDescriptor {
 
     /// @notice Decode the fields of `d` (length, opcode, slots, canonical types, attributes and the
     ///         REQ mode) without the op's typing rules: `decode` adds them for 0x01-0x0E,
-    ///         LibTransformer.check for 0x0F-0x14.
+    ///         LibTransformer.check for 0x0F-0x15.
     function decodeFields(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
@@ -280,6 +282,11 @@ library LibDescriptor {
             a[A_RMS] = int256(_u8(d, o + 1));
             a[A_EPS] = int256(_u32(d, o + 2));
             _req(d, o + 6, a);
+        } else if (op == OP_ROPE) {
+            // x_zp i8, off u32, REQ (14 bytes)
+            a[A_XZP] = _i8(d, o);
+            a[A_OFF] = int256(_u32(d, o + 1));
+            _req(d, o + 5, a);
         } else if (op == OP_SOFTMAX) {
             // causal u8, off u32 (5 bytes)
             a[A_CAUSAL] = int256(_u8(d, o));
@@ -431,7 +438,7 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
-        // 0x0F-0x14 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
+        // 0x0F-0x15 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
         _need(op < OP_MATMUL, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;

@@ -8,7 +8,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 /// @title LibTransformer
 /// @notice Typing rules, one-step bounds, element ranges and element semantics of the integer
-///         transformer ops 0x0F-0x14 (matmul, lut, mul, gather, softmax, layernorm; docs/protocol.md 2.2, 3.3-3.4):
+///         transformer ops 0x0F-0x15 (matmul, lut, mul, gather, softmax, layernorm, rope; docs/protocol.md 2.2, 3.3-3.4):
 ///         the twin of rules._transformer_out / step_reads and reference.element_ranges /
 ///         compute_element for these opcodes. Used only by Int8TransformerVerifier, so that
 ///         Int8Verifier's runtime code stays under EIP-170 (docs/protocol.md 5.7.1).
@@ -22,12 +22,12 @@ library LibTransformer {
 
     // ================================================================ rules (rules.py)
 
-    /// @notice Full validation of a decoded 0x0F-0x14 descriptor (rules.check_descriptor): input
+    /// @notice Full validation of a decoded 0x0F-0x15 descriptor (rules.check_descriptor): input
     ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
     function check(LD.Desc memory D) internal pure {
         uint256 op = D.opcode;
         _need(op >= LD.OP_MATMUL && op <= LD.OP_LAST, LD.R_OPCODE);
-        bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL || op == LD.OP_LAYERNORM;
+        bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL || op == LD.OP_LAYERNORM || op == LD.OP_ROPE;
         uint256 mode = hasReq ? uint256(D.a[LD.A_MODE]) : LD.MODE_NONE;
         _need(D.ins.length == (op == LD.OP_LAYERNORM ? 3 : 2) + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
         if (hasReq) LD._checkReq(D.a);
@@ -39,7 +39,9 @@ library LibTransformer {
         _need(D.out.nbytes() <= LD.MAX_TENSOR_BYTES, LD.R_TOO_LARGE);
         _need(stepLeaves(D) <= LD.MAX_STEP_LEAVES, LD.R_STEP);
         // softmax and layernorm scan their row once (5.7.8): MAX_STEP_ELEMENTS bounds its length
-        if (op >= LD.OP_SOFTMAX) _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
+        if (op == LD.OP_SOFTMAX || op == LD.OP_LAYERNORM) {
+            _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
+        }
     }
 
     /// @notice (M, K, N) of a matmul (rules.matmul_geometry): A is [.., M, K] ([.., K, M] when
@@ -67,6 +69,8 @@ library LibTransformer {
         if (op == LD.OP_LAYERNORM) {
             return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1) + LD.rangeLeaves(4);
         }
+        // rope: x[r, k .. k + D/2] (one range) and the 8-byte (cos, sin) pair
+        if (op == LD.OP_ROPE) return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1] / 2 + 1) + LD.rangeLeaves(8);
         // softmax: the element's row and the 1 KiB int32 exp table
         if (op == LD.OP_SOFTMAX) return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1024);
         return LD.rangeLeaves(4) + LD.rangeLeaves(1); // gather: the id and one byte of its row
@@ -98,6 +102,15 @@ library LibTransformer {
         // lut, gather: the table is a weight of the program
         _need(D.ins[1].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
         if (op == LD.OP_LAYERNORM) return _layernormOut(D, x, y, mode);
+        if (op == LD.OP_ROPE) {
+            // x int8 [.., T, D] with D even; the (cos, sin) table int32 [P, D/2, 2]; T + off <= P
+            _need(mode == LD.MODE_PER_TENSOR, LD.R_REQUANT);
+            uint256 dd = x.dims[x.rank - 1];
+            _need(x.dtype == LD.DT_INT8 && x.rank >= 2 && dd % 2 == 0 && y.dtype == LD.DT_INT32 && y.rank == 3
+                && y.dims[1] == dd / 2 && y.dims[2] == 2, LD.R_INPUT_TYPE);
+            _need(x.dims[x.rank - 2] + uint256(D.a[LD.A_OFF]) <= y.dims[0], LD.R_ATTR);
+            return x;
+        }
         if (op == LD.OP_SOFTMAX) {
             _need(D.a[LD.A_CAUSAL] <= 1, LD.R_ATTR);
             _need(x.dtype == LD.DT_INT8 && x.rank >= 2 && LD._is(y, LD.DT_INT32, 256, 1, 1), LD.R_INPUT_TYPE);
@@ -136,6 +149,14 @@ library LibTransformer {
             r[0] = LibInt8Ops.Range(0, i - k, i - k + dd, 0);
             r[1] = LibInt8Ops.Range(1, k, k + 1, 0);
             r[2] = LibInt8Ops.Range(2, 4 * k, 4 * k + 4, 0);
+        } else if (op == LD.OP_ROPE) {
+            // x[r, k] .. x[r, k + D/2] and the (cos, sin) pair of position t + off, column k
+            uint256 dd = D.out.dims[D.out.rank - 1];
+            uint256 h = dd / 2;
+            uint256 k = i % h;
+            uint256 p = (i / dd) % D.out.dims[D.out.rank - 2] + uint256(D.a[LD.A_OFF]);
+            r[0] = LibInt8Ops.Range(0, i - i % dd + k, i - i % dd + k + h + 1, 0);
+            r[1] = LibInt8Ops.Range(1, 8 * (p * h + k), 8 * (p * h + k) + 8, 0);
         } else if (op == LD.OP_LUT) {
             r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
             r[1] = LibInt8Ops.Range(1, 0, 256, 0);
@@ -194,6 +215,7 @@ library LibTransformer {
         int256[10] memory a = D.a;
         if (op == LD.OP_SOFTMAX) return _softmax(D, i, r[0].ptr, r[1].ptr);
         if (op == LD.OP_LAYERNORM) return _layernorm(D, i, r);
+        if (op == LD.OP_ROPE) return _rope(D, i, r[0].ptr, r[1].ptr);
         if (op == LD.OP_GATHER) return r.length == 1 ? LibInt8Ops._i8(r[0].ptr) : int256(0);
         // y = T[x + 128]: the table range is [0, 256)
         if (op == LD.OP_LUT) return LibInt8Ops._i8(r[1].ptr + uint256(LibInt8Ops._i8(r[0].ptr) + 128));
@@ -249,6 +271,23 @@ library LibTransformer {
         uint256 ej = _exp(tab, top - uint256(LibInt8Ops._i8(row + j) + 128));
         uint256 q = (512 * ej + s) / (2 * s);
         return q >= 255 ? int256(127) : int256(q) - 128;
+    }
+
+    /// @notice Rope element i (reference.rope_element, docs/protocol.md 2.2.3): a = x[r, k] - x_zp,
+    ///         b = x[r, k + D/2] - x_zp, c, s the table's pair clamped to [-2^15, 2^15]; the first
+    ///         half a c - b s, the second b c + a s (|acc| < 2^24); y = requant(acc).
+    function _rope(LD.Desc memory D, uint256 i, uint256 xp, uint256 tp) private pure returns (int256) {
+        uint256 dd = D.out.dims[D.out.rank - 1];
+        int256 zp = D.a[LD.A_XZP];
+        int256 a = LibInt8Ops._i8(xp) - zp;
+        int256 b = LibInt8Ops._i8(xp + dd / 2) - zp;
+        int256 c = _clamp15(LibInt8Ops._i32(tp));
+        int256 s = _clamp15(LibInt8Ops._i32(tp + 4));
+        return LibInt8Ops._requant(D.a, i % dd < dd / 2 ? a * c - b * s : b * c + a * s, 0);
+    }
+
+    function _clamp15(int256 v) private pure returns (int256) {
+        return v > 32768 ? int256(32768) : v < -32768 ? int256(-32768) : v;
     }
 
     function _layernormOut(LD.Desc memory D, LD.TType memory x, LD.TType memory g, uint256 mode)
