@@ -231,7 +231,7 @@ class Explorer:
                     "locked": amount(info.locked), "unbonding": amount(info.unbonding),
                     "jobs_claimed": list(f.claimed), "jobs_done": len(f.finalized), "jobs_finalized": list(f.finalized),
                     "earnings": amount(f.earnings), "rewards": amount(f.rewards), "game_income": amount(f.game_income),
-                    "slashes": len(f.slashes), "slashed": amount(f.slashed), "slash_list": list(f.slashes),
+                    "slashes": len(f.slashes), "slashed": amount(f.slashed), "slash_list": [{**s, "stake": amount(s["stake"])} for s in f.slashes],
                     "capabilities_cid": info.capabilities_cid or None, "now": self.head_time}
 
     def watchtowers(self) -> dict[str, Any]:

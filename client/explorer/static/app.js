@@ -16,7 +16,7 @@ function h(tag, attrs, ...kids) {
     if (k === "class") el.className = v;
     else el.setAttribute(k, v);
   }
-  for (const k of kids.flat()) {
+  for (const k of kids.flat(Infinity)) {
     if (k === null || k === undefined || k === false) continue;
     el.append(k instanceof Node ? k : document.createTextNode(String(k)));
   }
@@ -29,6 +29,12 @@ function span(s) {
   if (s < 3600) return `${Math.floor(s / 60)}m`;
   if (s < 86400) return `${Math.floor(s / 3600)}h` + (s % 3600 >= 60 ? String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m" : "");
   return `${Math.floor(s / 86400)}d` + (s % 86400 >= 3600 ? `${Math.floor((s % 86400) / 3600)}h` : "");
+}
+
+function clock(s) { // a chess clock to the second: 3d 11:59:59
+  const d = Math.floor(s / 86400), r = s % 86400;
+  const t = [Math.floor(r / 3600), Math.floor((r % 3600) / 60), r % 60].map((x) => String(x).padStart(2, "0")).join(":");
+  return d ? `${d}d ${t}` : t;
 }
 
 function utc(ts) {
@@ -46,6 +52,7 @@ function short(hex, n = 6) {
   return hex.length > 2 * n + 4 ? `${hex.slice(0, n + 2)}…${hex.slice(-n + 2)}` : hex;
 }
 
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 function eth(a) { return a ? `${a.eth} ETH` : "–"; }
 function addr(a, kind) {
   if (!a) return "–";
@@ -73,12 +80,13 @@ async function api(path) {
 }
 
 // ------------------------------------------------------------------ views
+const LIVE_STATES = ["Open", "Claimed", "Submitted"]; // the states whose Job.deadline is still ahead
 async function viewJobs() {
   const d = await api("/api/jobs");
   return [h("h1", {}, "Jobs ", h("small", {}, `${d.total} on this chain`)),
     table(["job", "state", "poster", "reward", "units", "deadline", "worker", "result root", "games"],
       d.jobs.map((j) => [h("a", { href: `#/job/${j.id}` }, `#${j.id}`), badge(j.state), addr(j.poster),
-        eth(j.reward), j.units, when(j.deadline), addr(j.worker, "worker"), h("span", { class: "mono" }, short(j.result_root)),
+        eth(j.reward), j.units, LIVE_STATES.includes(j.state) ? when(j.deadline) : "–", addr(j.worker, "worker"), h("span", { class: "mono" }, short(j.result_root)),
         j.games.length ? j.games.map((g) => h("a", { href: `#/game/${g}`, class: "gamelink" }, `game ${g}`)) : "–"]), "jobs")];
 }
 
@@ -106,8 +114,23 @@ async function viewJob(id) {
   out.push(h("h2", {}, "Dispute games"), gamesTable(j.game_rows));
   out.push(h("h2", {}, "Timeline"), table(["block", "time", "event", "details"],
     j.timeline.map((e) => [String(e.block), when(e.time), e.event,
-      h("span", { class: "args" }, Object.entries(e.args).filter(([k]) => k !== "jobId").map(([k, v]) => `${k}=${typeof v === "string" && v.startsWith("0x") ? short(v, 8) : v}`).join("  "))])));
+      h("span", { class: "args" }, Object.entries(e.args).filter(([k]) => k !== "jobId").map(([k, v]) => `${k}=${arg(k, v)}`).join("  "))])));
   return out;
+}
+
+const AMOUNTS = /^(reward|stake|paid|refund|amount|bond|burned|slashed|lockedStake|totalStake|unbonding)$/;
+const TIMES = /(Deadline|readyAt)$/;
+
+function weiText(w) {
+  const s = String(w).padStart(19, "0");
+  const frac = s.slice(-18).replace(/0+$/, "");
+  return `${s.slice(0, -18)}${frac ? "." + frac : ""} ETH`;
+}
+
+function arg(k, v) {
+  if (AMOUNTS.test(k) && /^\d+$/.test(String(v))) return weiText(v);
+  if (TIMES.test(k) && Number(v) > 0) return utc(Number(v));
+  return typeof v === "string" && v.startsWith("0x") ? short(v, 8) : v;
 }
 
 function gamesTable(rows) {
@@ -132,7 +155,7 @@ async function viewWorker(a) {
       ["slashes", String(w.slashes)], ["slashed", eth(w.slashed)], ["claimed", jobs(w.jobs_claimed)]]),
     h("h2", {}, "Slashes"), table(["job", "game", "stake"],
       w.slash_list.map((s) => [h("a", { href: `#/job/${s.job}` }, `#${s.job}`), h("a", { href: `#/game/${s.game}` }, `game ${s.game}`),
-        `${(Number(BigInt(s.stake) / 10n ** 12n) / 1e6)} ETH`]))];
+        eth(s.stake)]))];
 }
 
 async function viewTowers() {
@@ -169,7 +192,7 @@ function stageView(s, i) {
   const names = { unit: "Unit (result tree)", op: "Op (trace tree)", leaf: "Tensor leaf (op output tree)", element: "Element (one step)" };
   const rows = [];
   if (s.level === "element") {
-    rows.push(h("div", { class: "row" }, h("span", { class: "range" }, `elements ${s.leaf_first.toLocaleString()}–${s.leaf_last.toLocaleString()} of the leaf`),
+    rows.push(h("div", { class: "row" }, h("span", { class: "range", title: "the elements of the revealed leaf" }, `${s.leaf_first.toLocaleString()}–${s.leaf_last.toLocaleString()}`),
       bar(s.leaf_last - s.leaf_first + 1, s.final - s.leaf_first, s.final - s.leaf_first + 1, s.final)));
   } else {
     s.steps.forEach((st, k) => rows.push(h("div", { class: "row" },
@@ -181,8 +204,9 @@ function stageView(s, i) {
   if (s.level === "element") found += ` (byte ${s.byte.toLocaleString()}, ${s.width}-byte elements)`;
   if (s.data_bytes !== undefined) found += s.data_bytes === null ? " — not answered" : ` — answered with ${s.data_bytes} bytes`;
   return h("section", { class: `stage ${s.level}` },
-    h("h3", {}, h("span", { class: "step-no" }, String(i + 1)), names[s.level] || s.level, h("span", { class: "found" }, found)),
-    h("p", { class: "muted" }, s.level === "element" ? "the verifier recomputed this element on-chain" : `${s.what}: ${s.count.toLocaleString()} in all, ${Math.max(0, s.steps.length - 1)} picks`),
+    h("h3", {}, h("span", { class: "step-no" }, String(i + 1)), names[s.level] || s.level),
+    h("p", { class: "found" }, found),
+    h("p", { class: "muted" }, s.level === "element" ? "the verifier recomputed this element on-chain" : `${s.what}: ${s.count.toLocaleString()} in all, ${plural(s.steps.length - 1, "pick")}`),
     rows);
 }
 
@@ -196,13 +220,13 @@ async function viewGame(id) {
       ["moves", `${g.moves_by_side.worker} by the worker, ${g.moves_by_side.challenger} by the challenger`],
       ["gas", g.gas_total.toLocaleString()],
       ["phase now", `${g.live.phase}` + (res ? "" : `, ${g.live.turn} to move`)],
-      ["clocks left", `worker ${span(g.live.clocks.worker)}, challenger ${span(g.live.clocks.challenger)} (of ${span(g.clock_seconds)})`],
+      ["clocks left", `worker ${clock(g.live.clocks.worker)}, challenger ${clock(g.live.clocks.challenger)} (of ${clock(g.clock_seconds)} each)`],
       !res && g.live.deadline && ["mover's clock runs out", when(g.live.deadline)]]),
     h("h2", {}, "Bisection path"), h("div", { class: "path" }, g.path.map(stageView)),
     h("h2", {}, "Moves"),
     table(["#", "side", "move", "phase", "what", "gas", "time taken", "worker clock", "challenger clock", "block"],
       g.moves.map((m) => [String(m.n), badge(m.side), m.action, m.phase, m.resolves ? [m.text, " ", badge(`${m.resolves.outcome} (${m.resolves.reason})`)] : m.text,
-        m.gas.toLocaleString(), span(m.used_seconds), span(m.clock_left.worker), span(m.clock_left.challenger), String(m.block)]), "moves")];
+        m.gas.toLocaleString(), span(m.used_seconds), clock(m.clock_left.worker), clock(m.clock_left.challenger), String(m.block)]), "moves")];
   return out;
 }
 
