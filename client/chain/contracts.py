@@ -15,12 +15,15 @@ from gpumesh.client.core.errors import ChainError
 
 
 def connect(rpc_url: str, deployment: Deployment | None = None, timeout: float = 10.0):
-    """A Web3 for `rpc_url`; checks the chain id against the deployment and that the market exists."""
-    from web3 import HTTPProvider, Web3
+    """A Web3 for `rpc_url` (http(s):// or ws(s)://, counted: gpumesh.client.chain.provider); checks the
+    chain id against the deployment and that the market exists."""
+    from gpumesh.client.chain.provider import make_web3
 
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    w3 = make_web3(rpc_url, timeout)
     try:
         chain_id = w3.eth.chain_id
+    except ChainError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any transport error means "unreachable"
         raise ChainError(f"RPC at {rpc_url} is unreachable ({type(exc).__name__})") from None
     if deployment is not None:
@@ -133,6 +136,23 @@ class JobMarketClient(_Base):
     def post_job(self, spec: JobSpec, reward: int) -> tuple[JobId, TxResult]:
         res = self._transact("postJob", spec.as_tuple(), value=reward)
         return JobId(res.event("JobPosted")["jobId"]), res
+
+    def post_jobs(self, specs: list[JobSpec], rewards: list[int]) -> tuple[list[JobId], TxResult]:
+        """The shards of one job in one transaction (postJobs): their consecutive ids, in order."""
+        res = self._transact("postJobs", [s.as_tuple() for s in specs], [int(r) for r in rewards],
+                             value=sum(int(r) for r in rewards))
+        ev = res.event("JobsPosted")
+        first = int(ev["firstJobId"])
+        return [JobId(first + i) for i in range(int(ev["count"]))], res
+
+    def shard_group(self, first_job_id: int, from_block: int = 0) -> tuple[int, str] | None:
+        """(count, poster) of the JobsPosted event that started at `first_job_id`, or None."""
+        logs = self.contract.events.JobsPosted().get_logs(
+            argument_filters={"firstJobId": int(first_job_id)}, from_block=from_block)
+        if not logs:
+            return None
+        a = logs[-1]["args"]
+        return int(a["count"]), str(a["poster"])
 
     def claim_job(self, job_id: int) -> TxResult:
         return self._transact("claimJob", int(job_id))

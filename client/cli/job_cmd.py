@@ -52,6 +52,10 @@ def post(
                                     "kept in the spec's meta (job result prints them)."),
     samples: int = typer.Option(None, "--samples", min=1, help="Real samples in the inputs (the last unit may be "
                                 "zero-padded); kept in the spec's meta."),
+    shards: int = typer.Option(None, "--shards", min=1, help="Split the units into N shards, each claimed by its own "
+                               "worker with its own stake, result, disputes and payout (one transaction posts all)."),
+    units_per_shard: int = typer.Option(None, "--units-per-shard", min=1, help="Shards of M units each (the last "
+                                        "one the rest), instead of --shards."),
     account: str = ACCOUNT_OPT,
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
@@ -67,6 +71,11 @@ def post(
                              "--inputs-root")
     elif not (spec_cid and program_root and inputs_root and units):
         raise UsageError("give --program DIR --inputs FILE, or --spec-cid, --program-root, --inputs-root and --units")
+    sharded = shards is not None or units_per_shard is not None
+    if sharded and not program:
+        raise UsageError("--shards/--units-per-shard split the units of --program/--inputs (not a --spec-cid job)")
+    if shards is not None and units_per_shard is not None:
+        raise UsageError("give --shards N or --units-per-shard M, not both")
     if spec_cid and (samples or class_names):
         raise UsageError("--samples/--class-names go into the spec that --program/--inputs write; "
                          "with --spec-cid put them in your spec's meta")
@@ -81,6 +90,10 @@ def post(
     meta: dict = {}
     if program:  # the local files first: nothing is read from the chain or uploaded for a bad input
         meta = _post_meta(program, inputs, units, samples, class_names)
+    if sharded:
+        _post_sharded(program, inputs, meta, shards, units_per_shard, reward_wei, common, claim_in,
+                      account, rpc_url, deployment, as_json)
+        return
     cs = chain_session(rpc_url, deployment, account, write=True)  # fail on the chain before uploading
     _check_against_chain(cs, reward_wei, claim_in=claim_in, **common)
     require_funds(cs.w3, cs.address, account, reward_wei, POST_GAS, "posting this job escrows the reward")
@@ -113,8 +126,57 @@ def post(
     report_tx(res, as_json, f"posted job {job_id}", **info)
 
 
+def _post_sharded(program: str, inputs: str, meta: dict, shards: int | None, units_per_shard: int | None,
+                  reward_wei: int, common: dict, claim_in: int, account, rpc_url, deployment, as_json: bool) -> None:
+    """job post --shards/--units-per-shard: reward and stake split in proportion to each shard's
+    units (stakes rounded up), the same bond, deadlines and hardware floor for every shard; one
+    postJobs transaction (docs/protocol.md 4.12)."""
+    from gpumesh.client.chain.types import JobSpec
+    from gpumesh.node.jobs.publish import publish_sharded, shard_sizes, split_amount
+    from gpumesh.node.runtime.files import load_program, load_units
+
+    prog = load_program(program).program
+    sizes = shard_sizes(len(load_units(inputs, prog)), shards=shards, units_per_shard=units_per_shard)
+    if reward_wei < len(sizes):
+        raise UsageError(f"--reward: {reward_wei} wei cannot pay {len(sizes)} shards at least 1 wei each")
+    rewards = split_amount(reward_wei, sizes)
+    stakes = split_amount(common["required_stake"], sizes, round_up=True)
+    cs = chain_session(rpc_url, deployment, account, write=True)
+    # the chain's floors hold per shard; the largest shard's stake is the strictest bond floor
+    _check_against_chain(cs, reward_wei, claim_in=claim_in, **dict(common, required_stake=max(stakes)))
+    require_funds(cs.w3, cs.address, account, reward_wei, POST_GAS_PER_SHARD * len(sizes) + POST_GAS,
+                  f"posting {len(sizes)} shards escrows the reward")
+    store = ipfs_store()
+    try:
+        pubs = publish_sharded(store, program, inputs, sizes, min_gpu_memory_mib=common["min_gpu_memory_mib"],
+                               meta=meta, samples_per_unit=_per_unit(prog)[0])
+    finally:
+        store.close()
+    now = _chain_now(cs.w3)
+    specs = [JobSpec(spec_cid=p.spec_cid, program_root=p.spec.program_root, inputs_root=p.spec.inputs_root,
+                     num_units=p.spec.num_units, claim_deadline=now + claim_in,
+                     **dict(common, required_stake=stakes[i])) for i, p in enumerate(pubs)]
+    ids, res = cs.market.post_jobs(specs, rewards)
+    from gpumesh.client.chain.types import format_eth
+
+    shards_info = [{"job_id": int(j), "units": n, "reward": r, "stake": st, "spec_cid": p.spec_cid,
+                    "inputs_root": "0x" + p.spec.inputs_root.hex()}
+                   for j, n, r, st, p in zip(ids, sizes, rewards, stakes, pubs, strict=True)]
+    info = {"job_id": int(ids[0]), "job_ids": [int(j) for j in ids], "shards": shards_info,
+            "program_cid": pubs[0].spec.program_cid, "program_root": "0x" + pubs[0].spec.program_root.hex(),
+            "units": sum(sizes)}
+    if not as_json:
+        typer.echo(f"program {info['program_cid']} (root {info['program_root']})")
+        for sh in shards_info:
+            typer.echo(f"shard job {sh['job_id']}: {sh['units']} units, reward {format_eth(sh['reward'])}, "
+                       f"stake {format_eth(sh['stake'])}, spec {sh['spec_cid']}")
+    report_tx(res, as_json, f"posted job {ids[0]}..{ids[-1]} ({len(ids)} shards; `gpumesh job result {ids[0]}` "
+              "assembles them)", **info)
+
+
 MIN_CHALLENGE_WINDOW = 120  # s: gpumesh's floor (the chain takes any window > 0)
 POST_GAS = 400_000  # gas budgeted for postJob when checking the poster's balance (the demo measured ~150k)
+POST_GAS_PER_SHARD = 160_000  # postJobs per shard (forge: 121,732 per shard at 16 shards)
 
 
 def _per_unit(program) -> tuple[int, int | None]:
@@ -486,6 +548,8 @@ def result(
     out_dir: str = typer.Option(..., "--out", "-o", help="Folder to write outputs.safetensors (and predictions.json)."),
     labels: str = typer.Option(None, "--labels", help="JSON list of the true label of each sample: prints accuracy."),
     show: int = typer.Option(20, "--show", min=0, help="Predictions to print (the file has them all)."),
+    this_shard: bool = typer.Option(False, "--this-shard", help="Of a sharded job, only this shard's outputs "
+                                    "(default: every shard, each verified against its own root, in order)."),
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
     as_json: bool = JSON_OPT,
@@ -495,7 +559,7 @@ def result(
     import json
     from pathlib import Path
 
-    from gpumesh.node.jobs.results import accuracy, fetch_result
+    from gpumesh.node.jobs.results import fetch_result, fetch_sharded_result
 
     truth = None
     if labels:
@@ -516,33 +580,66 @@ def result(
         from gpumesh.client.chain.dispute import DisputeGameClient
 
         game = DisputeGameClient(cs.w3, cs.deployment.dispute_game, from_block=cs.deployment.deploy_block)
-        res = fetch_result(store, cs.market, job, cs.deployment.deploy_block, served=game.served_data)
+        sharded = None if this_shard else fetch_sharded_result(store, cs.market, job, cs.deployment.deploy_block,
+                                                               served=game.served_data)
+        res = sharded or fetch_result(store, cs.market, job, cs.deployment.deploy_block, served=game.served_data)
     finally:
         store.close()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    if sharded is not None:
+        from gpumesh.node.jobs.outputs import outputs_bytes
+
+        (folder / "outputs.safetensors").write_bytes(outputs_bytes(sharded.outputs))
+        jobs = [cs.market.get_job(j) for j in sharded.job_ids]
+        final = all(j.state.name == "FINALIZED" for j in jobs)
+        summary = {"job_id": sharded.first_job_id, "job_ids": sharded.job_ids,
+                   "states": [j.state.label for j in jobs],
+                   "result_roots": ["0x" + r.result_root.hex() for r in sharded.shards],
+                   "outputs_cids": [r.outputs_cid for r in sharded.shards]}
+        _print_result(sharded, summary, folder, truth, final, show, as_json,
+                       f"{len(sharded.shards)} shards (jobs {sharded.job_ids[0]}..{sharded.job_ids[-1]}), each "
+                       "verified against its own on-chain result root",
+                       [] if final else [f"note: shards not final yet: "
+                                         f"{', '.join(str(j.job_id) for j in jobs if j.state.name != 'FINALIZED')}"])
+        return
+    final = job.state.name == "FINALIZED"
+    summary = {"job_id": job_id, "state": job.state.label, "result_root": "0x" + res.result_root.hex(),
+               "outputs_cid": res.outputs_cid}
+    notes = [] if final else [f"note: the job is {job.state.label}; the result can still be challenged until "
+                              f"{_when(job.deadline, cs.w3)}"]
     (folder / "outputs.safetensors").write_bytes(res.raw)
+    _print_result(res, summary, folder, truth, final, show, as_json,
+                  f"outputs {res.outputs_cid} verified against the on-chain result root 0x{res.result_root.hex()}",
+                  notes, title=f"job {job_id}")
+
+
+def _print_result(res, summary: dict, folder, truth, final: bool, show: int, as_json: bool, verified: str,
+                  notes: list[str], title: str | None = None) -> None:
+    """Write predictions.json and print (or emit as JSON) a job's verified result."""
+    import json
+
+    from gpumesh.node.jobs.results import accuracy
+
     preds = res.predictions()
     names = res.label_names()
     (folder / "predictions.json").write_text(json.dumps([int(p) for p in preds]) + "\n")
     acc = accuracy(preds, truth) if truth is not None else None
-    final = job.state.name == "FINALIZED"
-    summary = {"job_id": job_id, "state": job.state.label, "result_root": "0x" + res.result_root.hex(),
-               "outputs_cid": res.outputs_cid, "outputs_file": str(folder / "outputs.safetensors"),
-               "samples": len(preds), "predictions": [int(p) for p in preds],
-               "accuracy": None if acc is None else acc[0], "final": final}
+    summary.update({"outputs_file": str(folder / "outputs.safetensors"), "samples": len(preds),
+                    "predictions": [int(p) for p in preds], "accuracy": None if acc is None else acc[0],
+                    "final": final})
     if as_json:
         emit_json(summary)
         return
-    typer.echo(f"outputs {res.outputs_cid} verified against the on-chain result root 0x{res.result_root.hex()}")
-    if not final:
-        typer.echo(f"note: the job is {job.state.label}; the result can still be challenged until "
-                   f"{_when(job.deadline, cs.w3)}")
+    typer.echo(verified)
+    for line in notes:
+        typer.echo(line)
+    title = title or f"job {summary['job_id']}"
     rows = [(i, int(p), names[int(p)] if names and 0 <= int(p) < len(names) else "") +
             ((truth[i], "ok" if i < len(truth) and truth[i] == int(p) else "x") if truth and i < len(truth) else ())
             for i, p in enumerate(preds[:show])]
     cols = ["sample", "prediction", "label"] + (["truth", ""] if truth else [])
-    print_table(f"job {job_id}: {len(preds)} predictions (first {min(show, len(preds))})", cols, rows)
+    print_table(f"{title}: {len(preds)} predictions (first {min(show, len(preds))})", cols, rows)
     if acc is not None:
         typer.echo(f"accuracy {100 * acc[0]:.2f}% on {acc[1]} labelled samples")
     typer.echo(f"wrote {folder / 'outputs.safetensors'} and {folder / 'predictions.json'}")

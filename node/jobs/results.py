@@ -103,6 +103,63 @@ def fetch_result(store, market, job, from_block: int = 0, limits: JobLimits = Jo
     return JobResult(jid, spec, program, cid, job.result_root, outputs, raw)
 
 
+def shard_meta(spec: JobSpecDoc) -> dict | None:
+    """The spec's `shard` meta ({index, count, first_unit, units}) when the job is one shard of a
+    sharded post (node/jobs/publish.publish_sharded), else None."""
+    m = spec.meta.get("shard")
+    if isinstance(m, dict) and all(isinstance(m.get(k), int) for k in ("index", "count", "first_unit", "units")):
+        return m
+    return None
+
+
+@dataclass(frozen=True)
+class ShardedResult:
+    """Every shard of a sharded job, each verified against its OWN on-chain result root, in order."""
+
+    first_job_id: int
+    shards: tuple[JobResult, ...]
+
+    @property
+    def job_ids(self) -> list[int]:
+        return [r.job_id for r in self.shards]
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return np.concatenate([r.outputs for r in self.shards], axis=0)
+
+    def predictions(self) -> np.ndarray:
+        return np.concatenate([r.predictions() for r in self.shards])
+
+    def label_names(self) -> list[str] | None:
+        return self.shards[0].label_names()
+
+
+def fetch_sharded_result(store, market, job, from_block: int = 0, limits: JobLimits = JobLimits(),
+                         served: Callable[[int], dict[int, bytes]] | None = None) -> ShardedResult | None:
+    """When `job` is a shard (its spec says so and the chain's JobsPosted event confirms the group
+    and its poster), every shard's result, each verified against its own root; None for a job that
+    is not a shard. A shard without a usable result (not submitted yet, Slashed, Expired) stops it
+    with one error naming every such shard and its state."""
+    jid = int(job.job_id)
+    spec = load_spec(store, spec_cid_of(market, jid, from_block), jid, limits)
+    meta = shard_meta(spec)
+    if meta is None:
+        return None
+    first = jid - meta["index"]
+    group = market.shard_group(first, from_block)
+    if group is None or group[0] != meta["count"] or group[1].lower() != str(job.poster).lower():
+        raise JobDataError(f"job {jid}: its spec says shard {meta['index']} of {meta['count']}, but the chain has no "
+                           f"such postJobs group starting at job {first} by its poster")
+    jobs = [market.get_job(first + i) for i in range(meta["count"])]
+    missing = [f"{j.job_id} ({j.state.label})" for j in jobs
+               if j.result_root == ZERO32 or j.state.label in ("Slashed", "Expired", "Cancelled")]
+    if missing:
+        raise JobDataError(f"job {first}: {len(missing)} of {len(jobs)} shards have no result to use: "
+                           f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a Slashed shard's "
+                           "reward is refunded: gpumesh job withdraw)", retryable=True)
+    return ShardedResult(first, tuple(fetch_result(store, market, j, from_block, limits, served) for j in jobs))
+
+
 def _assemble(units: dict[int, bytes], out_t, n: int) -> np.ndarray:
     """[n, *output] from each unit's served bytes (zero bytes past a served end are the canonical
     padding the root already commits to)."""

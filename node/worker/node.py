@@ -156,6 +156,8 @@ class WorkerNode:
         for ev in self._events.poll():
             if ev.name == "JobPosted":
                 self._note_job(ev.args["jobId"], ev.args)
+            elif ev.name == "JobReopened":
+                self._reopened(int(ev.args["jobId"]), str(ev.args["worker"]))
         self._events.commit()
         jobs = self.state.all(JOB)
         failed: list[int] = []
@@ -183,6 +185,22 @@ class WorkerNode:
             rec.update(spec_cid=posted["specCid"], min_gpu_mib=int(posted["minGpuMemoryMiB"]))
         self.state.put(JOB, job_id, rec)
         self._count("jobs_seen")
+
+    def _reopened(self, job_id: int, previous: str) -> None:
+        """A claimed job (a shard, say) whose worker missed its execution deadline is Open again
+        (JobReopened): a job this worker saw taken becomes a candidate again; if the late worker
+        was this one, its claim is over (the burn is already taken) and the job is considered anew."""
+        rec = self.state.get(JOB, job_id)
+        if rec is None:
+            return self._note_job(job_id, None)
+        mine = previous.lower() == str(self.me).lower()
+        if rec["status"] == "gone" or (mine and rec["status"] == "claimed"):
+            if mine:
+                self.log.warning("job %d: this worker missed its execution deadline; the job was re-opened", job_id)
+                self._forget_traces(job_id)
+            self._forget(job_id)
+            self._set(job_id, status="new", attempts=0, next_try=0.0)
+            self._count("jobs_reopened")
 
     def _set(self, job_id: int, **changes: Any) -> dict[str, Any]:
         return self.state.update(JOB, job_id, **changes)

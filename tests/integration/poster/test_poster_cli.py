@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 from gpumesh.client.chain.types import JobState
-from gpumesh.client.cli.context import cli_state
-from gpumesh.client.cli.main import main
 from gpumesh.client.core.jobspec import JobSpecDoc
 from gpumesh.client.core.program import inputs_root
 from gpumesh.ipfs.store import MemoryStore
@@ -26,20 +24,6 @@ MLP = REPO / "examples/digits/mlp"
 INPUTS = REPO / "examples/digits/data/test_inputs_mlp.safetensors"
 LABELS = REPO / "examples/digits/data/test_labels.json"
 NAMES = "zero,one,two,three,four,five,six,seven,eight,nine"
-
-
-@pytest.fixture()
-def gm(env, tmp_path, capsys):
-    def run(*args: str, code: int = 0, rpc: str | None = None, ipfs: str | None = None):
-        cli_state._settings = None  # each invocation builds its Settings, as a new process would
-        rc = main(["--home", str(tmp_path / "home"), "--rpc-url", rpc or env.anvil.url,
-                   "--ipfs-api", ipfs or env.ipfs.api_multiaddr, *args])
-        out, err = capsys.readouterr()
-        assert rc == code, (rc, out, err)
-        return out, err
-
-    run.d = ("--deployment", str(env.dep_path))
-    return run
 
 
 def _post_args(gm, *extra: str) -> list[str]:
