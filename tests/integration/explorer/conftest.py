@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import pytest
 
 from tests.integration.nodes.conftest import *  # noqa: F403 - shared node fixtures
-from tests.integration.nodes.conftest import Corruption, PostedJob, SubmittedJob, post_digits_job, submit_as_worker
+from tests.integration.nodes.conftest import (
+    Corruption,
+    PostedJob,
+    SubmittedJob,
+    post_digits_job,
+    submit_as_worker,
+)
 from tests.integration.watchtower.helpers import DefendingWorker, make_tower, run
 
 #: One element in the middle of op 4 (conv2) of unit 1: the corruption reaches the unit's output
