@@ -15,7 +15,22 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup venv npm contracts test test-contracts test-python lint demo bench clean
 
-setup: venv npm contracts
+setup: venv npm contracts browser
+
+# Debian's chromium for the explorer's browser test (tests/integration/explorer/test_browser.py, driven by
+# playwright's bundled driver: no browser download). Installed with apt-get where it is missing and we are
+# root; elsewhere the test is skipped, and says so.
+CHROMIUM := /usr/bin/chromium
+.PHONY: browser
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium (apt-get) for the explorer's browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; \
+	else \
+	  echo "note: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get): the explorer's browser test will be skipped"; \
+	fi
 
 # torch flavour: `cpu` (the 2.13.0+cpu wheel, ~0.2 GB) on a machine without an NVIDIA GPU, `cuda` (the CUDA build
 # from the registry, ~3.2 GB of nvidia-* wheels) where `nvidia-smi` answers. Override: make setup TORCH=cpu|cuda.
