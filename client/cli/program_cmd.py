@@ -76,7 +76,6 @@ def build(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export a float PyTorch model to an int8 program (per-channel weights, per-tensor activations)."""
-    import numpy as np
     import torch
 
     from gpumesh.node.runtime.evaluate import int8_predictions
@@ -98,11 +97,7 @@ def build(
         if not (eval_labels and argmax):
             raise UsageError("--eval needs --labels and an argmax program")
         xe = _tensor(eval_data, None).float()
-        if eval_labels.endswith(".json"):
-            with open(eval_labels) as fh:
-                y = np.array(json.load(fh))
-        else:
-            y = _tensor(eval_labels, None).numpy()
+        y = _load_labels(eval_labels)
         with torch.no_grad():
             report["float_accuracy"] = float((m(xe).argmax(1).numpy() == y).mean())
         report["int8_accuracy"] = float((int8_predictions(load_program(out), xe.numpy()) == y).mean())
@@ -157,17 +152,27 @@ def run(
     program: str = typer.Argument(..., help="Program folder (program.json + weights.safetensors)."),
     inputs: str = typer.Option(..., "--inputs", help="Inputs file: safetensors with 'units' [U, ...] int8."),
     outputs: str = typer.Option(None, "--outputs", help="Write the outputs file here."),
+    labels: str = typer.Option(None, "--labels", help="True class of each sample, in order: a JSON list of "
+                               "integers or a safetensors file holding one integer tensor [S]; prints accuracy."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Execute every unit locally and print the result root (what a worker submits)."""
+    """Execute every unit locally and print the result root (what a worker submits); with --labels,
+    the accuracy of the predictions. A progress bar shows on a terminal."""
     from gpumesh.client.core.program import inputs_root
+    from gpumesh.node.runtime.evaluate import class_predictions
     from gpumesh.node.runtime.executor import Executor
     from gpumesh.node.runtime.files import load_program, load_units, save_outputs
 
+    truth = _load_labels(labels) if labels else None
     bundle = load_program(program)
     units = load_units(inputs, bundle.program)
-    res = Executor(bundle, device).run(units)
+    per_unit = bundle.program.input.type.shape[0]
+    if truth is not None and len(truth) > len(units) * per_unit:
+        raise UsageError(f"--labels {labels}: {len(truth)} labels for {len(units) * per_unit} samples "
+                         f"({len(units)} units of {per_unit})")
+    with _progress(len(units), as_json) as tick:
+        res = Executor(bundle, device).run(units, progress=tick)
     if outputs:
         save_outputs(outputs, res.outputs)
     report = {
@@ -178,10 +183,70 @@ def run(
         "exec_seconds": round(res.exec_seconds, 4),
         "hash_seconds": round(res.hash_seconds, 4),
     }
+    if truth is not None:
+        preds = class_predictions(bundle.program, res.outputs)[: len(truth)]
+        report["labelled_samples"] = len(truth)
+        report["accuracy"] = float((preds == truth).mean()) if len(truth) else 0.0
     if as_json:
         typer.echo(json.dumps(report))
-    else:
-        typer.echo(f"result root: {report['result_root']}  ({report['units']} units)")
+        return
+    typer.echo(f"result root: {report['result_root']}  ({report['units']} units, "
+               f"{report['exec_seconds'] + report['hash_seconds']:.1f}s)")
+    if truth is not None:
+        typer.echo(f"accuracy {100 * report['accuracy']:.2f}% on {len(truth)} labelled samples")
+
+
+def _load_labels(path: str):
+    """Labels as an int64 array: a JSON list of integers (the format `job result --labels` takes) or
+    a safetensors file with one integer tensor (any shape, read in order)."""
+    import numpy as np
+
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except OSError as exc:
+            raise UsageError(f"--labels {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--labels {path}: not JSON ({exc})") from None
+        if not isinstance(data, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data):
+            raise UsageError(f"--labels {path}: want a JSON list of integers")
+        return np.asarray(data, dtype=np.int64)
+    t = _tensor(path, None).numpy()
+    if t.dtype.kind not in "iu":
+        raise UsageError(f"--labels {path}: the tensor is {t.dtype}, want integer class indices")
+    return t.reshape(-1).astype(np.int64)
+
+
+class _progress:
+    """A rich progress bar over the units on a terminal (stderr; units/s and time left), nothing
+    otherwise or with --json. Used as `with _progress(total, quiet) as tick: ...; tick(done)`."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.bar, self.task = total, None, None
+        if quiet:
+            return
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+        from rich import progress as rp
+
+        self.bar = rp.Progress(rp.TextColumn("units"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                               rp.TimeElapsedColumn(), rp.TextColumn("left"), rp.TimeRemainingColumn(),
+                               console=console, transient=True)
+        self.task = self.bar.add_task("units", total=total)
+
+    def __enter__(self):
+        if self.bar is None:
+            return None
+        self.bar.start()
+        return lambda done: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @app.command("show")

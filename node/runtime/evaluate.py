@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpumesh.client.core.ops.types import ProgramError
+from gpumesh.client.core.ops.types import Opcode, ProgramError
 from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.runtime.files import ProgramBundle
@@ -25,6 +25,14 @@ def quantize_units(prog: Program, x: np.ndarray) -> np.ndarray:
     units = -(-len(q) // bsz)
     pad = np.zeros((units * bsz - len(q), *shape[1:]), dtype=np.int8)
     return np.concatenate([q, pad]).reshape(units, *shape)
+
+
+def class_predictions(prog: Program, outputs: np.ndarray) -> np.ndarray:
+    """One class per sample from a program's outputs [U, ...]: the values of a program ending in
+    argmax (or its chunked form pairargmax), else the argmax of the last axis."""
+    if prog.ops[-1].desc.opcode in (Opcode.ARGMAX, Opcode.PAIRARGMAX) or outputs.ndim <= 2:
+        return outputs.reshape(-1)
+    return outputs.argmax(axis=-1).reshape(-1)
 
 
 def int8_predictions(bundle: ProgramBundle, x: np.ndarray, device: str = "cpu") -> np.ndarray:

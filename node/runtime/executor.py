@@ -165,10 +165,11 @@ class Executor:
         return self._forward(self._to_device(unit), keep=False)[-1].cpu().numpy()
 
     @torch.inference_mode()
-    def run_units(self, units: np.ndarray) -> np.ndarray:
+    def run_units(self, units: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Outputs [k, *output.shape] of k units [k, *input.shape]. The units are concatenated
         along axis 0 and run `self.rows` rows per forward pass: several units per pass, or part of
-        one (same bits as one unit at a time, docs/protocol.md 2.5)."""
+        one (same bits as one unit at a time, docs/protocol.md 2.5). `progress(units_done)` is
+        called after each pass (units_done counts whole units)."""
         t = self.program.input.type
         out_t = self.program.output_type
         b, b_out = t.shape[0], out_t.shape[0]
@@ -179,6 +180,8 @@ class Executor:
             y = self._pass(torch.from_numpy(rows[r : r + self.rows]).to(self.device))
             o = r * b_out // b  # whole rows: self.rows is a multiple of the program's granule
             outs[o : o + y.shape[0]] = y.cpu().numpy()
+            if progress is not None:
+                progress(min(len(rows), r + self.rows) // b)
         return outs.reshape(len(units), *out_t.shape)
 
     def _pass(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,10 +218,11 @@ class Executor:
         return graph, static_x, static_y
 
     @torch.inference_mode()
-    def run(self, units: np.ndarray) -> RunResult:
-        """Every unit of an inputs tensor [U, *input.shape]: outputs, per-unit roots, result root."""
+    def run(self, units: np.ndarray, progress: Callable[[int], None] | None = None) -> RunResult:
+        """Every unit of an inputs tensor [U, *input.shape]: outputs, per-unit roots, result root
+        (`progress` as in run_units)."""
         t0 = time.perf_counter()
-        outs = self.run_units(units)
+        outs = self.run_units(units, progress)
         t1 = time.perf_counter()
         roots = tuple(merkle.tensor_roots(outs))  # batched over all units (merkle.hash_rows)
         rr = result_root(list(roots))
