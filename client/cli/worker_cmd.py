@@ -193,6 +193,8 @@ def run(
                                     "transaction, so a restart resumes after the last step (default: as many as the "
                                     "executor runs in one pass)."),
     max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
+    confirmations: int = typer.Option(0, "--confirmations", min=0, help="Act on an event only once this many "
+                                      "blocks are on top of it (0 on the devnet; a few on a real chain)."),
     trace_cache_mib: int = typer.Option(64, "--trace-cache-mib", min=0, help="Memory for the op outputs a dispute "
                                         "defence recomputes (a disputed unit needs at most one execution's memory "
                                         "plus this; 0 recomputes every time)."),
@@ -236,7 +238,8 @@ def run(
     store = ipfs_store()  # unreachable IPFS: one line now, not a retry loop later
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
     cfg = WorkerConfig(policy=policy, device=device, chunk_units=chunk_units, max_active=max_active,
-                       trace_cache_bytes=trace_cache_mib << 20, fault=fault, unit_delay=unit_delay)
+                       trace_cache_bytes=trace_cache_mib << 20, fault=fault, unit_delay=unit_delay,
+                       confirmations=confirmations)
     wapp = build_worker(rpc_url=s.network.rpc_url, deployment=dep, account=acct, store=store, state_dir=state_dir,
                         config=cfg, progress=progress, metrics=metrics, interval=interval)
     if fault is not None:

@@ -268,3 +268,26 @@ def test_foundry_keystore_and_password_file_flags(gm, tmp_path, monkeypatch):
     # no password anywhere and no terminal: one line naming the flag
     code, _, err = gm("account", "balance", "alice", ok=False)
     assert code == 3 and "pass --password-file FILE" in err and err.count("\n") == 1, err
+
+
+def test_worker_run_passes_confirmations_to_the_daemon(gm, tmp_path, monkeypatch):
+    """`worker run --confirmations N` reaches the daemon's WorkerConfig (its EventReader then acts only
+    on events N blocks deep); the daemon itself is stopped before it starts here."""
+    import gpumesh.node.worker.app as worker_app
+    from gpumesh.client.core.errors import GpumeshError
+    from gpumesh.ipfs.node import EmbeddedNode
+
+    seen = {}
+
+    def capture(**kw):
+        seen["config"] = kw["config"]
+        raise GpumeshError("stopped by the test")
+
+    monkeypatch.setattr(worker_app, "build_worker", capture)
+    with EmbeddedNode(tmp_path / "ipfs") as node:
+        code, _, err = gm("--ipfs-api", node.api_multiaddr, "worker", "run", "--confirmations", "3", "--account",
+                          "dev2", "--state", str(tmp_path / "state"), "--deployment", gm.deployment, ok=False)
+    assert code == 1 and "stopped by the test" in err
+    assert seen["config"].confirmations == 3
+    code, _, err = gm("worker", "run", "--confirmations", "-1", ok=False)
+    assert code == 2 and "--confirmations" in err
