@@ -9,7 +9,9 @@ the decoded custom-error exception (gpumesh.client.chain.errors). Imported by th
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,8 +21,32 @@ from gpumesh.client.core.errors import ChainError
 
 T = TypeVar("T")
 
-#: Node answers that mean "this exact transaction is already in the pool or mined" on re-broadcast.
-_ALREADY_SENT = ("already known", "nonce too low", "known transaction", "already imported", "replacement")
+
+class NonceTaken(ChainError):
+    """Signed bytes whose nonce another transaction holds (mined or pooled): they can never be mined."""
+
+
+def keccak(data: bytes) -> bytes:
+    from eth_utils import keccak as _keccak
+
+    return _keccak(data)
+
+
+def raw_nonce(raw: bytes) -> int:
+    """The nonce of a signed raw transaction (typed EIP-2718 or legacy)."""
+    import rlp
+
+    if raw and raw[0] < 0x7F:  # typed: type byte, then the RLP list [chainId, nonce, ...]
+        return int.from_bytes(rlp.decode(raw[1:])[1] or b"\x00", "big")
+    return int.from_bytes(rlp.decode(raw)[0] or b"\x00", "big")
+
+#: Node answers that mean "this exact transaction is already in the pool" on re-broadcast.
+_ALREADY_SENT = ("already known", "known transaction", "already imported")
+#: Node answers that mean "a transaction with this nonce is mined or pooled": ours (mined since we
+#: last looked) or ANOTHER one (sent from the same key elsewhere, or a replacement). Which of the
+#: two is told by asking for our own hash, never assumed.
+_NONCE_HELD = ("nonce too low", "replacement transaction underpriced", "replacement underpriced",
+               "nonce has already been used", "already used")
 
 #: Safety margin on eth_estimateGas (state can move between estimate and inclusion).
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 6, 5
@@ -48,6 +74,8 @@ def reverts_decoded(fn: Callable[[], T], context: str) -> T:
 
     try:
         return fn()
+    except ChainError:
+        raise  # already one line (an RPC outage from gpumesh.client.chain.provider)
     except ContractLogicError as exc:
         data = _revert_data(exc)
         if data is not None:
@@ -100,15 +128,36 @@ def send_signed(w3, signed, context: str = "") -> bytes:
     return bytes(reverts_decoded(lambda: w3.eth.send_raw_transaction(signed.raw_transaction), context))
 
 
+#: Receipt polling: first look at once (automining devnets), then back off to one look per
+#: second: a 1-second-block chain costs ~5 requests per transaction instead of 20 per second.
+RECEIPT_POLLS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7)
+RECEIPT_POLL_MAX = 1.0
+
+
+def poll_receipt(w3, tx_hash: bytes, timeout: float, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+    """The receipt of `tx_hash`, looking again after growing pauses; None after `timeout` seconds."""
+    from web3.exceptions import TransactionNotFound
+
+    end = clock() + timeout
+    for k in itertools.count():
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            pass
+        pause = RECEIPT_POLLS[k] if k < len(RECEIPT_POLLS) else RECEIPT_POLL_MAX
+        if clock() + pause > end:
+            return None
+        sleep(pause)
+    return None
+
+
 def wait_receipt(w3, tx_hash: bytes, timeout: float = 120.0, tx: dict | None = None, context: str = ""):
     """Wait for the receipt; a reverted transaction raises its decoded error (replayed with eth_call
     on the state before its block when `tx` is given)."""
-    from web3.exceptions import TimeExhausted
-
-    try:
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
-    except TimeExhausted:
-        raise ReceiptTimeout(f"{context}: no receipt for 0x{tx_hash.hex()} after {timeout:.0f}s") from None
+    receipt = poll_receipt(w3, tx_hash, timeout)
+    if receipt is None:
+        raise ReceiptTimeout(f"{context}: no receipt for 0x{tx_hash.hex()} after {timeout:.0f}s")
     if receipt["status"] == 1:
         return receipt
     if tx is not None:
@@ -116,6 +165,15 @@ def wait_receipt(w3, tx_hash: bytes, timeout: float = 120.0, tx: dict | None = N
         block = max(receipt["blockNumber"] - 1, 0)
         reverts_decoded(lambda: w3.eth.call(replay, block_identifier=block), context)
     raise TransactionFailed(f"{context}: transaction 0x{tx_hash.hex()} reverted")
+
+
+#: A replacement raises fees by this fraction (nodes refuse one under +10%).
+BUMP_NUM, BUMP_DEN = 5, 4
+
+
+def bump_fee(fee: int) -> int:
+    """`fee` raised by a quarter, rounded up, and by at least 1 wei."""
+    return max(fee + 1, -(-int(fee) * BUMP_NUM // BUMP_DEN))
 
 
 @dataclass(frozen=True)
@@ -173,7 +231,9 @@ class TxSender:
         return st
 
     def broadcast(self, raw: bytes, context: str = "") -> None:
-        """Send signed bytes; a node that already has them (or mined them) is not an error."""
+        """Send signed bytes; a node that already has them (or mined them) is not an error. A node
+        that holds ANOTHER transaction at their nonce raises NonceTaken: the bytes will never be
+        mined, and the caller signs again with a fresh nonce."""
         from web3.exceptions import Web3RPCError
 
         try:
@@ -182,9 +242,44 @@ class TxSender:
             msg = str(getattr(exc, "message", None) or exc).lower()
             if any(m in msg for m in _ALREADY_SENT):
                 return
+            if any(m in msg for m in _NONCE_HELD):
+                tx_hash = "0x" + keccak(raw).hex()
+                if self.known(tx_hash):
+                    return  # it is ours that holds the nonce (mined or pooled)
+                raise NonceTaken(f"{context}: nonce {raw_nonce(raw)} is held by another transaction ({msg})",
+                                 nonce=raw_nonce(raw)) from None
             raise ChainError(f"{context}: the node refused the transaction: {msg}") from None
+        except ChainError:
+            raise
         except (ConnectionError, OSError) as exc:
             raise ChainError(f"{context}: the RPC endpoint is unreachable ({type(exc).__name__})") from None
+
+    def bump(self, raw: bytes, context: str = "") -> SignedTx:
+        """The same transaction (same nonce, to, value, data, gas) with fees raised by a quarter, at
+        least to the node's current ones, signed (not sent): it replaces `raw` in the pool (nodes
+        ask for a 10% rise) when a transaction is stuck under a fee spike while a dispute clock runs."""
+        from eth_account.typed_transactions import TypedTransaction
+
+        if raw and raw[0] < 0x7F:
+            from hexbytes import HexBytes
+
+            old = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            if int(old.get("type", 2)) != 2:
+                raise ChainError(f"{context}: cannot raise the fees of a type-{old.get('type')} transaction")
+            tx = {k: old[k] for k in ("chainId", "nonce", "to", "value", "data", "gas", "accessList")}
+            tip = max(bump_fee(old["maxPriorityFeePerGas"]), int(self.w3.eth.max_priority_fee))
+            base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+            tx.update(type=2, maxPriorityFeePerGas=tip, maxFeePerGas=max(bump_fee(old["maxFeePerGas"]), 2 * base + tip))
+        else:
+            import rlp
+
+            nonce, price, gas, to, value, data = rlp.decode(raw)[:6]
+            tx = {"nonce": int.from_bytes(nonce or b"\x00", "big"), "gas": int.from_bytes(gas, "big"),
+                  "to": "0x" + to.hex(), "value": int.from_bytes(value or b"\x00", "big"), "data": data,
+                  "chainId": int(self.w3.eth.chain_id),
+                  "gasPrice": max(bump_fee(int.from_bytes(price or b"\x00", "big")), int(self.w3.eth.gas_price))}
+        signed = sign_tx(tx, self.account)
+        return SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), tx["nonce"], tx)
 
     def receipt(self, tx_hash: str):
         """The receipt of `tx_hash`, or None while it is not mined."""

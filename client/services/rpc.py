@@ -1,5 +1,6 @@
 """Connecting to the configured chain with a clear error when it is unreachable or is not the
-chain the profile expects. Thin on purpose; typed contract wrappers live in gpumesh.client.chain."""
+chain the profile expects. Thin on purpose; the transport (HTTP or websocket, counted) is
+gpumesh.client.chain.provider, typed contract wrappers live in gpumesh.client.chain."""
 
 from __future__ import annotations
 
@@ -8,30 +9,24 @@ from gpumesh.client.core.settings import NetworkProfile
 
 
 def connect(network: NetworkProfile, timeout: float = 10.0):
-    from web3 import HTTPProvider, Web3
+    from gpumesh.client.chain.provider import RpcUnavailable, make_web3, transport_reason
 
-    w3 = Web3(HTTPProvider(network.rpc_url, request_kwargs={"timeout": timeout}))
+    w3 = make_web3(network.rpc_url, timeout)  # http(s):// or ws(s)://, every request counted
     try:
         chain_id = w3.eth.chain_id
-    except Exception as exc:  # noqa: BLE001 - requests/aiohttp/JSON errors: all mean "not reachable"
-        reason = _reason(exc)
-        raise ChainError(f"RPC at {network.rpc_url} is unreachable ({reason}){unreachable_hint(network.rpc_url)}") \
-            from None
+    except RpcUnavailable as exc:
+        raise ChainError(f"{exc}{unreachable_hint(network.rpc_url)}") from None
+    except ChainError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed answer also means "not an RPC we can use"
+        raise ChainError(f"RPC at {network.rpc_url} is unreachable ({transport_reason(exc)})"
+                         f"{unreachable_hint(network.rpc_url)}") from None
     if network.chain_id is not None and chain_id != network.chain_id:
         raise ChainError(
             f"RPC at {network.rpc_url} serves chain id {chain_id}, but network '{network.name}' expects "
             f"{network.chain_id}"
         )
     return w3
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                          ("Name or service not known", "unknown host")):
-        if needle in text:
-            return short
-    return type(exc).__name__
 
 
 def unreachable_hint(rpc_url: str) -> str:

@@ -20,13 +20,14 @@ signed bytes are recorded and broadcast.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpumesh.client.chain import errors as chain_errors
 from gpumesh.client.chain.contracts import TxResult
-from gpumesh.client.chain.tx import Call, SignedTx
+from gpumesh.client.chain.tx import Call, NonceTaken, SignedTx, raw_nonce
 from gpumesh.client.core.errors import ChainError
 from gpumesh.node.common.store import OutboxEntry, StateStore
 
@@ -56,13 +57,15 @@ class RawSender(Protocol):
     def confirmed_nonce(self) -> int: ...
 
 
-def tx_nonce(raw: bytes) -> int:
-    """The nonce of a signed raw transaction (typed EIP-2718 or legacy)."""
-    import rlp
+tx_nonce = raw_nonce  # the nonce of signed raw bytes (gpumesh.client.chain.tx)
 
-    if raw and raw[0] < 0x7F:  # typed: type byte, then the RLP list [chainId, nonce, ...]
-        return int.from_bytes(rlp.decode(raw[1:])[1] or b"\x00", "big")
-    return int.from_bytes(rlp.decode(raw)[0] or b"\x00", "big")
+#: A transaction not mined after this many seconds is replaced with fees raised by a quarter
+#: (gpumesh.client.chain.tx.TxSender.bump), again every BUMP_AFTER seconds until the receipt
+#: timeout: a game move stuck under a fee spike would otherwise lose its side the game on time.
+BUMP_AFTER = 30.0
+
+#: Signing again with a fresh nonce after a broadcast found the nonce held by another transaction.
+NONCE_ATTEMPTS = 3
 
 
 def plain_result(receipt) -> TxResult:
@@ -75,11 +78,13 @@ class Outbox:
     the TxResult callers get (a contract client's `result_of` decodes its events)."""
 
     def __init__(self, sender: RawSender, store: StateStore, *, result_of: Callable[[Any], TxResult] = plain_result,
-                 receipt_timeout: float = 120.0, log: logging.Logger | None = None) -> None:
+                 receipt_timeout: float = 120.0, bump_after: float | None = BUMP_AFTER,
+                 log: logging.Logger | None = None) -> None:
         self.sender = sender
         self.store = store
         self.result_of = result_of
         self.receipt_timeout = receipt_timeout
+        self.bump_after = bump_after  # seconds unmined before the fees are raised (None: never)
         self.log = log or logging.getLogger("gpumesh.outbox")
 
     @property
@@ -102,32 +107,47 @@ class Outbox:
 
     def send(self, intent: str, call: Call) -> TxResult:
         """The mined result of the one transaction for `intent`, signing it only if none is recorded
-        (a revert at the gas estimate raises before anything is recorded)."""
+        (a revert at the gas estimate raises before anything is recorded). A broadcast that finds
+        its nonce held by another transaction (not ours: checked by hash) fails that attempt and
+        signs again with a fresh nonce, up to NONCE_ATTEMPTS times."""
         entry, name = self.live(intent)
         if entry is not None:
             return self.settle(entry)
+        for _ in range(NONCE_ATTEMPTS):
+            def record(st: SignedTx, name: str = name) -> None:
+                self.store.outbox_add(name, st.raw, st.tx_hash)
+                self.log.info("%s: sending %s (tx %s, nonce %d)", name, call.context, st.tx_hash, st.nonce)
 
-        def record(st: SignedTx) -> None:
-            self.store.outbox_add(name, st.raw, st.tx_hash)
-            self.log.info("%s: sending %s (tx %s, nonce %d)", name, call.context, st.tx_hash, st.nonce)
-
-        st = self.sender.sign_and_send(call, record)
-        return self.settle(self.store.outbox_get(name), st)
+            try:
+                st = self.sender.sign_and_send(call, record)
+            except NonceTaken as exc:
+                self.store.outbox_settle(name, "failed", str(exc)[:500])
+                self.log.warning("%s; signing it again with a fresh nonce", exc)
+                _, name = self.live(intent)
+                continue
+            return self.settle(self.store.outbox_get(name), st)
+        raise OutboxError(f"{intent}: {NONCE_ATTEMPTS} nonces in a row were taken by other transactions "
+                          f"(is this key used by another process?)")
 
     def settle(self, e: OutboxEntry, st: SignedTx | None = None) -> TxResult:
-        """Wait for a recorded transaction; mark it mined or failed. Returns its TxResult."""
+        """Wait for a recorded transaction; mark it mined or failed. Returns its TxResult. `st`:
+        the bytes were broadcast just now (nothing to re-send)."""
         if e.status == "mined":
             rc = self.sender.receipt(e.tx_hash)
             if rc is not None:
                 return self.result_of(rc)
-        if self.sender.receipt(e.tx_hash) is None:
-            # After a restart the node may never have seen it: the same bytes again.
-            self.sender.broadcast(e.raw_tx, e.intent)
+        if st is None and self.sender.receipt(e.tx_hash) is None:
+            # After a restart (or a timed-out wait) the node may never have seen it: the same bytes again.
+            try:
+                self.sender.broadcast(e.raw_tx, e.intent)
+            except NonceTaken as exc:
+                self.store.outbox_settle(e.intent, "failed", f"dropped: {exc}"[:500])
+                raise OutboxError(f"{e.intent}: transaction {e.tx_hash} was dropped (nonce used by another)") from None
             if not self.sender.known(e.tx_hash) and self.sender.confirmed_nonce() > tx_nonce(e.raw_tx):
                 self.store.outbox_settle(e.intent, "failed", "dropped: its nonce was used by another tx")
                 raise OutboxError(f"{e.intent}: transaction {e.tx_hash} was dropped (nonce used)")
         try:
-            rc = self.sender.wait(st or e.tx_hash, self.receipt_timeout, context=e.intent)
+            rc = self._wait(e, st)
         except chain_errors.ReceiptTimeout:
             raise  # still pending: the next tick settles it
         except ChainError as exc:
@@ -136,6 +156,37 @@ class Outbox:
         res = self.result_of(rc)
         self.store.outbox_settle(e.intent, "mined", f"block {res.block_number} gas {res.gas_used}")
         return res
+
+    def _wait(self, e: OutboxEntry, st: SignedTx | None):
+        """The receipt of `e` (or of a replacement of it), raising the fees every `bump_after` s."""
+        bump = getattr(self.sender, "bump", None)
+        if self.bump_after is None or bump is None or self.bump_after >= self.receipt_timeout:
+            return self.sender.wait(st or e.tx_hash, self.receipt_timeout, context=e.intent)
+        end = time.monotonic() + self.receipt_timeout
+        current: SignedTx | str = st or e.tx_hash
+        versions, raw = [e.tx_hash], e.raw_tx
+        while True:
+            try:
+                return self.sender.wait(current, min(self.bump_after, max(0.0, end - time.monotonic())),
+                                        context=e.intent)
+            except chain_errors.ReceiptTimeout:
+                if time.monotonic() >= end:
+                    raise
+            for h in versions[:-1]:  # an earlier version may have been mined instead
+                if self.sender.receipt(h) is not None:
+                    self.store.outbox_replace(e.intent, raw, h)
+                    return self.sender.wait(h, self.receipt_timeout, context=e.intent)
+            new = bump(raw, e.intent)
+            self.store.outbox_replace(e.intent, new.raw, new.tx_hash)  # recorded before it is sent
+            try:
+                self.sender.broadcast(new.raw, e.intent)
+            except NonceTaken:  # the previous version was mined meanwhile: find it above
+                self.store.outbox_replace(e.intent, raw, versions[-1])
+                continue
+            self.log.warning("%s: not mined after %.0fs; replaced with fees raised by a quarter (tx %s)",
+                             e.intent, self.bump_after, new.tx_hash)
+            versions.append(new.tx_hash)
+            raw, current = new.raw, new
 
     def flush(self) -> list[Sent]:
         """Settle every pending entry of this store (after a restart); returns those mined now."""

@@ -137,6 +137,12 @@ class StateStore:
         assert entry is not None
         return entry
 
+    def outbox_replace(self, intent: str, raw_tx: bytes, tx_hash: str) -> None:
+        """The pending entry now stands for a replacement (same nonce, higher fees), recorded before
+        it is broadcast like the first bytes were."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET raw_tx=?, tx_hash=? WHERE intent=?", (raw_tx, tx_hash, intent))
+
     def outbox_settle(self, intent: str, status: str, detail: str | None = None) -> None:
         with self.transaction() as db:
             db.execute("UPDATE outbox SET status=?, detail=? WHERE intent=?", (status, detail, intent))
