@@ -93,10 +93,12 @@ class ChainIndex:
         self.games: dict[int, GameFacts] = {}
         self.blocks: set[int] = set()  # blocks holding an event (the reader fetches their times)
         self.head = 0
+        self.events_seen = 0  # the page redraws when this moves (every state change emits an event)
 
     # ---------------------------------------------------------------- folding
     def apply(self, events: list[ChainEvent]) -> None:
         for ev in events:
+            self.events_seen += 1
             self.blocks.add(ev.block_number)
             src = ev.address.lower()
             handler = {self.market: self._market, self.registry: self._registry, self.game: self._game}.get(src)

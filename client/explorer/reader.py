@@ -125,7 +125,7 @@ class Explorer:
         with self._lock:
             ix = self.index
             return {"network": self.network, "chain_id": self.chain_id, "head": ix.head, "now": self.head_time,
-                    "confirmations": self.events.confirmations,
+                    "confirmations": self.events.confirmations, "events": ix.events_seen,
                     "contracts": {"market": self.market.address, "registry": self.registry.address,
                                   "dispute_game": self.game.address},
                     "deploy_block": self.deployment.deploy_block,

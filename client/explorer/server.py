@@ -165,7 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
             if f is not None and f.version != seen:
                 seen = f.version
                 ov = self.server.explorer.overview()
-                payload = json.dumps({"head": ov["head"], "now": ov["now"], "version": seen, "rpc_error": f.error})
+                payload = json.dumps({"head": ov["head"], "now": ov["now"], "events": ov["events"], "version": seen,
+                                      "rpc_error": f.error})
                 self.wfile.write(f"event: head\ndata: {payload}\n\n".encode())
             else:
                 self.wfile.write(b": keepalive\n\n")

@@ -6,6 +6,9 @@
 const main = document.getElementById("main");
 let now = 0; // the chain head's timestamp: every relative time is measured from it
 let rendering = false;
+let lastRender = 0;
+let seenEvents = null;
+const REDRAW_MS = 10000;
 let pending = false;
 
 // ------------------------------------------------------------------ DOM and formatting helpers
@@ -252,6 +255,7 @@ async function render() {
     } catch (e) {
       nodes = [h("p", { class: "alert" }, `Cannot show this: ${e.message}`)];
     }
+    lastRender = Date.now();
     const y = window.scrollY;
     main.replaceChildren(...nodes);
     window.scrollTo(0, y);
@@ -284,7 +288,14 @@ function follow() {
   const live = document.getElementById("live");
   if (!window.EventSource) return poll();
   const es = new EventSource("/api/stream");
-  es.addEventListener("head", (ev) => { showHead(JSON.parse(ev.data)); live.className = "dot on"; render(); });
+  es.addEventListener("head", (ev) => {
+    const d = JSON.parse(ev.data);
+    showHead(d);
+    live.className = "dot on";
+    // Redraw when an event arrived (every state change emits one), else every 10 s for relative times:
+    // a devnet mines a block a second, and a redraw each second would lose the reader's selection.
+    if (d.events !== seenEvents || Date.now() - lastRender > REDRAW_MS) { seenEvents = d.events; render(); }
+  });
   es.onerror = () => { live.className = "dot off"; }; // EventSource reconnects by itself
 }
 

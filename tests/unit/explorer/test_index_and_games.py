@@ -59,7 +59,7 @@ def test_index_folds_jobs_workers_and_watchtowers():
     t = ix.towers[TOWER]
     assert (t.games, t.won, t.lost, t.bonds, t.paid, t.bonds_lost) == ([1], 1, 0, ETH // 2, ETH, 0)
     assert ix.games[1].outcome == Outcome.CHALLENGER_WON and ix.games[1].kind == "challenge"
-    assert ix.blocks == set(range(1, 10))
+    assert ix.blocks == set(range(1, 10)) and ix.events_seen == len(honest_and_slashed())
 
 
 def test_a_lost_challenge_and_an_answered_data_request_pay_the_worker():
