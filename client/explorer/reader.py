@@ -153,13 +153,12 @@ class Explorer:
     def jobs(self, state: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         with self._lock:
             ids = sorted(self.index.jobs, reverse=True)
-            rows = []
-            for i in ids:
-                row = self._job_row(self.index.jobs[i])
-                if state is None or row["state"].lower() == state.lower():
-                    rows.append(row)
-            return {"now": self.head_time, "head": self.index.head, "total": len(rows),
-                    "jobs": rows[offset: offset + limit]}
+            if state is None:  # read the views of the page's jobs only
+                rows, total = [self._job_row(self.index.jobs[i]) for i in ids[offset: offset + limit]], len(ids)
+            else:
+                rows = [r for r in (self._job_row(self.index.jobs[i]) for i in ids) if r["state"].lower() == state.lower()]
+                total, rows = len(rows), rows[offset: offset + limit]
+            return {"now": self.head_time, "head": self.index.head, "total": total, "jobs": rows}
 
     def job(self, job_id: int) -> dict[str, Any]:
         with self._lock:

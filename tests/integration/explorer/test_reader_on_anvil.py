@@ -76,6 +76,8 @@ def test_the_cheaters_game_path_reaches_the_planted_element(scenario, explorer):
 def test_api_dispatch_and_refusals(scenario, explorer):
     assert answer(explorer, "/api/overview")["counts"]["games"] == 1
     assert answer(explorer, "/api/jobs", {"state": "open"})["jobs"][0]["id"] == scenario.open_job.job_id
+    page = answer(explorer, "/api/jobs", {"limit": "1", "offset": "1"})  # newest first, one a page
+    assert (page["total"], [j["id"] for j in page["jobs"]]) == (3, [scenario.cheat.job.job_id])
     with pytest.raises(NotFound):
         answer(explorer, "/api/jobs/999")
     from gpumesh.client.core.errors import UsageError
