@@ -109,7 +109,7 @@ def post(
         d = published.spec
         spec_cid, program_root, inputs_root, units = published.spec_cid, d.program_root, d.inputs_root, d.num_units
     try:
-        now = _chain_now(cs.w3)
+        now = _post_now(cs.w3)
         spec = JobSpec(spec_cid=spec_cid, program_root=program_root, inputs_root=inputs_root, num_units=units,
                        claim_deadline=now + claim_in, **common)
     except ValueError as exc:
@@ -152,7 +152,7 @@ def _post_sharded(program: str, inputs: str, meta: dict, shards: int | None, uni
                                meta=meta, samples_per_unit=_per_unit(prog)[0])
     finally:
         store.close()
-    now = _chain_now(cs.w3)
+    now = _post_now(cs.w3)
     specs = [JobSpec(spec_cid=p.spec_cid, program_root=p.spec.program_root, inputs_root=p.spec.inputs_root,
                      num_units=p.spec.num_units, claim_deadline=now + claim_in,
                      **dict(common, required_stake=stakes[i])) for i, p in enumerate(pubs)]
@@ -323,6 +323,15 @@ def _deadline_label(j) -> str:
 
 def _chain_now(w3) -> int:
     return int(w3.eth.get_block("latest")["timestamp"])  # chain time (a devnet may have travelled)
+
+
+def _post_now(w3) -> int:
+    """The time a new post's windows count from: the latest block's timestamp, or the wall clock when
+    that is later (the post is mined in a block at or after both on a node whose blocks lag, such as
+    an idle automining devnet), so `--claim-deadline 1h` gives a full hour after the post."""
+    import time
+
+    return max(_chain_now(w3), int(time.time()))
 
 
 def _span(seconds: int) -> str:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from gpumesh.client.chain.anvil import start_anvil
 from gpumesh.client.chain.contracts import JobMarketClient, WorkerRegistryClient, connect
 from gpumesh.client.chain.deploy import deploy
 from gpumesh.client.services.accounts import dev_account
+from tests.chain_node import start_test_node
 
 UNBONDING = 3600
 
 
 @pytest.fixture(scope="session")
 def devchain(tmp_path_factory):
-    with start_anvil() as anvil:
+    with start_test_node() as anvil:
         dep = deploy(anvil.url, dev_account(0).key.hex(), unbonding_delay=UNBONDING)
         path = tmp_path_factory.mktemp("deployment") / "devnet.json"
         dep.save(path)

@@ -92,6 +92,10 @@ def test_cancel_refunds_poster(chain, clients):
     assert pm.withdraw()[0] == REWARD
 
 
+def anvil_now(w3) -> int:
+    return w3.eth.get_block("latest")["timestamp"]
+
+
 def test_expire_claimed_job_refunds_and_slashes(chain, clients):
     anvil, dep, _, w3 = chain
     pm, pr, poster = clients["poster"]
@@ -104,13 +108,24 @@ def test_expire_claimed_job_refunds_and_slashes(chain, clients):
     anvil.increase_time(EXEC + 1)
     with pytest.raises(errors.error_class("JobMarket_ExecutionDeadlinePassed")):
         wm.submit_result(job_id, b"\x03" * 32, "late")
+    # inside the poster's claim window the job re-opens for another worker (the same burn)
+    res = clients["other"][0].expire_job(job_id)
+    assert res.event("JobReopened")["slashed"] == STAKE // 10
+    job = pm.get_job(job_id)
+    assert job.state is JobState.OPEN and job.deadline == job.claim_deadline
+    assert wr.info(worker).total == STAKE - STAKE // 10 and wr.info(worker).locked == 0
+    # claimed again by the same slow worker, late again, now past the claim deadline: it ends
+    wr.stake(STAKE // 10)  # back to a full stake
+    wm.claim_job(job_id)
+    anvil.increase_time(max(EXEC, job.claim_deadline - anvil_now(w3)) + 1)
     res = clients["other"][0].expire_job(job_id)
     assert res.event("JobExpired")["slashed"] == STAKE // 10
     assert pm.get_job(job_id).state is JobState.EXPIRED
     # 10% of the stake slashed, all of it burned: the poster gets its reward back and nothing more
     assert pr.info(poster).credits == 0
-    assert wr.info(worker).total == STAKE - STAKE // 10
-    assert pr.total_burned() == STAKE // 10
+    burned = 2 * (STAKE // 10)
+    assert wr.info(worker).total == STAKE + STAKE // 10 - burned
+    assert pr.total_burned() == burned
     assert pm.withdraw()[0] == REWARD
 
 

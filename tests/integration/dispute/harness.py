@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from gpumesh.client.chain.anvil import start_anvil
 from gpumesh.client.core.game import GameSnapshot, Phase, Reason, Side, block_nodes
 from gpumesh.node.dispute import actions as A
 from gpumesh.node.dispute.strategy import challenger_move, worker_move
+from tests.chain_node import start_test_node
 
 ROOT = Path(__file__).resolve().parents[3]
 CLOCK = 3600
@@ -52,7 +52,7 @@ def deploy(w3: Web3, artifacts, name: str, *args):
 
 @pytest.fixture(scope="session")
 def anvil():
-    with start_anvil() as a:
+    with start_test_node() as a:
         yield a
 
 

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpumesh.client.chain.anvil import AnvilProcess, start_anvil
+from gpumesh.client.chain.anvil import AnvilProcess
 from gpumesh.client.chain.deploy import Deployment, deploy
 from gpumesh.client.services.accounts import dev_account
 from gpumesh.ipfs.node import EmbeddedNode
+from tests.chain_node import start_test_node
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "examples" / "digits"
@@ -132,7 +133,7 @@ def _acquire(tmp_path_factory) -> NodeDevnet:
     with _SHARED_LOCK:
         if "devnet" not in _SHARED:
             tmp = tmp_path_factory.mktemp("node-devnet")
-            anvil = start_anvil()
+            anvil = start_test_node()
             try:
                 dep = deploy(anvil.url, dev_account(0).key.hex(), unbonding_delay=UNBONDING)
                 path = tmp / "deployment.json"

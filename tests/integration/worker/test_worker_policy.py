@@ -21,6 +21,7 @@ from gpumesh.client.chain.types import JobState, format_eth
 from gpumesh.client.cli.main import main
 from gpumesh.client.services.accounts import dev_account
 from gpumesh.node.worker.policy import LOW_BOND, SHORT_EXECUTION_TIME, STAKE_RATIO, Policy
+from tests.chain_node import dev_method
 from tests.integration.worker.conftest import ETH, POSTER, WORKER
 
 pytestmark = pytest.mark.integration
@@ -111,7 +112,7 @@ def test_attack6_bond_below_the_defence_cost_is_refused(env, caplog, capsys):
     # gas gets expensive before the worker looks: a 1000 gwei base fee (it sinks at most 12.5% per
     # block), so one whole defence (1M gas) costs about 1 ETH and a lost challenge pays the worker
     # back only half the 0.1 ETH bond
-    env.anvil.rpc("anvil_setNextBlockBaseFeePerGas", [hex(1000 * GWEI)])
+    env.anvil.rpc(dev_method(env.anvil, "anvil_setNextBlockBaseFeePerGas"), [hex(1000 * GWEI)])
     env.anvil.rpc("evm_mine")
     price = env.w3.eth.gas_price
     assert Policy().max_defence_gas * price * 2 > 10 * bond, price
