@@ -121,7 +121,20 @@ def test_a_person_follows_the_cheater_down_to_one_element(scenario, served, brow
     worker = wrows.filter(has=page.locator(f"a[title='{dn.address('worker')}']"))
     expect(worker).to_contain_text(f"{honest.reward / 10**18:g} ETH")
     shot(page, tmp_path, "4-workers")
+    cheater.get_by_role("link").click()
+    expect(page.locator("h1")).to_contain_text(dn.address("cheater"))
+    slash = page.locator("tbody tr")
+    expect(slash).to_have_count(1)
+    expect(slash).to_contain_text(f"#{cheat.job_id}")
+    expect(slash).to_contain_text(f"game {scenario.game_id}")
+    expect(slash).to_contain_text("2 ETH")
+
+    # 5. the watchtower that caught it: its game won and half the cheater's 2 ETH stake received
     page.get_by_role("link", name="Watchtowers").click()
     expect(page.locator("tbody tr")).to_have_count(1)
-    expect(page.locator("tbody tr")).to_contain_text("1 ETH")  # half the cheater's 2 ETH stake
+    expect(page.locator("tbody tr")).to_contain_text("1 ETH")
+    page.locator("tbody tr a").first.click()
+    expect(page.locator(".facts")).to_contain_text("slash shares received1 ETH")
+    expect(page.locator("tbody tr .badge")).to_have_text("challenger won")
+    shot(page, tmp_path, "5-watchtower")
     assert errors == [], errors
