@@ -1,8 +1,8 @@
 """Tensor-root hashing speed vs hashlib sha256 in the same run, for several LEAF_BYTES, and the
 on-chain side: estimated gas of one range proof (calldata + hashing) for a 1 KiB row of a 4 MiB
 tensor. Keccak variants of the off-chain tree:
-  - wrapper: pycryptodome's `keccak.new(...).digest()` per node (what merkle.py did before);
-  - merkle:  gpumesh.client.core.merkle.tensor_root (raw C calls on a reused per-thread state);
+  - wrapper: pycryptodome's `keccak.new(...).digest()` per node;
+  - merkle:  gpumesh.client.core.merkle's keccak256 (safe-pysha3's C keccak_256) per node;
   - numpy:   keccak-f[1600] vectorised over all leaves at once (lanes as uint64 [25, n]), leaves
              only (an experiment: checked equal to pycryptodome, then timed).
 
@@ -128,7 +128,6 @@ def main() -> int:
     args = ap.parse_args()
     data = os.urandom(MB)
     print(f"tensor {MB >> 20} MiB; range proof of a {ROW}-byte row; load average {os.getloadavg()}")
-    print(f"keccak256 in merkle.py: {'raw C calls' if merkle.keccak256 is not merkle._keccak_new else 'wrapper'}")
     small = os.urandom(64 * LEAF_BYTES)
     assert numpy_leaf_hashes(small, LEAF_BYTES) == [kec(b"\x00" + small[i : i + LEAF_BYTES])
                                                    for i in range(0, len(small), LEAF_BYTES)]
@@ -139,7 +138,7 @@ def main() -> int:
         wr = _rate(lambda leaf=leaf: root(data, leaf, kec), MB, args.repeat)
         sh = _rate(lambda leaf=leaf: root(data, leaf, sha), MB, args.repeat)
         fast = _rate(lambda leaf=leaf: root(data, leaf, merkle.keccak256), MB, args.repeat)
-        print(f"LEAF_BYTES {leaf:5d}: keccak tree wrapper {wr[0]:5.0f} MB/s  raw {fast[0]:5.0f} MB/s "
+        print(f"LEAF_BYTES {leaf:5d}: keccak tree wrapper {wr[0]:5.0f} MB/s  merkle {fast[0]:5.0f} MB/s "
               f"(median {fast[1]:4.0f}; {fast[0] / base:4.2f}x baseline)  sha256 tree {sh[0]:5.0f} MB/s  "
               f"gas/proof keccak {gas(leaf, 'keccak'):7d}  sha256 {gas(leaf, 'sha256'):7d}", flush=True)
     mk = _rate(lambda: merkle.tensor_root(data), MB, args.repeat)
@@ -148,7 +147,7 @@ def main() -> int:
     rawl = _rate(lambda: [merkle.keccak256(b"\x00" + data[i : i + LEAF_BYTES]) for i in range(0, MB, LEAF_BYTES)],
                  MB, args.repeat)
     print(f"leaf hashes only, {MB // LEAF_BYTES} leaves: numpy-vectorised keccak-f {npl[0]:.1f} MB/s  "
-          f"raw C calls {rawl[0]:.0f} MB/s  ({rawl[0] / npl[0]:.0f}x)")
+          f"merkle.keccak256 {rawl[0]:.0f} MB/s  ({rawl[0] / npl[0]:.0f}x)")
     print(f"load average after: {os.getloadavg()}")
     return 0
 

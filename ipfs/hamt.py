@@ -1,7 +1,7 @@
 """HAMT-sharded UnixFS directories as Kubo (boxo ipld/unixfs/hamt) writes them: the hash, the slot
 arithmetic, building the shard blocks, and decoding/checking one shard node for the readers.
 
-Pure (hashlib only). Imported by gpumesh.ipfs.unixfs_dir (the importer) and gpumesh.ipfs.reader.
+Pure (hashlib and mmh3, the MurmurHash3 C extension). Imported by gpumesh.ipfs.unixfs_dir (the importer) and gpumesh.ipfs.reader.
 
 Rules (checked against CIDs Kubo published, tests/unit/ipfs/test_hamt_published.py):
 - Key hash: MurmurHash3 x64_128 of the entry name's UTF-8 bytes, seed 0; its first 64-bit half
@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import mmh3
+
 from gpumesh.ipfs.cid import CODEC_DAG_PB, Cid
 from gpumesh.ipfs.dagpb import T_HAMT_SHARD, PBLink, UnixfsData, encode_node, encode_unixfs
 from gpumesh.ipfs.errors import MalformedDag, Unsupported
@@ -33,52 +35,11 @@ DEFAULT_FANOUT = 256  # boxo DefaultShardWidth
 MAX_FANOUT = 1024  # boxo maximumHamtWidth
 HASH_BITS = 64
 
-_M64 = (1 << 64) - 1
-_C1 = 0x87C37B91114253D5
-_C2 = 0x4CF5AD432745937F
-
-
-def _rotl(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _M64
-
-
-def _fmix(k: int) -> int:
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & _M64
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & _M64
-    return k ^ (k >> 33)
-
 
 def murmur3_x64_128(data: bytes, seed: int = 0) -> tuple[int, int]:
-    """MurmurHash3_x64_128 (Austin Appleby's reference algorithm): the two 64-bit halves (h1, h2)."""
-    n = len(data)
-    h1 = h2 = seed & _M64
-    nblocks = n // 16
-    for i in range(nblocks):
-        k1 = int.from_bytes(data[16 * i : 16 * i + 8], "little")
-        k2 = int.from_bytes(data[16 * i + 8 : 16 * i + 16], "little")
-        h1 ^= (_rotl((k1 * _C1) & _M64, 31) * _C2) & _M64
-        h1 = (_rotl(h1, 27) + h2) & _M64
-        h1 = (h1 * 5 + 0x52DCE729) & _M64
-        h2 ^= (_rotl((k2 * _C2) & _M64, 33) * _C1) & _M64
-        h2 = (_rotl(h2, 31) + h1) & _M64
-        h2 = (h2 * 5 + 0x38495AB5) & _M64
-    tail = data[16 * nblocks :]
-    if len(tail) > 8:
-        k2 = int.from_bytes(tail[8:], "little")
-        h2 ^= (_rotl((k2 * _C2) & _M64, 33) * _C1) & _M64
-    if tail:
-        k1 = int.from_bytes(tail[:8], "little")
-        h1 ^= (_rotl((k1 * _C1) & _M64, 31) * _C2) & _M64
-    h1 ^= n
-    h2 ^= n
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
-    h1, h2 = _fmix(h1), _fmix(h2)
-    h1 = (h1 + h2) & _M64
-    h2 = (h2 + h1) & _M64
-    return h1, h2
+    """MurmurHash3_x64_128 (Austin Appleby's reference algorithm, the mmh3 C extension): the two
+    64-bit halves (h1, h2), unsigned."""
+    return mmh3.hash64(data, seed, x64arch=True, signed=False)
 
 
 def key_hash(name: str) -> int:

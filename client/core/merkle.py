@@ -7,110 +7,30 @@ keeps them identical. Positions are 0-based leaf indices; depth d means 2^d leav
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
-from Crypto.Hash import keccak as _keccak
+import sha3  # safe-pysha3: the C Keccak with Ethereum's original padding (0x01), keccak_256
 
 from gpumesh.client.core.constants import LEAF_BYTES, TAG_LEAF, TAG_NODE, TAG_OP, TAG_PROGRAM, ZERO32
 
 
-def _keccak_new(data: bytes) -> bytes:
-    return _keccak.new(data=data, digest_bits=256).digest()
-
-
-def _raw_keccak():
-    """keccak256 straight on pycryptodome's own C library (the one `Crypto.Hash.keccak` wraps), with
-    one reusable state per thread: reset, absorb, digest = 3 foreign calls instead of the wrapper's
-    object set-up (3.4 -> 0.9 us for a 65-byte node, 5.5 -> 2.9 us for a 1025-byte leaf). ctypes
-    releases the GIL during the calls, hence per-thread states. Returns None when the library cannot
-    be opened this way or disagrees with the wrapper (then the wrapper is used)."""
-    try:
-        import ctypes
-        import importlib.machinery
-        import os
-
-        from Crypto.Util._file_system import pycryptodome_filename
-
-        path = next((p for p in (pycryptodome_filename(["Crypto", "Hash"], "_keccak" + ext)
-                                 for ext in importlib.machinery.EXTENSION_SUFFIXES) if os.path.isfile(p)), None)
-        if path is None:
-            return None
-        lib = ctypes.CDLL(path)
-        vp, sz, u8, cp = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint8, ctypes.c_char_p
-        init, reset, absorb, digest, destroy = (lib.keccak_init, lib.keccak_reset, lib.keccak_absorb,
-                                                lib.keccak_digest, lib.keccak_destroy)
-        init.argtypes, reset.argtypes, destroy.argtypes = [ctypes.POINTER(vp), sz, u8], [vp], [vp]
-        absorb.argtypes, digest.argtypes = [vp, cp, sz], [vp, cp, sz, u8]
-        # the same functions taking raw addresses (numpy buffers: no bytes objects per hash)
-        lib2 = ctypes.CDLL(path)
-        reset_a, absorb_a, digest_a = lib2.keccak_reset, lib2.keccak_absorb, lib2.keccak_digest
-        reset_a.argtypes, absorb_a.argtypes, digest_a.argtypes = [vp], [vp, vp, sz], [vp, vp, sz, u8]
-
-        class _State:
-            def __init__(self) -> None:
-                self.p = vp()
-                if init(ctypes.byref(self.p), 64, 24):  # capacity 2 x 32 bytes, 24 rounds
-                    raise OSError("keccak_init failed")
-                self.out = ctypes.create_string_buffer(32)
-
-            def __del__(self) -> None:  # the thread ended: free its state
-                destroy(self.p)
-
-        tls = threading.local()
-
-        def keccak256(data: bytes) -> bytes:
-            st = getattr(tls, "st", None)
-            if st is None:
-                st = tls.st = _State()
-            if type(data) is not bytes:
-                data = bytes(data)
-            reset(st.p)
-            absorb(st.p, data, len(data))
-            digest(st.p, st.out, 32, 1)  # padding byte 0x01: original Keccak (Ethereum), not SHA-3
-            return st.out.raw
-
-        def rows(src: int, stride: int, length: int, count: int, dst: int) -> None:
-            """keccak256 of `count` messages of `length` bytes at src, src + stride, ... into the
-            32-byte slots dst, dst + 32, ... (addresses of buffers the caller keeps alive)."""
-            st = getattr(tls, "st", None)
-            if st is None:
-                st = tls.st = _State()
-            p = st.p
-            for i in range(count):
-                reset_a(p)
-                absorb_a(p, src + i * stride, length)
-                digest_a(p, dst + 32 * i, 32, 1)
-
-        for probe in (b"", b"abc", bytes(range(256)) * 5):
-            if keccak256(probe) != _keccak_new(probe):
-                return None
-        return keccak256, rows
-    except (OSError, AttributeError, ImportError, StopIteration):
-        return None
-
-
-_RAW = _raw_keccak()
-keccak256 = _RAW[0] if _RAW else _keccak_new
-keccak256.__doc__ = "keccak256 (Ethereum's) of `data`."
+def keccak256(data: bytes | bytearray | memoryview) -> bytes:
+    """keccak256 (Ethereum's) of `data`."""
+    return sha3.keccak_256(data).digest()
 
 
 def hash_rows(msgs: np.ndarray) -> np.ndarray:
-    """keccak256 of every row of a C-contiguous uint8 array [k, m] -> uint8 [k, 32]. The batch
-    form of the honest path (unit output roots, result root): three foreign calls per hash on raw
-    addresses and no Python bytes object per hash when pycryptodome's library is reachable; equal to
-    keccak256 row by row."""
+    """keccak256 of every row of a C-contiguous uint8 array [k, m] -> uint8 [k, 32]: the batch form
+    of the honest path (unit output roots, result root), hashing views of the array (no copy of a
+    row); equal to keccak256 row by row."""
     if msgs.dtype != np.uint8 or msgs.ndim != 2 or not msgs.flags.c_contiguous:
         raise ValueError("hash_rows takes a C-contiguous uint8 [k, m] array")
     k, m = msgs.shape
-    out = np.empty((k, 32), dtype=np.uint8)
-    if _RAW is not None and k:
-        _RAW[1](msgs.ctypes.data, m, m, k, out.ctypes.data)
-    else:
-        for i in range(k):
-            out[i] = np.frombuffer(keccak256(msgs[i].tobytes()), dtype=np.uint8)
-    return out
+    flat = memoryview(msgs.reshape(-1))
+    h = sha3.keccak_256
+    digests = bytearray(b"".join([h(flat[i * m : (i + 1) * m]).digest() for i in range(k)]))
+    return np.frombuffer(digests, dtype=np.uint8).reshape(k, 32)
 
 
 def leaf_hash(leaf: bytes) -> bytes:

@@ -124,19 +124,6 @@ def test_hash_rows_equals_keccak_row_by_row_and_rejects_bad_arrays():
             m.hash_rows(bad)
 
 
-def test_batched_forms_without_the_raw_library_fall_back_to_the_same_roots(monkeypatch):
-    """When pycryptodome's C library cannot be called directly (merkle._RAW is None), hash_rows and
-    tensor_roots take the per-row wrapper path and give the same bytes."""
-    import numpy as np
-
-    rows = np.random.default_rng(9).integers(0, 256, (3, 2500), dtype=np.uint8)
-    want = [naive_tensor_root(r.tobytes()) for r in rows]
-    monkeypatch.setattr(m, "_RAW", None)
-    assert m.tensor_roots(rows) == want
-    values = [H(bytes([i])) for i in range(70)]
-    assert m.roots_root(values) == naive_roots_root(values)
-
-
 def test_tensor_roots_in_several_batches_and_of_nothing(monkeypatch):
     import numpy as np
 
