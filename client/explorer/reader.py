@@ -276,7 +276,7 @@ class Explorer:
                     "clocks": {"worker": st.worker_clock, "challenger": st.challenger_clock}}
             if not st.resolved:  # the mover's clock runs from its last move to now
                 live["deadline"] = st.last_move_at + (st.worker_clock if st.turn.name == "WORKER" else st.challenger_clock)
-            opened = next((ev for ev in g.events if ev.name == "OpProven"), None)
+            proven = next((ev for ev in g.events if ev.name == "OpProven"), None)
             return {**self._game_row(g), **story, "live": live, "clock_seconds": self.clock_seconds(),
                     "result_root": hex0x(g.result_root), "now": self.head_time, "head": self.index.head,
-                    "op": op_label(opened.args["descriptor"]) if opened else None}
+                    "op": op_label(proven.args["descriptor"]) if proven else None}
