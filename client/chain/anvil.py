@@ -186,24 +186,31 @@ def start_anvil(
     )
     Thread(target=_drain, args=(proc, output), daemon=True).start()
     anvil = AnvilProcess(proc, port, chain_id, output)
+    wait_until_answers(anvil, "anvil", startup_timeout)
+    return anvil
+
+
+def wait_until_answers(node: AnvilProcess, what: str, startup_timeout: float) -> None:
+    """Wait until the freshly started `node` answers eth_chainId with its chain id; stop it and
+    raise AnvilError (with its output's tail) when it exits, stays silent or is another chain."""
+    proc = node._proc
     deadline = time.monotonic() + startup_timeout
     while True:
         if proc.poll() is not None:
             time.sleep(0.1)  # let the drain thread collect the last lines
-            raise AnvilError(f"anvil exited with code {proc.returncode} during start-up:\n{anvil.output_tail()}")
+            raise AnvilError(f"{what} exited with code {proc.returncode} during start-up:\n{node.output_tail()}")
         try:
-            got = int(rpc_call(anvil.url, "eth_chainId", timeout=1.0), 16)
+            got = int(rpc_call(node.url, "eth_chainId", timeout=1.0), 16)
             break
         except (urllib.error.URLError, ConnectionError, OSError, ValueError):
             pass
         if time.monotonic() > deadline:
-            anvil.stop()
-            raise AnvilError(f"anvil did not answer on {anvil.url} within {startup_timeout:.0f}s:\n{anvil.output_tail()}")
+            node.stop()
+            raise AnvilError(f"{what} did not answer on {node.url} within {startup_timeout:.0f}s:\n{node.output_tail()}")
         time.sleep(0.05)
-    if got != chain_id:
-        anvil.stop()
-        raise AnvilError(f"anvil on {anvil.url} reports chain id {got}, expected {chain_id}")
-    return anvil
+    if got != node.chain_id:
+        node.stop()
+        raise AnvilError(f"{what} on {node.url} reports chain id {got}, expected {node.chain_id}")
 
 
 def _drain(proc: subprocess.Popen, sink: deque[str]) -> None:

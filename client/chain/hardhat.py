@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import urllib.error
 from collections import deque
 from pathlib import Path
 from threading import Thread
@@ -28,7 +26,7 @@ from gpumesh.client.chain.anvil import (  # the one start-up toolkit of both nod
     _drain,
     free_port,
     port_is_free,
-    rpc_call,
+    wait_until_answers,
 )
 
 CONFIG = Path("tools") / "hardhat" / "hardhat.config.js"
@@ -75,23 +73,5 @@ def start_hardhat(port: int | None = None, startup_timeout: float = 60.0) -> Har
     output: deque[str] = deque(maxlen=200)
     Thread(target=_drain, args=(proc, output), daemon=True).start()
     node = HardhatProcess(proc, port, DEFAULT_CHAIN_ID, output)
-    deadline = time.monotonic() + startup_timeout
-    while True:
-        if proc.poll() is not None:
-            time.sleep(0.1)
-            raise AnvilError(f"hardhat exited with code {proc.returncode} during start-up:\n{node.output_tail()}")
-        try:
-            got = int(rpc_call(node.url, "eth_chainId", timeout=1.0), 16)
-            break
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            node.stop()
-            raise AnvilError(f"hardhat did not answer on {node.url} within {startup_timeout:.0f}s:\n"
-                             f"{node.output_tail()}")
-        time.sleep(0.1)
-    if got != DEFAULT_CHAIN_ID:
-        node.stop()
-        raise AnvilError(f"hardhat on {node.url} reports chain id {got}, expected {DEFAULT_CHAIN_ID}")
+    wait_until_answers(node, "hardhat", startup_timeout)
     return node
-
