@@ -1,4 +1,5 @@
-"""`gpumesh program` commands: build (export a float model to an int8 program), run (execute an
+"""`gpumesh program` commands: build (export a float model to an int8 program), check (list the
+layers the op set cannot express), run (execute an
 inputs file locally and print the result root), show (the program's commitments and ops).
 
 Heavy libraries (torch, numpy, safetensors) are imported inside the commands only.
@@ -48,6 +49,15 @@ def _load_st(path: str) -> dict:
 
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip or a raw pickle
+        out = os.path.splitext(path)[0] + ".safetensors"
+        raise UsageError(
+            f"{path} is a PyTorch pickle (torch.save); gpumesh reads safetensors only (a pickle can run code). "
+            f"Convert it once, on a machine where you trust the file: python -c \"import torch; "
+            f"from safetensors.torch import save_file; sd = torch.load('{path}', weights_only=True); "
+            f"save_file({{k: v.contiguous().clone() for k, v in sd.items()}}, '{out}')\"")
     return read_tensors(path, as_torch=True)
 
 
@@ -62,15 +72,33 @@ def _tensor(path: str, key: str | None):
     return t[key]
 
 
+def _model_with_weights(model: str, state_dict: str):
+    m = _load_factory(model)()
+    try:
+        m.load_state_dict(_load_st(state_dict))
+    except RuntimeError as exc:  # torch lists missing/unexpected keys and shape mismatches, one per line
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
+        raise ValidationError(f"{state_dict} does not fit {model}: {detail}") from None
+    return m.eval()
+
+
+def _samples(path: str, key: str | None):
+    """Float samples, or integer token ids (a token program) as they are."""
+    x = _tensor(path, key)
+    return x.float() if x.is_floating_point() else x.long()
+
+
 @app.command("build")
 def build(
     model: str = typer.Option(..., "--model", help="FILE.py:FACTORY or MODULE:FACTORY returning the nn.Module."),
     state_dict: str = typer.Option(..., "--state-dict", help="Float weights (safetensors state_dict)."),
-    calib: str = typer.Option(..., "--calib", help="Calibration samples [S, ...] float (safetensors)."),
+    calib: str = typer.Option(..., "--calib", help="Calibration samples [S, ...] (safetensors): float, or integer "
+                              "token ids in [0, 256) for a token program."),
     out: str = typer.Option(..., "--out", help="Program folder to write."),
     unit_batch: int = typer.Option(32, "--unit-batch", help="Samples per unit (the program input's first dim)."),
     argmax: bool = typer.Option(True, "--argmax/--logits", help="Output class indices (int32) or int8 logits."),
-    eval_data: str = typer.Option(None, "--eval", help="Held-out samples (safetensors) to report accuracy."),
+    eval_data: str = typer.Option(None, "--eval", help="Held-out samples (safetensors) to report accuracy (token "
+                                  "windows [S, T]: next-token accuracy and int8/float agreement, no labels)."),
     eval_labels: str = typer.Option(None, "--labels", help="Labels for --eval (safetensors int tensor or JSON list)."),
     calib_key: str = typer.Option(None, "--calib-key"),
     as_json: bool = typer.Option(False, "--json"),
@@ -82,18 +110,14 @@ def build(
     from gpumesh.node.runtime.export import export_model
     from gpumesh.node.runtime.files import load_program, save_program
 
-    m = _load_factory(model)()
-    try:
-        m.load_state_dict(_load_st(state_dict))
-    except RuntimeError as exc:  # torch lists missing/unexpected keys and shape mismatches, one per line
-        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
-        raise ValidationError(f"{state_dict} does not fit {model}: {detail}") from None
-    x = _tensor(calib, calib_key).float()
-    prog, arrays = export_model(m.eval(), x, unit_batch, argmax=argmax, meta={"model": model})
+    m = _model_with_weights(model, state_dict)
+    prog, arrays = export_model(m, _samples(calib, calib_key), unit_batch, argmax=argmax, meta={"model": model})
     save_program(out, prog, arrays)
     report = {"program": out, "program_root": "0x" + prog.root().hex(), "ops": len(prog.ops),
               "weights": len(prog.weights)}
-    if eval_data:
+    if eval_data and prog.meta.get("input_kind") == "tokens":
+        report.update(_token_report(m, load_program(out), _samples(eval_data, None)))
+    elif eval_data:
         if not (eval_labels and argmax):
             raise UsageError("--eval needs --labels and an argmax program")
         xe = _tensor(eval_data, None).float()
@@ -106,6 +130,60 @@ def build(
     else:
         for k, v in report.items():
             typer.echo(f"{k}: {v}")
+
+
+def _token_report(m, bundle, ids) -> dict:
+    """Greedy next token at every position: float vs int8 agreement, and each one's accuracy at
+    predicting the next id of the held-out windows."""
+    import torch
+
+    from gpumesh.node.runtime.evaluate import quantize_units
+    from gpumesh.node.runtime.executor import Executor
+
+    got = Executor(bundle).run(quantize_units(bundle.program, ids.numpy())).outputs
+    got = torch.from_numpy(got.reshape(-1, *ids.shape[1:])[: len(ids)].astype("int64"))
+    with torch.no_grad():
+        want = torch.cat([m(ids[i : i + 64]).argmax(-1) for i in range(0, len(ids), 64)])
+    nxt = ids[:, 1:]
+    return {"next_token_agreement": round(float((got == want).double().mean()), 4),
+            "float_next_token_accuracy": round(float((want[:, :-1] == nxt).double().mean()), 4),
+            "int8_next_token_accuracy": round(float((got[:, :-1] == nxt).double().mean()), 4)}
+
+
+@app.command("check")
+def check(
+    model: str = typer.Option(..., "--model", help="FILE.py:FACTORY or MODULE:FACTORY returning the nn.Module."),
+    calib: str = typer.Option(None, "--calib", help="Samples to trace on (safetensors): also checks the functions "
+                              "and methods of forward, not only the module types."),
+    state_dict: str = typer.Option(None, "--state-dict", help="With --calib: run the whole export on these weights."),
+    calib_key: str = typer.Option(None, "--calib-key"),
+    unit_batch: int = typer.Option(1, "--unit-batch", help="Samples per unit to trace and export with."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List every layer of a model that the int8 op set cannot express, each with its fix."""
+    from gpumesh.node.runtime.export import ExportError, export_model, unsupported
+
+    if state_dict and not calib:
+        raise UsageError("--state-dict needs --calib (the export calibrates on it)")
+    m = _model_with_weights(model, state_dict) if state_dict else _load_factory(model)().eval()
+    x = _samples(calib, calib_key) if calib else None
+    problems = unsupported(m, x, unit_batch)
+    ops = None
+    if not problems and state_dict:
+        try:
+            ops = len(export_model(m, x, unit_batch)[0].ops)
+        except ExportError as exc:
+            problems = [str(exc)]
+    if as_json:
+        typer.echo(json.dumps({"model": model, "problems": problems, "ops": ops}))
+    else:
+        for line in problems:
+            typer.echo(line)
+    if problems:
+        raise ValidationError(f"{model}: {len(problems)} layer{'s' if len(problems) > 1 else ''} not in the op set")
+    if not as_json:
+        scope = "every layer and call" if calib else "every module type (add --calib to check forward's calls)"
+        typer.echo(f"{model}: {scope} is in the op set" + (f"; the export gives {ops} ops" if ops else ""))
 
 
 @app.command("inputs")

@@ -13,7 +13,10 @@ from gpumesh.node.runtime.quant import quantize_act
 
 
 def quantize_units(prog: Program, x: np.ndarray) -> np.ndarray:
-    """Float samples [S, ...] -> int8 units [U, B, ...] (the last unit zero-padded to B samples)."""
+    """Float samples [S, ...] -> int8 units [U, B, ...] (the last unit zero-padded to B samples).
+    A token program (meta input_kind "tokens") takes integer ids in [0, 256): the unit holds id - 128."""
+    if prog.meta.get("input_kind") == "tokens":
+        return _token_units(prog, x)
     scale = prog.meta.get("input_scale")
     if not scale:
         raise ProgramError("program meta has no input_scale: cannot quantize float inputs")
@@ -24,6 +27,21 @@ def quantize_units(prog: Program, x: np.ndarray) -> np.ndarray:
     q = quantize_act(np.asarray(x, dtype=np.float64), float(scale))
     units = -(-len(q) // bsz)
     pad = np.zeros((units * bsz - len(q), *shape[1:]), dtype=np.int8)
+    return np.concatenate([q, pad]).reshape(units, *shape)
+
+
+def _token_units(prog: Program, x: np.ndarray) -> np.ndarray:
+    shape = prog.input.type.shape
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise ProgramError(f"a token program takes integer ids, got {x.dtype} samples")
+    if tuple(x.shape[1:]) != shape[1:]:
+        raise ProgramError(f"samples are {list(x.shape[1:])}, the program takes {list(shape[1:])}")
+    if x.size and (x.min() < 0 or x.max() > 255):
+        raise ProgramError(f"token ids in [{x.min()}, {x.max()}]: the program takes ids in [0, 256)")
+    q = (x.astype(np.int64) - int(prog.meta.get("token_offset", 128))).astype(np.int8)
+    units = -(-len(q) // shape[0])
+    pad = np.full((units * shape[0] - len(q), *shape[1:]), -128, dtype=np.int8)
     return np.concatenate([q, pad]).reshape(units, *shape)
 
 

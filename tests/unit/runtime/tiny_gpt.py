@@ -1,0 +1,129 @@
+"""A tiny byte-level causal transformer (GPT-style, pre-norm) in the styles the export supports:
+attention written as explicit matmul + causal-masked softmax, `F.scaled_dot_product_attention`,
+or nn.MultiheadAttention; LayerNorm or RMSNorm; a GELU MLP or SwiGLU; learned positions; a final
+norm and LM head. Text: the standard library's own sources (every Python has them), read as bytes.
+Shared by the export tests."""
+
+from __future__ import annotations
+
+import math
+import sysconfig
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    """A model's own RMSNorm (Llama-style), as posters write it."""
+
+    def __init__(self, d: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, heads: int, ctx: int, style: str) -> None:
+        super().__init__()
+        self.h, self.style = heads, style
+        if style == "mha":
+            self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.register_buffer("causal", torch.ones(ctx, ctx, dtype=torch.bool).triu(1))
+            return
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx)).view(1, 1, ctx, ctx))
+
+    def forward(self, x):
+        b, t, d = x.size()
+        if self.style == "mha":
+            return self.mha(x, x, x, attn_mask=self.causal[:t, :t], need_weights=False)[0]
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (y.view(b, t, self.h, d // self.h).transpose(1, 2) for y in (q, k, v))
+        if self.style == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
+            y = F.softmax(att, dim=-1) @ v
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int, swiglu: bool) -> None:
+        super().__init__()
+        self.swiglu = swiglu
+        if swiglu:
+            self.w1, self.w3, self.w2 = nn.Linear(d, 2 * d, bias=False), nn.Linear(d, 2 * d, bias=False), nn.Linear(2 * d, d, bias=False)
+            self.act = nn.SiLU()
+        else:
+            self.fc, self.act, self.proj = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        if self.swiglu:
+            return self.w2(self.act(self.w1(x)) * self.w3(x))
+        return self.proj(self.act(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, ctx: int, attn: str, rms: bool, swiglu: bool) -> None:
+        super().__init__()
+        norm = (lambda: RMSNorm(d)) if rms else (lambda: nn.LayerNorm(d))
+        self.ln1, self.attn, self.ln2, self.mlp = norm(), Attention(d, heads, ctx, attn), norm(), MLP(d, swiglu)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, layers: int = 2, d: int = 64, heads: int = 4, ctx: int = 32, vocab: int = 256,
+                 attn: str = "explicit", rms: bool = False, swiglu: bool = False) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(Block(d, heads, ctx, attn, rms, swiglu) for _ in range(layers))
+        self.ln_f = RMSNorm(d) if rms else nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx):
+        b, t = idx.shape
+        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln_f(x))
+
+
+def stdlib_bytes(names: list[str]) -> bytes:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return b"".join((root / n).read_bytes() for n in names)
+
+
+def windows(data: bytes, ctx: int, count: int, seed: int) -> torch.Tensor:
+    """`count` windows of ctx bytes at seeded random offsets, int64 [count, ctx]."""
+    t = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(t) - ctx - 1, (count,), generator=g)
+    return torch.stack([t[s : s + ctx] for s in starts.tolist()])
+
+
+def train(model: nn.Module, data: bytes, steps: int, ctx: int, seed: int = 0, lr: float = 3e-3) -> nn.Module:
+    """A few hundred Adam steps of next-byte prediction (seconds on two cores)."""
+    torch.manual_seed(seed)
+    t = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        s = torch.randint(0, len(t) - ctx - 1, (32,), generator=g)
+        x = torch.stack([t[i : i + ctx] for i in s.tolist()])
+        y = torch.stack([t[i + 1 : i + ctx + 1] for i in s.tolist()])
+        loss = F.cross_entropy(model(x).reshape(-1, model.head.out_features), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
