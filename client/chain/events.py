@@ -6,7 +6,11 @@ or memory), so a crash between the two re-delivers rather than loses events (con
 idempotent, keyed by on-chain ids). Every poll re-reads the last `reorg_depth` blocks and drops
 events already delivered, keyed by (blockHash, logIndex): after a reorg the replacement logs carry
 new block hashes and are delivered, and `reorgs_seen` counts reorgs detected at the cursor.
-Imported by daemons (worker, watchtower) and the CLI.
+Every `eth_getLogs` here is bounded in block span (hosted providers refuse wide ranges once a chain
+is old) and adaptive: `LogWindow` halves the span when the provider refuses a range or a result
+size, and grows it back after successes. `logs_in_chunks` walks a range in such spans (newest first
+when only the last matching event is wanted); `find_logs` does it for one contract event with
+argument filters. Imported by daemons (worker, watchtower) and the CLI.
 """
 
 from __future__ import annotations
@@ -92,19 +96,114 @@ def _topic_bytes(t: Any) -> bytes:
     return bytes.fromhex(t.removeprefix("0x")) if isinstance(t, str) else bytes(t)
 
 
+#: Provider refusals that mean "ask for fewer blocks" (geth, Erigon, Alchemy, Infura, QuickNode,
+#: Ankr, drpc... phrase it differently; all are about a range or a result size).
+_RANGE_REFUSALS = ("range", "too large", "too many", "limit", "exceed", "more than", "10000 results",
+                   "response size", "timeout", "timed out")
+
+
+def is_range_refusal(exc: BaseException) -> bool:
+    from web3.exceptions import Web3RPCError
+
+    msg = str(getattr(exc, "message", None) or exc).lower()
+    return isinstance(exc, Web3RPCError | ValueError) and any(m in msg for m in _RANGE_REFUSALS)
+
+
+class LogWindow:
+    """The block span of one eth_getLogs: starts at `span`, halves on a range refusal (down to 1),
+    doubles back after `grow_after` answered requests in a row (up to `max_span`)."""
+
+    def __init__(self, span: int = 2000, max_span: int = 10_000, grow_after: int = 4) -> None:
+        if not 1 <= span <= max_span:
+            raise ValueError("need 1 <= span <= max_span")
+        self.span, self.max_span, self.grow_after = span, max_span, grow_after
+        self._ok = 0
+        self.refusals = 0
+
+    def shrink(self) -> bool:
+        """Halve the span; False when it is already one block (nothing left to try)."""
+        self.refusals += 1
+        self._ok = 0
+        if self.span == 1:
+            return False
+        self.span = max(1, self.span // 2)
+        return True
+
+    def answered(self) -> None:
+        self._ok += 1
+        if self._ok >= self.grow_after and self.span < self.max_span:
+            self.span, self._ok = min(self.max_span, self.span * 2), 0
+
+
+def window_of(w3) -> LogWindow:
+    """The LogWindow shared by everything reading logs through `w3` (one provider, one limit)."""
+    holder = getattr(w3, "provider", w3)
+    win = getattr(holder, "gpumesh_log_window", None)
+    if win is None:
+        win = LogWindow()
+        holder.gpumesh_log_window = win
+    return win
+
+
+def logs_in_chunks(fetch, from_block: int, to_block: int, window: LogWindow, *,
+                   newest_first: bool = False, enough=None) -> list:
+    """`fetch(a, b)` (one eth_getLogs over blocks a..b) over [from_block, to_block] in spans of
+    `window`, oldest chunk first or `newest_first`; stops early once `enough(logs so far)`."""
+    out: list = []
+    lo, hi = from_block, to_block
+    while lo <= hi:
+        a, b = (max(lo, hi - window.span + 1), hi) if newest_first else (lo, min(hi, lo + window.span - 1))
+        try:
+            got = list(fetch(a, b))
+        except Exception as exc:
+            if is_range_refusal(exc) and window.shrink():
+                continue
+            raise
+        window.answered()
+        out = got + out if newest_first else out + got
+        if newest_first:
+            hi = a - 1
+        else:
+            lo = b + 1
+        if enough is not None and enough(out):
+            break
+    return out
+
+
+def find_logs(w3, event, filters: dict | None, from_block: int, *, last_only: bool = False) -> list:
+    """Logs of contract `event` (a web3 ContractEvent class, e.g. `contract.events.JobPosted`)
+    matching `filters`, from `from_block` to the head, in bounded spans; `last_only`: walk back
+    from the head and stop at the first chunk with a match (the newest event)."""
+    head = int(w3.eth.block_number)
+    ev = event()
+
+    def fetch(a: int, b: int):
+        return ev.get_logs(argument_filters=filters or None, from_block=a, to_block=b)
+
+    logs = logs_in_chunks(fetch, from_block, head, window_of(w3), newest_first=last_only,
+                          enough=(lambda got: bool(got)) if last_only else None)
+    return sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"]))
+
+
 class EventReader:
-    """Polls logs of `contracts` (web3 Contract objects) from `start_block` on."""
+    """Polls logs of `contracts` (web3 Contract objects) from `start_block` on.
+
+    `confirmations`: blocks on top of an event before it is delivered, or a block tag, "safe" or
+    "finalized", whose block is the last one read (chains with a finality gadget)."""
 
     def __init__(self, w3, contracts: list, store: CursorStore, start_block: int = 0,
-                 confirmations: int = 0, reorg_depth: int = 12, max_range: int = 5000) -> None:
+                 confirmations: int | str = 0, reorg_depth: int = 12, max_range: int = 5000) -> None:
         if reorg_depth < 1:
             raise ValueError("reorg_depth must be >= 1")
+        if isinstance(confirmations, str) and confirmations not in ("safe", "finalized"):
+            raise ValueError("confirmations: a number of blocks, 'safe' or 'finalized'")
         self.w3 = w3
         self.store = store
         self.start_block = start_block
         self.confirmations = confirmations
         self.reorg_depth = reorg_depth
         self.max_range = max_range
+        self.window = window_of(w3)
         self.reorgs_seen = 0
         self._pending: Cursor | None = None
         self._by_topic: dict[tuple[str, bytes], Any] = {}  # both contracts emit Withdrawn(address,uint256)
@@ -114,10 +213,16 @@ class EventReader:
             for ev in c.events:
                 self._by_topic[(c.address, _topic_bytes(ev().topic))] = ev()
 
-    def poll(self) -> list[ChainEvent]:
-        """New confirmed events, in chain order. Call commit() once they are handled."""
-        head = self.w3.eth.block_number
-        safe = head - self.confirmations
+    def last_block(self, head: int | None = None) -> int:
+        """The newest block whose events may be delivered (`head`: the head number, if known)."""
+        if isinstance(self.confirmations, str):
+            return int(self.w3.eth.get_block(self.confirmations)["number"])
+        return (int(self.w3.eth.block_number) if head is None else head) - self.confirmations
+
+    def poll(self, head: int | None = None) -> list[ChainEvent]:
+        """New confirmed events, in chain order. Call commit() once they are handled. `head`: the
+        head number when the caller has it (a subscription), saving a request."""
+        safe = self.last_block(head)
         cur = self._pending or self.store.load()
         if cur is None:
             from_block, seen = self.start_block, set()
@@ -128,8 +233,16 @@ class EventReader:
             from_block = max(self.start_block, cur.block - self.reorg_depth + 1)
         if safe < from_block or safe < 0:
             return []
-        to_block = min(safe, from_block + self.max_range - 1)
-        logs = self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block, "address": self._addresses})
+        while True:  # one bounded request; a refused span is halved and asked again
+            to_block = min(safe, from_block + min(self.max_range, self.window.span) - 1)
+            try:
+                logs = self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block,
+                                             "address": self._addresses})
+                self.window.answered()
+                break
+            except Exception as exc:
+                if not (is_range_refusal(exc) and self.window.shrink()):
+                    raise
         out: list[ChainEvent] = []
         for log in sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"])):
             ev = self._decode(log)

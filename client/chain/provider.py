@@ -316,7 +316,7 @@ class HeadSource:
 
     def __init__(self, w3, subscribe: bool = True) -> None:
         self.w3 = w3
-        self._ws = isinstance(w3.provider, SyncWebSocketProvider) and subscribe
+        self._ws = isinstance(getattr(w3, "provider", None), SyncWebSocketProvider) and subscribe
         self._head: int | None = None
         if self._ws:
             try:

@@ -1,5 +1,5 @@
-"""Crash-safe daemon state in SQLite (WAL, one writer): records keyed by on-chain ids, cursors
-(last processed block per event stream), and an outbox of signed transactions.
+"""Crash-safe daemon state in SQLite (WAL, one writer): records keyed by on-chain ids (event
+cursors among them: gpumesh.node.common.cursor), and an outbox of signed transactions.
 
 The outbox is what makes restarts safe: a handler records the signed raw transaction (and its
 hash) BEFORE broadcasting it. After a crash the daemon re-broadcasts pending entries (the same
@@ -22,7 +22,6 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, updated REAL NOT NULL,
   PRIMARY KEY (kind, key));
-CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, block INTEGER NOT NULL, block_hash TEXT);
 CREATE TABLE IF NOT EXISTS outbox (
   intent TEXT PRIMARY KEY, raw_tx BLOB NOT NULL, tx_hash TEXT NOT NULL, status TEXT NOT NULL,
   created REAL NOT NULL, detail TEXT);
@@ -103,20 +102,6 @@ class StateStore:
     def delete(self, kind: str, key: str | int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM records WHERE kind=? AND key=?", (kind, str(key)))
-
-    # --- cursors -----------------------------------------------------------------------------
-    def cursor(self, name: str) -> tuple[int, str | None] | None:
-        with self._lock:
-            row = self._db.execute("SELECT block, block_hash FROM cursors WHERE name=?", (name,)).fetchone()
-        return (row[0], row[1]) if row else None
-
-    def set_cursor(self, name: str, block: int, block_hash: str | None = None) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO cursors(name,block,block_hash) VALUES(?,?,?) "
-                "ON CONFLICT(name) DO UPDATE SET block=excluded.block, block_hash=excluded.block_hash",
-                (name, block, block_hash),
-            )
 
     # --- outbox ------------------------------------------------------------------------------
     def outbox_get(self, intent: str) -> OutboxEntry | None:

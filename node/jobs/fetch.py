@@ -74,9 +74,11 @@ class JobData:
 
 def posted_event(market, job_id: int, from_block: int = 0) -> dict:
     """The args of the job's JobPosted event (specCid, minGpuMemoryMiB, reward, poster)."""
-    try:
-        logs = list(market.contract.events.JobPosted().get_logs(
-            argument_filters={"jobId": int(job_id)}, from_block=from_block))
+    from gpumesh.client.chain.events import find_logs
+
+    try:  # newest first, in bounded spans: an Open job was posted recently
+        logs = find_logs(market.w3, market.contract.events.JobPosted, {"jobId": int(job_id)}, from_block,
+                         last_only=True)
     except (ConnectionError, OSError) as exc:
         raise JobDataError(f"job {job_id}: cannot read its JobPosted event ({type(exc).__name__})",
                            retryable=True) from None

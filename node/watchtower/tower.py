@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from gpumesh.client.chain.dispute import DisputeGameClient
-from gpumesh.client.chain.events import Cursor, EventReader
+from gpumesh.client.chain.events import EventReader, find_logs
+from gpumesh.client.chain.provider import HeadSource
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
 from gpumesh.client.core.game import Outcome, Side
+from gpumesh.node.common.cursor import StateCursorStore
 from gpumesh.node.common.outbox import Sent
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.play import TraceCache, executor_traces, int8_prover, player_data, spliced_roots
@@ -39,6 +41,10 @@ from gpumesh.node.dispute.responder import Responder
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, fetch_job, read_bounded, spec_cid_of
 from gpumesh.node.jobs.outputs import unit_output_roots, verify_outputs
 from gpumesh.node.watchtower.checker import CheckResult, check_rate, draw_seed, mismatches, sample_units
+
+#: Even with no new block, a full tick at least this often (a game clock runs on chain time, which
+#: an automining devnet only advances with a block; this bounds any such wait).
+IDLE_FULL_TICK_SECONDS = 30.0
 
 #: Job record statuses. Final ones are never revisited.
 CHECKING = ("new", "retry")
@@ -59,21 +65,6 @@ class WatchtowerConfig:
 
     def __post_init__(self) -> None:
         check_rate(self.sample_rate)
-
-
-class StoreCursor:
-    """EventReader cursor kept in the watchtower's StateStore (records kind 'cursor')."""
-
-    def __init__(self, state: StateStore, name: str = "market") -> None:
-        self.state, self.name = state, name
-
-    def load(self) -> Cursor | None:
-        d = self.state.get("cursor", self.name)
-        return Cursor(d["block"], d["block_hash"], tuple(d["seen"])) if d else None
-
-    def save(self, cursor: Cursor) -> None:
-        self.state.put("cursor", self.name, {"block": cursor.block, "block_hash": cursor.block_hash,
-                                             "seen": list(cursor.seen)})
 
 
 @dataclass
@@ -119,11 +110,14 @@ class Watchtower:
         self.clock = clock
         self.me = game.account_address
         self.responder = Responder(game, state, log=self.log, on_sent=self._sent)
-        self.events = EventReader(market.w3, [market.contract], StoreCursor(state), start_block=from_block,
+        self.events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"), start_block=from_block,
                                   confirmations=self.config.confirmations)
         self._contexts: dict[int, _JobContext] = {}  # jobs with a game to play (mismatches) only
         self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
         self._started = False
+        self._heads = HeadSource(market.w3)  # newHeads over ws://, eth_blockNumber over HTTP
+        self._last_head: int | None = None
+        self._full_tick_at = 0.0
 
     # ================================================================ the loop
     def tick(self) -> None:
@@ -135,7 +129,11 @@ class Watchtower:
                 self.log.info("settled %d recorded transaction(s) from before the restart", len(settled))
             self._scan_submitted()
             self._started = True
-        self._poll_events()
+        head = self._heads.latest()
+        if head == self._last_head and not self._clock_work() and self.clock() < self._full_tick_at:
+            return  # no new block and nothing waiting on the clock: one request (none over ws://)
+        self._last_head, self._full_tick_at = head, self.clock() + IDLE_FULL_TICK_SECONDS
+        self._poll_events(head)
         failed: list[str] = []
         # One failing job or game (IPFS down, an RPC hiccup) must not stall the others: each is
         # handled on its own, and the tick reports the failures at the end (the Daemon backs off).
@@ -188,8 +186,12 @@ class Watchtower:
         for job in self.market.jobs({JobState.SUBMITTED}):
             self._register(int(job.job_id), None, "scan")
 
-    def _poll_events(self) -> None:
-        for ev in self.events.poll():
+    def _clock_work(self) -> bool:
+        """A job whose check or challenge waits on this machine (or a retry time), not on a block."""
+        return any(r.get("status") in (*CHECKING, "mismatch") for r in self.state.all("job").values())
+
+    def _poll_events(self, head: int | None = None) -> None:
+        for ev in self.events.poll(head):
             if ev.name == "ResultSubmitted":
                 self._register(int(ev.args["jobId"]), str(ev.args["outputsCid"]), f"block {ev.block_number}")
         self.events.commit()
@@ -205,8 +207,8 @@ class Watchtower:
     def _outputs_cid(self, job_id: int, rec: dict) -> str:
         if rec.get("outputs_cid"):
             return rec["outputs_cid"]
-        logs = self.market.contract.events.ResultSubmitted().get_logs(
-            argument_filters={"jobId": int(job_id)}, from_block=self.from_block)
+        logs = find_logs(self.market.w3, self.market.contract.events.ResultSubmitted, {"jobId": int(job_id)},
+                         self.from_block, last_only=True)  # the newest, in bounded spans
         if not logs:
             raise JobDataError(f"job {job_id}: no ResultSubmitted event", retryable=True)
         return str(logs[-1]["args"]["outputsCid"])

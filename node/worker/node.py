@@ -29,17 +29,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpumesh.client.chain.events import EventReader
+from gpumesh.client.chain.provider import HeadSource
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
 from gpumesh.client.core.program import result_root
+from gpumesh.node.common.cursor import StateCursorStore
 from gpumesh.node.common.outbox import Outbox
 from gpumesh.node.common.store import StateStore
 from gpumesh.node.dispute.play import TRACE_CACHE_BYTES, StreamingTraces, TraceCache
 from gpumesh.node.jobs.fetch import JobData, JobDataError, JobLimits, ProgramCache, fetch_job, posted_event
 from gpumesh.node.jobs.outputs import outputs_bytes
 from gpumesh.node.worker.capabilities import capability_document
-from gpumesh.node.worker.cursor import StateCursorStore
 from gpumesh.node.worker.faults import Fault, executor_for, op_outputs_at, run_units_at, trace_roots_at
 from gpumesh.node.worker.inventory import Inventory
 from gpumesh.node.worker.policy import GPU_MEMORY, TOO_MANY_UNITS, Policy, Refusal, claim_delay, judge
@@ -71,6 +72,7 @@ class WorkerConfig:
     claim_stagger: float = 2.0  # seconds a worker that needs all of a job's time waits before claiming
     # it; one that needs a tenth waits a tenth of it (policy.claim_delay): faster machines claim first
     program_cache_bytes: int = 2 << 30  # validated program folders kept across jobs (weights' bytes)
+    idle_full_tick_seconds: float = 30.0  # a full tick at least this often even when no block came
 
 
 class Progress(Protocol):
@@ -125,6 +127,12 @@ class WorkerNode:
         self._events = EventReader(market.w3, [market.contract], StateCursorStore(state, "market"),
                                    start_block=config.start_block, confirmations=config.confirmations)
         self._started = False
+        # Idle ticks cost one eth_blockNumber over HTTP and nothing over a websocket (newHeads): a
+        # tick with the same head and nothing waiting on the clock does nothing else.
+        self._heads = HeadSource(market.w3)
+        self._last_head: int | None = None
+        self._full_tick_at = 0.0
+        self._now: int | None = None
         self._unit_seconds: dict[bytes, float] = {}  # program root -> measured seconds per unit
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,7 +161,12 @@ class WorkerNode:
     def tick(self) -> None:
         if not self._started:
             self.startup()
-        for ev in self._events.poll():
+        head = self._heads.latest()
+        jobs = self.state.all(JOB)
+        if head == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
+            return  # nothing on chain moved and nothing here waits on the clock: one request, or none
+        self._last_head, self._full_tick_at = head, self.clock() + self.cfg.idle_full_tick_seconds
+        for ev in self._events.poll(head):
             if ev.name == "JobPosted":
                 self._note_job(ev.args["jobId"], ev.args)
             elif ev.name == "JobReopened":
@@ -161,6 +174,7 @@ class WorkerNode:
         self._events.commit()
         jobs = self.state.all(JOB)
         failed: list[int] = []
+        self._now = None  # the chain's time is read at most once per tick
         for key in sorted(jobs, key=int):
             if self.stopping():
                 break
@@ -228,7 +242,16 @@ class WorkerNode:
             self.metrics.inc(name, n)
 
     def _chain_now(self) -> int:
-        return int(self.market.w3.eth.get_block("latest")["timestamp"])
+        if self._now is None:
+            self._now = int(self.market.w3.eth.get_block("latest")["timestamp"])
+        return self._now
+
+    def _clock_work(self, jobs: dict[str, dict]) -> bool:
+        """Whether some job moves on without a new block: one executing or withdrawing, one waiting
+        out its claim stagger or a data retry."""
+        return any(v["status"] in ("claimed", "finalized") or
+                   (v["status"] == "new" and (int(k) in self._claim_at or v.get("attempts", 0) > 0))
+                   for k, v in jobs.items())
 
     # ------------------------------------------------------------------ the state machine
     def _advance(self, job_id: int) -> None:

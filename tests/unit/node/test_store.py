@@ -1,5 +1,7 @@
 """StateStore survives a reopen (the crash model: the process dies, the file remains)."""
 
+from gpumesh.client.chain.events import Cursor
+from gpumesh.node.common.cursor import StateCursorStore
 from gpumesh.node.common.store import StateStore
 
 
@@ -8,14 +10,14 @@ def test_records_cursors_and_outbox_survive_reopen(tmp_path):
     s = StateStore(p)
     s.put("job", 7, {"state": "claimed"})
     s.update("job", 7, unit=3)
-    s.set_cursor("market", 120, "0xabc")
+    StateCursorStore(s, "market").save(Cursor(120, "0xabc", ("0xabc:0",)))
     s.outbox_add("submit:job:7", b"\x02raw", "0xhash")
     s.outbox_add("submit:job:7", b"\x02other", "0xother")  # a retry of the same intent keeps the first
     s.close()
 
     s = StateStore(p)
     assert s.get("job", "7") == {"state": "claimed", "unit": 3}
-    assert s.cursor("market") == (120, "0xabc")
+    assert StateCursorStore(s, "market").load() == Cursor(120, "0xabc", ("0xabc:0",))
     pending = s.outbox_pending()
     assert [(e.intent, e.raw_tx, e.tx_hash) for e in pending] == [("submit:job:7", b"\x02raw", "0xhash")]
     s.outbox_settle("submit:job:7", "mined")

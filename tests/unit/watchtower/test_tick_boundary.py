@@ -5,6 +5,7 @@ context (executor, data) in memory."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from gpumesh.node.watchtower.tower import Watchtower
 
 def _events(*a, **kw):
     """An EventReader that sees no new events."""
-    return SimpleNamespace(poll=lambda: [], commit=lambda: None)
+    return SimpleNamespace(poll=lambda head=None: [], commit=lambda: None)
 
 
 def _tower(tmp_path, monkeypatch) -> Watchtower:
@@ -30,6 +31,7 @@ def _tower(tmp_path, monkeypatch) -> Watchtower:
     t = Watchtower(market=market, registry=None, game=game, content=None, state=StateStore(tmp_path / "t.db"),
                    executor_factory=lambda b: None, metrics=WatchtowerMetrics())
     t._started = True
+    t._heads = SimpleNamespace(latest=itertools.count().__next__)  # a new block every tick
     return t
 
 

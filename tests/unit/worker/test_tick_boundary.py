@@ -4,6 +4,7 @@ are dropped, with their cached op outputs, once its games end."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from gpumesh.node.worker.node import JOB, WorkerConfig, WorkerNode
 
 def _events(*a, **kw):
     """An EventReader that sees no new events."""
-    return SimpleNamespace(poll=lambda: [], commit=lambda: None)
+    return SimpleNamespace(poll=lambda head=None: [], commit=lambda: None)
 
 
 class _Metrics:
@@ -56,6 +57,7 @@ def _node(tmp_path, monkeypatch, market, **kw) -> WorkerNode:
                    state=StateStore(tmp_path / "w.db"), config=WorkerConfig(), inventory=None,
                    metrics=_Metrics(), **kw)
     n._started = True
+    n._heads = SimpleNamespace(latest=itertools.count().__next__)  # a new block every tick
     n._chain_now = lambda: 0
     return n
 

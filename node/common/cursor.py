@@ -1,5 +1,5 @@
-"""The EventReader's cursor kept in the daemon's StateStore (one SQLite file holds all its state).
-Imported by the worker daemon."""
+"""The EventReader's cursor kept in the daemon's StateStore (one SQLite file holds all its state):
+the one cursor of both daemons (worker and watchtower), record kind "cursor" keyed by stream name."""
 
 from __future__ import annotations
 
