@@ -85,7 +85,15 @@ test-contracts: contracts
 test-python: venv contracts
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: setup lint test-contracts slither test-python
+# The end-to-end scenarios again on Hardhat's node (npm hardhat@2, EDR): the same tests, unchanged,
+# against a second EVM node (tests/chain_node.py). `make test-hardhat HARDHAT_TESTS=tests/integration`
+# runs every integration test there.
+HARDHAT_TESTS ?= tests/integration/chain tests/integration/poster tests/integration/watchtower
+.PHONY: test-hardhat
+test-hardhat: venv contracts
+	GPUMESH_TEST_CHAIN=hardhat $(PY) -m pytest $(HARDHAT_TESTS) $(PYTEST_ARGS)
+
+test: setup lint test-contracts slither test-python test-hardhat
 
 # Slither needs web3 < 8, so it lives in its own virtualenv. It compiles with the npm solc through
 # forge into .venv-slither/out (never touching contracts/out) and fails on any high-severity finding;
