@@ -87,20 +87,20 @@ def op_cases(rng: np.random.Generator):
     # Q.K^T per head: [12, 256, 64] x [12, 256, 64]^T -> [12, 256, 256]
     q, k = i8(HEADS, SEQ, DH), i8(HEADS, SEQ, DH)
     c = _case(Opcode.MATMUL, [TensorType(I8, q.shape), TensorType(I8, k.shape)], [q, k], ta=0, tb=1, za=0, zb=0,
-              requant=_req(24))
+              requant=_req(23, 1 << 13))
     qf, kf = f32(q), f32(k)
     out.append(("matmul Q.K^T 12x[256,64]x[64,256]", _prepared(c), lambda: torch.matmul(qf, kf.transpose(-1, -2))))
     # P.V per head, V stored [12, 64, 256] (tb = 1), P with zero point -128
     p, v = i8(HEADS, SEQ, SEQ), i8(HEADS, DH, SEQ)
     c = _case(Opcode.MATMUL, [TensorType(I8, p.shape), TensorType(I8, v.shape)], [p, v], ta=0, tb=1, za=-128, zb=0,
-              requant=_req(26))
+              requant=_req(23, 1 << 11))
     pf, vf = f32(p), f32(v)
     out.append(("matmul P.V 12x[256,256]x[256,64]", _prepared(c), lambda: torch.matmul(pf, vf.transpose(-1, -2))))
     # a linear d -> d (the Q/K/V/output projections), int8 weights prepared once
     x, w = i8(SEQ, DM), i8(DM, DM)
     bias = rng.integers(-(2**12), 2**12, DM).astype(np.int32)
     c = _case(Opcode.LINEAR, [TensorType(I8, x.shape), TensorType(I8, w.shape), TensorType(I32, (DM,))], [x, w, bias],
-              x_zp=0, requant=_req(27))
+              x_zp=0, requant=_req(23, 1 << 10))
     xf, wf, bf = f32(x), f32(w), torch.from_numpy(bias).to(torch.float32)
     out.append(("linear [256,768]x[768,768]", _prepared(c), lambda: F.linear(xf, wf, bf)))
     # softmax over 12 x [256, 256] logits, plain and causal

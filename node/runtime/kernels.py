@@ -366,6 +366,8 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
     if op == Opcode.SUMREQUANT:
         req = requant_of(d, None, device)
         return lambda xs: req.int32(_sum_wrap32(xs[0]))
+    if op in (Opcode.MATMUL, Opcode.MUL, Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
+        return _prep_transformer(d, consts, device)
     return lambda xs: _run_generic(d, xs)
 
 
@@ -437,74 +439,252 @@ def _sum_wrap32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _transformer_op(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
-    """matmul, lut, mul, gather. Units stacked along axis 0 keep their rows: matmul views both
+    """The transformer ops from their full input lists (tables as tensors): the prepared forms
+    below, prepared on the spot. Units stacked along axis 0 keep their rows: matmul views both
     operands as [batch, rows, cols] from the descriptor's last two dims, so a stacked rank-2 input
-    is a batch of units; the other ops are elementwise or per id."""
+    is a batch of units; the other ops are elementwise, per id or per row."""
     op, x, y = d.opcode, xs[0], xs[1]
-    if op == Opcode.SOFTMAX:
-        return _softmax(d, x, y)
-    if op == Opcode.LAYERNORM:
-        return _layernorm(d, x, y, xs[2])
     if op == Opcode.ROPE:
         return kernels_pos.rope(d, x, y)
-    if op == Opcode.LUT:  # y[i] = T[x[i] + 128]
-        return y[x.to(torch.int64) + 128]
-    if op == Opcode.GATHER:  # rows of the table; an id outside [0, V) gives a zero row
-        v = y.shape[0]
-        ids = x.to(torch.int64)
-        ok = (ids >= 0) & (ids < v)
-        rows = y[ids.clamp(0, v - 1)]
-        return torch.where(ok.unsqueeze(-1), rows, torch.zeros((), dtype=torch.int8, device=x.device))
+    consts = [_np(xs[i]) for i in CONST_INPUTS.get(op, ())]
+    return _prep_transformer(d, consts, x.device)(xs)
+
+
+def _prep_transformer(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) -> Prepared:
+    """matmul, mul, lut, gather, softmax, layernorm with their tables (weights) prepared once."""
+    op = d.opcode
+    if op == Opcode.MATMUL:
+        return _prep_matmul(d, device)
+    if op == Opcode.MUL:
+        return _prep_mul(d, device)
+    if op == Opcode.LUT:
+        return _prep_lut(consts[0], device)
+    if op == Opcode.GATHER:
+        return _prep_gather(consts[0], device)
+    if op == Opcode.SOFTMAX:
+        return _prep_softmax(d, consts[0], device)
+    return _prep_layernorm(d, consts[0], consts[1], device)
+
+
+def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
+    """matmul through the int8 GEMM (`_int_mm`), one call per batch entry (head), with the zero
+    points applied afterwards (docs/protocol.md 2.3):
+      sum_k (a - za)(b - zb) = A.B + R[m] + C[n],  R = K*za*zb - zb*rowsum(a),  C = -za*colsum(b).
+    No intermediate leaves int32, so nothing relies on wrap-around: |A.B| <= 128*128*K = 2^14 K
+    (int8 operands), |R| <= 2^14 K + 2^14 K = 2^15 K, |A.B + R| <= 3 * 2^14 K < 2^31 for K <= MAX_K
+    = 2^15, and A.B + R + C is the exact accumulator, |acc| <= 65,025 K < 2^31 (2.2). Then the
+    prepared requant (2.4) in place. On CPU the batch entries run in blocks of about
+    BLOCK_ELEMENTS outputs so the int32 block stays in cache through the requant."""
+    _, m, k, n, ta, tb = matmul_geometry(d)
+    a_shape, b_shape = d.inputs[0].type.shape[-2:], d.inputs[1].type.shape[-2:]
     za, zb, q = d.attr("za"), d.attr("zb"), d.requant
-    if op == Opcode.MUL:  # |(a - za) * (b - zb)| <= 65025: exact in int64
-        return requant((x.to(torch.int64) - za) * (y.to(torch.int64) - zb), q.mult, q.shift, q.zp, q.lo, q.hi)
-    # matmul in float64: every product and every partial sum, in any order, is an integer of
-    # magnitude <= 65025 * K < 2^31 < 2^53, so the result is exact on CPU and CUDA (no TF32 in fp64)
-    _, _, _, _, ta, tb = matmul_geometry(d)
-    a = x.reshape(-1, *d.inputs[0].type.shape[-2:]).to(torch.float64) - za
-    b = y.reshape(-1, *d.inputs[1].type.shape[-2:]).to(torch.float64) - zb
-    acc = torch.matmul(a.transpose(-1, -2) if ta else a, b.transpose(-1, -2) if tb else b).to(torch.int32)
-    if q.mode != ReqMode.NONE:
-        acc = requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi)
-    return acc.reshape(-1, *d.out.shape[1:])
+    req = requant_of(d, None, device) if q.mode != ReqMode.NONE else None
+    out_dtype = torch.int32 if req is None else torch.int8
+    corner = k * za * zb
+    step = max(1, BLOCK_ELEMENTS // (m * n)) if device.type == "cpu" else None
+
+    def run(xs):
+        a = xs[0].reshape(-1, *a_shape)
+        b = xs[1].reshape(-1, *b_shape)
+        a = a.transpose(-1, -2) if ta else a  # [batch, M, K] (a view)
+        b = b.transpose(-1, -2) if tb else b  # [batch, K, N] (a view)
+        batch = a.shape[0]
+        out = torch.empty((batch, m, n), dtype=out_dtype, device=a.device)
+        for h0 in range(0, batch, step or batch):
+            h1 = min(batch, h0 + (step or batch))
+            ab, bb = a[h0:h1], b[h0:h1]
+            acc = _batched_int_mm(ab, bb)
+            if zb or corner:
+                acc.add_(ab.sum(dim=-1, keepdim=True, dtype=torch.int32).mul_(-zb).add_(corner))
+            if za:
+                acc.add_(bb.sum(dim=-2, keepdim=True, dtype=torch.int32).mul_(-za))
+            if req is None:
+                out[h0:h1] = acc
+            else:
+                out[h0:h1] = req.int32_(acc)
+        return out.reshape(-1, *d.out.shape[1:])
+    return run
+
+
+def _batched_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int32 [B, M, N] = a [B, M, K] @ b [B, K, N] (int8, any strides), exact. CPU: per entry
+    `_int_mm` on contiguous operands ([K, N] row-major, oneDNN's fast layout), K zero-padded to a
+    multiple of 8 (torch 2.13's CPU `_int_mm` K = 1 bug; zero columns add exact zeros). CUDA: per
+    entry `int_matmul` (its padded shapes). Fallback: float64 bmm, exact (integers < 2^31 < 2^53)."""
+    batch, m, k = a.shape
+    n = b.shape[-1]
+    dev = a.device.type
+    if _INT_MM_OK.get(dev, hasattr(torch, "_int_mm")):
+        try:
+            if dev == "cuda":
+                return torch.stack([int_matmul(_row_major(a[i]), _row_major(b[i].t())) for i in range(batch)])
+            kp = _round8(k)
+            ac = F.pad(a, (0, kp - k)) if kp != k else _row_major(a)
+            bc = F.pad(b, (0, 0, 0, kp - k)) if kp != k else _row_major(b)
+            out = torch.empty((batch, m, n), dtype=torch.int32, device=a.device)
+            for i in range(batch):
+                torch._int_mm(ac[i], bc[i], out=out[i])
+            return out
+        except (RuntimeError, NotImplementedError):
+            _INT_MM_OK[dev] = False
+    return torch.bmm(a.to(torch.float64), b.to(torch.float64)).to(torch.int32)
+
+
+def _row_major(t: torch.Tensor) -> torch.Tensor:
+    """t with the canonical row-major strides, copied if needed. `contiguous()` is not enough: it
+    keeps any stride of a size-1 dim (a transposed [K, 1] view is [1, K] with strides (1, 1)),
+    and `_int_mm` on CPU read such an operand as column-major (garbage for M = 1, ta = 1)."""
+    want, acc = [], 1
+    for size in reversed(t.shape):
+        want.append(acc)
+        acc *= size
+    if list(t.stride()) == want[::-1]:
+        return t
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
+
+
+def _prep_mul(d: OpDescriptor, device: torch.device) -> Prepared:
+    """(a - za) * (b - zb) in int32 (|t| <= 255 * 255 = 65,025), then the prepared requant (2.4),
+    per flat block on CPU."""
+    za, zb = d.attr("za"), d.attr("zb")
+    req = requant_of(d, None, device)
+
+    def block(a, b):
+        t = a.to(torch.int32)
+        u = b.to(torch.int32)
+        if za:
+            t.sub_(za)
+        if zb:
+            u.sub_(zb)
+        return req.int32_(t.mul_(u))
+    return _blocked(block, device)
+
+
+def _prep_lut(table: np.ndarray, device: torch.device) -> Prepared:
+    """y = T[x + 128]: the bytes of x read as uint8 are x + 256 for x < 0 and x otherwise, so the
+    table rolled by 128 (R[u] = T[(u + 128) mod 256]) is indexed by them directly."""
+    rolled = torch.from_numpy(np.roll(np.asarray(table, dtype=np.int8), 128)).to(device)
+
+    def run(xs):
+        x = xs[0]
+        return rolled[x.view(torch.uint8).to(torch.int32)]
+    return run
+
+
+def _prep_gather(table: np.ndarray, device: torch.device) -> Prepared:
+    """Rows of the table by id (`index_select` with the int32 ids, those outside [0, V) read row
+    0), then the rows of those ids set to 0: the spec's zero row. No host sync (CUDA graphs)."""
+    tab = torch.from_numpy(np.ascontiguousarray(table)).to(device)
+    v, dd = tab.shape
+
+    def run(xs):
+        ids = xs[0]
+        ok = (ids >= 0) & (ids < v)
+        rows = tab.index_select(0, torch.where(ok, ids, 0).reshape(-1)).view(*ids.shape, dd)
+        return rows.masked_fill_(ok.logical_not_().unsqueeze(-1), 0)
+    return run
+
+
+#: Masked logits are moved to x - MASK_SHIFT in the int32 softmax so that M - x lands in a zero
+#: region [257, 767] of the prepared exp table (M and x int8: M - x + 512 in [257, 767]).
+MASK_SHIFT = 512
+
+
+def softmax_coeffs(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (a, b) = (fl(256 / S), fl(1/2 + fl(1 / (4 S)))) for `softmax_quotient`."""
+    return 256.0 / s, (0.25 / s).add_(0.5)
 
 
 def softmax_quotient(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """floor((512 e + S) / (2 S)) as int32 from float64 integers 0 <= e <= 2^15 <= S < 2^31 (exact: _softmax)."""
-    return torch.floor_((512.0 * e + s).div_(2.0 * s)).to(torch.int32)
+    """floor((512 e + S) / (2 S)) as int32 from float64 integers 0 <= e <= 2^15 <= S <= 2^30, as
+    the softmax kernel computes it: floor(fl(e * a + b)) with `softmax_coeffs` (exact: `_prep_softmax`)."""
+    a, b = softmax_coeffs(s)
+    return (e * a).add_(b).floor_().to(torch.int32)
 
 
-def _softmax(d: OpDescriptor, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Integer softmax over the last axis (docs/protocol.md 2.2.1, torch form 2.3): the masked row
-    max in int8/int16, the clamped table lookup of M - x, the row sum and one division in float64,
-    exact: every e is an integer <= 2^15, every partial sum (any order) an integer < 2^31 < 2^53,
-    and floor(fl((512 e + S) / (2 S))) is the integer floor because the quotient is below 2^9 (a
-    correctly rounded division errs by <= 2^-44) while a non-integer quotient is >= 1/(2S) > 2^-31
-    from every integer. Stacked units keep their query positions: flat row r has t = r % R for
-    every multiple of R rows."""
-    length, rows = d.out.shape[-1], d.out.shape[-2]
-    one = float(1 << 15)
-    xr = x.reshape(-1, length)
-    e_of = table.to(torch.float64).clamp(0, one)
-    e_of[0] = one  # e(0) = 2^15 whatever the table holds, so S >= 2^15
-    masked = None
-    if d.attr("causal"):
-        t = torch.arange(xr.shape[0], device=x.device) % rows + d.attr("off")
-        masked = torch.arange(length, device=x.device).unsqueeze(0) > t.unsqueeze(1)
-        xw = xr.to(torch.int16).masked_fill(masked, -129)  # never the max: column 0 is unmasked
-        top = xw.amax(dim=-1, keepdim=True)
-        dist = (top - xw).clamp_(max=255)  # masked: M + 129 > 255, clamped, then zeroed below
-    else:
-        top = xr.amax(dim=-1, keepdim=True).to(torch.int16)
-        dist = top - xr.to(torch.int16)
-    e = torch.take(e_of, dist.to(torch.int64))
-    if masked is not None:
-        e = e.masked_fill_(masked, 0.0)
-    s = e.sum(dim=-1, keepdim=True)  # exact: an integer <= L * 2^15 < 2^31
-    y = softmax_quotient(e, s).sub_(128).clamp_(max=127)
-    if masked is not None:
-        y = y.masked_fill_(masked, -128)
-    return y.to(torch.int8).reshape(x.shape)
+def _prep_softmax(d: OpDescriptor, table: np.ndarray, device: torch.device) -> Prepared:
+    """Integer softmax over the last axis (docs/protocol.md 2.2.1; torch form 2.3). x is viewed as
+    [G, R, L] (G groups of R query rows: heads, batch, stacked units) and run in chunks of rows
+    [t0, t1) of G' groups at a time (on CPU about BLOCK_ELEMENTS elements, so the temporaries stay
+    in cache). Causal: a chunk's columns at and above c1 = min(L, t1 + off) are masked for every
+    one of its rows, so only [0, c1) is computed and the rest is -128 (about a third less work at
+    R = L, off = 0). Per chunk:
+    - the clamped exp table, prepared once as float64 [768]: e(0) = 2^15, e(d) = clamp(E[d], 0,
+      2^15) for 1 <= d <= 255, 0 above (masked logits land there);
+    - causal: x + (0 or -512) in int32 (the mask of the chunk's rows, prepared once per chunk
+      shape); the row max M over it is the masked max (column 0 is never masked, and x - 512 is
+      below every int8); non-causal: the int8 row max;
+    - d = M - x (int32; unmasked in [0, 255], masked in [257, 767]), e = table[d] by
+      `index_select` (float64), S = sum e (float64: every partial sum is an integer < 2^31 < 2^53,
+      exact in any order);
+    - q = floor(v) with v = e * a + b, a = fl(256 / S), b = fl(1/2 + fl(1/(4S))) (`softmax_coeffs`),
+      two in-place passes. Exact: floor(N / 2S) = floor((N + 1/2) / 2S) for the integer N = 512 e
+      + S, and (N + 1/2) / 2S = (2N + 1) / 4S, an odd numerator over an even denominator, lies at
+      least 1/(4S) >= 2^-31 from every integer (S <= 2^29). Computed, each of a, e*a, b and the sum
+      has relative error <= 2^-53 on terms below 2^9 (e <= 2^15 <= S, so e*a <= 256): |fl(v) - v|
+      < 2^-42, far inside that margin, so floor(fl(v)) = q. v > 0, so the uint8 cast's truncation
+      is the floor; a masked term (e = 0) gives q = 0, i.e. -128;
+    - y = min(q, 255) - 128 as int8: the float is clamped to 255 before the cast, and flipping the
+      top bit of the byte subtracts 128 (mod 256)."""
+    length, rows_r = d.out.shape[-1], d.out.shape[-2]
+    causal, off = d.attr("causal"), d.attr("off")
+    e = np.clip(np.asarray(table, dtype=np.int64), 0, 1 << 15)
+    e[0] = 1 << 15
+    tab = np.zeros(3 * 256, dtype=np.float64)
+    tab[:256] = e
+    tab_t = torch.from_numpy(tab).to(device)
+    bias_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+    cache_ok = rows_r * length <= 1 << 22  # the patterns of all chunks together: at most 16 MiB
+
+    def mask_bias(t0: int, t1: int, c1: int) -> torch.Tensor | None:
+        """int32 [t1 - t0, c1]: -512 where query row t masks column j (j > t + off), or None when
+        no column below c1 is masked for these rows."""
+        if t0 + off + 1 >= c1:
+            return None
+        key = (t0, t1, c1)
+        if key in bias_cache:
+            return bias_cache[key]
+        t = torch.arange(t0, t1, device=device) + off
+        bias = (torch.arange(c1, device=device).unsqueeze(0) > t.unsqueeze(1)).to(torch.int32).mul_(-MASK_SHIFT)
+        if cache_ok:
+            bias_cache[key] = bias
+        return bias
+
+    def chunk(x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+        """x int8 [g, r, c] (a strided view), out uint8 [g, r, c] (a view of the output)."""
+        if bias is not None:
+            xw = x.to(torch.int32)  # (the cast, then an in-place add: 2x faster than int8 + int32)
+            xw.add_(bias)
+            dist = torch.sub(xw.amax(dim=-1, keepdim=True), xw, out=xw)
+        else:
+            dist = x.amax(dim=-1, keepdim=True).to(torch.int32) - x
+        ev = tab_t.index_select(0, dist.view(-1)).view(dist.shape)
+        a, b = softmax_coeffs(ev.sum(dim=-1, keepdim=True))
+        # two in-place passes (a broadcast addcmul measured 1.8x slower); two roundings: the bound holds
+        v = ev.mul_(a).add_(b).clamp_(max=255.0)
+        torch.bitwise_xor(v.to(torch.uint8), 128, out=out)
+
+    def run(xs):
+        x = xs[0]
+        xg = x.reshape(-1, rows_r, length)
+        groups = xg.shape[0]
+        out = torch.empty(xg.shape, dtype=torch.uint8, device=x.device)
+        if device.type == "cpu":
+            rc = min(rows_r, max(1, BLOCK_ELEMENTS // (groups * length)))
+            gc = max(1, BLOCK_ELEMENTS // (rc * length))
+        else:
+            rc, gc = rows_r, groups
+        for t0 in range(0, rows_r, rc):
+            t1 = min(rows_r, t0 + rc)
+            c1 = min(length, t1 + off) if causal else length
+            if c1 < length:
+                out[:, t0:t1, c1:] = 128  # masked for every row of the chunk: y = -128
+            bias = mask_bias(t0, t1, c1) if causal else None
+            for g0 in range(0, groups, gc):
+                g1 = min(groups, g0 + gc)
+                chunk(xg[g0:g1, t0:t1, :c1], bias, out[g0:g1, t0:t1, :c1])
+        return out.view(torch.int8).reshape(x.shape)
+    return run
 
 
 def isqrt64(v: torch.Tensor) -> torch.Tensor:
@@ -516,9 +696,65 @@ def isqrt64(v: torch.Tensor) -> torch.Tensor:
     return s + ((s + 1) * (s + 1) <= v).to(torch.int64)
 
 
+def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device: torch.device) -> Prepared:
+    """LayerNorm / RMSNorm over the last axis (docs/protocol.md 2.2.2; torch form 2.3), per block of
+    rows on CPU, in float64 with integer row statistics:
+    - v = x - x_zp as float64 (exact), T = sum v, s2 = sum v^2: integers below 255^2 * 16,384 < 2^30,
+      exact in any order; per row in int64: Q = D^2 s2 - D T^2 (the identity of 2.2.2, each term
+      < 2^58), V = Q + eps D^3 < 2^62, sigma = isqrt64(V);
+    - z = floor(w), w = v * A + B with A = fl(D * fl(rD / sigma)), B = fl(beta' - fl(T * fl(rD /
+      sigma))), beta' = fl(1/2 + fl(1 / (4 sigma))) (RMSNorm: T = 0; sigma = 0: A = B = 0, z = 0).
+      Exact: floor((2 c rD + sigma) / (2 sigma)) = floor(X) with X = c rD / sigma + 1/2 + 1/(4 sigma)
+      = (2N + 1) / (4 sigma) (N the integer numerator: the same half-integer argument as softmax),
+      at least 1/(4 sigma) from every integer. With P = 2^8 D rD / sigma (>= |D v| rD / sigma and
+      >= |T| rD / sigma), the computed w differs from X by at most ~2^-53 (6.1 P + |X| + 2), and
+      sigma |X| <= |c| rD + sigma (|c_k| <= sigma since c_k^2 <= V): 4 sigma |w - X| <= 2^-53 *
+      4 (6.1 * 2^8 D rD + 2^8 D rD + 3 sigma) < 2^-53 * 30 * 2^41 + 2^-53 * 12 * 2^31 < 2^-7 (D <=
+      2^14, rD <= 2^19, sigma < 2^31): w is on X's side of every integer;
+    - acc = z * gamma + beta in float64: an integer, |z gamma| <= (rD + 1) 128, and where that plus
+      max |beta| stays below 2^31 (checked here; otherwise the int64 form `_layernorm`) it does not
+      wrap, so it is the spec's wrap32 value, exact; then the float64 requant of 2.4 (its proof
+      takes any exact integer |A| < 2^33)."""
+    dd = d.out.shape[-1]
+    zp, rms, eps = d.attr("x_zp"), d.attr("rms"), d.attr("eps")
+    rd = math.isqrt(dd << 24)
+    req = requant_of(d, None, device)
+    beta_max = int(np.abs(np.asarray(beta, dtype=np.int64)).max())
+    if not req.fp64 or 128 * (rd + 1) + beta_max > I32_MAX:
+        g_t, b_t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (gamma, beta))
+        return lambda xs: _layernorm(d, xs[0], g_t, b_t)
+    g64, b64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device) for a in (gamma, beta))
+    eps_term = eps * dd**3
+    d2 = dd * dd
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        v = x.to(torch.float64)
+        if zp:
+            v.sub_(zp)
+        s2 = torch.linalg.vecdot(v, v).to(torch.int64)
+        if rms:
+            big_v = s2.mul_(d2)
+            t = None
+        else:
+            t = v.sum(dim=-1)
+            ti = t.to(torch.int64)
+            big_v = s2.mul_(d2).sub_(ti.mul_(ti).mul_(dd))
+        sigma = isqrt64(big_v.add_(eps_term) if eps_term else big_v).to(torch.float64)
+        pos = sigma > 0
+        alpha = torch.where(pos, rd / sigma, 0.0)
+        beta_h = torch.where(pos, (0.25 / sigma).add_(0.5), 0.0)
+        b_row = beta_h if t is None else beta_h.sub_(t.mul_(alpha))
+        w = torch.addcmul(b_row.unsqueeze(1), v, alpha.mul_(dd).unsqueeze(1), out=v).floor_()
+        return req(torch.addcmul(b64, w, g64, out=w))
+
+    step = max(1, BLOCK_ELEMENTS // dd)
+    return lambda xs: _in_blocks(block, [xs[0].reshape(-1, dd)], step, device).reshape(xs[0].shape)
+
+
 def _layernorm(d: OpDescriptor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """LayerNorm / RMSNorm over the last axis (docs/protocol.md 2.2.2), int64 throughout:
-    |c| < 2^8 D, Q = sum c^2 < 2^16 D^3 <= 2^58, V = Q + eps D^3 < 2^62, |2 c rD| < 2^42."""
+    """LayerNorm / RMSNorm, int64 throughout (the form for a beta that can make acc wrap, or a
+    requant shift above FP64_MAX_SHIFT): |c| < 2^8 D, Q = sum c^2 < 2^16 D^3 <= 2^58, V = Q + eps
+    D^3 < 2^62, |2 c rD| < 2^42."""
     dd = d.out.shape[-1]
     v = x.reshape(-1, dd).to(torch.int64) - d.attr("x_zp")
     c = dd * v if d.attr("rms") else dd * v - v.sum(dim=-1, keepdim=True)

@@ -136,6 +136,13 @@ class Requant:
             return self.fused(acc, bias=bias)
         return self.int32(acc.add_(bias))  # int32 + int32 wraps mod 2^32
 
+    def int32_(self, acc: torch.Tensor) -> torch.Tensor:
+        """`int32(acc)` for an accumulator the caller owns (a fresh GEMM output, a temporary): the
+        all-int32 form clamps and finishes in place, so no int32 temporary is allocated."""
+        if self.fused is None and self.pre is not None and self.i32 is not None:
+            return _int32_tail(torch.clamp(acc, *self.pre, out=acc), *self.i32)
+        return self.int32(acc)
+
     def int32(self, acc: torch.Tensor) -> torch.Tensor:
         """Requant of an int32 tensor holding the exact accumulator (never modified)."""
         if self.fused is not None:

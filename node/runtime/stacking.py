@@ -24,8 +24,10 @@ import math
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, SlotKind
 from gpumesh.client.core.program import Program
 
-#: Input positions read as prepared constants (weights), per opcode; the rest are data tensors.
-CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,)}
+#: Input positions read as prepared constants (weights), per opcode; the rest are data tensors. The
+#: tables of lut, gather and softmax and layernorm's gamma and beta are weights by the typing rules.
+CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,), Opcode.LUT: (1,), Opcode.GATHER: (1,),
+                Opcode.SOFTMAX: (1,), Opcode.LAYERNORM: (1, 2)}
 
 #: Bytes of the largest per-op temporary of one pass the executor aims at, and the most units per
 #: pass. An op that requantizes (linear, requant, add, avgpool) holds a float64 temporary per output
@@ -50,6 +52,10 @@ def op_blocker(d: OpDescriptor) -> str | None:
     pair_input = d.opcode == Opcode.PAIRARGMAX or (d.opcode == Opcode.CHUNKMAX and d.attr("pairs"))
     if (pair_input and rank < 3) or (d.opcode == Opcode.CHUNKMAX and rank < 2):
         return f"it works along axis 0 of a rank-{rank} tensor"
+    # rope's and causal softmax's positions are the row index along axis -2: with rank 2 that is
+    # axis 0, which a pass may cut inside a unit (docs/protocol.md 2.2.1, 2.2.3)
+    if rank == 2 and (d.opcode == Opcode.ROPE or (d.opcode == Opcode.SOFTMAX and d.attr("causal"))):
+        return "its positions run along axis 0"
     if d.opcode == Opcode.TRANSPOSE and d.perm[0] != 0:
         return "it moves axis 0"
     return None

@@ -79,7 +79,7 @@ def _reference_chain(prog, weights, unit):
 def test_attention_chain_executor_equals_reference(tmp_path, with_tables):
     rng = np.random.default_rng(13)
     prog = _program(with_tables)
-    # lut and gather read their table as a data operand, so such a program runs unit by unit
+    # the tables program holds a rank-2 transpose that moves axis 0, so it runs unit by unit
     assert (stack_blocker(prog) is None) != with_tables
     weights = _weights(prog, rng)
     save_program(tmp_path, prog, weights)
