@@ -64,6 +64,9 @@ tx_nonce = raw_nonce  # the nonce of signed raw bytes (gpumesh.client.chain.tx)
 #: timeout: a game move stuck under a fee spike would otherwise lose its side the game on time.
 BUMP_AFTER = 30.0
 
+#: How many of the newest mined transactions a reorg sweep re-checks (each a receipt request).
+REORG_RECHECK = 64
+
 #: Signing again with a fresh nonce after a broadcast found the nonce held by another transaction.
 NONCE_ATTEMPTS = 3
 
@@ -187,6 +190,25 @@ class Outbox:
                              e.intent, self.bump_after, new.tx_hash)
             versions.append(new.tx_hash)
             raw, current = new.raw, new
+
+    def after_reorg(self, depth: int = REORG_RECHECK) -> int:
+        """A reorg was seen: every transaction of the newest `depth` marked mined whose receipt the
+        node no longer has (its block was replaced) is pending again and its recorded bytes are
+        broadcast once more, lowest nonce first, so the chain's rolled-back nonces line up again.
+        Returns how many were re-sent. A nonce meanwhile taken by another transaction fails that
+        entry (its intent signs anew when its handler still wants it)."""
+        gone = [e for e in self.store.outbox_recent("mined", depth) if self.sender.receipt(e.tx_hash) is None]
+        resent = 0
+        for e in sorted(gone, key=lambda e: tx_nonce(e.raw_tx)):
+            self.store.outbox_settle(e.intent, "pending", "re-sent after a reorg removed its block")
+            try:
+                self.sender.broadcast(e.raw_tx, e.intent)
+            except NonceTaken as exc:
+                self.store.outbox_settle(e.intent, "failed", f"reorged out, nonce taken: {exc}"[:500])
+                continue
+            resent += 1
+            self.log.warning("%s: its block was removed by a reorg; sent again (tx %s)", e.intent, e.tx_hash)
+        return resent
 
     def flush(self) -> list[Sent]:
         """Settle every pending entry of this store (after a restart); returns those mined now."""

@@ -132,6 +132,15 @@ class StateStore:
         with self.transaction() as db:
             db.execute("UPDATE outbox SET status=?, detail=? WHERE intent=?", (status, detail, intent))
 
+    def outbox_recent(self, status: str, limit: int) -> list[OutboxEntry]:
+        """The `limit` newest entries in `status` (a reorg can only have undone recent ones)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT intent, raw_tx, tx_hash, status, created, detail FROM outbox "
+                "WHERE status=? ORDER BY created DESC LIMIT ?", (status, int(limit))
+            ).fetchall()
+        return [OutboxEntry(*r) for r in rows]
+
     def outbox_pending(self) -> list[OutboxEntry]:
         with self._lock:
             rows = self._db.execute(

@@ -166,7 +166,13 @@ class WorkerNode:
         if head == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
             return  # nothing on chain moved and nothing here waits on the clock: one request, or none
         self._last_head, self._full_tick_at = head, self.clock() + self.cfg.idle_full_tick_seconds
-        for ev in self._events.poll(head):
+        reorgs = self._events.reorgs_seen
+        events = self._events.poll(head)
+        if self._events.reorgs_seen != reorgs:  # blocks we acted on were replaced: re-send what they held
+            n = self.outbox.after_reorg()
+            self._count("reorgs_seen")
+            self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this worker sent again", n)
+        for ev in events:
             if ev.name == "JobPosted":
                 self._note_job(ev.args["jobId"], ev.args)
             elif ev.name == "JobReopened":
@@ -505,6 +511,9 @@ class WorkerNode:
             self._set(jid, status="finalized")
             return self._withdraw(job)
         if job.state != JobState.SUBMITTED:
+            entry, _ = self.outbox.live(f"submit:job:{jid}")
+            if job.state in (JobState.OPEN, JobState.CLAIMED) and entry is not None and entry.status == "pending":
+                return None  # our claim/submit were reorged out and are being mined again
             return self._end(jid, "lost", f"the job is {job.state.label}", logging.WARNING)
         if job.open_disputes > 0 or rec.get("disputed"):
             if not rec.get("disputed"):
