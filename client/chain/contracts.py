@@ -124,13 +124,28 @@ class JobMarketClient(_Base):
     def is_slashed(self, job_id: int) -> bool:
         return self._call("isSlashed", int(job_id))
 
-    def jobs(self, states: set[JobState] | None = None) -> list[Job]:
+    def jobs(self, states: set[JobState] | None = None, batch: int = 100) -> list[Job]:
+        """Every job (in `states`), read `batch` getJob calls per JSON-RPC batch request (one HTTP
+        round trip each; a node that refuses batches is read one call at a time)."""
         out = []
-        for i in range(1, self.job_count() + 1):
-            j = self.get_job(i)
-            if states is None or j.state in states:
-                out.append(j)
+        n = self.job_count()
+        for lo in range(1, n + 1, batch):
+            for j in self._jobs_batch(range(lo, min(n, lo + batch - 1) + 1)):
+                if states is None or j.state in states:
+                    out.append(j)
         return out
+
+    def _jobs_batch(self, ids: range) -> list[Job]:
+        from web3.exceptions import Web3Exception
+
+        try:
+            with self.w3.batch_requests() as b:
+                for i in ids:
+                    b.add(self.contract.functions.getJob(i))
+                raws = b.execute()
+            return [Job.from_abi(i, raw) for i, raw in zip(ids, raws, strict=True)]
+        except (Web3Exception, ValueError, TypeError):
+            return [self.get_job(i) for i in ids]
 
     # ---- writes
     def post_job(self, spec: JobSpec, reward: int) -> tuple[JobId, TxResult]:

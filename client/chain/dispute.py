@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpumesh.client.chain.contracts import TxResult, _Base
+from gpumesh.client.chain.events import find_logs
 from gpumesh.client.chain.tx import Call, NonceManager, TxSender, reverts_decoded
 from gpumesh.client.chain.types import Address, Wei
 from gpumesh.client.core.errors import ChainError
@@ -146,10 +147,8 @@ class DisputeGameClient(_Base):
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def _logs(self, event: str, **filters: Any) -> list:
-        ev = getattr(self.contract.events, event)
-        logs = reverts_decoded(lambda: ev.get_logs(from_block=self.from_block, argument_filters=filters or None),
-                               f"{event} logs")
-        return sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"]))
+        ev = getattr(self.contract.events, event)  # bounded, adaptive spans (gpumesh.client.chain.events)
+        return reverts_decoded(lambda: find_logs(self.w3, ev, filters, self.from_block), f"{event} logs")
 
     def games_opened(self, job_id: int | None = None, challenger: str | None = None) -> list[GameOpened]:
         """GameOpened events, oldest first, optionally of one job and/or one challenger."""

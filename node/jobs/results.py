@@ -54,8 +54,10 @@ class JobResult:
 
 def outputs_cid_of(market, job_id: int, from_block: int = 0) -> str:
     """The outputs CID of the job's (last) ResultSubmitted event."""
-    logs = list(market.contract.events.ResultSubmitted().get_logs(
-        argument_filters={"jobId": int(job_id)}, from_block=from_block))
+    from gpumesh.client.chain.events import find_logs
+
+    logs = find_logs(market.w3, market.contract.events.ResultSubmitted, {"jobId": int(job_id)}, from_block,
+                     last_only=True)  # the newest, walking back from the head in bounded spans
     if not logs:
         raise JobDataError(f"job {job_id}: no result was submitted")
     return str(logs[-1]["args"]["outputsCid"])

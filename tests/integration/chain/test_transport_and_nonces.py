@@ -113,3 +113,19 @@ def test_a_stuck_transaction_is_replaced_with_higher_fees(chain, tmp_path, caplo
     first = sender.w3.eth.get_transaction_count(sender.address)  # exactly one of the versions mined
     assert tx["nonce"] == first - 1 and tx["maxPriorityFeePerGas"] > 0
     assert reg.info(sender.address).total >= 7
+
+
+def test_a_scan_of_many_jobs_is_one_batch_request(chain, clients):
+    from gpumesh.client.chain.contracts import JobMarketClient
+    from tests.integration.chain.test_lifecycle import _spec
+
+    anvil, dep, _, w3 = chain
+    poster = clients["poster"][0]
+    ids = [poster.post_job(_spec(w3, spec_cid=f"bafyspec{i}"), 10**17)[0] for i in range(5)]
+    fresh = connect(anvil.url, dep)
+    before = stats_of(fresh).by_method().get("eth_call", 0)
+    jobs = JobMarketClient(fresh, dep.market).jobs(batch=3)
+    assert [j.job_id for j in jobs][-5:] == ids
+    assert stats_of(fresh).batches == -(-len(jobs) // 3)  # getJob calls travel 3 per request
+    assert stats_of(fresh).by_method()["eth_call"] - before == len(jobs) + 1  # + jobCount
+    assert jobs[-1] == JobMarketClient(fresh, dep.market).get_job(ids[-1])
