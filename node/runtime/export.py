@@ -28,6 +28,7 @@ Adapter code (torch); used by the CLI and the examples.
 
 from __future__ import annotations
 
+import copy
 import operator
 
 import numpy as np
@@ -59,6 +60,7 @@ from gpumesh.node.runtime.export_graph import (
     dynamic_nodes,
     is_rmsnorm,
     module_problems,
+    smooth_norms,
     trace,
 )
 from gpumesh.node.runtime.export_ops import Builder, Ctx, Val
@@ -132,10 +134,13 @@ def _example(calib: torch.Tensor, bsz: int) -> torch.Tensor:
 
 
 def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax: bool = True,
-                 meta: dict | None = None, clip: float | None = None) -> tuple[Program, dict[str, np.ndarray]]:
+                 meta: dict | None = None, clip: float | None = None,
+                 smooth: float | None = 0.0) -> tuple[Program, dict[str, np.ndarray]]:
     """Quantize `model` (float, eval mode) into a program whose unit input is int8
     [unit_batch, *calib.shape[1:]] (float samples), or int8 token ids - 128 (integer samples).
     `clip`: the activation statistic, None for the calibrated max, else that percentile of |x|.
+    `smooth`: the alpha of the scaling at the norms (export_graph.smooth_norms), None for none.
+    The defaults (max, alpha 0) are what measured best (docs/protocol.md 2.6).
     Returns the validated Program and its weight arrays."""
     model = model.eval()
     problems = module_problems(model)
@@ -146,6 +151,9 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
     calib = calib if tokens else calib.float()
     if len(calib) == 0:
         raise ExportError("no calibration samples")
+    if smooth is not None:  # on a copy: the poster's model is left as it was
+        model = copy.deepcopy(model)
+        smooth_norms(trace(model, _example(calib, unit_batch)), _batches(calib, unit_batch), smooth)
     gm = trace(model, _example(calib, unit_batch))
     b = Builder(calibrate(gm, _batches(calib, unit_batch), clip))
     c = Ctx(gm, b, dynamic_nodes(gm))
@@ -188,7 +196,7 @@ def unsupported(model: nn.Module, calib: torch.Tensor | None = None, unit_batch:
     """Every layer the export cannot express, one line each (`name (nn.Type): fix`): the module
     types, then (with samples to trace on) the functions and methods of the forward."""
     out = module_problems(model)
-    if calib is None or out:
+    if calib is None:
         return out
     tokens = not calib.is_floating_point()
     gm = trace(model.eval(), _example(calib if tokens else calib.float(), unit_batch))

@@ -307,3 +307,50 @@ def describe(n: fx.Node, mods: dict) -> str:
 
 
 _OPS = {operator.add, operator.mul, operator.sub, operator.truediv, operator.matmul}
+
+
+# ---------------------------------------------------------------------------------------------
+# SmoothQuant-style scaling at the norms
+
+
+def smooth_norms(gm: fx.GraphModule, batches: Iterable[torch.Tensor], alpha: float) -> int:
+    """Move per-channel range from each norm's output into the Linears that read it (SmoothQuant,
+    Xiao et al. 2023, where it costs nothing: the norm's gamma and beta absorb 1/s): channel j of
+    the output is divided by s_j = a_j^alpha / w_j^(1 - alpha) (a_j its calibrated max |y_j|, w_j
+    the largest |W[:, j]| over the reading Linears) and column j of every reading Linear's weight
+    multiplied by s_j. The float function is unchanged; the per-tensor int8 activation then spends
+    its 256 levels on channels of similar range. Edits gm's modules in place (the caller's copy);
+    returns how many norms were smoothed."""
+    mods = dict(gm.named_modules())
+    norms = {}
+    for n in gm.graph.nodes:
+        m = mods.get(n.target) if n.op == "call_module" else None
+        if not (isinstance(m, nn.LayerNorm) or (m is not None and is_rmsnorm(m))) or m.weight is None:
+            continue
+        readers = [mods.get(u.target) if u.op == "call_module" else None for u in n.users]
+        if readers and all(isinstance(r, nn.Linear) for r in readers):
+            norms[n] = (m, readers)
+    if not norms:
+        return 0
+    amax: dict[fx.Node, torch.Tensor] = {}
+
+    class Rec(fx.Interpreter):
+        def run_node(self, n):
+            v = super().run_node(n)
+            if n in norms:
+                a = v.detach().abs().reshape(-1, v.shape[-1]).amax(0)
+                amax[n] = a if n not in amax else torch.maximum(amax[n], a)
+            return v
+
+    with torch.no_grad():
+        for x in batches:
+            Rec(gm).run(x)
+        for n, (m, readers) in norms.items():
+            w = torch.stack([r.weight.detach().abs().amax(0) for r in readers]).amax(0)
+            s = (amax[n].clamp_min(1e-5) ** alpha / w.clamp_min(1e-5) ** (1 - alpha)).clamp(1e-2, 1e2)
+            m.weight.div_(s)
+            if getattr(m, "bias", None) is not None:
+                m.bias.div_(s)
+            for r in readers:
+                r.weight.mul_(s)
+    return len(norms)

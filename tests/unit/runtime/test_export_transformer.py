@@ -73,8 +73,8 @@ def test_tiny_gpt_int8_next_byte_agrees_with_float(tmp_path, trained):
     print(f"\ntiny GPT ({len(prog.ops)} ops): int8 vs float next-byte agreement {agree:.4f} on "
           f"{got.size} held-out positions; next-byte accuracy float {acc_f:.4f} int8 {acc_q:.4f}")
     assert acc_f > 0.3  # the float model learned something (a random one is ~0.004)
-    assert agree >= 0.85
-    assert acc_q >= acc_f - 0.03
+    assert agree >= 0.9
+    assert acc_q >= acc_f - 0.02
 
 
 def test_learned_positions_are_a_gather_through_committed_ids(trained):
@@ -102,3 +102,18 @@ def test_other_attention_styles_export_and_agree(tmp_path, style):
     agree, _, _ = _agreement(model, _run(tmp_path, prog, arrays, ids), ids)
     print(f"\n{style}: agreement {agree:.4f}")
     assert agree >= 0.85
+
+
+def test_smoothing_at_the_norms_keeps_the_float_function_and_helps(tmp_path, trained):
+    """The default export moves the reading Linears' column ranges into the norms' gamma (alpha 0,
+    export_graph.smooth_norms) on a copy: the poster's model is untouched, and the int8 program
+    agrees with float at least as well as without it on the same held-out text."""
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    ids = _held_out()
+    with_, w1 = export_model(trained, _calib(), UNIT)
+    without, w0 = export_model(trained, _calib(), UNIT, smooth=None)
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    a1, _, _ = _agreement(trained, _run(tmp_path / "s", with_, w1, ids), ids)
+    a0, _, _ = _agreement(trained, _run(tmp_path / "n", without, w0, ids), ids)
+    print(f"\nagreement with smoothing {a1:.4f}, without {a0:.4f}")
+    assert a1 >= a0
