@@ -64,8 +64,17 @@ tx_nonce = raw_nonce  # the nonce of signed raw bytes (gpumesh.client.chain.tx)
 #: timeout: a game move stuck under a fee spike would otherwise lose its side the game on time.
 BUMP_AFTER = 30.0
 
-#: How many of the newest mined transactions a reorg sweep re-checks (each a receipt request).
+#: Reorg re-check (Outbox.recheck): transactions mined in this many blocks below the head are
+#: checked for a receipt on every full tick of a daemon (the EventReader's default reorg depth),
+#: among the newest REORG_RECHECK mined ones.
+REORG_BLOCKS = 12
 REORG_RECHECK = 64
+
+
+def mined_block(e: OutboxEntry) -> int | None:
+    """The block a mined entry was recorded in (settle writes 'block N gas G'), or None."""
+    parts = (e.detail or "").split()
+    return int(parts[1]) if len(parts) >= 2 and parts[0] == "block" and parts[1].isdigit() else None
 
 #: Signing again with a fresh nonce after a broadcast found the nonce held by another transaction.
 NONCE_ATTEMPTS = 3
@@ -191,13 +200,16 @@ class Outbox:
             versions.append(new.tx_hash)
             raw, current = new.raw, new
 
-    def after_reorg(self, depth: int = REORG_RECHECK) -> int:
-        """A reorg was seen: every transaction of the newest `depth` marked mined whose receipt the
-        node no longer has (its block was replaced) is pending again and its recorded bytes are
-        broadcast once more, lowest nonce first, so the chain's rolled-back nonces line up again.
-        Returns how many were re-sent. A nonce meanwhile taken by another transaction fails that
-        entry (its intent signs anew when its handler still wants it)."""
-        gone = [e for e in self.store.outbox_recent("mined", depth) if self.sender.receipt(e.tx_hash) is None]
+    def recheck(self, head: int, blocks: int = REORG_BLOCKS) -> int:
+        """Re-send what a reorg undid: every transaction marked mined in the last `blocks` blocks
+        below `head` whose receipt the node no longer has (its block was replaced) is pending again
+        and its recorded bytes are broadcast once more, lowest nonce first, so the chain's
+        rolled-back nonces line up again. Returns how many were re-sent. A nonce meanwhile taken by
+        another transaction fails that entry (its intent signs anew when its handler still wants
+        it). Costs one receipt request per transaction of those last blocks, none when idle."""
+        recent = [e for e in self.store.outbox_recent("mined", REORG_RECHECK)
+                  if (b := mined_block(e)) is None or b > head - blocks]
+        gone = [e for e in recent if self.sender.receipt(e.tx_hash) is None]
         resent = 0
         for e in sorted(gone, key=lambda e: tx_nonce(e.raw_tx)):
             self.store.outbox_settle(e.intent, "pending", "re-sent after a reorg removed its block")

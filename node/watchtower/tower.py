@@ -191,6 +191,8 @@ class Watchtower:
         return any(r.get("status") in (*CHECKING, "mismatch") for r in self.state.all("job").values())
 
     def _poll_events(self, head: int | None = None) -> None:
+        if head is not None and (n := self.responder.outbox.recheck(head)) > 0:  # a reorg undid some: again
+            self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this watchtower sent again", n)
         for ev in self.events.poll(head):
             if ev.name == "ResultSubmitted":
                 self._register(int(ev.args["jobId"]), str(ev.args["outputsCid"]), f"block {ev.block_number}")

@@ -166,13 +166,10 @@ class WorkerNode:
         if head == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
             return  # nothing on chain moved and nothing here waits on the clock: one request, or none
         self._last_head, self._full_tick_at = head, self.clock() + self.cfg.idle_full_tick_seconds
-        reorgs = self._events.reorgs_seen
-        events = self._events.poll(head)
-        if self._events.reorgs_seen != reorgs:  # blocks we acted on were replaced: re-send what they held
-            n = self.outbox.after_reorg()
+        if (n := self.outbox.recheck(head)) > 0:  # a reorg replaced blocks we acted in: same bytes again
             self._count("reorgs_seen")
             self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this worker sent again", n)
-        for ev in events:
+        for ev in self._events.poll(head):
             if ev.name == "JobPosted":
                 self._note_job(ev.args["jobId"], ev.args)
             elif ev.name == "JobReopened":

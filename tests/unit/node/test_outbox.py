@@ -159,3 +159,25 @@ def test_intents_name_the_game_and_move():
 def test_the_challenger_side_needs_a_prover(tmp_path):
     with pytest.raises(ValueError, match="StepProver"):
         Responder(FakeClient(), StateStore(tmp_path / "s.sqlite")).play(1, Side.CHALLENGER, None, None)
+
+
+def test_recheck_resends_what_a_reorg_removed_lowest_nonce_first(tmp_path):
+    chain = FakeSender()
+    store = StateStore(tmp_path / "s.sqlite")
+    box = Outbox(chain, store)
+    for intent in ("claim:job:1", "submit:job:1", "claim:job:2"):
+        box.send(intent, CALL)
+    assert box.recheck(head=5) == 0 and len(chain.broadcasts) == 3  # nothing undone: nothing sent
+    # a reorg drops the blocks of the last two (the chain's nonce rolls back to 1)
+    for s in chain.signed[1:]:
+        del chain.pool[s.tx_hash]
+    chain.nonce = 1
+    assert box.recheck(head=5) == 2
+    assert chain.broadcasts[3:] == [chain.signed[1].raw, chain.signed[2].raw]  # the same bytes, in nonce order
+    assert len(chain.signed) == 3, "nothing signed again"
+    assert box.send("submit:job:1", CALL).tx_hash == chain.signed[1].tx_hash
+    assert store.outbox_get("claim:job:2").status == "pending"  # settled by its handler's next send
+    # a transaction mined long ago (outside the re-check window) is not asked about
+    asked = []
+    chain.receipt = lambda h, _r=chain.receipt: asked.append(h) or _r(h)
+    assert box.recheck(head=1 + 12) == 0 and asked == []
