@@ -582,8 +582,7 @@ def result(
     job = _get_job(cs, job_id)
     if job.state.name == "SLASHED":  # the submitted outputs were proven wrong: never hand them out as a result
         raise ValidationError(f"job {job_id} is Slashed: a dispute game proved its submitted result wrong, so no "
-                              "outputs are written (your reward and half the worker's stake are credited to you: "
-                              "`gpumesh job withdraw`)")
+                              "outputs are written (the reward is credited back to the poster: `gpumesh job withdraw`)")
     store = ipfs_store()
     try:
         from gpumesh.client.chain.dispute import DisputeGameClient
