@@ -6,10 +6,11 @@ examples/attention/build.py at that size through Executor.run_unit against a flo
 doing the same (layernorm, Q/K/V linears, head views, Q.K^T, causal softmax, P.V, output linear,
 residual add), and where the int8 block's time goes (each op's share, from one traced pass).
 
-    .venv/bin/python bench/bench_transformer.py [--repeat 3] [--reps 10]
+    .venv/bin/python bench/bench_transformer.py [--repeat 3] [--reps 10] [--threads 1] [--ops-only]
 
 Each figure is the best of `reps` calls, measured `repeat` times interleaved (int8, float32, int8,
-...), the best kept; the load average is printed (the build machine is shared by other jobs).
+...), the best kept; the load average is printed (the build machine is shared by other jobs: under
+load, --threads 1 gives steadier figures, as a parallel op waits for its slowest thread).
 """
 
 from __future__ import annotations
@@ -214,7 +215,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--ops-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     kernels.set_deterministic()
     kernels.tune_allocator()
     torch.manual_seed(0)

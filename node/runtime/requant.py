@@ -94,6 +94,19 @@ class Requant:
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
 
+    def fp64_(self, a: torch.Tensor) -> torch.Tensor:
+        """Requant of a float64 tensor of exact integer accumulators (|A| < 2^33) owned by the
+        caller (modified in place), fp64 mode only. With per-tensor pre-clamp bounds: clamp A to
+        [a_lo, a_hi] (integers: the clamped A is still exact and every y is unchanged), then
+        c + A*m in one pass, which lands in [lo, hi + 1), so no float clamp is needed (the int32
+        path's argument, docs/protocol.md 2.4): one pass fewer than `__call__`."""
+        if self.pre is None or not isinstance(self.m, float) or not isinstance(self.pre[0], int):
+            return self(a)
+        torch.add(self.c_t, a.clamp_(*self.pre), alpha=self.m, out=a)
+        if self.floor:
+            a.floor_()
+        return a.to(torch.int8)
+
     def fold_bias(self, bias: np.ndarray, reach: np.ndarray):
         """The all-int32 form with a per-channel bias folded in, or None. `bias` [N] is the int32
         bias added to the GEMM sum A, `reach` [N] a bound |A| <= reach (128 * sum |W|); the caller
@@ -136,12 +149,14 @@ class Requant:
             return self.fused(acc, bias=bias)
         return self.int32(acc.add_(bias))  # int32 + int32 wraps mod 2^32
 
-    def int32_(self, acc: torch.Tensor) -> torch.Tensor:
+    def int32_(self, acc: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """`int32(acc)` for an accumulator the caller owns (a fresh GEMM output, a temporary): the
-        all-int32 form clamps and finishes in place, so no int32 temporary is allocated."""
+        all-int32 form clamps and finishes in place, so no int32 temporary is allocated; with
+        `out` (int8, acc's shape) the result is written there and returned."""
         if self.fused is None and self.pre is not None and self.i32 is not None:
-            return _int32_tail(torch.clamp(acc, *self.pre, out=acc), *self.i32)
-        return self.int32(acc)
+            return _int32_tail(torch.clamp(acc, *self.pre, out=acc), *self.i32, out=out)
+        y = self.int32(acc)
+        return y if out is None else out.copy_(y)
 
     def int32(self, acc: torch.Tensor) -> torch.Tensor:
         """Requant of an int32 tensor holding the exact accumulator (never modified)."""
@@ -174,14 +189,17 @@ def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[
     return max(I32_MIN, a_lo), min(I32_MAX, a_hi)
 
 
-def _int32_tail(a: torch.Tensor, mult, c: torch.Tensor, shift) -> torch.Tensor:
+def _int32_tail(a: torch.Tensor, mult, c: torch.Tensor, shift, out: torch.Tensor | None = None) -> torch.Tensor:
     """(a*mult + c) >> shift as int8, in place on `a` (int32, already clamped; mult and shift ints
-    or per-channel tensors, c a tensor): the last passes of both int32 forms."""
+    or per-channel tensors, c a tensor): the last passes of both int32 forms. With `out` (int8, a's
+    shape) the cast writes there (one pass fewer than a cast and a copy); the values are in
+    [lo, hi], so the cast is exact either way."""
     if isinstance(mult, int):
         torch.add(c, a, alpha=mult, out=a)
     else:
         torch.addcmul(c, a, mult, out=a)
-    return a.bitwise_right_shift_(shift).to(torch.int8)
+    a.bitwise_right_shift_(shift)
+    return a.to(torch.int8) if out is None else out.copy_(a)
 
 
 def _int32_form(rows: list[tuple[int, int, int, int, int]], device: torch.device):

@@ -85,3 +85,20 @@ def test_matmul_single_row_operand_views(ta, tb):
         b = rng.integers(-128, 128, (batch, 1, 8) if tb else (batch, 8, 1)).astype(np.int8)
         _check(_case(Opcode.MATMUL, [TensorType(DType.INT8, a.shape), TensorType(DType.INT8, b.shape)], [a, b],
                      ta=ta, tb=tb, za=-3, zb=4, requant=Requant()))
+
+
+@pytest.mark.parametrize("dd", [1024, 1025])
+@pytest.mark.parametrize("rms", [0, 1])
+def test_layernorm_row_sums_on_both_sides_of_the_float32_bound(dd, rms):
+    """Rows of D = 1024 (the row sums in float32, exact up to there) and 1025 (in float64), with
+    extreme rows (all -128: the largest sum of squares; all 127; one outlier) and x_zp = 127."""
+    rng = np.random.default_rng(dd + rms)
+    x = rng.integers(-128, 128, (4, dd)).astype(np.int8)
+    x[0], x[1] = -128, 127
+    x[2, :] = -128
+    x[2, 5] = 127
+    gamma = rng.integers(-128, 128, dd).astype(np.int8)
+    beta = rng.integers(-(2**20), 2**20, dd).astype(np.int32)
+    _check(_case(Opcode.LAYERNORM, [TensorType(DType.INT8, x.shape), TensorType(DType.INT8, (dd,)),
+                                    TensorType(DType.INT32, (dd,))], [x, gamma, beta], x_zp=127, rms=rms, eps=3,
+                 requant=Requant(ReqMode.PER_TENSOR, 1 << 14, 27, 0, -128, 127)))
