@@ -103,7 +103,7 @@ SLITHER_ENV  := FOUNDRY_OUT=$(SLITHER_VENV)/out FOUNDRY_CACHE_PATH=$(SLITHER_VEN
 .PHONY: slither
 slither: npm $(SLITHER_VENV)/.installed
 	$(SLITHER_ENV) $(SLITHER_VENV)/bin/slither . --compile-force-framework foundry \
-	  --filter-paths "node_modules|contracts/lib|contracts/test|contracts/script" \
+	  --filter-paths "node_modules|contracts/vendor|contracts/test|contracts/script" \
 	  --exclude-informational --exclude-low --fail-high
 $(SLITHER_VENV)/.installed:
 	@test -x $(SLITHER_VENV)/bin/python || $(PYTHON) -m venv $(SLITHER_VENV)
