@@ -164,7 +164,74 @@ def transformer_cases() -> dict[str, tuple[OpCase, int]]:
         **_softmax_cases(),
         **_layernorm_cases(),
         **_rope_cases(),
+        **_topk_cases(),
+        **vocab_cases(),
     }
+
+
+def _topk_cases() -> dict[str, tuple[OpCase, int]]:
+    """topk (k = 50) over rows of 4,096 and 16,384 int8 logits in one op (the last element: rank
+    49), and a row whose top is 50 equal values (the second scan runs to the row's end)."""
+    out = {}
+    for n in (4096, 16384):
+        x = TensorType(I8, (8, n))
+        out[f"topk k=50 row {n}"] = (_case(Opcode.TOPK, [x], [_arr(f"k{n}", x)], k=50, q=0, pairs=0), 8 * 50 - 1)
+    tied = np.full((2, 16384), -5, dtype=np.int8)
+    tied[:, -50:] = 9
+    out["topk k=50 row 16384, 50 tied at the end"] = (_case(Opcode.TOPK, [TensorType(I8, tied.shape)], [tied], k=50,
+                                                            q=0, pairs=0), 2 * 50 - 1)
+    return out
+
+
+def vocab_cases() -> dict[str, tuple[OpCase, int]]:
+    """Argmax and top-k over an LLM vocabulary (50,257: GPT-2; 131,072: Llama 3) as the export
+    lowers them (export.chunk_reductions for argmax: chunkmax + pairargmax; top-k: lower_topk, 2.2.4:
+    per chunk of 16,384 its k best pairs, then a top-k of the candidate pairs): every step kind,
+    each at the element that reads a whole chunk."""
+    import torch
+
+    from gpumesh.client.core.program import Program
+    from gpumesh.node.runtime import kernels
+    from gpumesh.node.runtime.export import chunk_reductions
+    from gpumesh.node.runtime.lower_topk import topk_ops
+
+    out = {}
+    for v in (50257, 131072):
+        for dt in (I8, I32):
+            x = TensorType(dt, (1, v))
+            head = [] if dt == I8 else [{"name": "x", "op": "linear", "inputs": ["h", "w", "b"],
+                                         "out": {"dtype": "int32", "shape": [1, v]},
+                                         "attrs": {"x_zp": 0, "requant": {"mode": "none"}}}]
+            prog = {"format": "gpumesh.program", "version": 1,  # int32 logits: a linear head's output
+                    "input": {"name": "x" if dt == I8 else "h", "dtype": "int8", "shape": [1, v if dt == I8 else 16]},
+                    "weights": [] if dt == I8 else [{"name": "w", "dtype": "int8", "shape": [v, 16]},
+                                                    {"name": "b", "dtype": "int32", "shape": [v]}],
+                    "ops": [*head, {"name": "y", "op": "argmax", "inputs": ["x"], "out": {"dtype": "int32", "shape": [1]},
+                                    "attrs": {}}]}
+            ops = Program.from_json(chunk_reductions(prog)).ops[len(head):]
+            xa = _arr(f"v{v}{dt.label}", x)
+            arr = xa
+            for op in ops:
+                d = op.desc
+                case = _case(d.opcode, [d.inputs[0].type], [arr], **dict(d.attrs))
+                attrs = ", ".join(f"{a}={b}" for a, b in d.attrs)
+                out[f"vocab argmax {v} {dt.label}: {d.opcode.name.lower()} {list(d.inputs[0].type.shape)} {attrs}"] = (
+                    case, 0)
+                arr = kernels.run_op(d, [torch.from_numpy(np.array(arr))]).numpy()
+        x = TensorType(I8, (1, v))
+        xa = _arr(f"t{v}", x)
+        for k, chunk in ((10, None), (50, None), (50, 8192)):  # None: the largest q the bounds allow
+            arr = xa
+            prog = Program.from_json({"format": "gpumesh.program", "version": 1, "weights": [],
+                                      "input": {"name": "x", "dtype": "int8", "shape": [1, v]},
+                                      "ops": topk_ops("y", "x", x, k, chunk)})
+            for d in (op.desc for op in prog.ops):  # topk levels and the reshapes between them
+                if d.opcode == Opcode.TOPK:
+                    e = 2 * k - 1 if d.attr("q") else k - 1  # chunk 0's rank k-1 index, or rank k-1
+                    out[f"vocab topk k={k} {v}: topk {list(d.inputs[0].type.shape)} q={d.attr('q')} "
+                        f"pairs={d.attr('pairs')}"] = (_case(Opcode.TOPK, [d.inputs[0].type], [arr], **dict(d.attrs)), e)
+                arr = kernels.run_op(d, [torch.from_numpy(np.array(arr))]).numpy()
+    return out
 
 
 def _rope_cases() -> dict[str, tuple[OpCase, int]]:
@@ -306,7 +373,21 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
     rx, rt = TensorType(I8, (4, 360, 186368)), TensorType(I32, (360, 93184, 2))
     r0 = (rx.count // 186368 - 1) * 186368
     rk = next(k for k in range(93184) if (r0 + k) % LEAF_BYTES == LEAF_BYTES - 1)
+    def topk_worst(pairs: int):
+        # the last row's only 127 at its end: the second scan runs over the whole row (m = 0)
+        t = TensorType(I32, (8192, 4096, 2)) if pairs else TensorType(I8, (16384, 16384))
+        a = _big("kw", t).copy()
+        if pairs:
+            a[-1, :, 0] = -128
+            a[-1, -1, 0] = 127
+        else:
+            a[-1] = -128
+            a[-1, -1] = 127
+        return _case(Opcode.TOPK, [t], [a], k=50, q=0, pairs=pairs)
+
     return {
+        "topk k=50 row 16384, top at the end (2^28-byte tensor)": (lambda: topk_worst(0), 16383 * 50),
+        "topk k=50 over 4096 pairs, top at the end": (lambda: topk_worst(1), 8191 * 50),
         "rope D=186368 (96 leaves)": (lambda: _case(Opcode.ROPE, [rx, rt], [_big("rx", rx), _big("rt", rt)], x_zp=1,
                                                     off=0, requant=req), r0 + rk),
         f"matmul K={k} int8 (B transposed)": (lambda: _case(Opcode.MATMUL, [ma, mb], [_big("x", ma), _big("w", mb)],

@@ -884,6 +884,8 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         return requant(_sum_wrap32(x), q.mult, q.shift, q.zp, q.lo, q.hi)
     if op in (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE):
         return _transformer_op(d, xs)
+    if op == Opcode.TOPK:
+        return kernels_pos.topk(d, x)
     if op == Opcode.RESHAPE:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u
     if op == Opcode.TRANSPOSE:

@@ -179,6 +179,8 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         return _layernorm_case(draw, max_dim)
     if op == Opcode.ROPE:
         return _rope_case(draw, max_dim)
+    if op == Opcode.TOPK:
+        return _topk_case(draw, max_dim)
     raise ValueError(op)
 
 
@@ -286,3 +288,28 @@ def _rope_case(draw: Draw, max_dim: int) -> OpCase:
     return _case(Opcode.ROPE, [TensorType(I8, shape), TensorType(I32, (p, dd // 2, 2))], [x, table],
                  x_zp=draw(-128, 127), off=off, requant=requant_params(draw, ReqMode.PER_TENSOR) if draw(0, 1)
                  else Requant(ReqMode.PER_TENSOR, draw(1 << 14, 1 << 15), 30, draw(-8, 8), -128, 127))
+
+
+def _topk_case(draw: Draw, max_dim: int) -> OpCase:
+    """topk over rows of 1..8*max_dim values (ties: constant rows, few distinct values, all -128 or
+    127, one huge value), or over pairs (arbitrary int32 values, clamped by the op); the whole row
+    (q = 0) or chunks of q >= k with a short last chunk."""
+    I8, I32 = DType.INT8, DType.INT32
+    pairs = draw(0, 1)
+    q_mode = draw(0, 1)
+    lead = tuple(draw(1, 3) for _ in range(draw(0, 1 if q_mode else 2)))
+    n = draw(1, 8 * max_dim)
+    if pairs:
+        shape = (*lead, n, 2)
+        x = values(draw, shape, I32)
+        if draw(0, 1):  # values in the int8 range, as a chunked topk leaves them
+            x[..., 0] = values(draw, (*lead, n), I8)
+    else:
+        shape = (*lead, n)
+        x = values(draw, shape, I8)
+        if draw(0, 3) == 0:
+            x[...] = (-128, 127)[draw(0, 1)]
+            x[..., draw(0, n - 1)] = (127, -128)[draw(0, 1)]
+    q = draw(1, n) if q_mode else 0
+    k = draw(1, q or n)
+    return _case(Opcode.TOPK, [TensorType(I32 if pairs else I8, shape)], [x], k=k, q=q, pairs=pairs)

@@ -52,6 +52,9 @@ def op_blocker(d: OpDescriptor) -> str | None:
     pair_input = d.opcode == Opcode.PAIRARGMAX or (d.opcode == Opcode.CHUNKMAX and d.attr("pairs"))
     if (pair_input and rank < 3) or (d.opcode == Opcode.CHUNKMAX and rank < 2):
         return f"it works along axis 0 of a rank-{rank} tensor"
+    # topk ranks its row: the last axis of values, the axis before the pair axis of pairs
+    if d.opcode == Opcode.TOPK and rank < 2 + d.attr("pairs"):
+        return f"it works along axis 0 of a rank-{rank} tensor"
     # rope's and causal softmax's positions are the row index along axis -2: with rank 2 that is
     # axis 0, which a pass may cut inside a unit (docs/protocol.md 2.2.1, 2.2.3)
     if rank == 2 and (d.opcode == Opcode.ROPE or (d.opcode == Opcode.SOFTMAX and d.attr("causal"))):

@@ -132,7 +132,30 @@ def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
         Opcode.SOFTMAX: _softmax_edges(),
         Opcode.LAYERNORM: _layernorm_edges(),
         Opcode.ROPE: _rope_edges(),
+        Opcode.TOPK: _topk_edges(),
     }
+
+
+def _topk_edges() -> list[tuple[str, OpCase]]:
+    """topk: ties (rows all -128, all 127, few distinct values: lower index first), k = L (the whole
+    order), one huge value; chunks with a short last chunk (padding pairs), pairs with int32
+    extremes (clamped to the int8 range, ties by position); a row of 4,096."""
+    I8, I32 = DType.INT8, DType.INT32
+    rows = np.array([[-128] * 12, [127] * 12, [3, -1, 3, 7, -1, 3, 7, 7, 0, -128, 127, 3],
+                     [-128] * 5 + [127] + [-128] * 6])
+    x = TensorType(I8, rows.shape)
+    pairs = np.array([[2**31 - 1, 5], [127, 6], [-(2**31), 7], [-128, 8], [200, 9], [-7, 10], [-7, 11]])
+    big = TensorType(I8, (1, 4096))
+    return [("ties, k = L: the whole order, lower index first on equal values",
+             _case(Opcode.TOPK, [x], [_arr(rows, x.shape)], k=12, q=0, pairs=0)),
+            ("chunks of 5 over 12 (last chunk 2 < k = 4: padding pairs)",
+             _case(Opcode.TOPK, [x], [_arr(rows, x.shape)], k=4, q=5, pairs=0)),
+            ("pairs with int32 extremes, clamped: 2^31-1, 127 and 200 tie at 127 (by position)",
+             _case(Opcode.TOPK, [TensorType(I32, (7, 2))], [_arr(pairs, (7, 2), np.int32)], k=5, q=0, pairs=1)),
+            ("pairs chunked by 3 with k = 2", _case(Opcode.TOPK, [TensorType(I32, (7, 2))],
+                                                    [_arr(pairs, (7, 2), np.int32)], k=2, q=3, pairs=1)),
+            ("a row of 4,096 (4 leaves), k = 50", _case(Opcode.TOPK, [big], [_arr(np.arange(4096) * 37 % 251 - 125,
+                                                                                  big.shape)], k=50, q=0, pairs=0))]
 
 
 def _rope_edges() -> list[tuple[str, OpCase]]:
@@ -252,6 +275,9 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         return _case(Opcode.ROPE, [TensorType(I8, (2, t, dd)), TensorType(I32, (p, dd // 2, 2))], [],
                      out=TensorType(I8, (2, t, dd)), x_zp=0, off=off, requant=req)
 
+    def topk(shape, k, q, pairs=0, out=None):
+        return _case(Opcode.TOPK, [TensorType(I32 if pairs else I8, shape)], [], out=out, k=k, q=q, pairs=pairs)
+
     def smax(n):
         return _case(Opcode.SOFTMAX, [TensorType(I8, (2, n)), TensorType(I32, (256,))], [], causal=1, off=0)
 
@@ -311,6 +337,17 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("rope positions T + off = P + 1", rope(16, 64, 4081, 4096), 8),
         ("rope D odd", _case(Opcode.ROPE, [TensorType(I8, (2, 4, 7)), TensorType(I32, (4, 3, 2))], [],
                              out=TensorType(I8, (2, 4, 7)), x_zp=0, off=0, requant=req), 7),
+        ("topk over a row of 16384 = MAX_STEP_ELEMENTS", topk((2, 16384), 40, 0), 0),
+        ("topk over a row of 16385", topk((2, 16385), 40, 0), 11),
+        ("topk chunked, q = 16384 over 131072", topk((1, 131072), 40, 16384), 0),
+        ("topk chunked, q = 16385", topk((1, 131072), 40, 16385), 11),
+        ("topk over 4096 pairs (4 x 4096 = 16384 counted)", topk((1, 4096, 2), 40, 0, 1), 0),
+        ("topk over 4097 pairs", topk((1, 4097, 2), 40, 0, 1), 11),
+        ("topk pairs chunked, q = 4096", topk((1, 20000, 2), 40, 4096, 1), 0),
+        ("topk pairs chunked, q = 4097", topk((1, 20000, 2), 40, 4097, 1), 11),
+        ("topk k = 0", topk((2, 10), 0, 0, out=TensorType(I32, (2, 1))), 8),
+        ("topk k = L + 1", topk((2, 10), 11, 0, out=TensorType(I32, (2, 11))), 8),
+        ("topk chunked q < k", topk((2, 10), 4, 3, out=TensorType(I32, (2, 4, 4, 2))), 8),
         ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
                                                      requant=req), 0),
         ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],

@@ -110,6 +110,15 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
     if op == Opcode.ARGMAX:
         k = x.shape[-1]
         return [ByteRange(0, i * k * wx, (i + 1) * k * wx)]
+    if op == Opcode.TOPK:  # the row (q = 0) or chunk g of the row, values or pairs
+        n, q, g_count = chunk_geometry(d)
+        size = 8 if d.attr("pairs") else 1
+        if q == 0:
+            row = i // d.attr("k")
+            return [ByteRange(0, row * n * size, (row + 1) * n * size)]
+        row, g = divmod(i // (2 * d.attr("k")), g_count)
+        s, e = row * n + g * q, row * n + min((g + 1) * q, n)
+        return [ByteRange(0, s * size, e * size)]
     if op == Opcode.CHUNKMAX:  # element (row, g, j): chunk g of the row, values or pairs
         k, q, g_count = chunk_geometry(d)
         row, g = divmod(i // 2, g_count)
@@ -220,6 +229,18 @@ def rope_element(a: int, b: int, cos: int, sin: int, second: bool) -> int:
     return b * c + a * s if second else a * c - b * s
 
 
+#: topk: the (value, index) pair of a chunk position beyond the chunk's end (its last chunk may be
+#: shorter than k): ranked after every real entry, so never among a later level's k best.
+TOPK_PAD = (-128, -1)
+
+
+def topk_entry(vals: list[int], m: int) -> int:
+    """Position of the entry of rank m (0-based) when the int8 values `vals` are ordered by value
+    descending, then position ascending (docs/protocol.md 2.2.4); the one-step finds it with a
+    256-bucket histogram (the value of rank m) and a second scan (its occurrence)."""
+    return sorted(range(len(vals)), key=lambda p: (-vals[p], p))[m]
+
+
 def gather_id_range(d: OpDescriptor, i: int) -> ByteRange:
     """The int32 id of gather's output element i (row r = i / D of the output, r-th id)."""
     r = i // d.inputs[1].type.shape[1]
@@ -283,6 +304,8 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
         return _req(d, acc, None)
     if op == Opcode.ARGMAX:
         return _first_max(from_le(chunks[0], x.dtype.width))
+    if op == Opcode.TOPK:
+        return _topk_element(d, i, chunks[0])
     if op == Opcode.CHUNKMAX:
         if d.attr("pairs"):
             best, index = _first_max_pair(from_le(chunks[0], 4))
@@ -324,6 +347,23 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
     if op == Opcode.GATHER:  # an id outside [0, V) opens no table byte and gives 0
         return from_le(chunks[1], 1)[0] if len(chunks) > 1 else 0
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
+
+
+def _topk_element(d: OpDescriptor, i: int, chunk: bytes) -> int:
+    """topk's element i from its row or chunk: values are the int8 bytes (index: the position, plus
+    the chunk's start g*q), or each pair's value clamped to [-128, 127] (index: the pair's own)."""
+    k, q, pairs = d.attr("k"), d.attr("q"), d.attr("pairs")
+    flat = from_le(chunk, 4 if pairs else 1)
+    vals = [min(max(v, -128), 127) for v in flat[0::2]] if pairs else flat
+    m = i % k if q == 0 else (i // 2) % k
+    if m >= len(vals):  # a short last chunk
+        return TOPK_PAD[i % 2]
+    p = topk_entry(vals, m)
+    if q and i % 2 == 0:
+        return vals[p]
+    if pairs:
+        return flat[2 * p + 1]
+    return p + (q * ((i // (2 * k)) % chunk_geometry(d)[2]) if q else 0)
 
 
 def _first_max(vals: list[int]) -> int:

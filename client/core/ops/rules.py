@@ -166,7 +166,8 @@ def _chunked_out(d: OpDescriptor, x: TensorType, mode: ReqMode | None) -> Tensor
     return TensorType(I8, x.shape[:-1])
 
 
-_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE)
+_TRANSFORMER = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.ROPE,
+                Opcode.TOPK)
 #: layernorm: eps * D^3 <= 2^61 keeps V = Q + eps * D^3 below 2^62 (docs/protocol.md 2.2.2).
 MAX_LN_EPS_TERM = 1 << 61
 #: Rows of a gather table (an LLM vocabulary); the 2^28-byte tensor limit bounds V * D as well.
@@ -204,6 +205,8 @@ def _transformer_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None)
         _need(mode == ReqMode.PER_TENSOR, "mul: requant must be per_tensor")
         _need(x.dtype == I8 and t[1] == x, f"mul: inputs must be int8 of one shape, got {t[0]} and {t[1]}")
         return x
+    if op == Opcode.TOPK:
+        return _topk_out(d, x)
     _need(d.inputs[1].kind == SlotKind.WEIGHT, f"{op.name.lower()}: the table must be a weight")
     if op == Opcode.LAYERNORM:
         _need(mode == ReqMode.PER_TENSOR, "layernorm: requant must be per_tensor")
@@ -245,6 +248,28 @@ def _rope_out(d: OpDescriptor, t: list[TensorType], mode: ReqMode | None) -> Ten
     _need(x.shape[-2] + d.attr("off") <= cs.shape[0], f"rope: positions up to T + off = "
           f"{x.shape[-2] + d.attr('off')} above the table's P = {cs.shape[0]} rows")
     return x
+
+
+def _topk_out(d: OpDescriptor, x: TensorType) -> TensorType:
+    """topk (docs/protocol.md 2.2.4): values x int8 [.., L] or pairs x int32 [.., N, 2]; q = 0: the
+    k indices of the row, int32 [.., k]; q >= 1: per chunk of q entries its k best (value, index)
+    pairs, int32 [.., G, k, 2], with k <= q so that the first chunk alone holds k candidates."""
+    pairs, k, q = d.attr("pairs"), d.attr("k"), d.attr("q")
+    _need(pairs in (0, 1), "topk: pairs must be 0 or 1")
+    if pairs:
+        _need(x.dtype == I32 and len(x.shape) >= 2 and x.shape[-1] == 2,
+              f"topk: pairs input must be int32 [.., N, 2], got {x}")
+        lead = x.shape[:-2]
+    else:
+        _need(x.dtype == I8, f"topk: values input must be int8 [.., L], got {x}")
+        lead = x.shape[:-1]
+    n, _, g = chunk_geometry(d)
+    if q == 0:
+        _need(1 <= k <= n, f"topk: k = {k} outside [1, {n}]")
+        return TensorType(I32, (*lead, k))
+    _need(1 <= k <= q <= n, f"topk: chunk length q = {q} and k = {k} outside 1 <= k <= q <= {n}")
+    _need(len(lead) <= 2, f"topk: chunked output [.., G, k, 2] above rank 4 for {x}")
+    return TensorType(I32, (*lead, g, k, 2))
 
 
 def _qp_check(d: OpDescriptor, channels: int) -> None:
@@ -310,6 +335,10 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
         return range_leaves(x.shape[-1]) + range_leaves(1) + range_leaves(4), x.shape[-1]
     if op == Opcode.ROPE:  # x[r, k .. k + D/2] (one range, both ends used) and the (cos, sin) pair
         return range_leaves(x.shape[-1] // 2 + 1) + range_leaves(8), 0
+    if op == Opcode.TOPK:  # the row or the chunk: a histogram scan, then a second scan (word-wise for
+        n, q, _ = chunk_geometry(d)  # values; per pair, so a pair counts 2 int32 elements x 2 scans)
+        size = q or n
+        return (range_leaves(8 * size), 4 * size) if d.attr("pairs") else (range_leaves(size), size)
     if op == Opcode.SOFTMAX:  # the element's whole row (scanned once) and the 1 KiB exp table
         return range_leaves(x.shape[-1]) + range_leaves(1024), x.shape[-1]
     return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element

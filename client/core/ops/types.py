@@ -78,6 +78,7 @@ class Opcode(IntEnum):
     SOFTMAX = 0x13
     LAYERNORM = 0x14
     ROPE = 0x15
+    TOPK = 0x16
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -244,6 +245,7 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.SOFTMAX: ("BI", ("causal", "off")),
     Opcode.LAYERNORM: ("bBI" + _REQ_FMT, ("x_zp", "rms", "eps", *_REQ_FIELDS)),
     Opcode.ROPE: ("bI" + _REQ_FMT, ("x_zp", "off", *_REQ_FIELDS)),
+    Opcode.TOPK: ("IIB", ("k", "q", "pairs")),
 }
 
 

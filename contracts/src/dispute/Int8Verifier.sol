@@ -18,19 +18,19 @@ import {Int8TransformerVerifier} from "./int8/Int8TransformerVerifier.sol";
 ///      order: slotRoot (32) || rootPath (32 each) || per range of that input: leaves (LEAF_BYTES
 ///      each) || range siblings (32 each). Every length follows from the descriptor and the
 ///      context, so the blob carries no length fields and must be consumed exactly.
-///      Opcodes 0x0F-0x15 (the integer transformer ops) are verified by a second contract,
+///      Opcodes 0x0F-0x16 (the integer transformer ops) are verified by a second contract,
 ///      Int8TransformerVerifier, that this one deploys in its constructor and forwards those
 ///      descriptors to (a staticcall; its reverts bubble up unchanged), so that the runtime code
 ///      of each stays under EIP-170 (docs/protocol.md 5.7.1).
 contract Int8Verifier is IOneStepVerifier, Int8StepBase {
-    /// @notice The verifier of opcodes 0x0F-0x15, created by the constructor (no owner, no setter).
+    /// @notice The verifier of opcodes 0x0F-0x16, created by the constructor (no owner, no setter).
     Int8TransformerVerifier public immutable TRANSFORMER_VERIFIER;
 
     constructor() {
         TRANSFORMER_VERIFIER = new Int8TransformerVerifier();
     }
 
-    /// @dev A descriptor of opcode 0x0F-0x15: validated and verified by TRANSFORMER_VERIFIER.
+    /// @dev A descriptor of opcode 0x0F-0x16: validated and verified by TRANSFORMER_VERIFIER.
     function _isTransformer(bytes calldata d) private pure returns (bool) {
         return d.length >= 2 && uint8(d[0]) >= LD.OP_MATMUL && uint8(d[0]) <= LD.OP_LAST;
     }

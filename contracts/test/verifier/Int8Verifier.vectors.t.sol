@@ -120,10 +120,16 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("rope");
     }
 
+    /// @notice Topk: ties (lower index first), k = L, chunks with a short last chunk (padding),
+    ///         pairs with int32 extremes (clamped), a row of 4,096.
+    function test_Vectors_Topk() public view {
+        _all("topk");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[21] memory ops = [
+        string[22] memory ops = [
             "linear",
             "requant",
             "add",
@@ -144,7 +150,8 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "gather",
             "softmax",
             "layernorm",
-            "rope"
+            "rope",
+            "topk"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

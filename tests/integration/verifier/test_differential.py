@@ -54,7 +54,7 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
 #: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
 TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM,
-                   Opcode.ROPE)
+                   Opcode.ROPE, Opcode.TOPK)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
@@ -166,6 +166,21 @@ def test_gather_table_range_follows_the_id(verifier):
             verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, bad).call()
 
 
+def every_element(verifier, p, dtype: DType) -> list[int]:
+    """Every element of a placed case through eth_call: the reference value accepted, a neighbour
+    (value - 1, or + 1 at the dtype's minimum) refused. The reference values, in order."""
+    desc = p.desc.encode()
+    got = []
+    for e in range(p.desc.out.count):
+        blob = encode_proofs(p.desc, e, p.source)
+        ref = p.reference(e)
+        got.append(ref)
+        for v, want in ((ref, True), (ref - 1 if ref > dtype.lo else ref + 1, False)):
+            leaf, li = leaf_with(e, dtype, v, b"\x00")
+            assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is want
+    return got
+
+
 def _softmax_rows() -> np.ndarray:
     """Rows of 64: all -128, all 127, one 127 among -128s, all equal (3), a ramp."""
     rows = np.full((5, 64), -128, dtype=np.int8)
@@ -183,18 +198,7 @@ def test_softmax_extremes_every_element(verifier, causal):
     floor((512 + L) / (2L)) - 128 everywhere and the one huge logit takes all (127, the rest -128)."""
     x, t = TensorType(DType.INT8, (5, 64)), TensorType(DType.INT32, (256,))
     case = _case(Opcode.SOFTMAX, [x, t], [_softmax_rows(), exp_table(1 / 16)], causal=causal, off=0)
-    p = place(case)
-    desc = p.desc.encode()
-    got = []
-    for e in range(p.desc.out.count):
-        blob = encode_proofs(p.desc, e, p.source)
-        ref = p.reference(e)
-        got.append(ref)
-        leaf, li = leaf_with(e, DType.INT8, ref, b"\x00")
-        assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is True
-        leaf, li = leaf_with(e, DType.INT8, ref + 1 if ref < 127 else ref - 1, b"\x00")
-        assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is False
-    y = np.array(got).reshape(5, 64)
+    y = np.array(every_element(verifier, place(case), DType.INT8)).reshape(5, 64)
     if not causal:
         for r in (0, 1, 3):
             assert (y[r] == (512 + 64) // 128 - 128).all()
@@ -225,8 +229,8 @@ def test_softmax_row_of_4096(verifier):
 @pytest.mark.parametrize("x_zp", [-128, 127])
 def test_rope_extremes_every_element(verifier, x_zp):
     """rope's extremes through eth_call, every element (docs/protocol.md 2.2.3): pairs at +-255
-    against (cos, sin) entries of +-2^15 and beyond (clamped), a real table read at an offset up to
-    its last row; the reference value is accepted and a neighbour refused."""
+    against (cos, sin) entries of +-2^15 and beyond (clamped), at offsets 0 and 2 (up to the table's
+    last row); the reference value is accepted and a neighbour refused."""
     x, t = TensorType(DType.INT8, (2, 4, 8)), TensorType(DType.INT32, (6, 4, 2))
     rows = np.array([[127] * 8, [-128] * 8, [127] * 4 + [-128] * 4, [-128] * 4 + [127] * 4] * 2).reshape(x.shape)
     table = np.array([(2**15, 2**15), (-(2**15), 2**15), (2**31 - 1, -(2**31)), (2**15 + 1, -(2**15) - 1),
@@ -234,17 +238,37 @@ def test_rope_extremes_every_element(verifier, x_zp):
     for off in (0, 2):
         case = _case(Opcode.ROPE, [x, t], [rows.astype(np.int8), table], x_zp=x_zp, off=off,
                      requant=Requant(ReqMode.PER_TENSOR, 1, 17, 0, -128, 127))
-        p = place(case)
-        desc = p.desc.encode()
-        for e in range(p.desc.out.count):
-            blob = encode_proofs(p.desc, e, p.source)
-            ref = p.reference(e)
-            for v, want in ((ref, True), (ref - 1 if ref > -128 else ref + 1, False)):
-                leaf, li = leaf_with(e, DType.INT8, v, b"\x00")
-                assert verifier.functions.verify(ctx_tuple(p.ctx, li), desc, e, leaf, blob).call() is want
+        got = every_element(verifier, place(case), DType.INT8)
         # x_zp -128, row 0 (all 127: a = b = 255) at position 0 (c = s = 2^15): a c - b s = 0 and
         # b c + a s = 255 * 2^16, / 2^17 = 127.5 rounded half up, saturating at 127; x_zp 127, row 1
         # (all -128: a = b = -255) at position 1 (c = -2^15, s = 2^15): the halves swap roles
         if off == 0:
             e0, want = (0, [0, 127]) if x_zp == -128 else (8, [127, 0])
-            assert [p.reference(e) for e in (e0, e0 + 4)] == want
+            assert [got[e0], got[e0 + 4]] == want
+
+
+@pytest.mark.parametrize(("k", "q", "pairs"), [(64, 0, 0), (5, 0, 0), (7, 24, 0), (9, 0, 1), (4, 10, 1)])
+def test_topk_extremes_every_element(verifier, k, q, pairs):
+    """topk's extremes through eth_call, every element (docs/protocol.md 2.2.4): rows all -128, all
+    127, one 127 among -128s, few distinct values (ties: lower index first), 64 values so that the
+    word-wise second scan crosses a word; chunks with a short last chunk (padding pairs); pairs with
+    int32 extremes (clamped). The reference value is accepted and a neighbour refused."""
+    rows = np.full((4, 64), -128, dtype=np.int64)
+    rows[1] = 127
+    rows[2, 50] = 127
+    rows[3] = np.arange(64) % 3 - 1
+    if pairs:
+        vals = rows.copy()  # int32 extremes and 200 clamp to the row's own 127 / -128: same order
+        vals[rows == 127] = 2**31 - 1
+        vals[1, ::2] = 200
+        vals[0, ::3] = -(2**31)
+        x = np.stack([vals, np.arange(256).reshape(4, 64) + 1000], axis=-1).astype(np.int32)
+        t = TensorType(DType.INT32, x.shape)
+    else:
+        x, t = rows.astype(np.int8), TensorType(DType.INT8, rows.shape)
+    got = every_element(verifier, place(_case(Opcode.TOPK, [t], [x], k=k, q=q, pairs=pairs)), DType.INT32)
+    if (k, q, pairs) == (64, 0, 0):  # ties keep the index order; the one 127 comes first
+        y = np.array(got).reshape(4, 64)
+        assert y[0].tolist() == y[1].tolist() == list(range(64))
+        assert y[2].tolist() == [50, *range(50), *range(51, 64)]
+        assert y[3].tolist() == [*range(2, 64, 3), *range(1, 64, 3), *range(0, 64, 3)]

@@ -153,11 +153,11 @@ def test_step_bounds_vectors(case):
         assert leaves <= MAX_STEP_LEAVES and scanned <= MAX_STEP_ELEMENTS
         return
     # reason 8: linear's or matmul's K above MAX_K, a chunk length outside [1, K], layernorm's
-    # eps * D^3 above 2^61 or rope's positions past its table; 7: a gather table above
+    # eps * D^3 above 2^61, rope's positions past its table or topk's k; 7: a gather table above
     # MAX_GATHER_ROWS, rope's odd D
     limit = {7: f"(with V <= {MAX_GATHER_ROWS}|with D even)",
              8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, |eps \\* D\\^3 above 2\\^61"
-                "|T \\+ off = \\d+ above the table's P)",
+                "|T \\+ off = \\d+ above the table's P|k = \\d+ outside|q = \\d+ and k = \\d+ outside)",
              11: "above the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
     with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*{limit}") as e:
         check_descriptor(d)

@@ -117,3 +117,20 @@ def test_learned_positions_are_gather_of_a_weight_then_add_and_prove(tmp_path):
             assert compute_element(op.desc, e, chunks) == p.value
         if j == 0:  # gather opened the id, then the one table byte it selects
             assert [o.range.input for o in p.openings] == [0, 1]
+
+
+def test_row_positions_along_axis_0_are_not_stacked():
+    """rope and causal softmax take a row's position from its index along axis -2: with rank 2 that
+    is axis 0, which a pass of stacked units may cut inside a unit, so such ops are not stacked."""
+    from gpumesh.node.runtime.randprog import exp_table
+    from gpumesh.node.runtime.stacking import op_blocker
+
+    req = Requant(ReqMode.PER_TENSOR, 1, 15, 0, -128, 127)
+    for shape, blocked in (((4, 8), True), ((2, 4, 8), False)):
+        tab = TensorType(I32, (4, 4, 2))
+        rope = _case(Opcode.ROPE, [TensorType(I8, shape), tab], [], x_zp=0, off=0, requant=req)
+        assert (op_blocker(rope.desc) is not None) == blocked
+        for causal in (0, 1):
+            sm = _case(Opcode.SOFTMAX, [TensorType(I8, shape), TensorType(I32, (256,))], [exp_table(0.1)],
+                       causal=causal, off=0)
+            assert (op_blocker(sm.desc) is not None) == (blocked and causal == 1)

@@ -8,14 +8,14 @@ import {LibInt8Ops} from "./LibInt8Ops.sol";
 import {LibTransformer} from "./LibTransformer.sol";
 
 /// @title Int8TransformerVerifier
-/// @notice The one-step of the integer transformer ops 0x0F-0x15 (matmul, lut, mul, gather, softmax, layernorm, rope;
+/// @notice The one-step of the integer transformer ops 0x0F-0x16 (matmul, lut, mul, gather, softmax, layernorm, rope, topk;
 ///         docs/protocol.md 2.2, 5.7): the same descriptor decoding, element checks and `proofs`
 ///         layout as Int8Verifier (Int8StepBase), with LibTransformer's rules and semantics.
 ///         Created by Int8Verifier's constructor, which forwards these opcodes to it (5.7.1).
 /// @dev Stateless. Gather's table byte depends on the id: the blob holds the id's range (input 0)
 ///      first, then, for an id in [0, V), the table range (input 1) that id selects.
 contract Int8TransformerVerifier is IOneStepVerifier, Int8StepBase {
-    /// @notice Decode and fully validate a 0x0F-0x15 descriptor; its output's byte length.
+    /// @notice Decode and fully validate a 0x0F-0x16 descriptor; its output's byte length.
     function validateDescriptor(bytes calldata descriptor) external pure returns (uint256) {
         return LD.nbytes(_decode(descriptor).out);
     }

@@ -37,7 +37,8 @@ library LibDescriptor {
     uint256 internal constant OP_SOFTMAX = 0x13;
     uint256 internal constant OP_LAYERNORM = 0x14;
     uint256 internal constant OP_ROPE = 0x15;
-    uint256 internal constant OP_LAST = OP_ROPE;
+    uint256 internal constant OP_TOPK = 0x16;
+    uint256 internal constant OP_LAST = OP_TOPK;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -103,6 +104,8 @@ library LibDescriptor {
     // layernorm: x_zp at A_XZP, the REQ block, rms at A_RMS, eps at A_EPS.
     uint256 internal constant A_RMS = 8;
     uint256 internal constant A_EPS = 9;
+    // topk: pairs at A_PAIRS, q at A_Q, k at A_K.
+    uint256 internal constant A_K = 8;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
     // (pad) at 0..6. transpose: perm at 0..3.
     uint256 internal constant A_KH = 0;
@@ -166,7 +169,7 @@ library LibDescriptor {
     /// @notice Attribute bytes of each opcode (types.ATTR_LAYOUT); 0 for an unknown opcode.
     function attrSize(uint256 op) internal pure returns (uint256) {
         if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
-        if (op == OP_REQUANT || op == OP_SUMREQUANT) return 9;
+        if (op == OP_REQUANT || op == OP_SUMREQUANT || op == OP_TOPK) return 9;
         if (op == OP_CHUNKMAX || op == OP_CHUNKSUM || op == OP_SOFTMAX) return 5;
         if (op == OP_ADD || op == OP_ROPE) return 14;
         if (op == OP_MATMUL) return 13;
@@ -213,7 +216,7 @@ library LibDescriptor {
 
     /// @notice Decode the fields of `d` (length, opcode, slots, canonical types, attributes and the
     ///         REQ mode) without the op's typing rules: `decode` adds them for 0x01-0x0E,
-    ///         LibTransformer.check for 0x0F-0x15.
+    ///         LibTransformer.check for 0x0F-0x16.
     function decodeFields(bytes calldata d) internal pure returns (Desc memory D) {
         _need(d.length >= 2, R_LENGTH);
         D.opcode = _u8(d, 0);
@@ -282,6 +285,11 @@ library LibDescriptor {
             a[A_RMS] = int256(_u8(d, o + 1));
             a[A_EPS] = int256(_u32(d, o + 2));
             _req(d, o + 6, a);
+        } else if (op == OP_TOPK) {
+            // k u32, q u32, pairs u8 (9 bytes)
+            a[A_K] = int256(_u32(d, o));
+            a[A_Q] = int256(_u32(d, o + 4));
+            a[A_PAIRS] = int256(_u8(d, o + 8));
         } else if (op == OP_ROPE) {
             // x_zp i8, off u32, REQ (14 bytes)
             a[A_XZP] = _i8(d, o);
@@ -438,7 +446,7 @@ library LibDescriptor {
 
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
-        // 0x0F-0x15 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
+        // 0x0F-0x16 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
         _need(op < OP_MATMUL, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;

@@ -8,7 +8,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 /// @title LibTransformer
 /// @notice Typing rules, one-step bounds, element ranges and element semantics of the integer
-///         transformer ops 0x0F-0x15 (matmul, lut, mul, gather, softmax, layernorm, rope; docs/protocol.md 2.2, 3.3-3.4):
+///         transformer ops 0x0F-0x16 (matmul, lut, mul, gather, softmax, layernorm, rope, topk; docs/protocol.md 2.2, 3.3-3.4):
 ///         the twin of rules._transformer_out / step_reads and reference.element_ranges /
 ///         compute_element for these opcodes. Used only by Int8TransformerVerifier, so that
 ///         Int8Verifier's runtime code stays under EIP-170 (docs/protocol.md 5.7.1).
@@ -22,14 +22,15 @@ library LibTransformer {
 
     // ================================================================ rules (rules.py)
 
-    /// @notice Full validation of a decoded 0x0F-0x15 descriptor (rules.check_descriptor): input
+    /// @notice Full validation of a decoded 0x0F-0x16 descriptor (rules.check_descriptor): input
     ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
     function check(LD.Desc memory D) internal pure {
         uint256 op = D.opcode;
         _need(op >= LD.OP_MATMUL && op <= LD.OP_LAST, LD.R_OPCODE);
         bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL || op == LD.OP_LAYERNORM || op == LD.OP_ROPE;
         uint256 mode = hasReq ? uint256(D.a[LD.A_MODE]) : LD.MODE_NONE;
-        _need(D.ins.length == (op == LD.OP_LAYERNORM ? 3 : 2) + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
+        uint256 nIn = op == LD.OP_LAYERNORM ? 3 : op == LD.OP_TOPK ? 1 : 2;
+        _need(D.ins.length == nIn + (mode == LD.MODE_PER_CHANNEL ? 1 : 0), LD.R_INPUT_COUNT);
         if (hasReq) LD._checkReq(D.a);
         if (mode == LD.MODE_PER_CHANNEL) _need(D.ins[2].kind == LD.KIND_WEIGHT, LD.R_INPUT_TYPE);
         _need(LD._eq(D.out, _expectedOut(D, D.ins[0].t, mode)), LD.R_OUTPUT);
@@ -41,6 +42,12 @@ library LibTransformer {
         // softmax and layernorm scan their row once (5.7.8): MAX_STEP_ELEMENTS bounds its length
         if (op == LD.OP_SOFTMAX || op == LD.OP_LAYERNORM) {
             _need(D.out.dims[D.out.rank - 1] <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
+        }
+        // topk scans its row or chunk twice, the second time word-wise for values (rules.step_reads:
+        // a value counts 1, a pair 4: two int32 elements, two scans)
+        if (op == LD.OP_TOPK) {
+            (uint256 size, bool pairs) = _topkSpan(D);
+            _need((pairs ? 4 : 1) * size <= LD.MAX_STEP_ELEMENTS, LD.R_STEP);
         }
     }
 
@@ -69,6 +76,11 @@ library LibTransformer {
         if (op == LD.OP_LAYERNORM) {
             return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1]) + LD.rangeLeaves(1) + LD.rangeLeaves(4);
         }
+        if (op == LD.OP_TOPK) {
+            // the row or the chunk: int8 values or 8-byte pairs
+            (uint256 size, bool pairs) = _topkSpan(D);
+            return LD.rangeLeaves(pairs ? 8 * size : size);
+        }
         // rope: x[r, k .. k + D/2] (one range) and the 8-byte (cos, sin) pair
         if (op == LD.OP_ROPE) return LD.rangeLeaves(D.ins[0].t.dims[D.ins[0].t.rank - 1] / 2 + 1) + LD.rangeLeaves(8);
         // softmax: the element's row and the 1 KiB int32 exp table
@@ -76,8 +88,45 @@ library LibTransformer {
         return LD.rangeLeaves(4) + LD.rangeLeaves(1); // gather: the id and one byte of its row
     }
 
+    /// @notice (entries one element scans, pairs input) of a topk: the row's N or L, or the chunk q.
+    function _topkSpan(LD.Desc memory D) private pure returns (uint256 size, bool pairs) {
+        LD.TType memory x = D.ins[0].t;
+        pairs = D.a[LD.A_PAIRS] == 1;
+        size = D.a[LD.A_Q] != 0 ? uint256(D.a[LD.A_Q]) : x.dims[x.rank - (pairs ? 2 : 1)];
+    }
+
+    /// @notice topk's output (rules._topk_out): values int8 [.., L] or pairs int32 [.., N, 2];
+    ///         q = 0: int32 [.., k] with 1 <= k <= N; q >= 1: int32 [.., G, k, 2], k <= q <= N.
+    function _topkOut(LD.Desc memory D, LD.TType memory x) private pure returns (LD.TType memory o) {
+        uint256 pairs = uint256(D.a[LD.A_PAIRS]);
+        _need(pairs <= 1, LD.R_ATTR);
+        if (pairs == 1) _need(x.dtype == LD.DT_INT32 && x.rank >= 2 && x.dims[x.rank - 1] == 2, LD.R_INPUT_TYPE);
+        else _need(x.dtype == LD.DT_INT8, LD.R_INPUT_TYPE);
+        uint256 lead = x.rank - 1 - pairs;
+        uint256 n = x.dims[lead];
+        uint256 k = uint256(D.a[LD.A_K]);
+        uint256 q = uint256(D.a[LD.A_Q]);
+        o.dtype = LD.DT_INT32;
+        for (uint256 t = 0; t < 4; ++t) {
+            o.dims[t] = t < lead ? x.dims[t] : 1;
+        }
+        if (q == 0) {
+            _need(k >= 1 && k <= n, LD.R_ATTR);
+            o.rank = lead + 1;
+            o.dims[lead] = k;
+            return o;
+        }
+        _need(k >= 1 && k <= q && q <= n, LD.R_ATTR);
+        _need(lead <= 1, LD.R_INPUT_TYPE);
+        o.rank = lead + 3;
+        o.dims[lead] = (n + q - 1) / q;
+        o.dims[lead + 1] = k;
+        o.dims[lead + 2] = 2;
+    }
+
     function _expectedOut(LD.Desc memory D, LD.TType memory x, uint256 mode) private pure returns (LD.TType memory o) {
         uint256 op = D.opcode;
+        if (op == LD.OP_TOPK) return _topkOut(D, x);
         LD.TType memory y = D.ins[1].t;
         if (op == LD.OP_MATMUL) {
             _need(mode <= LD.MODE_PER_TENSOR, LD.R_REQUANT);
@@ -141,6 +190,14 @@ library LibTransformer {
             r[0] = LibInt8Ops.Range(0, 4 * row, 4 * row + 4, 0);
             return r;
         }
+        if (op == LD.OP_TOPK) {
+            // the row (q = 0) or chunk g of the row, int8 values or 8-byte pairs
+            r = new LibInt8Ops.Range[](1);
+            (uint256 s, uint256 e) = _topkRange(D, i);
+            uint256 w = D.a[LD.A_PAIRS] == 1 ? 8 : 1;
+            r[0] = LibInt8Ops.Range(0, s * w, e * w, 0);
+            return r;
+        }
         r = new LibInt8Ops.Range[](op == LD.OP_LAYERNORM ? 3 : 2);
         if (op == LD.OP_LAYERNORM) {
             // the element's row, gamma[k], beta[k]
@@ -171,6 +228,26 @@ library LibTransformer {
         } else {
             (r[0], r[1]) = _matmulRanges(D, i);
         }
+    }
+
+    /// @dev Entries [s, e) (flat, in entries of the row axis) topk's element i reads.
+    function _topkRange(LD.Desc memory D, uint256 i) private pure returns (uint256 s, uint256 e) {
+        LD.TType memory x = D.ins[0].t;
+        uint256 n = x.dims[x.rank - (D.a[LD.A_PAIRS] == 1 ? 2 : 1)];
+        uint256 k = uint256(D.a[LD.A_K]);
+        uint256 q = uint256(D.a[LD.A_Q]);
+        if (q == 0) {
+            // slither-disable-next-line divide-before-multiply -- row index: floor(i / k) times the row
+            s = (i / k) * n;
+            return (s, s + n);
+        }
+        uint256 g = (n + q - 1) / q;
+        // slither-disable-next-line divide-before-multiply -- (row, chunk) of element i: floor divisions
+        uint256 c = i / (2 * k);
+        // slither-disable-next-line divide-before-multiply -- row start plus the chunk's start
+        s = (c / g) * n + (c % g) * q;
+        e = (c / g) * n + ((c % g) + 1) * q;
+        if (e > (c / g + 1) * n) e = (c / g + 1) * n;
     }
 
     function _matmulRanges(LD.Desc memory D, uint256 i)
@@ -216,6 +293,7 @@ library LibTransformer {
         if (op == LD.OP_SOFTMAX) return _softmax(D, i, r[0].ptr, r[1].ptr);
         if (op == LD.OP_LAYERNORM) return _layernorm(D, i, r);
         if (op == LD.OP_ROPE) return _rope(D, i, r[0].ptr, r[1].ptr);
+        if (op == LD.OP_TOPK) return _topk(D, i, r[0]);
         if (op == LD.OP_GATHER) return r.length == 1 ? LibInt8Ops._i8(r[0].ptr) : int256(0);
         // y = T[x + 128]: the table range is [0, 256)
         if (op == LD.OP_LUT) return LibInt8Ops._i8(r[1].ptr + uint256(LibInt8Ops._i8(r[0].ptr) + 128));
@@ -253,14 +331,7 @@ library LibTransformer {
             if (lim < n) n = lim;
         }
         if (j >= n) return -128;
-        uint256[256] memory h;
-        // SAFETY: reads the n <= L bytes of the opened row and writes the 256 words of h; memory-safe.
-        assembly ("memory-safe") {
-            for { let p := row let e := add(row, n) } lt(p, e) { p := add(p, 1) } {
-                let slot := add(h, shl(5, xor(byte(0, mload(p)), 0x80)))
-                mstore(slot, add(mload(slot), 1))
-            }
-        }
+        uint256[256] memory h = _histogram(row, n);
         uint256 top = 255;
         while (h[top] == 0) --top; // the bucket of x[r, 0] is non-empty: stops at or above it
         uint256 s;
@@ -288,6 +359,189 @@ library LibTransformer {
 
     function _clamp15(int256 v) private pure returns (int256) {
         return v > 32768 ? int256(32768) : v < -32768 ? int256(-32768) : v;
+    }
+
+    /// @dev Counts of x + 128 over the n int8 at memory address `row` (256 buckets): whole 32-byte
+    ///      words with the 32 byte lanes unrolled (one load per word), then the tail byte by byte.
+    function _histogram(uint256 row, uint256 n) private pure returns (uint256[256] memory h) {
+        // SAFETY: reads the n bytes of the opened range and writes the 256 words of h; memory-safe.
+        assembly ("memory-safe") {
+            let p := row
+            for { let end := add(row, shl(5, shr(5, n))) } lt(p, end) { p := add(p, 32) } {
+                let w := mload(p)
+                let s := 0
+                s := add(h, shl(5, xor(byte(0, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(1, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(2, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(3, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(4, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(5, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(6, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(7, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(8, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(9, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(10, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(11, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(12, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(13, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(14, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(15, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(16, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(17, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(18, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(19, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(20, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(21, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(22, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(23, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(24, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(25, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(26, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(27, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(28, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(29, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(30, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+                s := add(h, shl(5, xor(byte(31, w), 0x80)))
+                mstore(s, add(mload(s), 1))
+            }
+            for { let e := add(row, n) } lt(p, e) { p := add(p, 1) } {
+                let slot := add(h, shl(5, xor(byte(0, mload(p)), 0x80)))
+                mstore(slot, add(mload(slot), 1))
+            }
+        }
+    }
+
+    /// @notice Topk element i (reference._topk_element, docs/protocol.md 2.2.4) from its row or
+    ///         chunk `r`: the entry of rank m in (value desc, position asc) order. One scan builds
+    ///         the 256-bucket histogram (pairs: values clamped to [-128, 127]); walking the buckets
+    ///         down gives the value u of rank m and how many (`need`) of its entries come first; a
+    ///         second scan finds that occurrence (values word by word: 32 bytes compared at once).
+    function _topk(LD.Desc memory D, uint256 i, LibInt8Ops.Range memory r) private pure returns (int256) {
+        uint256 k = uint256(D.a[LD.A_K]);
+        bool pairs = D.a[LD.A_PAIRS] == 1;
+        uint256 len = (r.end - r.start) / (pairs ? 8 : 1);
+        uint256 m = i % k;
+        if (D.a[LD.A_Q] != 0) {
+            m = (i / 2) % k;
+            // a short last chunk: positions beyond it are (-128, -1)
+            if (m >= len) return i % 2 == 0 ? int256(-128) : int256(-1);
+        }
+        uint256[256] memory h = pairs ? _histPairs(r.ptr, len) : _histogram(r.ptr, len);
+        uint256 u = 256;
+        uint256 above;
+        while (true) {
+            // sum h = len > m: stops at the bucket holding rank m
+            --u;
+            if (m < above + h[u]) break;
+            above += h[u];
+        }
+        if (D.a[LD.A_Q] != 0 && i % 2 == 0) return int256(u) - 128;
+        uint256 need = m - above;
+        if (pairs) return LibInt8Ops._i32(r.ptr + 8 * _nthPair(r.ptr, len, u, need) + 4);
+        // values: the global position r.start + t (the range starts at the row's or chunk's start)
+        return int256(_nthByte(r.ptr, len, u ^ 0x80, need) + r.start % _rowLen(D));
+    }
+
+    /// @dev Row length of a topk values input (its last dim): the range's start modulo it is the
+    ///      chunk's first position in its row (0 for q = 0).
+    function _rowLen(LD.Desc memory D) private pure returns (uint256) {
+        return D.ins[0].t.dims[D.ins[0].t.rank - 1];
+    }
+
+    /// @dev Counts of the buckets of the n pairs at p: each pair's little-endian int32 value
+    ///      clamped to [-128, 127], plus 128.
+    function _histPairs(uint256 p, uint256 n) private pure returns (uint256[256] memory h) {
+        // SAFETY: reads the 8n bytes of the opened range and writes the 256 words of h; memory-safe.
+        assembly ("memory-safe") {
+            for { let e := add(p, shl(3, n)) } lt(p, e) { p := add(p, 8) } {
+                let s := add(h, shl(5, bucket(mload(p))))
+                mstore(s, add(mload(s), 1))
+            }
+            function bucket(w) -> u {
+                let v := signextend(3, or(or(byte(0, w), shl(8, byte(1, w))), or(shl(16, byte(2, w)), shl(24, byte(3, w)))))
+                u := add(v, 128)
+                if slt(v, not(127)) { u := 0 }
+                if sgt(v, 127) { u := 255 }
+            }
+        }
+    }
+
+    /// @dev Position of the (need+1)-th of the n pairs at p whose bucket is u (it exists).
+    function _nthPair(uint256 p, uint256 n, uint256 u, uint256 need) private pure returns (uint256 t) {
+        // SAFETY: reads the 8n bytes of the opened range; memory-safe.
+        assembly ("memory-safe") {
+            for {} lt(t, n) { t := add(t, 1) } {
+                let w := mload(add(p, shl(3, t)))
+                let v := signextend(3, or(or(byte(0, w), shl(8, byte(1, w))), or(shl(16, byte(2, w)), shl(24, byte(3, w)))))
+                let b := add(v, 128)
+                if slt(v, not(127)) { b := 0 }
+                if sgt(v, 127) { b := 255 }
+                if eq(b, u) {
+                    if iszero(need) { break }
+                    need := sub(need, 1)
+                }
+            }
+        }
+    }
+
+    /// @dev Position of the (need+1)-th byte equal to b among the n bytes at p (it exists). Whole
+    ///      words first: x = w XOR (b in every byte) has a zero byte exactly where w holds b;
+    ///      ((x & 0x7f..) + 0x7f..) | x sets each byte's top bit iff that byte is non-zero (no carry
+    ///      crosses a byte), the inverted top bits summed by one multiply count the matches.
+    function _nthByte(uint256 p, uint256 n, uint256 b, uint256 need) private pure returns (uint256 pos) {
+        // SAFETY: reads only the n bytes at p (whole words inside them, then single bytes); memory-safe.
+        assembly ("memory-safe") {
+            let ones := 0x0101010101010101010101010101010101010101010101010101010101010101
+            let low := mul(ones, 0x7f)
+            let bb := mul(ones, b)
+            let q := p
+            for { let end := add(p, shl(5, shr(5, n))) } lt(q, end) { q := add(q, 32) } {
+                let x := xor(mload(q), bb)
+                let c := shr(248, mul(shr(7, and(not(or(add(and(x, low), low), x)), mul(ones, 0x80))), ones))
+                if gt(c, need) { break }
+                need := sub(need, c)
+            }
+            for { let e := add(p, n) } lt(q, e) { q := add(q, 1) } {
+                if eq(byte(0, mload(q)), b) {
+                    if iszero(need) {
+                        pos := sub(q, p)
+                        break
+                    }
+                    need := sub(need, 1)
+                }
+            }
+        }
     }
 
     function _layernormOut(LD.Desc memory D, LD.TType memory x, LD.TType memory g, uint256 mode)
