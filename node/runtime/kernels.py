@@ -368,6 +368,8 @@ def prepare_op(d: OpDescriptor, consts: list[np.ndarray], device: torch.device) 
         return lambda xs: req.int32(_sum_wrap32(xs[0]))
     if op in (Opcode.MATMUL, Opcode.MUL, Opcode.LUT, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM):
         return _prep_transformer(d, consts, device)
+    if op == Opcode.ROPE:
+        return kernels_pos.prep_rope(d, consts[0], device)
     return lambda xs: _run_generic(d, xs)
 
 

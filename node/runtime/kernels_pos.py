@@ -15,19 +15,28 @@ from gpumesh.node.runtime.requant import requant
 
 
 def rope(d: OpDescriptor, x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding over the last axis of int8 [.., T, D] (docs/protocol.md 2.2.3): row t of each
-    [T, D] block has position t + off (stacked units are whole blocks, so they keep their positions);
-    pairs (k, k + D/2) rotated by the clamped (cos, sin) entries of that position, int64 throughout
-    (|acc| < 2^24), then the int64 requant."""
+    """Rotary embedding over the last axis of int8 [.., T, D] (docs/protocol.md 2.2.3)."""
+    return prep_rope(d, cs, x.device)([x])
+
+
+def prep_rope(d: OpDescriptor, cs, device: torch.device):
+    """Rope with its table prepared once (a weight: stacking.CONST_INPUTS): the rows off .. off + T - 1
+    clamped to +-2^15, as int64 cos and sin [T, D/2]. The closure reads xs[0]: row t of each [T, D]
+    block has position t + off (stacked units are whole blocks, so they keep their positions);
+    pairs (k, k + D/2) rotated in int64 (|acc| < 2^24), then the int64 requant."""
     t, dd = d.out.shape[-2], d.out.shape[-1]
-    h, off = dd // 2, d.attr("off")
-    v = x.reshape(-1, t, dd).to(torch.int64) - d.attr("x_zp")
-    tab = cs[off : off + t].to(torch.int64).clamp_(-ROPE_ONE, ROPE_ONE)  # [T, D/2, 2]
-    c, s = tab[..., 0], tab[..., 1]
-    a, b = v[..., :h], v[..., h:]
-    acc = torch.cat([a * c - b * s, b * c + a * s], dim=-1)
-    q = d.requant
-    return requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi).reshape(x.shape)
+    h, off, zp, q = dd // 2, d.attr("off"), d.attr("x_zp"), d.requant
+    tab = torch.as_tensor(cs[off : off + t], device=device).to(torch.int64).clamp_(-ROPE_ONE, ROPE_ONE)
+    c, s = tab[..., 0].contiguous(), tab[..., 1].contiguous()  # [T, D/2]
+
+    def run(xs: list[torch.Tensor]) -> torch.Tensor:
+        x = xs[0]
+        v = x.reshape(-1, t, dd).to(torch.int64) - zp
+        a, b = v[..., :h], v[..., h:]
+        acc = torch.cat([a * c - b * s, b * c + a * s], dim=-1)
+        return requant(acc, q.mult, q.shift, q.zp, q.lo, q.hi).reshape(x.shape)
+
+    return run
 
 
 #: Bits of a position in topk's sort key: positions are below 2^28 (a tensor has at most 2^28 bytes).

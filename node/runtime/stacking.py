@@ -25,9 +25,9 @@ from gpumesh.client.core.ops.types import Opcode, OpDescriptor, SlotKind
 from gpumesh.client.core.program import Program
 
 #: Input positions read as prepared constants (weights), per opcode; the rest are data tensors. The
-#: tables of lut, gather and softmax and layernorm's gamma and beta are weights by the typing rules.
+#: tables of lut, gather, softmax and rope and layernorm's gamma and beta are weights by the typing rules.
 CONST_INPUTS = {Opcode.LINEAR: (1, 2, 3), Opcode.REQUANT: (1,), Opcode.LUT: (1,), Opcode.GATHER: (1,),
-                Opcode.SOFTMAX: (1,), Opcode.LAYERNORM: (1, 2)}
+                Opcode.SOFTMAX: (1,), Opcode.LAYERNORM: (1, 2), Opcode.ROPE: (1,)}
 
 #: Bytes of the largest per-op temporary of one pass the executor aims at, and the most units per
 #: pass. An op that requantizes (linear, requant, add, avgpool) holds a float64 temporary per output

@@ -134,3 +134,29 @@ def test_row_positions_along_axis_0_are_not_stacked():
             sm = _case(Opcode.SOFTMAX, [TensorType(I8, shape), TensorType(I32, (256,))], [exp_table(0.1)],
                        causal=causal, off=0)
             assert (op_blocker(sm.desc) is not None) == (blocked and causal == 1)
+
+
+@pytest.mark.parametrize("heads", [0, 3])
+def test_rope_program_stacks_over_heads_and_keeps_positions(tmp_path, heads):
+    """rope's table is a prepared constant: a program with rope over [H, T, D] stacks its units (rows
+    of axis 0 are whole [T, D] blocks) and equals the reference unit by unit; over [T, D] (axis 0 is
+    the position) it runs unit by unit."""
+    from gpumesh.node.runtime.stacking import stack_blocker
+
+    t, dd, off = 5, 8, 3
+    shape = [heads, t, dd] if heads else [t, dd]
+    prog = from_json({
+        "format": "gpumesh.program", "version": 1, "input": {"name": "x", "dtype": "int8", "shape": shape},
+        "weights": [{"name": "cs", "dtype": "int32", "shape": [t + off, dd // 2, 2]}],
+        "ops": [{"name": "y", "op": "rope", "inputs": ["x", "cs"], "out": {"dtype": "int8", "shape": shape},
+                 "attrs": {"x_zp": 1, "off": off, "requant": {"mode": "per_tensor", "mult": 1, "shift": 15, "zp": 0,
+                                                            "lo": -128, "hi": 127}}}]})
+    assert (stack_blocker(prog) is None) == bool(heads)
+    tab = rope_table(t + off, dd)
+    save_program(tmp_path, prog, {"cs": tab})
+    ex = Executor(load_program(tmp_path), stack=4)
+    units = np.random.default_rng(9).integers(-128, 128, (7, *shape)).astype(np.int8)
+    got = ex.run_units(units)
+    for u in range(7):
+        ref = run_op(prog.ops[0].desc, [units[u].tobytes(), tab.tobytes()])
+        assert got[u].tobytes() == ref
