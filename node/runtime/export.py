@@ -204,13 +204,23 @@ def unsupported(model: nn.Module, calib: torch.Tensor | None = None, unit_batch:
     dyn = dynamic_nodes(gm)
     for n in gm.graph.nodes:
         if n in dyn and n.op not in ("placeholder", "output") and not _known(n, mods):
-            out.append(f"{describe(n, mods)}: not in the op set (docs/protocol.md 2.2)")
+            out.append(f"{describe(n, mods)}: {_call_hint(n)}")
     out_node = next(n for n in gm.graph.nodes if n.op == "output").args[0]
     if isinstance(out_node, (tuple, list)):
         out.append(f"output: the model returns a {type(out_node).__name__} of {len(out_node)}; return one tensor")
     elif isinstance(out_node, fx.Node) and _is_softmax(out_node, mods):
         out.append(f"{describe(out_node, mods)}: {_HINT_SOFTMAX_OUT}")
     return out
+
+
+_CALL_HINTS = {F.linear: "use an nn.Linear module (its weight is then quantized per channel)",
+               F.layer_norm: "use an nn.LayerNorm module", torch.cat: "concatenation is not in the op set",
+               F.dropout: "F.dropout with training=True: pass self.training (the export runs in eval mode)"}
+
+
+def _call_hint(n: fx.Node) -> str:
+    return _CALL_HINTS.get(n.target, "not in the op set (docs/protocol.md 2.2)") if n.op == "call_function" else (
+        "not in the op set (docs/protocol.md 2.2)")
 
 
 def _is_softmax(n: fx.Node, mods: dict) -> bool:
@@ -225,9 +235,9 @@ def _known(n: fx.Node, mods: dict) -> bool:
         return isinstance(n.args[0], fx.Node) and (n.args[0].op == "call_module" or _fn(n.args[0], {torch.split, torch.chunk}, {"split", "chunk"}))
     fns = (_RELU_FNS | _ADD_FNS | _SUB_FNS | _MUL_FNS | _DIV_FNS | _MATMUL_FNS | _SOFTMAX_FNS | _FLATTEN_FNS
            | LUT_FUNCTIONS | {F.scaled_dot_product_attention, torch.transpose, torch.permute, torch.reshape,
-                              torch.split, torch.chunk, F.linear, F.layer_norm})
+                              torch.split, torch.chunk, F.dropout, torch.mean})
     methods = (_RESHAPE_METHODS | _SAME_METHODS | LUT_METHODS | {"relu", "add", "sub", "mul", "div", "matmul",
-               "softmax", "flatten", "transpose", "permute", "masked_fill", "split", "chunk"})
+               "softmax", "flatten", "transpose", "permute", "masked_fill", "split", "chunk", "mean"})
     return (n.op == "call_function" and n.target in fns) or (n.op == "call_method" and n.target in methods)
 
 
@@ -261,10 +271,11 @@ def _node(c: Ctx, n: fx.Node, last: fx.Node | None) -> None:
                 isinstance(a, torch.dtype) and not a.is_floating_point for a in (*n.args[1:], *n.kwargs.values())):
             raise c.refuse(n, "a cast to an integer dtype is not in the op set")
         c.alias[n] = arg0
+    elif n.op == "call_function" and n.target is F.dropout and not n.kwargs.get(
+            "training", n.args[2] if len(n.args) > 2 else True):
+        c.alias[n] = arg0  # F.dropout(x, p, self.training) of a model in eval mode
     elif isinstance(m, (nn.Conv2d, nn.Linear)):
         _linear(c, n, m, x, last)
-    elif n.op == "call_function" and n.target is F.linear:
-        raise c.refuse(n, "F.linear with a tensor built in forward: use an nn.Linear module")
     elif isinstance(m, nn.Embedding):
         T.embedding(c, n, m)
     elif isinstance(m, nn.LayerNorm) or (m is not None and is_rmsnorm(m)):
@@ -293,6 +304,8 @@ def _node(c: Ctx, n: fx.Node, last: fx.Node | None) -> None:
         c.vals[n] = Val(b.op(c.name(n), "avgpool", [_nhwc(c, n, x).name], {"x_zp": x.zp, "requant": req}), s_y, "pooled")
     elif isinstance(m, nn.Flatten) or _fn(n, _FLATTEN_FNS, {"flatten"}):
         _flatten(c, n, x)
+    elif _fn(n, {torch.mean}, {"mean"}):
+        _mean(c, n, x)
     elif _fn(n, {torch.reshape}, _RESHAPE_METHODS):
         _reshape(c, n, x)
     elif _fn(n, {torch.transpose, torch.permute}, {"transpose", "permute"}):
@@ -318,7 +331,7 @@ def _node(c: Ctx, n: fx.Node, last: fx.Node | None) -> None:
     elif _fn(n, {torch.split, torch.chunk}, {"split", "chunk"}):
         _split(c, n)
     else:
-        raise c.refuse(n, "not in the op set (docs/protocol.md 2.2)")
+        raise c.refuse(n, _call_hint(n))
 
 
 def _operand(c: Ctx, n: fx.Node, a) -> Val:
@@ -403,6 +416,22 @@ def _flatten(c: Ctx, n: fx.Node, x: Val) -> None:
         c.vals[n] = Val(c.b.op(c.name(n), "reshape", [x.name], {}, outd), x.scale, "flat_chw", (ch, h, ww))
     else:
         _reshape(c, n, x)
+
+
+def _mean(c: Ctx, n: fx.Node, x: Val) -> None:
+    """The mean over the tokens of [B, T, D] (a ViT's pooling): the global avgpool of the same bytes
+    viewed as [B, T, 1, D] (NHWC with H = T, W = 1)."""
+    shape = c.shape(n.args[0])
+    dim = _dim_arg(n, 1, None)
+    dims = [d % len(shape) for d in (dim if isinstance(dim, (tuple, list)) else [dim])] if dim is not None else []
+    if x.kind != "native" or len(shape) != 3 or dims != [1] or n.kwargs.get("keepdim") or len(n.args) > 2:
+        raise c.refuse(n, "only the mean over the tokens of [B, T, D] (dim=1) is in the op set")
+    b, t, d = shape
+    name = c.name(n)
+    v = c.b.op(f"{name}.view", "reshape", [x.name], {}, {"dtype": "int8", "shape": [b, t, 1, d]})
+    s_y = c.b.scale(n.name)
+    req = T.per_tensor(x.scale / (t * s_y))
+    c.vals[n] = Val(c.b.op(name, "avgpool", [v], {"x_zp": x.zp, "requant": req}), s_y, "native")
 
 
 def _reshape(c: Ctx, n: fx.Node, x: Val) -> None:

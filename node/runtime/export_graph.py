@@ -317,8 +317,8 @@ def smooth_norms(gm: fx.GraphModule, batches: Iterable[torch.Tensor], alpha: flo
     """Move per-channel range from each norm's output into the Linears that read it (SmoothQuant,
     Xiao et al. 2023, where it costs nothing: the norm's gamma and beta absorb 1/s): channel j of
     the output is divided by s_j = a_j^alpha / w_j^(1 - alpha) (a_j its calibrated max |y_j|, w_j
-    the largest |W[:, j]| over the reading Linears) and column j of every reading Linear's weight
-    multiplied by s_j. The float function is unchanged; the per-tensor int8 activation then spends
+    the largest |W[:, j]| over the reading Linears, or a self-attention nn.MultiheadAttention's
+    in_proj) and column j of every reader's weight multiplied by s_j. The float function is unchanged; the per-tensor int8 activation then spends
     its 256 levels on channels of similar range. Edits gm's modules in place (the caller's copy);
     returns how many norms were smoothed."""
     mods = dict(gm.named_modules())
@@ -327,8 +327,8 @@ def smooth_norms(gm: fx.GraphModule, batches: Iterable[torch.Tensor], alpha: flo
         m = mods.get(n.target) if n.op == "call_module" else None
         if not (isinstance(m, nn.LayerNorm) or (m is not None and is_rmsnorm(m))) or m.weight is None:
             continue
-        readers = [mods.get(u.target) if u.op == "call_module" else None for u in n.users]
-        if readers and all(isinstance(r, nn.Linear) for r in readers):
+        readers = [_reader_weight(mods.get(u.target)) if u.op == "call_module" else None for u in n.users]
+        if readers and all(r is not None for r in readers):
             norms[n] = (m, readers)
     if not norms:
         return 0
@@ -346,11 +346,21 @@ def smooth_norms(gm: fx.GraphModule, batches: Iterable[torch.Tensor], alpha: flo
         for x in batches:
             Rec(gm).run(x)
         for n, (m, readers) in norms.items():
-            w = torch.stack([r.weight.detach().abs().amax(0) for r in readers]).amax(0)
+            w = torch.stack([r.detach().abs().amax(0) for r in readers]).amax(0)
             s = (amax[n].clamp_min(1e-5) ** alpha / w.clamp_min(1e-5) ** (1 - alpha)).clamp(1e-2, 1e2)
             m.weight.div_(s)
             if getattr(m, "bias", None) is not None:
                 m.bias.div_(s)
             for r in readers:
-                r.weight.mul_(s)
+                r.mul_(s)
     return len(norms)
+
+
+def _reader_weight(m) -> torch.Tensor | None:
+    """The [N, D] weight whose columns read a norm's output: a Linear's, or the packed q/k/v
+    projection of a self-attention nn.MultiheadAttention."""
+    if isinstance(m, nn.Linear):
+        return m.weight
+    if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim:
+        return m.in_proj_weight
+    return None
