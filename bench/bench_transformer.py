@@ -160,6 +160,13 @@ class FloatAttention(nn.Module):
         return x + self.o(a)
 
 
+# Where the int8 block's time goes (docs/protocol.md 2.4 has the figures): the int8 GEMMs of the
+# four linears are 4-6x faster than float32 and the head GEMMs (_int_mm per head) about as fast as
+# float32's, but the causal softmax is about a third of the int8 block (per element: an int32
+# mask add and max, a table lookup, a float64 multiply-add, a clamp and a cast, where float32 runs
+# one fused kernel), and each head matmul pays four requant passes over its int32 scores. The
+# float32 side gains more from a second core than those many small passes do: 1 thread, 2.07x;
+# 2 threads on the shared build machine, about 1.4x op by op.
 def block(repeat: int, reps: int) -> None:
     prog = from_json(build.program_json(SEQ, DM, HEADS))
     ws = build.weights(np.random.default_rng(build.SEED), DM)
