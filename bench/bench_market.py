@@ -566,7 +566,7 @@ def run(args, tmp: Path, ctx: Ctx) -> dict:  # noqa: C901, PLR0912, PLR0915 - on
     tower_warnings = sum(log_count(logs[n], " WARNING ") + log_count(logs[n], " ERROR ") for n in tports)
     ctx.procs.stop_all()  # the daemons are done; what follows reads the chain and measures alone
 
-    profile = cpu_by_package(tmp / "w00.prof") if args.profile_worker else None
+    profile = cpu_by_function(tmp / "w00.prof") if args.profile_worker else None
 
     # ---- every transaction and event of the busy window, from blocks and receipts
     selectors = _selectors()
@@ -594,11 +594,13 @@ def run(args, tmp: Path, ctx: Ctx) -> dict:  # noqa: C901, PLR0912, PLR0915 - on
     for u in sample[:3]:
         ex.run_units(u)  # warm-up
     per = []
-    for u in sample:
-        c0 = time.process_time()
+    for u in sample:  # the least of 10 runs per shard: torch's threads spin (CPU) while others hold the cores
+        runs = []
         for _ in range(10):
+            c0 = time.process_time()
             ex.run_units(u)
-        per.append((time.process_time() - c0) / 10)
+            runs.append(time.process_time() - c0)
+        per.append(min(runs))
     exec_cpu = statistics.median(per)
 
     return report_of(args, locals())
@@ -620,26 +622,21 @@ finally:
 """
 
 
-def cpu_by_package(path: Path) -> dict[str, float]:
-    """A cProfile file's own time (tottime) summed by package: the top-level package of a
-    site-packages file, gpumesh's second level (gpumesh.node, gpumesh.client.chain...), else the
-    standard library module's name."""
+def cpu_by_function(path: Path, top: int = 16) -> dict:
+    """Where a cProfile file's CPU went: its total, and the project's own functions (client/, node/,
+    ipfs/; module bodies left out) by cumulative time, largest first."""
     import pstats
 
-    out: collections.Counter[str] = collections.Counter()
-    for (filename, _, func), (_, _, tottime, _, _) in pstats.Stats(str(path)).stats.items():
-        parts = Path(filename).parts
-        if "site-packages" in parts:
-            key = parts[parts.index("site-packages") + 1].split(".")[0]
-        elif str(ROOT) in filename:
-            rel = Path(filename).relative_to(ROOT).parts
-            key = "gpumesh." + ".".join(rel[:2]).removesuffix(".py")
-        elif filename == "~":
-            key = f"builtin {func.split(' of ')[0].strip('<>').split('.')[0]}"
-        else:
-            key = Path(filename).stem
-        out[key] += tottime
-    return dict(out.most_common())
+    stats = pstats.Stats(str(path)).stats
+    total = sum(tt for _, _, tt, _, _ in stats.values())
+    funcs: collections.Counter[str] = collections.Counter()
+    for (filename, _, func), (_, _, _, cumtime, _) in stats.items():
+        if func == "<module>" or not filename.startswith(str(ROOT)):
+            continue
+        rel = Path(filename).relative_to(ROOT)
+        if rel.parts[0] in ("client", "node", "ipfs"):
+            funcs[f"{'.'.join(rel.with_suffix('').parts[1:])}.{func}"] += cumtime
+    return {"total_s": total, "cumulative_s": dict(funcs.most_common(top))}
 
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:
@@ -666,6 +663,7 @@ def report_of(args, v: dict) -> dict:  # noqa: C901, PLR0915 - the figures, then
     held = [first["ResultSubmitted"][j] - first["JobClaimed"][j] for j in post_ts
             if j in first["ResultSubmitted"] and j in first["JobClaimed"]]
     fin = first["JobFinalized"]
+    to_final = [fin[j] - first["ResultSubmitted"][j] for j in post_ts if j in fin and j in first["ResultSubmitted"]]
     settled = sum(1 for j in post_ts if j in fin)
     t_first_post = min(post_ts.values())
     t_last_fin = max(fin[j] for j in post_ts if j in fin)
@@ -738,9 +736,29 @@ def report_of(args, v: dict) -> dict:  # noqa: C901, PLR0915 - the figures, then
            "bench_cpu_per_shard": others["bench"] / settled,
            "ours_share_of_cores": ours / busy_s / cores, "machine_busy_share": (mb1 - mb0) / max(1e-9, mt1 - mt0)}
 
+    # claims in each block: won and lost (reverted) by the workers, and the shards open meanwhile
+    per_block: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for t in txs:
+        if t["fn"] == "claimJob" and t["from"] in worker_set:
+            per_block[t["ts"]][0 if t["ok"] else 1] += 1
+    won = [w for w, _ in per_block.values() if w]
+    lost_claims = sum(r for _, r in per_block.values())
+    open_at = [sum(1 for j in post_ts if post_ts[j] <= ts and first["JobClaimed"].get(j, math.inf) > ts)
+               for ts in sorted(per_block)]
+    claims = {"blocks_with_claims": len(per_block), "won_per_block_mean": statistics.fmean(won) if won else 0.0,
+              "won_per_block_max": max(won or [0]), "reverted_per_won": lost_claims / max(1, sum(won)),
+              "open_shards_max": max(open_at or [0]),
+              "open_shards_median": statistics.median(open_at) if open_at else 0}
+
     # what limited this run
     duty = sum(held) / (W * max(1, t_last_submit - t_first_post))
     limits = []
+    if claims["reverted_per_won"] >= 1:
+        limits.append(f"claim races: the workers claim the same open shard in the same block, "
+                      f"{claims['reverted_per_won']:.1f} reverted claims per won claim, "
+                      f"{claims['won_per_block_mean']:.2f} claims won per block (max {claims['won_per_block_max']}) "
+                      f"while {claims['open_shards_median']:.0f} shards were open (median; max "
+                      f"{claims['open_shards_max']})")
     if cpu["machine_busy_share"] > 0.9:
         whose = ("mostly other load on this shared machine" if cpu["ours_share_of_cores"] < 0.5
                  else "mostly this run's processes")
@@ -766,7 +784,10 @@ def report_of(args, v: dict) -> dict:  # noqa: C901, PLR0915 - the figures, then
                    "first_post_to_last_finalize_s": t_last_fin - t_first_post},
         "latency_s": {"post_to_claim_median": percentile(claim, 50), "post_to_claim_p95": percentile(claim, 95),
                       "post_to_submit_median": percentile(submit, 50), "post_to_submit_p95": percentile(submit, 95),
-                      "claim_to_submit_median": percentile(held, 50)},
+                      "claim_to_submit_median": percentile(held, 50),
+                      "submit_to_finalize_median": percentile(to_final, 50),
+                      "submit_to_finalize_p95": percentile(to_final, 95)},
+        "claims": claims,
         "gas": {"post_per_shard": post_gas / shards_posted, **{f"{k}_median": g for k, g in step.items()},
                 "per_shard": gps, "wasted_by_worker_reverts": wasted, "worker_reverts_by_fn": dict(wasted_by_fn),
                 "wasted_per_shard": wasted_per_shard,
@@ -796,6 +817,11 @@ def _print(r: dict) -> None:
         ("post -> claim, median / p95", f"{_fmt(lat['post_to_claim_median'])} / {_fmt(lat['post_to_claim_p95'])} s"),
         ("post -> submit, median / p95", f"{_fmt(lat['post_to_submit_median'])} / {_fmt(lat['post_to_submit_p95'])} s"
          f" (claim -> submit median {_fmt(lat['claim_to_submit_median'])} s)"),
+        ("submit -> finalize, median / p95", f"{_fmt(lat['submit_to_finalize_median'])} / "
+         f"{_fmt(lat['submit_to_finalize_p95'])} s (challenge window {cf['challenge_window']} s)"),
+        ("claims won per block (mesh)", f"{r['claims']['won_per_block_mean']:.2f} mean, "
+         f"{r['claims']['won_per_block_max']} max; {r['claims']['reverted_per_won']:.1f} reverted claims per won "
+         f"claim; open shards median {r['claims']['open_shards_median']:.0f}, max {r['claims']['open_shards_max']}"),
         ("gas per shard", f"{g['per_shard']:,.0f} = post share {g['post_per_shard']:,.0f} + claim "
          f"{g.get('claimJob_median', 0):,.0f} + submit {g.get('submitResult_median', 0):,.0f} + finalize "
          f"{g.get('finalizeJob_median', 0):,.0f} (+ withdraw {g.get('withdraw_median', 0):,.0f})"),
@@ -833,9 +859,11 @@ def _print(r: dict) -> None:
     print(f"\nbusy worker calls per minute by method: {methods}")
     print(f"worker log lines: {r['worker_logs']}; watchtower warnings/errors: {r['watchtower_log_warnings']}")
     if r["worker_profile_s"]:
-        total = sum(r["worker_profile_s"].values())
-        top = ", ".join(f"{k} {t:.1f}s ({t / total:.0%})" for k, t in list(r["worker_profile_s"].items())[:14])
-        print(f"worker w00 under cProfile, own CPU time by package ({total:.1f}s in all, start-up included): {top}")
+        prof = r["worker_profile_s"]
+        print(f"\nworker w00 under cProfile (CPU clock): {prof['total_s']:.1f} s in all, start-up included; "
+              "cumulative CPU of the project's functions:")
+        for name, t in prof["cumulative_s"].items():
+            print(f"  {name:<52} {t:7.2f} s  {t / prof['total_s']:5.0%}")
 
 
 if __name__ == "__main__":
