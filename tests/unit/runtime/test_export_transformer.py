@@ -117,3 +117,43 @@ def test_smoothing_at_the_norms_keeps_the_float_function_and_helps(tmp_path, tra
     a0, _, _ = _agreement(trained, _run(tmp_path / "n", without, w0, ids), ids)
     print(f"\nagreement with smoothing {a1:.4f}, without {a0:.4f}")
     assert a1 >= a0
+
+
+class LongAttention(torch.nn.Module):
+    """One causal head over 2,048 positions of d 64 (a float [B, T, D] input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(64, 64) for _ in range(3))
+        self.out = torch.nn.Linear(64, 8)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, 1, t, d) for f in (self.q, self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.view(b, t, d))
+
+
+def test_p_v_beyond_the_step_bounds_reads_v_transposed(tmp_path):
+    """P.V with V read by column would open (2,047 * 64 + 1) bytes per element, above the one-step
+    bounds: the export stores V^T (a transpose op) and reads it by rows (tb = 1). The program runs
+    and follows the float model. The head is made sharp (q scaled by 16): probabilities have the
+    resolution 1/256 (docs/protocol.md 2.2.1), so attention spread evenly over more than 512
+    positions rounds to zero everywhere (this head unscaled: 35% agreement; x4: 87%; x16: 95%)."""
+    torch.manual_seed(7)
+    model = LongAttention().eval()
+    with torch.no_grad():
+        model.q.weight.mul_(16.0)
+    x = torch.randn(2, 2048, 64)
+    prog, arrays = export_model(model, x, 1)
+    pv = next(o for o in prog.ops if o.name == "scaled_dot_product_attention")
+    assert pv.desc.opcode == Opcode.MATMUL and pv.desc.attr("tb") == 1 and pv.desc.attr("za") == -128
+    vt = next(o for o in prog.ops if o.name == pv.input_names[1])
+    assert vt.desc.opcode == Opcode.TRANSPOSE and vt.desc.out.shape == (1, 1, 64, 2048)
+    bundle_dir = tmp_path / "p"
+    save_program(bundle_dir, prog, arrays)
+    bundle = load_program(bundle_dir)
+    got = Executor(bundle).run(quantize_units(bundle.program, x[:1].numpy())).outputs.reshape(2048)
+    with torch.no_grad():
+        want = model(x[:1]).argmax(-1).reshape(2048).numpy()
+    assert (got == want).mean() >= 0.9
