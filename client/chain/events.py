@@ -228,11 +228,15 @@ class EventReader:
             from_block, seen = self.start_block, set()
         else:
             seen = set(cur.seen)
-            if self._block_hash(cur.block) != cur.block_hash:
-                self.reorgs_seen += 1
             from_block = max(self.start_block, cur.block - self.reorg_depth + 1)
         if safe < from_block or safe < 0:
             return []
+        if cur is not None and safe == cur.block:
+            # no new block: the cursor's block still there means nothing to read (one header)
+            if self._block_hash(cur.block) == cur.block_hash:
+                self._pending = cur
+                return []
+            self.reorgs_seen += 1
         while True:  # one bounded request; a refused span is halved and asked again
             to_block = min(safe, from_block + min(self.max_range, self.window.span) - 1)
             try:
@@ -251,7 +255,14 @@ class EventReader:
         window_start = to_block - self.reorg_depth + 1
         keep = {k for k in seen if self._block_of_key(k, logs, window_start)}
         keep |= {e.key for e in out if e.block_number >= window_start}
-        self._pending = Cursor(to_block, self._block_hash(to_block), tuple(sorted(keep)))
+        top = self.w3.eth.get_block(to_block)
+        if cur is not None and safe > cur.block:
+            # A reorg under the cursor: the new block's parent (one block on) or the cursor's block
+            # read again (several on) differs. The re-read window above has delivered its logs.
+            parent = _hex(top["parentHash"]) if to_block == cur.block + 1 else self._block_hash(cur.block)
+            if parent != cur.block_hash:
+                self.reorgs_seen += 1
+        self._pending = Cursor(to_block, _hex(top["hash"]), tuple(sorted(keep)))
         return out
 
     def commit(self) -> None:

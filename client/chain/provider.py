@@ -30,6 +30,7 @@ import collections
 import itertools
 import json
 import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -309,15 +310,33 @@ def stats_of(w3) -> RpcStats | None:
     return getattr(getattr(w3, "provider", None), "stats", None)
 
 
+@dataclass(frozen=True)
+class Head:
+    """The chain's newest block as a daemon needs it: number, hash (a reorg at the same height
+    changes it), timestamp (the chain's clock)."""
+
+    number: int
+    hash: str
+    timestamp: int
+
+
+def _head_of(block) -> Head:
+    def num(v) -> int:
+        return int(v, 16) if isinstance(v, str) else int(v)
+
+    h = block["hash"]
+    return Head(num(block["number"]), h if isinstance(h, str) else "0x" + bytes(h).hex(), num(block["timestamp"]))
+
+
 class HeadSource:
-    """The chain's head number, as cheaply as the transport allows: over a websocket, from the
-    `newHeads` subscription (no request at all while nothing changes); over HTTP, one
-    `eth_blockNumber`. `wait(seconds)` blocks until a new head is notified (websocket) or just sleeps."""
+    """The chain's head, as cheaply as the transport allows: over a websocket, from the `newHeads`
+    subscription (no request at all while nothing changes); over HTTP, one
+    `eth_getBlockByNumber("latest")` (the number, hash and time in one answer)."""
 
     def __init__(self, w3, subscribe: bool = True) -> None:
         self.w3 = w3
         self._ws = isinstance(getattr(w3, "provider", None), SyncWebSocketProvider) and subscribe
-        self._head: int | None = None
+        self._head: Head | None = None
         if self._ws:
             try:
                 w3.provider.subscribe_heads()
@@ -328,12 +347,16 @@ class HeadSource:
     def subscribed(self) -> bool:
         return self._ws
 
-    def latest(self, wait: float = 0.0) -> int:
+    def head(self, wait: float = 0.0) -> Head:
+        """The newest head; over a websocket, waits up to `wait` s for a notification."""
         if self._ws:
             heads = self.w3.provider.drain_heads(wait)
             if heads:
-                self._head = max(int(h["number"], 16) for h in heads)
+                self._head = _head_of(heads[-1])
             if self._head is not None:
                 return self._head
-        self._head = int(self.w3.eth.block_number)
+        self._head = _head_of(self.w3.eth.get_block("latest"))
         return self._head
+
+    def latest(self, wait: float = 0.0) -> int:
+        return self.head(wait).number

@@ -28,7 +28,7 @@ import numpy as np
 
 from gpumesh.client.chain.dispute import DisputeGameClient
 from gpumesh.client.chain.events import EventReader, find_logs
-from gpumesh.client.chain.provider import HeadSource
+from gpumesh.client.chain.provider import Head, HeadSource
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
@@ -116,7 +116,7 @@ class Watchtower:
         self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
         self._started = False
         self._heads = HeadSource(market.w3)  # newHeads over ws://, eth_blockNumber over HTTP
-        self._last_head: int | None = None
+        self._last_head: Head | None = None
         self._full_tick_at = 0.0
 
     # ================================================================ the loop
@@ -129,10 +129,11 @@ class Watchtower:
                 self.log.info("settled %d recorded transaction(s) from before the restart", len(settled))
             self._scan_submitted()
             self._started = True
-        head = self._heads.latest()
-        if head == self._last_head and not self._clock_work() and self.clock() < self._full_tick_at:
+        top = self._heads.head()
+        head = top.number
+        if top == self._last_head and not self._clock_work() and self.clock() < self._full_tick_at:
             return  # no new block and nothing waiting on the clock: one request (none over ws://)
-        self._last_head, self._full_tick_at = head, self.clock() + IDLE_FULL_TICK_SECONDS
+        self._last_head, self._full_tick_at = top, self.clock() + IDLE_FULL_TICK_SECONDS
         self._poll_events(head)
         failed: list[str] = []
         # One failing job or game (IPFS down, an RPC hiccup) must not stall the others: each is

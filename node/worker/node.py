@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpumesh.client.chain.events import EventReader
-from gpumesh.client.chain.provider import HeadSource
+from gpumesh.client.chain.provider import Head, HeadSource
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
@@ -130,9 +130,10 @@ class WorkerNode:
         # Idle ticks cost one eth_blockNumber over HTTP and nothing over a websocket (newHeads): a
         # tick with the same head and nothing waiting on the clock does nothing else.
         self._heads = HeadSource(market.w3)
-        self._last_head: int | None = None
+        self._last_head: Head | None = None
         self._full_tick_at = 0.0
         self._now: int | None = None
+        self._price: int | None = None
         self._unit_seconds: dict[bytes, float] = {}  # program root -> measured seconds per unit
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,11 +162,12 @@ class WorkerNode:
     def tick(self) -> None:
         if not self._started:
             self.startup()
-        head = self._heads.latest()
+        top = self._heads.head()
+        head = top.number
         jobs = self.state.all(JOB)
-        if head == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
+        if top == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
             return  # nothing on chain moved and nothing here waits on the clock: one request, or none
-        self._last_head, self._full_tick_at = head, self.clock() + self.cfg.idle_full_tick_seconds
+        self._last_head, self._full_tick_at = top, self.clock() + self.cfg.idle_full_tick_seconds
         if (n := self.outbox.recheck(head)) > 0:  # a reorg replaced blocks we acted in: same bytes again
             self._count("reorgs_seen")
             self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this worker sent again", n)
@@ -177,7 +179,7 @@ class WorkerNode:
         self._events.commit()
         jobs = self.state.all(JOB)
         failed: list[int] = []
-        self._now = None  # the chain's time is read at most once per tick
+        self._now, self._price = top.timestamp, None  # the chain's time (the head's) and gas price: once a tick
         for key in sorted(jobs, key=int):
             if self.stopping():
                 break
@@ -355,9 +357,14 @@ class WorkerNode:
         self._end(job_id, "skipped", refusal.detail)
 
     def _gas_price(self) -> int:
-        """Wei per gas for the bond rule: the configured price, else the node's eth_gasPrice."""
+        """Wei per gas for the bond rule: the configured price, else the node's eth_gasPrice (read
+        at most once per tick)."""
         configured = self.cfg.policy.gas_price
-        return int(self.market.w3.eth.gas_price) if configured is None else configured
+        if configured is not None:
+            return configured
+        if self._price is None:
+            self._price = int(self.market.w3.eth.gas_price)
+        return self._price
 
     def _estimate(self, job: Job, data: JobData) -> float:
         """Seconds this machine needs for all of the job's units: one timed stacked pass of the

@@ -5,7 +5,6 @@ context (executor, data) in memory."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ from gpumesh.node.common.store import StateStore
 from gpumesh.node.watchtower import tower as tower_mod
 from gpumesh.node.watchtower.metrics import WatchtowerMetrics
 from gpumesh.node.watchtower.tower import Watchtower
+from tests.unit.fake_heads import NewBlocks
 
 
 def _events(*a, **kw):
@@ -31,7 +31,7 @@ def _tower(tmp_path, monkeypatch) -> Watchtower:
     t = Watchtower(market=market, registry=None, game=game, content=None, state=StateStore(tmp_path / "t.db"),
                    executor_factory=lambda b: None, metrics=WatchtowerMetrics())
     t._started = True
-    t._heads = SimpleNamespace(latest=itertools.count().__next__)  # a new block every tick
+    t._heads = NewBlocks()  # a new block every tick
     return t
 
 

@@ -4,7 +4,6 @@ are dropped, with their cached op outputs, once its games end."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from gpumesh.node.runtime.chainprog import chain_program, chain_units
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.worker import node as worker_node
 from gpumesh.node.worker.node import JOB, WorkerConfig, WorkerNode
+from tests.unit.fake_heads import NewBlocks
 
 
 def _events(*a, **kw):
@@ -53,11 +53,11 @@ class _Market:
 
 def _node(tmp_path, monkeypatch, market, **kw) -> WorkerNode:
     monkeypatch.setattr(worker_node, "EventReader", _events)
-    n = WorkerNode(market=market, registry=None, outbox=SimpleNamespace(address="0x" + "11" * 20), store=None,
+    n = WorkerNode(market=market, registry=None, outbox=SimpleNamespace(address="0x" + "11" * 20, recheck=lambda head: 0), store=None,
                    state=StateStore(tmp_path / "w.db"), config=WorkerConfig(), inventory=None,
                    metrics=_Metrics(), **kw)
     n._started = True
-    n._heads = SimpleNamespace(latest=itertools.count().__next__)  # a new block every tick
+    n._heads = NewBlocks()  # a new block every tick
     n._chain_now = lambda: 0
     return n
 
