@@ -1,6 +1,6 @@
 """`gpumesh program` commands: build (export a float model to an int8 program), check (list the
-layers the op set cannot express), run (execute an
-inputs file locally and print the result root), show (the program's commitments and ops).
+layers the op set cannot express), run (execute an inputs file locally and print the result root),
+show (the program's commitments and ops).
 
 Heavy libraries (torch, numpy, safetensors) are imported inside the commands only.
 """
