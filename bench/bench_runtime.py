@@ -18,6 +18,7 @@ printed before and after (the build machine is shared).
 
     .venv/bin/python bench/bench_runtime.py [--batches 64,256,1024] [--repeat 3] [--quick]
     .venv/bin/python bench/bench_runtime.py --softmax   (integer softmax and layernorm vs torch float32)
+    .venv/bin/python bench/bench_runtime.py --positions (integer rope and topk vs torch float32)
 """
 
 from __future__ import annotations
@@ -176,13 +177,67 @@ def bench_layernorm(repeat: int) -> None:
           f"(best of {repeat}x5); speed int8 / float32 = {bf / bi:.3f}x")
 
 
+def bench_positions(repeat: int) -> None:
+    """rope (docs/protocol.md 2.2.3) on 12 heads x [256, 64] (seq 256, head size 64), its table
+    prepared once as the executor does, against float32 rotate-half (x*cos + rotate_half(x)*sin with
+    cos/sin prepared); topk (2.2.4) k = 50 over [8, 50,257] int8 logits as lower_topk writes it
+    (chunks of 8,192, a reshape, a top-k of the 350 pairs) against one torch.topk in float32."""
+    from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
+    from gpumesh.client.core.program import from_json
+    from gpumesh.node.runtime import kernels
+    from gpumesh.node.runtime.lower_topk import topk_ops
+    from gpumesh.node.runtime.randprog import _case, rope_table
+
+    h, t, dd = 12, 256, 64
+    x = np.random.default_rng(0).integers(-128, 128, size=(h, t, dd)).astype(np.int8)
+    tab = rope_table(t, dd)
+    case = _case(Opcode.ROPE, [TensorType(DType.INT8, x.shape), TensorType(DType.INT32, tab.shape)], [x, tab],
+                 x_zp=0, off=0, requant=Requant(ReqMode.PER_TENSOR, 1, 15, 0, -128, 127))
+    fn = kernels.prepare_op(case.desc, [tab], torch.device("cpu"))
+    xt = torch.from_numpy(x)
+    xf = xt.to(torch.float32)
+    cos = torch.from_numpy(np.concatenate([tab[..., 0], tab[..., 0]], -1) / 32768).to(torch.float32)
+    sin = torch.from_numpy(np.concatenate([tab[..., 1], tab[..., 1]], -1) / 32768).to(torch.float32)
+
+    def rope_f32():
+        return xf * cos + torch.cat([-xf[..., dd // 2 :], xf[..., : dd // 2]], dim=-1) * sin
+
+    logits = np.random.default_rng(1).integers(-128, 128, size=(8, 50257)).astype(np.int8)
+    ops = [op.desc for op in from_json({
+        "format": "gpumesh.program", "version": 1, "input": {"name": "x", "dtype": "int8", "shape": [8, 50257]},
+        "weights": [], "ops": topk_ops("y", "x", TensorType(DType.INT8, logits.shape), 50)}).ops]
+    lt, lf = torch.from_numpy(logits), torch.from_numpy(logits).to(torch.float32)
+
+    def topk_int8():
+        y = lt
+        for d in ops:
+            y = kernels.run_op(d, [y])
+        return y
+
+    rows = [("rope 12x[256,64]", lambda: fn([xt]), rope_f32),
+            ("topk k=50 [8,50257] (lowered)", topk_int8, lambda: torch.topk(lf, 50, dim=-1))]
+    for name, fi, ff in rows:
+        ti, tf = [], []
+        for _ in range(repeat):
+            ti.append(_best(fi, 5))
+            tf.append(_best(ff, 5))
+        bi, bf = min(ti), min(tf)
+        print(f"{name}: int8 executor {bi * 1e3:.2f} ms, torch float32 {bf * 1e3:.2f} ms "
+              f"(best of {repeat}x5); speed int8 / float32 = {bf / bi:.3f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="64,256,1024")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="digits models only")
     ap.add_argument("--softmax", action="store_true", help="only the softmax and layernorm kernels vs torch float32")
+    ap.add_argument("--positions", action="store_true", help="only the rope and topk kernels vs torch float32")
     args = ap.parse_args()
+    if args.positions:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average {os.getloadavg()}")
+        bench_positions(args.repeat)
+        return 0
     if args.softmax:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average {os.getloadavg()}")
         bench_softmax(args.repeat)
