@@ -213,6 +213,7 @@ library LibTransformer {
             uint256 k = i % h;
             uint256 p = (i / dd) % D.out.dims[D.out.rank - 2] + uint256(D.a[LD.A_OFF]);
             r[0] = LibInt8Ops.Range(0, i - i % dd + k, i - i % dd + k + h + 1, 0);
+            // slither-disable-next-line divide-before-multiply -- h = D/2 is exact (D even by the typing rule)
             r[1] = LibInt8Ops.Range(1, 8 * (p * h + k), 8 * (p * h + k) + 8, 0);
         } else if (op == LD.OP_LUT) {
             r[0] = LibInt8Ops.Range(0, i, i + 1, 0);
@@ -246,6 +247,7 @@ library LibTransformer {
         uint256 c = i / (2 * k);
         // slither-disable-next-line divide-before-multiply -- row start plus the chunk's start
         s = (c / g) * n + (c % g) * q;
+        // slither-disable-next-line divide-before-multiply -- the row's start plus the chunk's end
         e = (c / g) * n + ((c % g) + 1) * q;
         if (e > (c / g + 1) * n) e = (c / g + 1) * n;
     }
@@ -334,7 +336,7 @@ library LibTransformer {
         uint256[256] memory h = _histogram(row, n);
         uint256 top = 255;
         while (h[top] == 0) --top; // the bucket of x[r, 0] is non-empty: stops at or above it
-        uint256 s;
+        uint256 s = 0;
         for (uint256 u = 0; u <= top; ++u) {
             if (h[u] != 0) s += h[u] * _exp(tab, top - u);
         }
@@ -369,8 +371,7 @@ library LibTransformer {
             let p := row
             for { let end := add(row, shl(5, shr(5, n))) } lt(p, end) { p := add(p, 32) } {
                 let w := mload(p)
-                let s := 0
-                s := add(h, shl(5, xor(byte(0, w), 0x80)))
+                let s := add(h, shl(5, xor(byte(0, w), 0x80)))
                 mstore(s, add(mload(s), 1))
                 s := add(h, shl(5, xor(byte(1, w), 0x80)))
                 mstore(s, add(mload(s), 1))
