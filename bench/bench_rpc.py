@@ -46,7 +46,7 @@ class Counter:
 
 
 def patch_transport(counter: Counter) -> None:
-    """Count at the HTTP transport (and at our websocket transport when it exists)."""
+    """Count at web3's HTTP transport (works on any version of the worker)."""
     from web3 import HTTPProvider
 
     make_request, make_batch = HTTPProvider.make_request, HTTPProvider.make_batch_request
@@ -63,31 +63,30 @@ def patch_transport(counter: Counter) -> None:
 
     HTTPProvider.make_request = counted
     HTTPProvider.make_batch_request = counted_batch
-    try:
-        from gpumesh.client.services import rpc as rpc_mod
 
-        ws = getattr(rpc_mod, "SyncWebSocketProvider", None)
-    except ImportError:
-        ws = None
-    if ws is not None:
-        ws_request = ws.make_request
 
-        def ws_counted(self, method, params):
-            counter.add(str(method))
-            return ws_request(self, method, params)
+class ProviderCounts:
+    """The worker's own transport counts (gpumesh.client.chain.provider.RpcStats) where its Web3
+    has them: the only way to count a websocket connection."""
 
-        ws.make_request = ws_counted
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def snapshot(self) -> collections.Counter[str]:
+        c = collections.Counter(self.stats.by_method())
+        c["<batch>"] = self.stats.batches
+        return c
 
 
 def per_minute(counts: collections.Counter, seconds: float) -> float:
-    real = sum(n for m, n in counts.items() if m != "<batch>" and not m.endswith("(batched)"))
-    real += counts.get("<batch>", 0)  # one HTTP request per batch
-    return real * 60.0 / seconds
+    return sum(n for m, n in counts.items() if m != "<batch>") * 60.0 / seconds  # each call of a batch counts
 
 
 def show(title: str, counts: collections.Counter, seconds: float) -> None:
     print(f"\n{title}: {seconds:.1f}s, {per_minute(counts, seconds):.1f} requests/min")
     for method, n in counts.most_common(12):
+        if method == "<batch>" or not n:
+            continue
         print(f"  {method:<36} {n:6d}  ({n * 60.0 / seconds:7.1f}/min)")
 
 
@@ -126,6 +125,16 @@ def main() -> None:
         url = anvil.url.replace("http://", "ws://") if args.ws else anvil.url
         app = build_worker(rpc_url=url, deployment=dep, account=dev_account(2), store=KuboStore(ipfs.api_multiaddr),
                            state_dir=tmp / "worker", config=WorkerConfig())
+        try:
+            from gpumesh.client.chain.provider import stats_of
+
+            stats = stats_of(app.node.market.w3)
+        except ImportError:
+            stats = None
+        if stats is not None:  # count what the worker's own transport saw (HTTP or websocket)
+            counter = ProviderCounts(stats)
+        elif args.ws:
+            sys.exit("--ws needs the counted transport (gpumesh.client.chain.provider)")
         app.daemon.start()
         time.sleep(3.0)  # start-up (capabilities, the first scan) is not idle time
         before = counter.snapshot()
@@ -155,7 +164,9 @@ def main() -> None:
         else:
             sys.exit("the worker did not submit every job within 10 minutes")
         busy = counter.snapshot() - before
-        show(f"busy worker ({args.jobs} jobs of {s.num_units} units, posted to submitted)", busy, time.monotonic() - t0)
+        took = time.monotonic() - t0
+        show(f"busy worker ({args.jobs} jobs of {s.num_units} units, posted to submitted)", busy, took)
+        print(f"  = {per_minute(busy, took) * took / 60 / args.jobs:.1f} requests per job")
         app.close()
     finally:
         ipfs.stop()

@@ -219,9 +219,11 @@ class EventReader:
             return int(self.w3.eth.get_block(self.confirmations)["number"])
         return (int(self.w3.eth.block_number) if head is None else head) - self.confirmations
 
-    def poll(self, head: int | None = None) -> list[ChainEvent]:
+    def poll(self, head: int | None = None, top=None) -> list[ChainEvent]:
         """New confirmed events, in chain order. Call commit() once they are handled. `head`: the
-        head number when the caller has it (a subscription), saving a request."""
+        head number when the caller has it; `top`: the head block itself (a
+        gpumesh.client.chain.provider.Head: number, hash, parent_hash), saving a header request
+        when it is the last block read."""
         safe = self.last_block(head)
         cur = self._pending or self.store.load()
         if cur is None:
@@ -255,14 +257,18 @@ class EventReader:
         window_start = to_block - self.reorg_depth + 1
         keep = {k for k in seen if self._block_of_key(k, logs, window_start)}
         keep |= {e.key for e in out if e.block_number >= window_start}
-        top = self.w3.eth.get_block(to_block)
+        if top is not None and top.number == to_block and top.parent_hash:
+            to_hash, to_parent = top.hash, top.parent_hash
+        else:
+            blk = self.w3.eth.get_block(to_block)
+            to_hash, to_parent = _hex(blk["hash"]), _hex(blk["parentHash"])
         if cur is not None and safe > cur.block:
             # A reorg under the cursor: the new block's parent (one block on) or the cursor's block
             # read again (several on) differs. The re-read window above has delivered its logs.
-            parent = _hex(top["parentHash"]) if to_block == cur.block + 1 else self._block_hash(cur.block)
+            parent = to_parent if to_block == cur.block + 1 else self._block_hash(cur.block)
             if parent != cur.block_hash:
                 self.reorgs_seen += 1
-        self._pending = Cursor(to_block, _hex(top["hash"]), tuple(sorted(keep)))
+        self._pending = Cursor(to_block, to_hash, tuple(sorted(keep)))
         return out
 
     def commit(self) -> None:

@@ -318,14 +318,17 @@ class Head:
     number: int
     hash: str
     timestamp: int
+    parent_hash: str = ""
 
 
 def _head_of(block) -> Head:
     def num(v) -> int:
         return int(v, 16) if isinstance(v, str) else int(v)
 
-    h = block["hash"]
-    return Head(num(block["number"]), h if isinstance(h, str) else "0x" + bytes(h).hex(), num(block["timestamp"]))
+    def hexs(v) -> str:
+        return v if isinstance(v, str) else "0x" + bytes(v).hex()
+
+    return Head(num(block["number"]), hexs(block["hash"]), num(block["timestamp"]), hexs(block["parentHash"]))
 
 
 class HeadSource:

@@ -134,7 +134,7 @@ class Watchtower:
         if top == self._last_head and not self._clock_work() and self.clock() < self._full_tick_at:
             return  # no new block and nothing waiting on the clock: one request (none over ws://)
         self._last_head, self._full_tick_at = top, self.clock() + IDLE_FULL_TICK_SECONDS
-        self._poll_events(head)
+        self._poll_events(head, top)
         failed: list[str] = []
         # One failing job or game (IPFS down, an RPC hiccup) must not stall the others: each is
         # handled on its own, and the tick reports the failures at the end (the Daemon backs off).
@@ -191,10 +191,10 @@ class Watchtower:
         """A job whose check or challenge waits on this machine (or a retry time), not on a block."""
         return any(r.get("status") in (*CHECKING, "mismatch") for r in self.state.all("job").values())
 
-    def _poll_events(self, head: int | None = None) -> None:
+    def _poll_events(self, head: int | None = None, top: Head | None = None) -> None:
         if head is not None and (n := self.responder.outbox.recheck(head)) > 0:  # a reorg undid some: again
             self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this watchtower sent again", n)
-        for ev in self.events.poll(head):
+        for ev in self.events.poll(head, top):
             if ev.name == "ResultSubmitted":
                 self._register(int(ev.args["jobId"]), str(ev.args["outputsCid"]), f"block {ev.block_number}")
         self.events.commit()

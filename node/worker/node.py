@@ -171,7 +171,7 @@ class WorkerNode:
         if (n := self.outbox.recheck(head)) > 0:  # a reorg replaced blocks we acted in: same bytes again
             self._count("reorgs_seen")
             self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this worker sent again", n)
-        for ev in self._events.poll(head):
+        for ev in self._events.poll(head, top):
             if ev.name == "JobPosted":
                 self._note_job(ev.args["jobId"], ev.args)
             elif ev.name == "JobReopened":

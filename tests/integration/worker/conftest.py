@@ -67,13 +67,13 @@ class Env:
         s = pub.spec
         return self.post_spec(pub.spec_cid, s.program_root, s.inputs_root, s.num_units, **kw), pub
 
-    def worker(self, i: int = WORKER, name: str = "w", **cfg):
+    def worker(self, i: int = WORKER, name: str = "w", rpc_url: str | None = None, **cfg):
         from gpumesh.node.worker.app import build_worker
         from gpumesh.node.worker.node import WorkerConfig
 
         cfg.setdefault("retry_seconds", 0.0)
         cfg.setdefault("claim_stagger", 0.0)  # tests that race workers set it
-        app = build_worker(rpc_url=self.anvil.url, deployment=self.dep, account=dev_account(i), store=self.store(),
+        app = build_worker(rpc_url=rpc_url or self.anvil.url, deployment=self.dep, account=dev_account(i), store=self.store(),
                            state_dir=self.tmp / f"worker-{name}", config=WorkerConfig(**cfg), interval=0.05)
         self.apps.append(app)
         return app

@@ -20,7 +20,7 @@ from tests.unit.fake_heads import NewBlocks
 
 def _events(*a, **kw):
     """An EventReader that sees no new events."""
-    return SimpleNamespace(poll=lambda head=None: [], commit=lambda: None)
+    return SimpleNamespace(poll=lambda head=None, top=None: [], commit=lambda: None)
 
 
 def _tower(tmp_path, monkeypatch) -> Watchtower:
