@@ -60,6 +60,7 @@ from gpumesh.node.runtime.export_graph import (
     dynamic_nodes,
     is_rmsnorm,
     module_problems,
+    release_values,
     smooth_norms,
     trace,
 )
@@ -155,8 +156,10 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
         model = copy.deepcopy(model)
         smooth_norms(trace(model, _example(calib, unit_batch)), _batches(calib, unit_batch), smooth)
     gm = trace(model, _example(calib, unit_batch))
+    dyn = dynamic_nodes(gm)
+    release_values(gm, dyn)
     b = Builder(calibrate(gm, _batches(calib, unit_batch), clip))
-    c = Ctx(gm, b, dynamic_nodes(gm))
+    c = Ctx(gm, b, dyn)
     nodes = list(gm.graph.nodes)
     out_node = next(n for n in nodes if n.op == "output").args[0]
     if not isinstance(out_node, fx.Node) or out_node not in c.dyn:

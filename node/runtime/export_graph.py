@@ -14,6 +14,7 @@ Adapter code (torch); imported by gpumesh.node.runtime.export.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable
 
@@ -155,6 +156,18 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph)
 
 
+def release_values(gm: fx.GraphModule, dyn: set[fx.Node]) -> None:
+    """Replace the example values of input-dependent nodes (but the input's own) by shape-only
+    meta tensors: the walk needs their shapes, not their data, and a large model's activations at
+    the unit batch would otherwise stay in memory through calibration and the walk."""
+    def meta(v):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
+
+    for n in dyn:
+        if n.op != "placeholder" and "val" in n.meta:
+            n.meta["val"] = fx.node.map_aggregate(n.meta["val"], meta)
+
+
 def dynamic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """Nodes whose value depends on the unit input; the others are constants of the program."""
     dyn: set[fx.Node] = set()
@@ -203,7 +216,15 @@ def mha_parts(m: nn.MultiheadAttention, x: torch.Tensor, mask, causal: bool) -> 
 def _maxabs(v: torch.Tensor, clip: float | None) -> float:
     """The calibration statistic of one tensor: max |v| over finite values, or its `clip`
     percentile of |v| (a deterministic strided sample of at most 2^20 values)."""
-    a = v.detach().abs().double().reshape(-1)
+    v = v.detach()
+    if v.numel() == 0:
+        return 0.0
+    if clip is None:  # the common case in one pass and no copy: the extremes, exact in any float dtype
+        lo, hi = torch.aminmax(v)
+        m = max(-float(lo), float(hi))
+        if math.isfinite(m):
+            return m
+    a = v.abs().double().reshape(-1)
     a = a[torch.isfinite(a)]
     if a.numel() == 0:
         return 0.0
