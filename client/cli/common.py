@@ -24,7 +24,10 @@ ACCOUNT_OPT = typer.Option(None, "--account", "-a", help="Account: a name (gpume
                            "on the devnet) or a keystore file's path.")
 PASSWORD_FILE_OPT = typer.Option(None, "--password-file", help="File whose first line is the keystore password "
                                  "(else GPUMESH_PASSWORD_FILE, else a prompt).")
-RPC_OPT = typer.Option(None, "--rpc-url", help="JSON-RPC URL (overrides the network profile).")
+RPC_OPT = typer.Option(None, "--rpc-url", help="JSON-RPC URL: http(s):// or ws(s):// (new heads by subscription); "
+                       "overrides the network profile.")
+VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="Debug lines too.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.")
 DEPLOYMENT_OPT = typer.Option(None, "--deployment", help="Deployment JSON file (default: the network's).")
 
 

@@ -13,7 +13,9 @@ from gpumesh.client.cli.common import (
     ACCOUNT_OPT,
     DEPLOYMENT_OPT,
     JSON_OPT,
+    QUIET_OPT,
     RPC_OPT,
+    VERBOSE_OPT,
     emit_json,
     print_table,
     unlock_signer,
@@ -45,6 +47,8 @@ def run(
     interval: float = typer.Option(2.0, "--interval", min=0.05, help="Seconds between polls."),
     confirmations: int = typer.Option(0, "--confirmations", min=0, help="Blocks on top before acting on an event."),
     once: bool = typer.Option(False, "--once", help="Run until nothing is left to check or play, then exit."),
+    verbose: bool = VERBOSE_OPT,
+    quiet: bool = QUIET_OPT,
     request_data: bool = typer.Option(False, "--request-data",
                                       help="When a job's outputs are withheld, require one unit on-chain (a bonded "
                                            "data request: answered, it costs half the bond; unanswered, it slashes)."),
@@ -58,6 +62,7 @@ def run(
     from gpumesh.client.chain.tx import NonceManager
     from gpumesh.ipfs.kubo import KuboStore
     from gpumesh.node.common.daemon import Daemon
+    from gpumesh.node.common.logs import setup_daemon_logging
     from gpumesh.node.common.store import StateStore
     from gpumesh.node.watchtower.tower import Watchtower, WatchtowerConfig
 
@@ -69,7 +74,7 @@ def run(
     dep = Deployment.load(s.deployment_file)
     w3 = connect(s.network.rpc_url, dep)
     signer = unlock_signer(account)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_daemon_logging(verbose, quiet)
     log = logging.getLogger("gpumesh.watchtower")
     game = DisputeGameClient.with_account(w3, dep.dispute_game, signer, NonceManager(w3), from_block=dep.deploy_block)
     folder = _state_dir(state)
@@ -79,7 +84,7 @@ def run(
 
         metrics = WatchtowerMetrics()
         metrics.serve(metrics_port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", metrics_port)
+        log.info("metrics on %s", metrics.url)
 
     def executor_factory(bundle):
         from gpumesh.node.runtime.executor import Executor

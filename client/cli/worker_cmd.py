@@ -11,7 +11,9 @@ from gpumesh.client.cli.common import (
     ACCOUNT_OPT,
     DEPLOYMENT_OPT,
     JSON_OPT,
+    QUIET_OPT,
     RPC_OPT,
+    VERBOSE_OPT,
     chain_session,
     emit_json,
     ipfs_store,
@@ -118,16 +120,6 @@ def _check_device(device: str) -> None:
             raise UsageError("--device cuda: no CUDA device is available to torch on this machine")
 
 
-def _setup_logging(verbose: bool) -> None:
-    import logging
-    import sys
-
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("web3", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _state_dir(state: str | None, address):
     """--state, else <home>/worker/<network>/<address()>."""
     from pathlib import Path
@@ -203,7 +195,8 @@ def run(
                                 "(OP an index or name, negative counts from the end)."),
     unit_delay: float = typer.Option(0.0, "--unit-delay", min=0.0, help="TEST TOOL: sleep this many seconds after "
                                      "each unit (to kill a worker mid-job in tests and demos)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = VERBOSE_OPT,
+    quiet: bool = QUIET_OPT,
     account: str = ACCOUNT_OPT,
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
@@ -216,12 +209,13 @@ def run(
 
     from gpumesh.client.chain.deploy import Deployment
     from gpumesh.client.chain.types import format_eth
+    from gpumesh.node.common.logs import setup_daemon_logging
     from gpumesh.node.worker.app import build_worker
     from gpumesh.node.worker.faults import Fault
     from gpumesh.node.worker.node import WorkerConfig
     from gpumesh.node.worker.progress import LogProgress, RichProgress
 
-    _setup_logging(verbose)
+    setup_daemon_logging(verbose, quiet)
     policy = _policy(min_reward, max_stake_ratio, max_defence_gas, gas_price, safety_factor, time_margin)
     fault = Fault.parse(corrupt) if corrupt else None
     _check_device(device)
@@ -234,7 +228,7 @@ def run(
         from gpumesh.node.worker.metrics import WorkerMetrics
 
         metrics = WorkerMetrics()
-        metrics.serve(metrics_port)
+        metrics_url = metrics.serve(metrics_port)
     store = ipfs_store()  # unreachable IPFS: one line now, not a retry loop later
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
     cfg = WorkerConfig(policy=policy, device=device, chunk_units=chunk_units, max_active=max_active,
@@ -245,6 +239,8 @@ def run(
     if fault is not None:
         wapp.node.log.warning("TEST TOOL --corrupt %s: this worker will submit WRONG results and be slashed", corrupt)
     wapp.node.log.info("state in %s; IPFS %s", state_dir, store.api_url)
+    if metrics is not None:
+        wapp.node.log.info("metrics on %s", metrics_url)
     wapp.node.log.info("acceptance policy: minimum reward %s, stake <= %gx reward, bond pays >= %d gas at %s, "
                        "executionTime >= %g x estimate + %gs", format_eth(policy.min_reward), policy.max_stake_ratio,
                        policy.max_defence_gas, "the node's gas price" if policy.gas_price is None

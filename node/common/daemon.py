@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from gpumesh.client.core.errors import GpumeshError
+
 
 class Clock(Protocol):
     def now(self) -> float: ...
@@ -46,6 +48,9 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.ticks = 0
         self.errors = 0
+        self._failing: str | None = None  # the failure being repeated (logged once), if any
+        self._repeats = 0
+        self._failing_since = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,15 +83,29 @@ class Daemon:
                 signal.signal(s, h)
 
     def tick_once(self) -> bool:
-        """One tick with the error policy; True when it succeeded."""
+        """One tick with the error policy; True when it succeeded.
+
+        A failure is one WARNING line (the error's own sentence: an RPC outage reads "RPC at URL is
+        unreachable (connection refused)"); the same failure again while it lasts is DEBUG only, and
+        the first good tick after it says how long it lasted, so an hour's outage is two lines."""
         try:
             self._tick()
-            self.ticks += 1
-            return True
         except Exception as exc:  # noqa: BLE001 - retried; the next tick resumes from stored state
             self.errors += 1
-            self.log.warning("%s: tick failed, will retry: %s", self.name, exc)
+            what = str(exc) if isinstance(exc, GpumeshError) else f"{type(exc).__name__}: {exc}"
+            if what == self._failing:
+                self._repeats += 1
+                self.log.debug("%s: tick failed again (%d times), will retry: %s", self.name, self._repeats + 1, what)
+            else:
+                self._failing, self._repeats, self._failing_since = what, 0, time.monotonic()
+                self.log.warning("%s: tick failed, will retry: %s", self.name, what)
             return False
+        self.ticks += 1
+        if self._failing is not None:
+            self.log.info("%s: working again after %d failed tick(s) over %.0fs", self.name, self._repeats + 1,
+                          time.monotonic() - self._failing_since)
+            self._failing = None
+        return True
 
     def _loop(self) -> None:
         backoff = self.interval

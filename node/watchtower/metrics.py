@@ -6,6 +6,8 @@ Imported by the watchtower daemon and its CLI entry point.
 
 from __future__ import annotations
 
+from gpumesh.node.common.metrics import RpcCollector
+
 
 class WatchtowerMetrics:
     def __init__(self) -> None:
@@ -26,12 +28,20 @@ class WatchtowerMetrics:
                                   "tick (the others went on; retried next tick)", registry=r)
         self.tick_errors = Counter("gpumesh_watchtower_tick_errors", "Ticks that failed and were retried",
                                    registry=r)
+        self._stats = None
+        r.register(RpcCollector("gpumesh_watchtower", lambda: self._stats))
+        self.url: str | None = None
+
+    def rpc(self, stats) -> None:
+        """Read the RPC counters from the watchtower's transport (gpumesh.client.chain.provider)."""
+        self._stats = stats
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Serve /metrics; returns the server (call .shutdown() to stop it)."""
         from prometheus_client import start_http_server
 
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.url = f"http://{addr}:{server.server_port}/metrics"
         return server
 
     def text(self) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from gpumesh.client.chain.dispute import DisputeGameClient
 from gpumesh.client.chain.events import EventReader, find_logs
-from gpumesh.client.chain.provider import Head, HeadSource
+from gpumesh.client.chain.provider import Head, HeadSource, RpcUnavailable, stats_of
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
@@ -115,7 +115,9 @@ class Watchtower:
         self._contexts: dict[int, _JobContext] = {}  # jobs with a game to play (mismatches) only
         self._trace_cache = trace_cache if trace_cache is not None else TraceCache()
         self._started = False
-        self._heads = HeadSource(market.w3)  # newHeads over ws://, eth_blockNumber over HTTP
+        self._heads = HeadSource(market.w3)  # newHeads over ws://, one header over HTTP
+        if metrics is not None and hasattr(metrics, "rpc"):
+            metrics.rpc(stats_of(market.w3))
         self._last_head: Head | None = None
         self._full_tick_at = 0.0
 
@@ -160,6 +162,8 @@ class Watchtower:
             raise GpumeshError(f"{len(failed)} handler(s) failed this tick: {', '.join(failed)}")
 
     def _failed(self, failed: list[str], what: str, exc: Exception) -> None:
+        if isinstance(exc, RpcUnavailable):
+            raise exc  # the node is down for every job: one line for the tick (Daemon), not one per job
         failed.append(what)
         if self.metrics is not None:
             self.metrics.job_errors.inc()

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpumesh.client.chain.events import EventReader
-from gpumesh.client.chain.provider import Head, HeadSource
+from gpumesh.client.chain.provider import Head, HeadSource, RpcUnavailable, stats_of
 from gpumesh.client.chain.types import Job, JobState, format_eth
 from gpumesh.client.core import merkle
 from gpumesh.client.core.errors import ChainError, GpumeshError
@@ -101,6 +101,7 @@ class Defender(Protocol):
 
 
 class WorkerNode:
+    METRICS_SECONDS = 30.0  # the stake and balance gauges are read at most this often
     def __init__(self, *, market, registry, outbox: Outbox, store, state: StateStore,
                  config: WorkerConfig, inventory: Inventory, defender: Defender | None = None,
                  progress: Progress | None = None, metrics=None, stopping: Callable[[], bool] = lambda: False,
@@ -134,6 +135,9 @@ class WorkerNode:
         self._full_tick_at = 0.0
         self._now: int | None = None
         self._price: int | None = None
+        self._metrics_at = 0.0
+        if metrics is not None and hasattr(metrics, "rpc"):
+            metrics.rpc(stats_of(market.w3))  # requests and transport errors, live at each scrape
         self._unit_seconds: dict[bytes, float] = {}  # program root -> measured seconds per unit
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,6 +182,7 @@ class WorkerNode:
                 self._reopened(int(ev.args["jobId"]), str(ev.args["worker"]))
         self._events.commit()
         jobs = self.state.all(JOB)
+        self._report(jobs)
         failed: list[int] = []
         self._now, self._price = top.timestamp, None  # the chain's time (the head's) and gas price: once a tick
         for key in sorted(jobs, key=int):
@@ -188,10 +193,13 @@ class WorkerNode:
                 # of the later jobs: log it, count it, go on; the job is retried next tick
                 try:
                     self._advance(int(key))
+                except RpcUnavailable:
+                    raise  # the node is down for every job: one line for the tick (Daemon), not one per job
                 except Exception as exc:  # noqa: BLE001 - per-job boundary; reported below
                     failed.append(int(key))
                     self._count("job_errors")
-                    self.log.warning("job %s: %s: %s (retrying next tick)", key, type(exc).__name__, exc)
+                    what = exc if isinstance(exc, GpumeshError) else f"{type(exc).__name__}: {exc}"
+                    self.log.warning("job %s: %s (retrying next tick)", key, what)
         if failed:  # the Daemon backs off as it did when the first failure ended the tick
             raise GpumeshError(f"{len(failed)} job(s) failed this tick: {', '.join(map(str, failed))}")
 
@@ -250,6 +258,18 @@ class WorkerNode:
         if self._now is None:
             self._now = int(self.market.w3.eth.get_block("latest")["timestamp"])
         return self._now
+
+    def _report(self, jobs: dict[str, dict]) -> None:
+        """The metrics' gauges, at most every METRICS_SECONDS (stake and balance cost requests)."""
+        if self.metrics is None or not hasattr(self.metrics, "observe") or self.clock() < self._metrics_at:
+            return
+        self._metrics_at = self.clock() + self.METRICS_SECONDS
+        si = self.registry.info(self.me)
+        self.metrics.observe(stake_wei=si.total, free_stake_wei=si.free, locked_stake_wei=si.locked,
+                             balance_wei=int(self.market.w3.eth.get_balance(self.me)),
+                             active_jobs=sum(1 for v in jobs.values() if v["status"] in ("claimed", "submitted",
+                                                                                         "finalized")),
+                             outbox_depth=len(self.state.outbox_pending()))
 
     def _clock_work(self, jobs: dict[str, dict]) -> bool:
         """Whether some job moves on without a new block: one executing or withdrawing, one waiting
