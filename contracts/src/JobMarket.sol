@@ -78,7 +78,7 @@ contract JobMarket is IJobMarket {
         if (n == 0 || n > MAX_SHARDS) revert JobMarket_InvalidShardCount(n);
         if (rewards.length != n) revert JobMarket_RewardsLength(n, rewards.length);
         firstJobId = _nextJobId;
-        uint256 total;
+        uint256 total = 0;
         for (uint256 i; i < n; ++i) {
             uint256 r = rewards[i];
             if (r == 0 || r > type(uint96).max) revert JobMarket_InvalidReward(r);

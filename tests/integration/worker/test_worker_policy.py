@@ -112,12 +112,18 @@ def test_attack6_bond_below_the_defence_cost_is_refused(env, caplog, capsys):
     # gas gets expensive before the worker looks: a 1000 gwei base fee (it sinks at most 12.5% per
     # block), so one whole defence (1M gas) costs about 1 ETH and a lost challenge pays the worker
     # back only half the 0.1 ETH bond
-    env.anvil.rpc(dev_method(env.anvil, "anvil_setNextBlockBaseFeePerGas"), [hex(1000 * GWEI)])
+    base = env.w3.eth.get_block("latest")["baseFeePerGas"]
+    set_base = dev_method(env.anvil, "anvil_setNextBlockBaseFeePerGas")
+    env.anvil.rpc(set_base, [hex(1000 * GWEI)])
     env.anvil.rpc("evm_mine")
     price = env.w3.eth.gas_price
     assert Policy().max_defence_gas * price * 2 > 10 * bond, price
     w = env.worker(name="bond")
-    env.drive(w, until_decided(w, job_id))
+    try:
+        env.drive(w, until_decided(w, job_id))
+    finally:  # the node's next-block fee survives the fixture's evm_revert: put it back for later tests
+        env.anvil.rpc(set_base, [hex(base)])
+        env.anvil.rpc("evm_mine")
     rec = w.node.state.get("job", job_id)
     assert (rec["status"], rec["refusal"]) == ("skipped", LOW_BOND), rec
     assert "pays the worker 0.05 ETH when a challenger loses, less than defending costs (1000000 gas at" in rec["reason"]
