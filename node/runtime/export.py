@@ -60,7 +60,6 @@ from gpumesh.node.runtime.export_graph import (
     dynamic_nodes,
     is_rmsnorm,
     module_problems,
-    release_values,
     smooth_norms,
     trace,
 )
@@ -152,12 +151,14 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
     calib = calib if tokens else calib.float()
     if len(calib) == 0:
         raise ExportError("no calibration samples")
+    if tokens and (int(calib.min()) < 0 or int(calib.max()) >= 256):
+        raise ExportError(f"token ids in [{int(calib.min())}, {int(calib.max())}]: v1 unit inputs are int8, so a "
+                          f"token program takes ids in [0, 256) (byte-level vocabularies)")
     if smooth is not None:  # on a copy: the poster's model is left as it was
         model = copy.deepcopy(model)
         smooth_norms(trace(model, _example(calib, unit_batch)), _batches(calib, unit_batch), smooth)
     gm = trace(model, _example(calib, unit_batch))
     dyn = dynamic_nodes(gm)
-    release_values(gm, dyn)
     b = Builder(calibrate(gm, _batches(calib, unit_batch), clip))
     c = Ctx(gm, b, dyn)
     nodes = list(gm.graph.nodes)
@@ -249,7 +250,7 @@ def _placeholder(c: Ctx, n: fx.Node, tokens: bool, meta: dict) -> dict:
     shape = list(v.shape)
     if tokens:
         meta.update({"input_kind": "tokens", "token_offset": T.TOKEN_OFFSET})
-        return T.token_input(c, n, v)
+        return T.token_input(c, n, shape)
     s_in = c.b.scale(n.name)
     meta.update({"input_scale": s_in, "input_zero_point": 0})
     if len(shape) == 4:

@@ -1,7 +1,8 @@
 """The export's view of a float model: a torch.fx graph traced with CONCRETE shapes, which nodes
 depend on the unit input, calibration statistics, and the list of layers the op set cannot express.
 
-Concrete-shape tracing: every node carries its value on the example input (`node.meta["val"]`),
+Concrete-shape tracing: every node carries its value on the example input (`node.meta["val"]`: a
+FakeTensor, shape and dtype only, for nodes that depend on the input; the real tensor for constants),
 and `x.size()`, `x.shape`, `x.dim()`, `x.dtype`, `x.device` answer plain Python values. A program
 has fixed shapes, so nothing is lost, and the usual transformer code traces as written: `B, T, C =
 x.size()`, `self.mask[:, :, :T, :T]`, `torch.arange(T, device=x.device)`, `math.sqrt(q.size(-1))`
@@ -14,6 +15,7 @@ Adapter code (torch); imported by gpumesh.node.runtime.export.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Iterable
@@ -23,6 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from gpumesh.node.runtime.files import RuntimeFault
 
@@ -82,7 +85,10 @@ class _ConcreteProxy(fx.Proxy):
 class _Tracer(fx.Tracer):
     def __init__(self, example: torch.Tensor) -> None:
         super().__init__()
-        self.example = example
+        # nodes that depend on the input are evaluated on fake tensors (shapes and dtypes, no data:
+        # a large model's activations at the unit batch never exist here); constants for real
+        self.fake = FakeTensorMode(allow_non_fake_inputs=True)
+        self.example = self.fake.from_tensor(example)
         self._evaluating = False  # computing a node's value: module calls run as they are
 
     def call_module(self, m, forward, args, kwargs):
@@ -121,7 +127,9 @@ class _Tracer(fx.Tracer):
 
         args = fx.node.map_aggregate(n.args, val)
         kwargs = fx.node.map_aggregate(n.kwargs, val)
-        with torch.no_grad():
+        fakes: list[bool] = []
+        fx.node.map_aggregate((args, kwargs), lambda a: fakes.append(isinstance(a, FakeTensor)))
+        with torch.no_grad(), (self.fake if any(fakes) else contextlib.nullcontext()):
             if n.op == "placeholder":
                 return self.example
             if n.op == "get_attr":
@@ -154,18 +162,6 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         raise ExportError(f"torch.fx cannot trace the model ({type(exc).__name__}: {first}); the export "
                           f"needs a forward without data-dependent Python control flow") from None
     return fx.GraphModule(tracer.root, graph)
-
-
-def release_values(gm: fx.GraphModule, dyn: set[fx.Node]) -> None:
-    """Replace the example values of input-dependent nodes (but the input's own) by shape-only
-    meta tensors: the walk needs their shapes, not their data, and a large model's activations at
-    the unit batch would otherwise stay in memory through calibration and the walk."""
-    def meta(v):
-        return torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
-
-    for n in dyn:
-        if n.op != "placeholder" and "val" in n.meta:
-            n.meta["val"] = fx.node.map_aggregate(n.meta["val"], meta)
 
 
 def dynamic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
