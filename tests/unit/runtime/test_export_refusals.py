@@ -204,3 +204,14 @@ def test_flatten_with_start_dim_exports(tmp_path):
     x = torch.randn(64, 1, 8, 8)
     got, want = _int8_vs_float(tmp_path, Patches().eval(), x)
     assert (got == want).mean() >= 0.9
+
+
+def test_token_ids_beyond_a_byte_are_refused_with_the_reason():
+    from tests.unit.runtime.tiny_gpt import TinyGPT
+
+    ids = torch.randint(0, 256, (4, 32))
+    ids[3, 7] = 300
+    with pytest.raises(ExportError) as e:
+        export_model(TinyGPT(vocab=512), ids, 2)
+    assert _one_line(e) == ("token ids in [0, 300]: v1 unit inputs are int8, so a token program takes ids in "
+                            "[0, 256) (byte-level vocabularies)")
