@@ -240,6 +240,19 @@ class Procs:
                 p.wait(timeout=10)
 
 
+def code_version() -> str:
+    """The commit measured, and how many files of the daemons' code (client/, node/, ipfs/) differ
+    from it in the working tree."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "client", "node", "ipfs"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {head}" + (f", {len(dirty)} changed file(s) in client/ node/ ipfs/" if dirty else "")
+
+
 def wait_for(what: str, check, timeout: float, procs: Procs | None = None, poll: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -418,7 +431,8 @@ def run(args, tmp: Path, ctx: Ctx) -> dict:  # noqa: C901, PLR0912, PLR0915 - on
     tower_idx = list(range(1 + args.posters + args.workers, n_acc))
     ups, spj = args.units_per_shard, args.shards_per_job
     jobs = args.shards // spj
-    print(f"bench_market: {args.workers} worker processes, {args.watchtowers} watchtower process(es), "
+    code = code_version()
+    print(f"bench_market ({code}): {args.workers} worker processes, {args.watchtowers} watchtower process(es), "
           f"{args.posters} posters, {args.shards} shards of {ups} units ({spj} per postJobs), challenge window "
           f"{args.challenge_window}s, anvil with 1 s blocks; on {os.cpu_count()} CPU(s)", flush=True)
 
@@ -622,7 +636,7 @@ finally:
 """
 
 
-def cpu_by_function(path: Path, top: int = 16) -> dict:
+def cpu_by_function(path: Path, top: int = 40) -> dict:
     """Where a cProfile file's CPU went: its total, and the project's own functions (client/, node/,
     ipfs/; module bodies left out) by cumulative time, largest first."""
     import pstats
@@ -779,6 +793,7 @@ def report_of(args, v: dict) -> dict:  # noqa: C901, PLR0915 - the figures, then
         "config": {k: getattr(args, k) for k in ("workers", "watchtowers", "posters", "shards", "shards_per_job",
                                                  "units_per_shard", "challenge_window", "post_every", "idle")},
         "cores": cores,
+        "code": v["code"],
         "shards": {"posted": shards_posted, "settled": settled, "reopened": reopened, "challenges": challenges,
                    "settled_per_min": settle_per_min, "submitted_per_min": submit_per_min,
                    "first_post_to_last_finalize_s": t_last_fin - t_first_post},
@@ -862,7 +877,7 @@ def _print(r: dict) -> None:
         prof = r["worker_profile_s"]
         print(f"\nworker w00 under cProfile (CPU clock): {prof['total_s']:.1f} s in all, start-up included; "
               "cumulative CPU of the project's functions:")
-        for name, t in prof["cumulative_s"].items():
+        for name, t in list(prof["cumulative_s"].items())[:28]:
             print(f"  {name:<52} {t:7.2f} s  {t / prof['total_s']:5.0%}")
 
 
