@@ -164,9 +164,11 @@ class FloatAttention(nn.Module):
 # four linears are 4-6x faster than float32 and the head GEMMs (_int_mm per head) about as fast as
 # float32's, but the causal softmax is about a third of the int8 block (per element: an int32
 # mask add and max, a table lookup, a float64 multiply-add, a clamp and a cast, where float32 runs
-# one fused kernel), and each head matmul pays four requant passes over its int32 scores. The
-# float32 side gains more from a second core than those many small passes do: 1 thread, 2.07x;
-# 2 threads on the shared build machine, about 1.4x op by op.
+# one fused kernel), and each head matmul pays four requant passes over its int32 scores. Measured
+# on the shared 2-core build machine: 1 thread, the block 1.85x; 2 threads, 1.45x op by op, while
+# the whole block with 2 threads stalled (single ops waiting 20-800 ms for their second thread
+# while the other core ran other jobs: the int8 block has about ten times as many parallel
+# regions as float32's few fused kernels).
 def block(repeat: int, reps: int) -> None:
     prog = from_json(build.program_json(SEQ, DM, HEADS))
     ws = build.weights(np.random.default_rng(build.SEED), DM)
