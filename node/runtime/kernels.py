@@ -99,7 +99,7 @@ def int_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
                 x = F.pad(x, (0, kp - k, 0, mp - m))
             if (np_, kp) != (n, k):
                 w = F.pad(w, (0, kp - k, 0, np_ - n))
-            out = torch._int_mm(x, w.t())
+            out = torch._int_mm(_row_major(x), w.t())
             return out[:m, :n] if (mp, np_) != (m, n) else out
         except (RuntimeError, NotImplementedError):
             _INT_MM_OK[dev] = False  # remember: do not pay for the failure on every call
@@ -143,7 +143,7 @@ class _MatMul:
                 if self.dev == "cuda":
                     out = torch._int_mm(xp, self.w_rows.t())
                     return out[:m, : self.n] if (mp, self.np_) != (m, self.n) else out
-                return torch._int_mm(xp.contiguous(), self.wt)
+                return torch._int_mm(_row_major(xp), self.wt)  # not contiguous(): see _row_major
             except (RuntimeError, NotImplementedError):
                 _INT_MM_OK[self.dev] = False
         if self.w64 is None:

@@ -102,3 +102,20 @@ def test_layernorm_row_sums_on_both_sides_of_the_float32_bound(dd, rms):
     _check(_case(Opcode.LAYERNORM, [TensorType(DType.INT8, x.shape), TensorType(DType.INT8, (dd,)),
                                     TensorType(DType.INT32, (dd,))], [x, gamma, beta], x_zp=127, rms=rms, eps=3,
                  requant=Requant(ReqMode.PER_TENSOR, 1 << 14, 27, 0, -128, 127)))
+
+
+def test_linear_on_a_single_row_view():
+    """A linear whose [1, K] input is a transposed [K, 1] tensor (what a transpose op makes of a
+    one-column output: `contiguous()` keeps its strides (1, 1)): the GEMM reads it row-major."""
+    rng = np.random.default_rng(12)
+    w = rng.integers(-128, 128, (3, 8)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, 3).astype(np.int32)
+    col = rng.integers(-128, 128, (8, 1)).astype(np.int8)
+    case = _case(Opcode.LINEAR, [TensorType(DType.INT8, (1, 8)), TensorType(DType.INT8, w.shape),
+                                 TensorType(DType.INT32, (3,))], [col.T.copy(), w, bias], x_zp=2, requant=Requant())
+    ref = run_op(case.desc, [np.ascontiguousarray(a).tobytes() for a in case.inputs])
+    view = torch.from_numpy(col).permute(1, 0).contiguous()
+    assert view.stride() == (1, 1)
+    out = kernels.run_op(case.desc, [view, torch.from_numpy(w), torch.from_numpy(bias)])
+    assert np.ascontiguousarray(out.numpy()).tobytes() == ref
+    assert kernels.int_matmul(view, torch.from_numpy(w)).tolist() == (col.T.astype(np.int32) @ w.T.astype(np.int32)).tolist()
