@@ -31,6 +31,7 @@ class WorkerApp:
 
     def close(self) -> None:
         self.daemon.stop()
+        self.daemon.join(60)  # let a tick in flight finish before its state file closes
         self.state.close()
 
 
