@@ -28,6 +28,22 @@ RPC_OPT = typer.Option(None, "--rpc-url", help="JSON-RPC URL: http(s):// or ws(s
                        "overrides the network profile.")
 VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="Debug lines too.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.")
+CONFIRMATIONS_OPT = typer.Option("0", "--confirmations", help="Act on an event only once this many blocks are on "
+                                 "top of it, or once its block is 'safe' or 'finalized' (chains with finality).")
+
+
+def parse_confirmations(text: str) -> int | str:
+    """`--confirmations`: a number of blocks (>= 0), or the block tag `safe` / `finalized`."""
+    t = text.strip().lower()
+    if t in ("safe", "finalized"):
+        return t
+    try:
+        n = int(t)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise UsageError(f"--confirmations: {text!r} is not a number of blocks (0 or more), 'safe' or 'finalized'")
+    return n
 DEPLOYMENT_OPT = typer.Option(None, "--deployment", help="Deployment JSON file (default: the network's).")
 
 

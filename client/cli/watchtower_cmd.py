@@ -11,12 +11,14 @@ import typer
 
 from gpumesh.client.cli.common import (
     ACCOUNT_OPT,
+    CONFIRMATIONS_OPT,
     DEPLOYMENT_OPT,
     JSON_OPT,
     QUIET_OPT,
     RPC_OPT,
     VERBOSE_OPT,
     emit_json,
+    parse_confirmations,
     print_table,
     unlock_signer,
 )
@@ -45,7 +47,7 @@ def run(
     deployment: str = DEPLOYMENT_OPT,
     device: str = typer.Option("cpu", "--device", help="Torch device for re-execution (cpu, cuda, cuda:1)."),
     interval: float = typer.Option(2.0, "--interval", min=0.05, help="Seconds between polls."),
-    confirmations: int = typer.Option(0, "--confirmations", min=0, help="Blocks on top before acting on an event."),
+    confirmations: str = CONFIRMATIONS_OPT,
     once: bool = typer.Option(False, "--once", help="Run until nothing is left to check or play, then exit."),
     verbose: bool = VERBOSE_OPT,
     quiet: bool = QUIET_OPT,
@@ -66,8 +68,10 @@ def run(
     from gpumesh.node.common.store import StateStore
     from gpumesh.node.watchtower.tower import Watchtower, WatchtowerConfig
 
+    confirms = parse_confirmations(confirmations)
     try:
-        config = WatchtowerConfig(sample_rate=sample_rate, confirmations=confirmations, request_data=request_data)
+        config = WatchtowerConfig(sample_rate=sample_rate, confirmations=confirms,
+                                  request_data=request_data)
     except ValueError as exc:
         raise UsageError(f"--sample-rate: {exc}") from None
     s = settings().with_overrides(rpc_url=rpc_url, deployment=Path(deployment) if deployment else None)

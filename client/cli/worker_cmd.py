@@ -9,6 +9,7 @@ import typer
 
 from gpumesh.client.cli.common import (
     ACCOUNT_OPT,
+    CONFIRMATIONS_OPT,
     DEPLOYMENT_OPT,
     JSON_OPT,
     QUIET_OPT,
@@ -18,6 +19,7 @@ from gpumesh.client.cli.common import (
     emit_json,
     ipfs_store,
     parse_amount,
+    parse_confirmations,
     print_table,
     report_tx,
     require_funds,
@@ -185,8 +187,7 @@ def run(
                                     "transaction, so a restart resumes after the last step (default: as many as the "
                                     "executor runs in one pass)."),
     max_active: int = typer.Option(1, "--max-active", min=1, help="Jobs claimed and not yet submitted at once."),
-    confirmations: int = typer.Option(0, "--confirmations", min=0, help="Act on an event only once this many "
-                                      "blocks are on top of it (0 on the devnet; a few on a real chain)."),
+    confirmations: str = CONFIRMATIONS_OPT,
     trace_cache_mib: int = typer.Option(64, "--trace-cache-mib", min=0, help="Memory for the op outputs a dispute "
                                         "defence recomputes (a disputed unit needs at most one execution's memory "
                                         "plus this; 0 recomputes every time)."),
@@ -215,6 +216,7 @@ def run(
     from gpumesh.node.worker.node import WorkerConfig
     from gpumesh.node.worker.progress import LogProgress, RichProgress
 
+    confirms = parse_confirmations(confirmations)  # bad input: one line before anything starts
     setup_daemon_logging(verbose, quiet)
     policy = _policy(min_reward, max_stake_ratio, max_defence_gas, gas_price, safety_factor, time_margin)
     fault = Fault.parse(corrupt) if corrupt else None
@@ -233,7 +235,7 @@ def run(
     progress = RichProgress() if sys.stderr.isatty() else LogProgress()
     cfg = WorkerConfig(policy=policy, device=device, chunk_units=chunk_units, max_active=max_active,
                        trace_cache_bytes=trace_cache_mib << 20, fault=fault, unit_delay=unit_delay,
-                       confirmations=confirmations)
+                       confirmations=confirms)
     wapp = build_worker(rpc_url=s.network.rpc_url, deployment=dep, account=acct, store=store, state_dir=state_dir,
                         config=cfg, progress=progress, metrics=metrics, interval=interval)
     if fault is not None:

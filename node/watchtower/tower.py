@@ -54,7 +54,7 @@ FINAL = ("ok", "skipped", "invalid", "won", "lost", "answered")
 @dataclass(frozen=True)
 class WatchtowerConfig:
     sample_rate: float = 1.0
-    confirmations: int = 0
+    confirmations: int | str = 0  # blocks on top of an event, or 'safe' / 'finalized'
     retry_seconds: float = 30.0  # wait before re-fetching data that was unreachable
     max_outputs_bytes: int = 1 << 30
     limits: JobLimits = field(default_factory=JobLimits)

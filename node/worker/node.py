@@ -64,7 +64,7 @@ class WorkerConfig:
     fetch_attempts: int = 5  # retryable data failures (IPFS unreachable/not found) before giving up
     retry_seconds: float = 5.0
     tick_budget_seconds: float = 2.0  # execution time per tick before other jobs get a turn
-    confirmations: int = 0
+    confirmations: int | str = 0  # blocks on top of an event, or 'safe' / 'finalized'
     start_block: int = 0
     trace_cache_bytes: int = TRACE_CACHE_BYTES  # memory for op outputs recomputed while defending (7)
     fault: Fault | None = None  # TEST TOOL: corrupt one element (gpumesh.node.worker.faults)

@@ -291,3 +291,9 @@ def test_worker_run_passes_confirmations_to_the_daemon(gm, tmp_path, monkeypatch
     assert seen["config"].confirmations == 3
     code, _, err = gm("worker", "run", "--confirmations", "-1", ok=False)
     assert code == 2 and "--confirmations" in err
+    with EmbeddedNode(tmp_path / "ipfs2") as node:  # a chain with finality: act on 'safe' blocks only
+        code, _, err = gm("--ipfs-api", node.api_multiaddr, "worker", "run", "--confirmations", "safe", "--account",
+                          "dev2", "--state", str(tmp_path / "state"), "--deployment", gm.deployment, ok=False)
+    assert code == 1 and seen["config"].confirmations == "safe"
+    code, _, err = gm("watchtower", "run", "--confirmations", "soon", ok=False)
+    assert code == 2 and "--confirmations: 'soon' is not a number of blocks (0 or more), 'safe' or 'finalized'" in err

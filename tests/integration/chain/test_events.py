@@ -73,3 +73,21 @@ def test_reorg_delivers_replacement_events_once(chain, clients):
     assert [e.args["specCid"] for e in evs] == ["bafy-second"]
     assert evs[0].block_hash != first[0].block_hash
     assert r.poll() == []  # nothing delivered twice
+
+
+@pytest.mark.parametrize("tag", ["safe", "finalized"])
+def test_a_block_tag_as_confirmations(chain, clients, tag):
+    """On a chain with finality, events are delivered once their block is at the tag (anvil reports
+    its own 'safe'/'finalized' block); nothing past it, and everything up to it."""
+    anvil, dep, _, w3 = chain
+    pm = clients["poster"][0]
+    r = _reader(w3, clients, MemoryCursorStore(), start_block=dep.deploy_block, confirmations=tag)
+    pm.post_job(_spec(w3), REWARD)
+    anvil.rpc("anvil_mine", [80])  # anvil's finalized block trails the head by a few dozen blocks
+    last = w3.eth.get_block(tag)["number"]
+    evs = r.poll()
+    assert r.last_block() == last and all(e.block_number <= last for e in evs)
+    posted = [e for e in evs if e.name == "JobPosted"]
+    assert len(posted) == 1
+    with pytest.raises(ValueError, match="safe"):
+        _reader(w3, clients, MemoryCursorStore(), confirmations="latest")
