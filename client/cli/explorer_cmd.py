@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import typer
 
-from gpumesh.client.cli.common import DEPLOYMENT_OPT, RPC_OPT, connect_hinted, emit_json
+from gpumesh.client.cli.common import (
+    DEPLOYMENT_OPT,
+    QUIET_OPT,
+    RPC_OPT,
+    VERBOSE_OPT,
+    connect_hinted,
+    emit_json,
+)
 from gpumesh.client.cli.context import settings
 
 app = typer.Typer(help="Browse jobs, workers, watchtowers and dispute games in a local web page (read-only).",
@@ -55,13 +62,14 @@ def serve(
     no_ipfs: bool = NO_IPFS_OPT,
     rpc_url: str = RPC_OPT,
     deployment: str = DEPLOYMENT_OPT,
+    verbose: bool = VERBOSE_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Serve the explorer page until Ctrl-C; it follows the chain and updates as blocks arrive."""
-    import logging
-
     from gpumesh.client.explorer.server import ExplorerServer
+    from gpumesh.node.common.logs import setup_daemon_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_daemon_logging(verbose, quiet)  # the daemons' one log format
 
     def warn(line: str) -> None:
         typer.echo(f"gpumesh: warning: {line}", err=True)

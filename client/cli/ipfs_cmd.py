@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from gpumesh.client.cli.common import QUIET_OPT, VERBOSE_OPT
 from gpumesh.client.cli.context import settings
 
 app = typer.Typer(help="IPFS: add and fetch content (verified), run the embedded Kubo-RPC node.",
@@ -82,11 +83,16 @@ def daemon(
     api: str = typer.Option(None, "--api", help="Listen address, /ip4/HOST/tcp/PORT or http://HOST:PORT (PORT 0: "
                             "any; default: the named IPFS API, else /ip4/127.0.0.1/tcp/5001)."),
     repo: Path = _REPO_OPT,
+    verbose: bool = VERBOSE_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Run the embedded Kubo-RPC node in the foreground until SIGTERM/SIGINT."""
     import signal
     import threading
 
+    from gpumesh.node.common.logs import setup_daemon_logging
+
+    setup_daemon_logging(verbose, quiet)  # the daemons' one log format
     from gpumesh.client.core.settings import DEFAULT_IPFS_API
     from gpumesh.ipfs.apiaddr import parse_api
     from gpumesh.ipfs.errors import IpfsError

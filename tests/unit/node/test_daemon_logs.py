@@ -66,3 +66,15 @@ def test_a_different_failure_is_its_own_line(caplog):
             d.tick_once()
     assert [r.getMessage() for r in caplog.records] == ["watchtower: tick failed, will retry: ValueError: a",
                                                         "watchtower: tick failed, will retry: KeyError: 'b'"]
+
+
+def test_every_daemon_command_takes_verbose_and_quiet(capsys):
+    from gpumesh.client.cli.main import main
+
+    for cmd in (["worker", "run"], ["watchtower", "run"], ["explorer", "serve"], ["ipfs", "daemon"]):
+        try:
+            main([*cmd, "--help"])
+        except SystemExit:
+            pass
+        text = capsys.readouterr().out
+        assert "--verbose" in text and "-v" in text and "--quiet" in text and "-q" in text, cmd
