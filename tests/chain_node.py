@@ -10,7 +10,7 @@ import os
 from gpumesh.client.chain.anvil import AnvilProcess, start_anvil
 from gpumesh.client.chain.hardhat import dev_method, start_hardhat
 
-__all__ = ["CHAIN", "dev_method", "start_test_node"]
+__all__ = ["CHAIN", "dev_method", "mine", "start_test_node"]
 
 CHAIN = os.environ.get("GPUMESH_TEST_CHAIN", "anvil").strip().lower() or "anvil"
 if CHAIN not in ("anvil", "hardhat"):
@@ -20,3 +20,8 @@ if CHAIN not in ("anvil", "hardhat"):
 def start_test_node() -> AnvilProcess:
     """A fresh node of the chosen kind on a free port."""
     return start_hardhat() if CHAIN == "hardhat" else start_anvil()
+
+
+def mine(node: AnvilProcess, blocks: int) -> None:
+    """Mine `blocks` empty blocks (anvil_mine / hardhat_mine, whose count is a hex quantity)."""
+    node.rpc(dev_method(node, "anvil_mine"), [hex(int(blocks))])

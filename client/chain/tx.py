@@ -154,7 +154,7 @@ def poll_receipt(w3, tx_hash: bytes, timeout: float, sleep: Callable[[float], No
 
 def wait_receipt(w3, tx_hash: bytes, timeout: float = 120.0, tx: dict | None = None, context: str = ""):
     """Wait for the receipt; a reverted transaction raises its decoded error (replayed with eth_call
-    on the state before its block when `tx` is given)."""
+    on the state before its block, then after it, when `tx` is given)."""
     receipt = poll_receipt(w3, tx_hash, timeout)
     if receipt is None:
         raise ReceiptTimeout(f"{context}: no receipt for 0x{tx_hash.hex()} after {timeout:.0f}s")
@@ -162,8 +162,12 @@ def wait_receipt(w3, tx_hash: bytes, timeout: float = 120.0, tx: dict | None = N
         return receipt
     if tx is not None:
         replay = {k: tx[k] for k in ("from", "to", "value", "data") if k in tx}
-        block = max(receipt["blockNumber"] - 1, 0)
-        reverts_decoded(lambda: w3.eth.call(replay, block_identifier=block), context)
+        # On the state before its block first (a transaction that reverts on its own). A race lost
+        # to a transaction earlier in the same block (two claims of one job) passes there: the state
+        # after the block, which holds the winner's effect, gives the reason (JobMarket_WrongState).
+        n = int(receipt["blockNumber"])
+        for block in (max(n - 1, 0), n):
+            reverts_decoded(lambda block=block: w3.eth.call(replay, block_identifier=block), context)
     raise TransactionFailed(f"{context}: transaction 0x{tx_hash.hex()} reverted")
 
 

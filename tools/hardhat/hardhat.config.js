@@ -9,6 +9,9 @@ module.exports = {
       hardfork: "cancun",
       accounts: { mnemonic: "test test test test test test test test test test test junk", count: 10 },
       mining: { auto: true },
+      // like a real node: a transaction that reverts is mined with status 0 and its hash returned
+      // (Hardhat's default answers eth_sendRawTransaction with the revert instead)
+      throwOnTransactionFailures: false,
     },
   },
 };

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpumesh.client.chain.events import EventReader, JsonCursorStore, MemoryCursorStore
+from tests.chain_node import mine
 
 from .test_lifecycle import REWARD, _spec
 
@@ -24,7 +25,7 @@ def test_confirmations_and_resume_from_stored_cursor(chain, clients, tmp_path):
     r = _reader(w3, clients, store, start_block=dep.deploy_block, confirmations=2)
     pm.post_job(_spec(w3), REWARD)
     assert r.poll() == []  # the JobPosted block has no confirmations yet
-    anvil.rpc("anvil_mine", [2])
+    mine(anvil, 2)
     evs = r.poll()
     assert [e.name for e in evs] == ["JobPosted"] and evs[0].args["jobId"] == 1
     r.commit()
@@ -32,7 +33,7 @@ def test_confirmations_and_resume_from_stored_cursor(chain, clients, tmp_path):
     # a new reader on the same file (a restarted daemon) sees only what is new
     clients["worker"][1].stake(10**18)
     pm.post_job(_spec(w3), REWARD)
-    anvil.rpc("anvil_mine", [2])
+    mine(anvil, 2)
     r2 = _reader(w3, clients, JsonCursorStore(tmp_path / "cursor.json"), start_block=dep.deploy_block,
                  confirmations=2)
     evs = r2.poll()
@@ -55,7 +56,7 @@ def test_reorg_delivers_replacement_events_once(chain, clients):
     pm = clients["poster"][0]
     store = MemoryCursorStore()
     r = _reader(w3, clients, store, start_block=dep.deploy_block, confirmations=0, reorg_depth=8)
-    anvil.rpc("anvil_mine", [1])
+    mine(anvil, 1)
     r.poll()
     r.commit()
     snap = anvil.rpc("evm_snapshot")
@@ -65,7 +66,7 @@ def test_reorg_delivers_replacement_events_once(chain, clients):
     assert [e.args["specCid"] for e in first] == ["bafy-first"]
     # reorg: drop that block and build a different one at the same height
     assert anvil.rpc("evm_revert", [snap]) is True
-    anvil.rpc("anvil_mine", [1])
+    mine(anvil, 1)
     pm.post_job(_spec(w3, spec_cid="bafy-second"), REWARD)
     evs = r.poll()
     r.commit()
@@ -83,7 +84,7 @@ def test_a_block_tag_as_confirmations(chain, clients, tag):
     pm = clients["poster"][0]
     r = _reader(w3, clients, MemoryCursorStore(), start_block=dep.deploy_block, confirmations=tag)
     pm.post_job(_spec(w3), REWARD)
-    anvil.rpc("anvil_mine", [80])  # anvil's finalized block trails the head by a few dozen blocks
+    mine(anvil, 80)  # anvil's finalized block trails the head by a few dozen blocks
     last = w3.eth.get_block(tag)["number"]
     evs = r.poll()
     assert r.last_block() == last and all(e.block_number <= last for e in evs)

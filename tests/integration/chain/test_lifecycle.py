@@ -8,6 +8,7 @@ import pytest
 from gpumesh.client.chain import errors
 from gpumesh.client.chain.tx import build_tx, reverts_decoded, sign_tx, wait_receipt
 from gpumesh.client.chain.types import JobSpec, JobState
+from tests.chain_node import dev_method
 
 from .conftest import UNBONDING
 
@@ -194,8 +195,8 @@ def test_a_mined_revert_is_decoded_from_its_receipt(chain, clients):
 
 
 def _impersonate(anvil, w3, address, fund=10 * ETH):
-    anvil.rpc("anvil_impersonateAccount", [address])
-    anvil.rpc("anvil_setBalance", [address, hex(fund)])
+    anvil.rpc(dev_method(anvil, "anvil_impersonateAccount"), [address])
+    anvil.rpc(dev_method(anvil, "anvil_setBalance"), [address, hex(fund)])
 
 
 def test_game_hook_errors_via_the_predicted_game_address(chain, clients):
@@ -230,7 +231,7 @@ def test_transfer_failed_and_amount_too_large(chain, clients):
     pm, pr, _ = clients["poster"]
     E = errors.error_class
     rejecter = "0x" + "42" * 20
-    anvil.rpc("anvil_setCode", [rejecter, "0x60006000fd"])  # PUSH1 0 PUSH1 0 REVERT: refuses ETH
+    anvil.rpc(dev_method(anvil, "anvil_setCode"), [rejecter, "0x60006000fd"])  # PUSH1 0 PUSH1 0 REVERT: refuses ETH
     _impersonate(anvil, w3, rejecter, fund=2**97)
     f = pm.contract.functions
     f.postJob(_spec(w3).as_tuple()).transact({"from": rejecter, "value": REWARD})
@@ -253,3 +254,30 @@ def test_concurrent_sends_from_one_signer_get_distinct_nonces(chain, clients):
     assert len({r.tx_hash for r in results}) == 6
     assert w3.eth.get_transaction_count(worker) == start + 6
     assert wr.info(worker).total == 6 * 10**15
+
+
+def test_claim_race_lost_in_the_same_block_names_its_reason(chain, clients):
+    """Two claims of one job mined in ONE block: the second reverts. Replayed on the state before the
+    block it would pass, so the reason comes from the state after it: JobMarket_WrongState (Claimed),
+    which the worker takes as a lost race, not a failure."""
+    anvil, _, _, w3 = chain
+    pm = clients["poster"][0]
+    job_id, _ = pm.post_job(_spec(w3), REWARD)
+    sent = []
+    for who in ("worker", "other"):
+        clients[who][1].stake(STAKE)
+    anvil.rpc("evm_setAutomine", [False])
+    try:
+        for who in ("worker", "other"):
+            acct = clients[who][0].sender.account
+            call = clients[who][0].contract.functions.claimJob(job_id)
+            tx = build_tx(w3, call, acct.address, w3.eth.get_transaction_count(acct.address), gas=150_000)
+            sent.append((w3.eth.send_raw_transaction(sign_tx(tx, acct).raw_transaction), tx))
+        anvil.rpc("evm_mine")
+    finally:
+        anvil.rpc("evm_setAutomine", [True])
+    (h1, tx1), (h2, tx2) = sent
+    assert w3.eth.get_transaction_receipt(h1)["blockNumber"] == w3.eth.get_transaction_receipt(h2)["blockNumber"]
+    assert wait_receipt(w3, bytes(h1), 10, tx1)["status"] == 1
+    with pytest.raises(errors.error_class("JobMarket_WrongState")):
+        wait_receipt(w3, bytes(h2), 10, tx2, "claimJob")
