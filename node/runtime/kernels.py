@@ -892,4 +892,8 @@ def _run_generic(d: OpDescriptor, xs: list[torch.Tensor]) -> torch.Tensor:
         return x.reshape(-1, *d.out.shape[1:])  # stacked units: row-major, so unit u stays block u
     if op == Opcode.TRANSPOSE:
         return x.permute(*d.perm).contiguous()
+    if op == Opcode.CONCAT:  # docs/protocol.md 2.2.5; stacked units: axis >= 1 (stacking.op_blocker)
+        return torch.cat([x, xs[1]], dim=d.attr("axis"))
+    if op == Opcode.SLICE:
+        return x.narrow(d.attr("axis"), d.attr("start"), d.attr("len")).contiguous()
     raise NotImplementedError(op)  # pragma: no cover - Opcode is closed

@@ -181,6 +181,8 @@ def random_case(draw: Draw, op: Opcode, max_dim: int = 6, max_k: int = 300) -> O
         return _rope_case(draw, max_dim)
     if op == Opcode.TOPK:
         return _topk_case(draw, max_dim)
+    if op in (Opcode.CONCAT, Opcode.SLICE):
+        return _view_case(draw, op, max_dim)
     raise ValueError(op)
 
 
@@ -313,3 +315,20 @@ def _topk_case(draw: Draw, max_dim: int) -> OpCase:
     q = draw(1, n) if q_mode else 0
     k = draw(1, q or n)
     return _case(Opcode.TOPK, [TensorType(I32 if pairs else I8, shape)], [x], k=k, q=q, pairs=pairs)
+
+
+def _view_case(draw: Draw, op: Opcode, max_dim: int) -> OpCase:
+    """concat of two int8 or int32 tensors along any axis (the second often one position long: a
+    KV-cache step), or a slice [start, start + len) of any axis (whole, one position, the ends)."""
+    dt = DType(draw(1, 2))
+    shape = [draw(1, max_dim) for _ in range(draw(1, 4))]
+    axis = draw(0, len(shape) - 1)
+    x = TensorType(dt, tuple(shape))
+    if op == Opcode.CONCAT:
+        shape[axis] = (1, draw(1, max_dim))[draw(0, 1)]
+        y = TensorType(dt, tuple(shape))
+        return _case(op, [x, y], [values(draw, x.shape, dt), values(draw, y.shape, dt)], axis=axis)
+    n = shape[axis]
+    length = (1, n, draw(1, n))[draw(0, 2)]
+    start = draw(0, n - length)
+    return _case(op, [x], [values(draw, x.shape, dt)], axis=axis, start=start, len=length)

@@ -12,7 +12,8 @@ block, the outputs are exactly those of the U separate forwards:
   work per sample of an NHWC tensor, argmax reduces the last axis (rank >= 2 needed);
 - reshape is row-major: unit u's elements form one contiguous block of the stacked input, and the
   stacked output `reshape(-1, *out[1:])` cuts the same block into unit u's output rows;
-- transpose keeps axis 0 in place only when perm[0] == 0.
+- transpose keeps axis 0 in place only when perm[0] == 0; concat and slice along an axis >= 1 copy
+  each row of axis 0 on its own, along axis 0 they would mix or cut units.
 A weight read where data is expected (an add of a constant, a linear whose W is computed) is not
 stacked. Pure: no torch; the executor imports it.
 """
@@ -61,6 +62,8 @@ def op_blocker(d: OpDescriptor) -> str | None:
         return "its positions run along axis 0"
     if d.opcode == Opcode.TRANSPOSE and d.perm[0] != 0:
         return "it moves axis 0"
+    if d.opcode in (Opcode.CONCAT, Opcode.SLICE) and d.attr("axis") == 0:
+        return "it joins or cuts axis 0"
     return None
 
 

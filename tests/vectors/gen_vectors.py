@@ -133,6 +133,40 @@ def _transformer_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
         Opcode.LAYERNORM: _layernorm_edges(),
         Opcode.ROPE: _rope_edges(),
         Opcode.TOPK: _topk_edges(),
+        **_view_edges(),
+    }
+
+
+def _view_edges() -> dict[Opcode, list[tuple[str, OpCase]]]:
+    """concat: a KV-cache step (K [2, P, dh] + k_new [2, 1, dh] along the positions, P = 2,047 so the
+    new row sits 8 leaves into each head), generated int32 tokens [B, N] + [B, 1] at the int32
+    extremes, int8 along axis 0; slice: the last position of int32 logits [B, T, V] (what a decode
+    step samples from), a middle range of an int8 axis 0, a whole axis."""
+    I8, I32 = DType.INT8, DType.INT32
+    cache, new = TensorType(I8, (2, 2047, 64)), TensorType(I8, (2, 1, 64))
+    toks, tok = TensorType(I32, (3, 5)), TensorType(I32, (3, 1))
+    ext = np.array([-(2**31), 2**31 - 1, -1, 0, 1], dtype=np.int32)
+    logits = TensorType(I32, (2, 7, 9))
+    x = TensorType(I8, (6, 3))
+    ramp = _arr(np.arange(18).reshape(6, 3) * 15 - 128, x.shape)
+    return {
+        Opcode.CONCAT: [
+            ("KV cache: K [2, 2047, 64] + k_new [2, 1, 64] along the positions",
+             _case(Opcode.CONCAT, [cache, new], [_arr(np.arange(cache.count).reshape(cache.shape) % 255 - 127,
+                                                      cache.shape), _arr(127, new.shape)], axis=1)),
+            ("generated tokens int32 [3, 5] + [3, 1] at the int32 extremes",
+             _case(Opcode.CONCAT, [toks, tok], [_arr(np.tile(ext, (3, 1)), toks.shape, np.int32),
+                                                _arr([[2**31 - 1], [-(2**31)], [7]], tok.shape, np.int32)], axis=1)),
+            ("int8 along axis 0, -128 then 127", _case(Opcode.CONCAT, [x, TensorType(I8, (2, 3))],
+                                                        [_arr(-128, x.shape), _arr(127, (2, 3))], axis=0)),
+        ],
+        Opcode.SLICE: [
+            ("the last position of int32 logits [2, 7, 9]",
+             _case(Opcode.SLICE, [logits], [_arr(np.resize(ext, logits.shape), logits.shape, np.int32)],
+                   axis=1, start=6, len=1)),
+            ("rows [2, 5) of an int8 ramp", _case(Opcode.SLICE, [x], [ramp], axis=0, start=2, len=3)),
+            ("the whole last axis", _case(Opcode.SLICE, [x], [ramp], axis=1, start=0, len=3)),
+        ],
     }
 
 
@@ -278,6 +312,9 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
     def topk(shape, k, q, pairs=0, out=None):
         return _case(Opcode.TOPK, [TensorType(I32 if pairs else I8, shape)], [], out=out, k=k, q=q, pairs=pairs)
 
+    def view(op, x, y=None, out=None, **attrs):
+        return _case(op, [x] if y is None else [x, y], [], out=out, **attrs)
+
     def smax(n):
         return _case(Opcode.SOFTMAX, [TensorType(I8, (2, n)), TensorType(I32, (256,))], [], causal=1, off=0)
 
@@ -348,6 +385,19 @@ def step_bound_cases() -> list[tuple[str, OpCase, int]]:
         ("topk k = 0", topk((2, 10), 0, 0, out=TensorType(I32, (2, 1))), 8),
         ("topk k = L + 1", topk((2, 10), 11, 0, out=TensorType(I32, (2, 11))), 8),
         ("topk chunked q < k", topk((2, 10), 4, 3, out=TensorType(I32, (2, 4, 4, 2))), 8),
+        ("concat int8 2^27 + 2^27 bytes along axis 0 (out 2^28 bytes)",
+         view(Opcode.CONCAT, TensorType(I8, (1 << 27,)), TensorType(I8, (1 << 27,)), axis=0), 0),
+        ("concat along axis 2 of a rank-2 tensor", view(Opcode.CONCAT, TensorType(I8, (2, 3)), TensorType(I8, (2, 3)),
+                                                        out=TensorType(I8, (2, 6)), axis=2), 8),
+        ("concat of int8 and int32", view(Opcode.CONCAT, TensorType(I8, (2, 3)), TensorType(I32, (2, 3)),
+                                          out=TensorType(I8, (2, 6)), axis=1), 7),
+        ("concat along axis 1 with another axis 0", view(Opcode.CONCAT, TensorType(I8, (2, 3)), TensorType(I8, (3, 1)),
+                                                          out=TensorType(I8, (2, 4)), axis=1), 7),
+        ("slice [4090, 4096) of 4096", view(Opcode.SLICE, TensorType(I32, (2, 4096)), axis=1, start=4090, len=6), 0),
+        ("slice [4091, 4097) of 4096", view(Opcode.SLICE, TensorType(I32, (2, 4096)), out=TensorType(I32, (2, 6)),
+                                            axis=1, start=4091, len=6), 8),
+        ("slice of length 0", view(Opcode.SLICE, TensorType(I32, (2, 4096)), out=TensorType(I32, (2, 1)),
+                                   axis=1, start=0, len=0), 8),
         ("sumrequant over 16384 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16384))], [],
                                                      requant=req), 0),
         ("sumrequant over 16385 partial sums", _case(Opcode.SUMREQUANT, [TensorType(I32, (1, 2, 16385))], [],

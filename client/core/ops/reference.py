@@ -145,7 +145,26 @@ def element_ranges(d: OpDescriptor, i: int, read: Reader | None = None) -> list[
             p[src] = o[dim]
         j = _ravel(p, x.shape)
         return [ByteRange(0, j * wx, (j + 1) * wx)]
+    if op in (Opcode.CONCAT, Opcode.SLICE):
+        k, j = view_source(d, i)
+        return [ByteRange(k, j * wx, (j + 1) * wx)]
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover
+
+
+def view_source(d: OpDescriptor, i: int) -> tuple[int, int]:
+    """(input, flat input index) that concat or slice output element i copies (docs/protocol.md
+    2.2.5). With `inner` the product of the dims after `axis`, `a = (i / inner) % out[axis]` is the
+    element's position on the axis and `u = i / (inner * out[axis])` its block before the axis: the
+    source is position `a' = a - o` of block u of an input whose axis has S_k positions,
+    `(u * S_k + a') * inner + i % inner`, with (k, o) = (0, -start) for slice, (0, 0) for concat when
+    `a < x[axis]`, else (1, x[axis])."""
+    axis, out = d.attr("axis"), d.out.shape
+    inner = math.prod(out[axis + 1 :])
+    u, a = divmod(i // inner, out[axis])
+    k, o = 0, -d.attr("start") if d.opcode == Opcode.SLICE else 0
+    if d.opcode == Opcode.CONCAT and a >= d.inputs[0].type.shape[axis]:
+        k, o = 1, d.inputs[0].type.shape[axis]
+    return k, (u * d.inputs[k].type.shape[axis] + a - o) * inner + i % inner
 
 
 def _transformer_ranges(d: OpDescriptor, i: int) -> list[ByteRange]:
@@ -287,7 +306,7 @@ def compute_element(d: OpDescriptor, i: int, chunks: list[bytes]) -> int:
                             a["mb"], a["shift"], a["zy"], a["lo"], a["hi"])
     if op == Opcode.RELU:
         return max(from_le(chunks[0], 1)[0], d.attr("zp"))
-    if op in (Opcode.RESHAPE, Opcode.TRANSPOSE):
+    if op in (Opcode.RESHAPE, Opcode.TRANSPOSE, Opcode.CONCAT, Opcode.SLICE):
         return from_le(chunks[0], x.dtype.width)[0]
     if op == Opcode.IM2COL:
         return from_le(chunks[0], 1)[0] if chunks else d.attr("pad")

@@ -49,7 +49,8 @@ def window_out(size: int, k: int, s: int, p: int, what: str) -> int:
 
 def n_inputs(desc_op: Opcode, req_mode: ReqMode | None) -> int:
     base = {Opcode.LINEAR: 3, Opcode.ADD: 2, Opcode.MATMUL: 2, Opcode.LUT: 2, Opcode.MUL: 2,
-            Opcode.GATHER: 2, Opcode.SOFTMAX: 2, Opcode.LAYERNORM: 3, Opcode.ROPE: 2}.get(desc_op, 1)
+            Opcode.GATHER: 2, Opcode.SOFTMAX: 2, Opcode.LAYERNORM: 3, Opcode.ROPE: 2,
+            Opcode.CONCAT: 2}.get(desc_op, 1)
     return base + (1 if req_mode == ReqMode.PER_CHANNEL else 0)
 
 
@@ -118,7 +119,29 @@ def expected_out(d: OpDescriptor) -> TensorType:
         _need(sorted(full[:r]) == list(range(r)) and full[r:] == list(range(r, 4)),
               f"transpose: perm {full} is not a canonical permutation of rank {r}")
         return TensorType(x.dtype, tuple(x.shape[p] for p in full[:r]))
+    if op in (Opcode.CONCAT, Opcode.SLICE):
+        return _view_out(d, t)
     raise ProgramError(f"unknown op {op!r}")  # pragma: no cover - Opcode is closed
+
+
+def _view_out(d: OpDescriptor, t: list[TensorType]) -> TensorType:
+    """concat: x and y of one dtype and rank, equal dims but on `axis`, out x with x + y there;
+    slice: `start + len <= x.dims[axis]`, `len >= 1`, out x with `len` there (docs/protocol.md 2.2.5)."""
+    x, axis, name = t[0], d.attr("axis"), d.opcode.name.lower()
+    _need(axis < len(x.shape), f"{name}: axis {axis} outside rank {len(x.shape)}")
+    dims = list(x.shape)
+    if d.opcode == Opcode.CONCAT:
+        y = t[1]
+        _need(y.dtype == x.dtype and len(y.shape) == len(x.shape)
+              and all(a == b for k, (a, b) in enumerate(zip(x.shape, y.shape, strict=True)) if k != axis),
+              f"concat: {x} and {y} differ in dtype, rank or a dim other than axis {axis}")
+        dims[axis] += y.shape[axis]
+    else:
+        start, length = d.attr("start"), d.attr("len")
+        _need(length >= 1 and start + length <= x.shape[axis],
+              f"slice: [{start}, {start + length}) is not a non-empty range of axis {axis} of {x}")
+        dims[axis] = length
+    return TensorType(x.dtype, tuple(dims))
 
 
 _CHUNKED = (Opcode.CHUNKMAX, Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT)
@@ -341,7 +364,7 @@ def step_reads(d: OpDescriptor) -> tuple[int, int]:
         return (range_leaves(8 * size), 4 * size) if d.attr("pairs") else (range_leaves(size), size)
     if op == Opcode.SOFTMAX:  # the element's whole row (scanned once) and the 1 KiB exp table
         return range_leaves(x.shape[-1]) + range_leaves(1024), x.shape[-1]
-    return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose: one element
+    return range_leaves(x.dtype.width), 0  # relu, im2col, reshape, transpose, concat, slice: one element
 
 
 def check_descriptor(d: OpDescriptor) -> None:

@@ -79,6 +79,9 @@ class Opcode(IntEnum):
     LAYERNORM = 0x14
     ROPE = 0x15
     TOPK = 0x16
+    # Views (docs/protocol.md 2.2.5): pure index remaps, like reshape and transpose.
+    CONCAT = 0x17
+    SLICE = 0x18
 
     @classmethod
     def parse(cls, name: str) -> Opcode:
@@ -246,6 +249,8 @@ ATTR_LAYOUT: dict[Opcode, tuple[str, tuple[str, ...]]] = {
     Opcode.LAYERNORM: ("bBI" + _REQ_FMT, ("x_zp", "rms", "eps", *_REQ_FIELDS)),
     Opcode.ROPE: ("bI" + _REQ_FMT, ("x_zp", "off", *_REQ_FIELDS)),
     Opcode.TOPK: ("IIB", ("k", "q", "pairs")),
+    Opcode.CONCAT: ("B", ("axis",)),
+    Opcode.SLICE: ("BII", ("axis", "start", "len")),
 }
 
 

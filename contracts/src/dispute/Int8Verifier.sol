@@ -32,7 +32,7 @@ contract Int8Verifier is IOneStepVerifier, Int8StepBase {
 
     /// @dev A descriptor of opcode 0x0F-0x16: validated and verified by TRANSFORMER_VERIFIER.
     function _isTransformer(bytes calldata d) private pure returns (bool) {
-        return d.length >= 2 && uint8(d[0]) >= LD.OP_MATMUL && uint8(d[0]) <= LD.OP_LAST;
+        return d.length >= 2 && uint8(d[0]) >= LD.OP_MATMUL && uint8(d[0]) <= LD.OP_TOPK;
     }
 
     /// @inheritdoc IOneStepVerifier

@@ -126,10 +126,21 @@ contract Int8VerifierVectorsTest is VerifierBase {
         _all("topk");
     }
 
+    /// @notice Concat: a KV-cache step (the new row 8 leaves into each head), int32 tokens at the
+    ///         int32 extremes, int8 along axis 0; each element opens one input only.
+    function test_Vectors_Concat() public view {
+        _all("concat");
+    }
+
+    /// @notice Slice: the last position of int32 logits, a middle range of axis 0, a whole axis.
+    function test_Vectors_Slice() public view {
+        _all("slice");
+    }
+
     /// @notice outputBytes (the light decoding of proveOp) and validateDescriptor (the full one)
     ///         both give the vector's output byte length for every case.
     function test_OutputBytes_MatchVectors() public view {
-        string[22] memory ops = [
+        string[24] memory ops = [
             "linear",
             "requant",
             "add",
@@ -151,7 +162,9 @@ contract Int8VerifierVectorsTest is VerifierBase {
             "softmax",
             "layernorm",
             "rope",
-            "topk"
+            "topk",
+            "concat",
+            "slice"
         ];
         for (uint256 o = 0; o < ops.length; ++o) {
             string memory json = _vectors(ops[o]);

@@ -54,7 +54,7 @@ def leaf_with(element: int, dtype: DType, value: int, filler: bytes) -> tuple[by
 #: used GPUMESH_TRANSFORMER_CASES=500 (docs/protocol.md 5.7.6).
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "40"))
 TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM,
-                   Opcode.ROPE, Opcode.TOPK)
+                   Opcode.ROPE, Opcode.TOPK, Opcode.CONCAT, Opcode.SLICE)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())

@@ -154,10 +154,11 @@ def test_step_bounds_vectors(case):
         return
     # reason 8: linear's or matmul's K above MAX_K, a chunk length outside [1, K], layernorm's
     # eps * D^3 above 2^61, rope's positions past its table or topk's k; 7: a gather table above
-    # MAX_GATHER_ROWS, rope's odd D
-    limit = {7: f"(with V <= {MAX_GATHER_ROWS}|with D even)",
+    # MAX_GATHER_ROWS, rope's odd D, concat's inputs; 8 also a view's axis or slice range
+    limit = {7: f"(with V <= {MAX_GATHER_ROWS}|with D even|differ in dtype, rank or a dim other than axis)",
              8: f"(above the limit {MAX_K}|chunk length q = \\d+ outside \\[1, |eps \\* D\\^3 above 2\\^61"
-                "|T \\+ off = \\d+ above the table's P|k = \\d+ outside|q = \\d+ and k = \\d+ outside)",
+                "|T \\+ off = \\d+ above the table's P|k = \\d+ outside|q = \\d+ and k = \\d+ outside"
+                "|axis \\d+ outside rank|is not a non-empty range of axis)",
              11: "above the limit MAX_STEP_(LEAVES|ELEMENTS) = "}[case["reason"]]
     with pytest.raises(ProgramError, match=f"^{d.opcode.name.lower()}: .*{limit}") as e:
         check_descriptor(d)

@@ -32,7 +32,7 @@ def _torch_bytes(t: torch.Tensor) -> bytes:
 #: Random cases per transformer op (0x0F-0x12); the issue-#13 run used GPUMESH_TRANSFORMER_CASES=500.
 TRANSFORMER_CASES = int(os.environ.get("GPUMESH_TRANSFORMER_CASES", "100"))
 TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX, Opcode.LAYERNORM,
-                   Opcode.ROPE, Opcode.TOPK)
+                   Opcode.ROPE, Opcode.TOPK, Opcode.CONCAT, Opcode.SLICE)
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())

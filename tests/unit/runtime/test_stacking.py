@@ -93,6 +93,33 @@ def test_programs_that_move_axis_0_run_one_unit_at_a_time():
     assert "rank-1" in stack_blocker(_program([("r", rs), ("a", am)], t))
 
 
+def test_concat_and_slice_stack_along_axis_1_not_axis_0():
+    """A KV-cache step (x [2, 3, 4] + x[:, 2:3] along axis 1) stacks and equals one unit at a time;
+    the same views along axis 0 join or cut units, so such a program runs one unit per pass."""
+    t = TensorType(DType.INT8, (2, 3, 4))
+    u = SlotRef(SlotKind.UNIT_INPUT, 0, t)
+
+    def views(axis: int) -> Program:
+        n = t.shape[axis]
+        sl_t = TensorType(DType.INT8, tuple(1 if k == axis else d for k, d in enumerate(t.shape)))
+        cat_t = TensorType(DType.INT8, tuple(n + 1 if k == axis else d for k, d in enumerate(t.shape)))
+        sl = OpDescriptor(Opcode.SLICE, (u,), sl_t, make_attrs(Opcode.SLICE, axis=axis, start=n - 1, len=1))
+        cat = OpDescriptor(Opcode.CONCAT, (u, SlotRef(SlotKind.OP_OUTPUT, 0, sl_t)), cat_t,
+                           make_attrs(Opcode.CONCAT, axis=axis))
+        return _program([("s", sl), ("c", cat)], t)
+
+    units = np.random.default_rng(5).integers(-128, 128, (9, *t.shape), dtype=np.int8)
+    stacked = views(1)
+    assert stack_blocker(stacked) is None and pass_rows(stacked) > t.shape[0]
+    ex = Executor(ProgramBundle(stacked, {}, {}), stack=4)
+    assert np.array_equal(ex.run_units(units), np.concatenate([units, units[:, :, 2:3]], axis=2))
+    prog = views(0)
+    assert "joins or cuts axis 0" in stack_blocker(prog)
+    ex = Executor(ProgramBundle(prog, {}, {}), stack=4)
+    assert ex.rows == 2
+    assert np.array_equal(ex.run_units(units), np.concatenate([units, units[:, 1:2]], axis=1))
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 @pytest.mark.parametrize("rows", [1, 5, 33, 101])
 def test_passes_of_any_rows_equal_run_unit(name, rows):

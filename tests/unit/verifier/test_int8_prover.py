@@ -53,7 +53,8 @@ def test_opened_chunks_are_the_reference_bytes(op, data):
 @pytest.mark.parametrize("op", [Opcode.LINEAR, Opcode.MAXPOOL, Opcode.REQUANT, Opcode.ARGMAX, Opcode.CHUNKMAX,
                                 Opcode.PAIRARGMAX, Opcode.CHUNKSUM, Opcode.SUMREQUANT, Opcode.MATMUL, Opcode.LUT,
                                 Opcode.MUL, Opcode.GATHER, Opcode.SOFTMAX,
-                                Opcode.LAYERNORM, Opcode.ROPE, Opcode.TOPK], ids=lambda o: o.name.lower())
+                                Opcode.LAYERNORM, Opcode.ROPE, Opcode.TOPK, Opcode.CONCAT, Opcode.SLICE],
+                         ids=lambda o: o.name.lower())
 @SETTINGS
 @given(data=st.data())
 def test_any_changed_byte_is_rejected(op, data):

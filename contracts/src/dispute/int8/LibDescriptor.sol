@@ -38,7 +38,10 @@ library LibDescriptor {
     uint256 internal constant OP_LAYERNORM = 0x14;
     uint256 internal constant OP_ROPE = 0x15;
     uint256 internal constant OP_TOPK = 0x16;
-    uint256 internal constant OP_LAST = OP_TOPK;
+    // Views (docs/protocol.md 2.2.5): verified by Int8Verifier itself, like reshape and transpose.
+    uint256 internal constant OP_CONCAT = 0x17;
+    uint256 internal constant OP_SLICE = 0x18;
+    uint256 internal constant OP_LAST = OP_SLICE;
 
     uint256 internal constant DT_INT8 = 1;
     uint256 internal constant DT_INT32 = 2;
@@ -107,7 +110,10 @@ library LibDescriptor {
     // topk: pairs at A_PAIRS, q at A_Q, k at A_K.
     uint256 internal constant A_K = 8;
     // add: za zb ma mb shift zy lo hi at 0..7. relu: zp at 0. im2col/maxpool: kh kw sh sw ph pw
-    // (pad) at 0..6. transpose: perm at 0..3.
+    // (pad) at 0..6. transpose: perm at 0..3. concat: axis at A_AXIS; slice: axis, start, len.
+    uint256 internal constant A_AXIS = 0;
+    uint256 internal constant A_START = 1;
+    uint256 internal constant A_LEN = 2;
     uint256 internal constant A_KH = 0;
     uint256 internal constant A_KW = 1;
     uint256 internal constant A_SH = 2;
@@ -169,13 +175,13 @@ library LibDescriptor {
     /// @notice Attribute bytes of each opcode (types.ATTR_LAYOUT); 0 for an unknown opcode.
     function attrSize(uint256 op) internal pure returns (uint256) {
         if (op == OP_LINEAR || op == OP_AVGPOOL) return 10;
-        if (op == OP_REQUANT || op == OP_SUMREQUANT || op == OP_TOPK) return 9;
+        if (op == OP_REQUANT || op == OP_SUMREQUANT || op == OP_TOPK || op == OP_SLICE) return 9;
         if (op == OP_CHUNKMAX || op == OP_CHUNKSUM || op == OP_SOFTMAX) return 5;
         if (op == OP_ADD || op == OP_ROPE) return 14;
         if (op == OP_MATMUL) return 13;
         if (op == OP_MUL) return 11;
         if (op == OP_LAYERNORM) return 15;
-        if (op == OP_RELU) return 1;
+        if (op == OP_RELU || op == OP_CONCAT) return 1;
         if (op == OP_IM2COL) return 13;
         if (op == OP_MAXPOOL) return 12;
         if (op == OP_TRANSPOSE) return 4;
@@ -324,6 +330,13 @@ library LibDescriptor {
             for (uint256 i = 0; i < 4; ++i) {
                 a[i] = int256(_u8(d, o + i));
             }
+        } else if (op >= OP_CONCAT) {
+            // axis u8 (concat, 1 byte); slice: axis u8, start u32, len u32 (9 bytes)
+            a[A_AXIS] = int256(_u8(d, o));
+            if (op == OP_SLICE) {
+                a[A_START] = int256(_u32(d, o + 1));
+                a[A_LEN] = int256(_u32(d, o + 5));
+            }
         }
     }
 
@@ -436,7 +449,7 @@ library LibDescriptor {
             scanned = x.dims[x.rank - 1];
             leaves = rangeLeaves(4 * scanned);
         } else {
-            leaves = rangeLeaves(width(x)); // relu, im2col, reshape, transpose: one element
+            leaves = rangeLeaves(width(x)); // relu, im2col, reshape, transpose, concat, slice: one element
         }
     }
 
@@ -447,10 +460,10 @@ library LibDescriptor {
     function _expectedOut(Desc memory D) private pure returns (TType memory o) {
         uint256 op = D.opcode;
         // 0x0F-0x16 are validated by LibTransformer in Int8TransformerVerifier (docs/protocol.md 5.7.1)
-        _need(op < OP_MATMUL, R_OPCODE);
+        _need(op < OP_MATMUL || op > OP_TOPK, R_OPCODE);
         bool hasReq = op == OP_LINEAR || op == OP_REQUANT || op == OP_AVGPOOL || op == OP_SUMREQUANT;
         uint256 mode = hasReq ? uint256(D.a[A_MODE]) : MODE_NONE;
-        uint256 base = op == OP_LINEAR ? 3 : op == OP_ADD ? 2 : 1;
+        uint256 base = op == OP_LINEAR ? 3 : op == OP_ADD || op == OP_CONCAT ? 2 : 1;
         _need(D.ins.length == base + (mode == MODE_PER_CHANNEL ? 1 : 0), R_INPUT_COUNT);
         if (hasReq) _checkReq(D.a);
         if (mode == MODE_PER_CHANNEL) _need(D.ins[D.ins.length - 1].kind == KIND_WEIGHT, R_INPUT_TYPE);
@@ -501,7 +514,27 @@ library LibDescriptor {
             return D.out;
         }
         if (op == OP_TRANSPOSE) return _transposeOut(D, x);
+        if (op >= OP_CONCAT) return _viewOut(D, x);
         return _chunkedOut(D, x, mode);
+    }
+
+    /// @dev concat: y of x's dtype and rank, equal dims but on the axis, out x with x + y there;
+    ///      slice: 1 <= len, start + len <= x[axis], out x with len there (rules._view_out).
+    function _viewOut(Desc memory D, TType memory x) private pure returns (TType memory o) {
+        uint256 axis = uint256(D.a[A_AXIS]);
+        _need(axis < x.rank, R_ATTR);
+        if (D.opcode == OP_CONCAT) {
+            TType memory y = D.ins[1].t;
+            o = _like(y, y.dtype);
+            o.dims[axis] = x.dims[axis];
+            _need(_eq(o, x), R_INPUT_TYPE);
+            o.dims[axis] += y.dims[axis];
+        } else {
+            uint256 len = uint256(D.a[A_LEN]);
+            _need(len >= 1 && uint256(D.a[A_START]) + len <= x.dims[axis], R_ATTR);
+            o = _like(x, x.dtype);
+            o.dims[axis] = len;
+        }
     }
 
     /// @notice (K, q, G) of a chunkmax or chunksum (rules.chunk_geometry): the reduced length K

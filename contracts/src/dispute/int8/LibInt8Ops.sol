@@ -67,13 +67,13 @@ library LibInt8Ops {
             uint256 row = x.dims[x.rank - 1] * wx;
             r = new Range[](1);
             r[0] = Range(0, i * row, (i + 1) * row, 0);
+        } else if (op == LD.OP_TRANSPOSE || op >= LD.OP_CONCAT) {
+            (uint256 k, uint256 j) = _viewSource(D, x, i);
+            r = new Range[](1);
+            r[0] = Range(k, j * wx, (j + 1) * wx, 0);
         } else if (op >= LD.OP_CHUNKMAX) {
             r = new Range[](1);
             r[0] = _chunkRange(D, x, i);
-        } else if (op == LD.OP_TRANSPOSE) {
-            uint256 j = _transposeSource(D, x, i);
-            r = new Range[](1);
-            r[0] = Range(0, j * wx, (j + 1) * wx, 0);
         } else {
             // relu, reshape: the same element of the one input
             r = new Range[](1);
@@ -183,13 +183,26 @@ library LibInt8Ops {
         hi = (start + k < size ? start + k : size) - 1;
     }
 
-    /// @dev Flat input index read by output element i: p[perm[d]] = o[d].
-    function _transposeSource(LD.Desc memory D, LD.TType memory x, uint256 i) private pure returns (uint256 j) {
+    /// @dev (input, flat input index) read by transpose, concat or slice element i: the output
+    ///      multi-index o lands at p (transpose: p[perm[d]] = o[d]; else p = o), then on the axis
+    ///      slice reads p[axis] + start of x, concat p[axis] of x below x[axis], else p[axis] -
+    ///      x[axis] of y (reference.element_ranges, view_source); j ravels p in that input's dims.
+    function _viewSource(LD.Desc memory D, LD.TType memory x, uint256 i) private pure returns (uint256 k, uint256 j) {
         uint256 r = x.rank;
+        uint256 op = D.opcode;
         uint256[4] memory p = [uint256(0), 0, 0, 0];
         for (uint256 d = r; d > 0; --d) {
-            p[uint256(D.a[d - 1])] = i % D.out.dims[d - 1];
+            p[op == LD.OP_TRANSPOSE ? uint256(D.a[d - 1]) : d - 1] = i % D.out.dims[d - 1];
             i /= D.out.dims[d - 1];
+        }
+        if (op != LD.OP_TRANSPOSE) {
+            uint256 axis = uint256(D.a[LD.A_AXIS]);
+            if (op == LD.OP_SLICE) {
+                p[axis] += uint256(D.a[LD.A_START]);
+            } else if (p[axis] >= x.dims[axis]) {
+                p[axis] -= x.dims[axis];
+                (k, x) = (1, D.ins[1].t);
+            }
         }
         for (uint256 d = 0; d < r; ++d) {
             j = j * x.dims[d] + p[d];
@@ -221,8 +234,8 @@ library LibInt8Ops {
         if (op == LD.OP_MAXPOOL) return _maxpool(r, D.ins[0].t.dims[3]);
         if (op == LD.OP_AVGPOOL) return _avgpool(D, i, r[0]);
         if (op == LD.OP_ARGMAX) return int256(_argmax(r[0], LD.width(D.ins[0].t), 4));
-        if (op >= LD.OP_CHUNKMAX) return _chunked(D, i, r[0]);
-        // reshape, transpose: the input element itself
+        if (op >= LD.OP_CHUNKMAX && op < LD.OP_CONCAT) return _chunked(D, i, r[0]);
+        // reshape, transpose, concat, slice: the input element itself
         return LD.width(D.ins[0].t) == 1 ? _i8(r[0].ptr) : _i32(r[0].ptr);
     }
 

@@ -26,7 +26,7 @@ library LibTransformer {
     ///         count, REQ block, the op's typing rule, the declared output, tensor sizes, one-step bounds.
     function check(LD.Desc memory D) internal pure {
         uint256 op = D.opcode;
-        _need(op >= LD.OP_MATMUL && op <= LD.OP_LAST, LD.R_OPCODE);
+        _need(op >= LD.OP_MATMUL && op <= LD.OP_TOPK, LD.R_OPCODE);
         bool hasReq = op == LD.OP_MATMUL || op == LD.OP_MUL || op == LD.OP_LAYERNORM || op == LD.OP_ROPE;
         uint256 mode = hasReq ? uint256(D.a[LD.A_MODE]) : LD.MODE_NONE;
         uint256 nIn = op == LD.OP_LAYERNORM ? 3 : op == LD.OP_TOPK ? 1 : 2;
