@@ -171,6 +171,7 @@ def _ws_provider_class():
             self._io = threading.RLock()
             self._ids = itertools.count(1)
             self._heads: collections.deque[dict] = collections.deque(maxlen=64)
+            self.last_head: dict | None = None  # the newest head notified (whoever pumped it)
             self._subscription: str | None = None
             self._wants_heads = False
 
@@ -192,7 +193,7 @@ def _ws_provider_class():
                     while True:
                         msg = json.loads(ws.recv(timeout=self.timeout))
                         if isinstance(msg, dict) and msg.get("method") == "eth_subscription":
-                            self._heads.append(msg["params"]["result"])
+                            self._note_head(msg["params"]["result"])
                             continue
                         if match(msg):
                             return msg
@@ -243,6 +244,18 @@ def _ws_provider_class():
                 raise ChainError(f"RPC at {redact(self.url)} refused eth_subscribe newHeads: {msg['error']}")
             self._subscription = msg["result"]
 
+        def _note_head(self, head: dict) -> None:
+            self._heads.append(head)
+            self.last_head = head
+
+        def wait_for_head(self, timeout: float) -> bool:
+            """Wait up to `timeout` s for a new head (a receipt can only appear with one); False, at
+            once, without a subscription (the caller sleeps instead)."""
+            if self._subscription is None:
+                return False
+            self.drain_heads(timeout)
+            return True
+
         def subscribe_heads(self) -> None:
             with self._io:
                 self._wants_heads = True
@@ -261,7 +274,7 @@ def _ws_provider_class():
                         except TimeoutError:
                             return
                         if isinstance(msg, dict) and msg.get("method") == "eth_subscription":
-                            self._heads.append(msg["params"]["result"])
+                            self._note_head(msg["params"]["result"])
                             timeout = 0
             try:
                 pump()
@@ -353,9 +366,9 @@ class HeadSource:
     def head(self, wait: float = 0.0) -> Head:
         """The newest head; over a websocket, waits up to `wait` s for a notification."""
         if self._ws:
-            heads = self.w3.provider.drain_heads(wait)
-            if heads:
-                self._head = _head_of(heads[-1])
+            self.w3.provider.drain_heads(wait)
+            if self.w3.provider.last_head is not None:  # the newest, even if a receipt wait pumped it
+                self._head = _head_of(self.w3.provider.last_head)
             if self._head is not None:
                 return self._head
         self._head = _head_of(self.w3.eth.get_block("latest"))

@@ -140,11 +140,18 @@ def poll_receipt(w3, tx_hash: bytes, timeout: float, sleep: Callable[[float], No
     from web3.exceptions import TransactionNotFound
 
     end = clock() + timeout
+    next_head = getattr(getattr(w3, "provider", None), "wait_for_head", None)  # newHeads over ws://
     for k in itertools.count():
         try:
             return w3.eth.get_transaction_receipt(tx_hash)
         except TransactionNotFound:
             pass
+        if clock() >= end:
+            return None
+        # with a head subscription, look again when a block arrives (at most a second apart);
+        # otherwise after growing pauses
+        if next_head is not None and next_head(min(RECEIPT_POLL_MAX, end - clock())):
+            continue
         pause = RECEIPT_POLLS[k] if k < len(RECEIPT_POLLS) else RECEIPT_POLL_MAX
         if clock() + pause > end:
             return None
