@@ -283,10 +283,11 @@ class TxSender:
             tx.update(type=2, maxPriorityFeePerGas=tip, maxFeePerGas=max(bump_fee(old["maxFeePerGas"]), 2 * base + tip))
         else:
             import rlp
+            from eth_utils import to_checksum_address
 
             nonce, price, gas, to, value, data = rlp.decode(raw)[:6]
             tx = {"nonce": int.from_bytes(nonce or b"\x00", "big"), "gas": int.from_bytes(gas, "big"),
-                  "to": "0x" + to.hex(), "value": int.from_bytes(value or b"\x00", "big"), "data": data,
+                  "to": to_checksum_address(to), "value": int.from_bytes(value or b"\x00", "big"), "data": data,
                   "chainId": int(self.w3.eth.chain_id),
                   "gasPrice": max(bump_fee(int.from_bytes(price or b"\x00", "big")), int(self.w3.eth.gas_price))}
         signed = sign_tx(tx, self.account)
