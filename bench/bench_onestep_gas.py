@@ -166,6 +166,25 @@ def transformer_cases() -> dict[str, tuple[OpCase, int]]:
         **_rope_cases(),
         **_topk_cases(),
         **vocab_cases(),
+        **_view_cases(),
+    }
+
+
+def _view_cases() -> dict[str, tuple[OpCase, int]]:
+    """concat and slice (docs/protocol.md 2.2.5) as a decode step uses them: the KV cache of 12 heads
+    x 4,095 positions of size 64 grown by one row (the new row: input 1; a cached row: input 0), the
+    generated int32 tokens [8, 1023] + [8, 1], and the last position of int32 logits [1, 64, 50257]."""
+    cache, new = TensorType(I8, (12, 4095, 64)), TensorType(I8, (12, 1, 64))
+    kv = _case(Opcode.CONCAT, [cache, new], [_arr("kc", cache), _arr("kn", new)], axis=1)
+    toks, tok = TensorType(I32, (8, 1023)), TensorType(I32, (8, 1))
+    logits = TensorType(I32, (1, 64, 50257))
+    return {
+        "concat KV cache [12,4095,64] + [12,1,64], the new row": (kv, kv.desc.out.count - 1),
+        "concat KV cache [12,4095,64] + [12,1,64], a cached row": (kv, 11 * 4096 * 64 + 2047 * 64 + 5),
+        "concat tokens int32 [8,1023] + [8,1]": (_case(Opcode.CONCAT, [toks, tok], [_arr("tc", toks), _arr("tn", tok)],
+                                                        axis=1), 8 * 1024 - 1),
+        "slice int32 logits [1,64,50257] last position": (_case(Opcode.SLICE, [logits], [_arr("sl", logits)], axis=1,
+                                                                start=63, len=1), 50256),
     }
 
 
@@ -385,7 +404,18 @@ def transformer_worst() -> dict[str, tuple[Callable[[], OpCase], int]]:
             a[-1, -1] = 127
         return _case(Opcode.TOPK, [t], [a], k=50, q=0, pairs=pairs)
 
+    # views: one element of a 2^28-byte tensor (depth 18), from either input of a concat
+    half = TensorType(I8, (1 << 27,))
+
+    def cat():
+        return _case(Opcode.CONCAT, [half, half], [_big("ca", half), _big("cb", half)], axis=0)
+
     return {
+        "concat 2^27 + 2^27 bytes, input 0": (cat, (1 << 27) - 1),
+        "concat 2^27 + 2^27 bytes, input 1": (cat, (1 << 28) - 1),
+        "slice int32 [2^26] [1, 2^26 - 1)": (lambda: _case(Opcode.SLICE, [TensorType(I32, (1 << 26,))],
+                                                          [_big("sv", TensorType(I32, (1 << 26,)))], axis=0, start=1,
+                                                          len=(1 << 26) - 2), (1 << 26) - 3),
         "topk k=50 row 16384, top at the end (2^28-byte tensor)": (lambda: topk_worst(0), 16383 * 50),
         "topk k=50 over 4096 pairs, top at the end": (lambda: topk_worst(1), 8191 * 50),
         "rope D=186368 (96 leaves)": (lambda: _case(Opcode.ROPE, [rx, rt], [_big("rx", rx), _big("rt", rt)], x_zp=1,

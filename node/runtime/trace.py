@@ -82,3 +82,16 @@ def element_proof(bundle: ProgramBundle, trace: Trace, op_index: int, element: i
     value = compute_element(d, element, chunks)
     return ElementProof(op_index, element, descs[op_index],
                         _roots_proof([merkle.op_leaf(b) for b in descs], op_index), value, tuple(openings))
+
+
+def opened_bytes(p: ElementProof) -> list[bytes]:
+    """The bytes of each opening's range, in element_ranges order (what compute_element takes),
+    each taken from leaves whose range proof verifies against its slot root; raises ValueError
+    on one that does not."""
+    chunks = []
+    for o in p.openings:
+        if not merkle.verify_range(o.slot_root, o.proof):
+            raise ValueError(f"op {p.op_index} element {p.element}: the range proof of input {o.range.input} fails")
+        off = o.proof.start * LEAF_BYTES
+        chunks.append(o.proof.leaves[o.range.start - off : o.range.end - off])
+    return chunks
