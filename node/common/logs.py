@@ -27,9 +27,23 @@ def level_for(verbose: bool, quiet: bool) -> int:
     return logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a record is emitted, not the stream it was
+    when the handler was made: a command run in-process after another (the CLI's tests, an
+    embedding program) may have swapped or closed that stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_daemon_logging(verbose: bool = False, quiet: bool = False, stream=None) -> logging.Handler:
     """Configure the root logger for a daemon (replacing any handler set before); returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     fmt = logging.Formatter(FORMAT, DATEFMT)
     fmt.converter = time.gmtime  # UTC, like the chain's timestamps
     handler.setFormatter(fmt)
