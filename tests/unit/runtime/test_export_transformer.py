@@ -73,8 +73,8 @@ def test_tiny_gpt_int8_next_byte_agrees_with_float(tmp_path, trained):
     print(f"\ntiny GPT ({len(prog.ops)} ops): int8 vs float next-byte agreement {agree:.4f} on "
           f"{got.size} held-out positions; next-byte accuracy float {acc_f:.4f} int8 {acc_q:.4f}")
     assert acc_f > 0.3  # the float model learned something (a random one is ~0.004)
-    assert agree >= 0.9
-    assert acc_q >= acc_f - 0.02
+    assert agree >= 0.97
+    assert acc_q >= acc_f - 0.01
 
 
 def test_learned_positions_are_a_gather_through_committed_ids(trained):
@@ -104,19 +104,29 @@ def test_other_attention_styles_export_and_agree(tmp_path, style):
     assert agree >= 0.85
 
 
-def test_smoothing_at_the_norms_keeps_the_float_function_and_helps(tmp_path, trained):
-    """The default export moves the reading Linears' column ranges into the norms' gamma (alpha 0,
-    export_graph.smooth_norms) on a copy: the poster's model is untouched, and the int8 program
-    agrees with float at least as well as without it on the same held-out text."""
+def test_smoothing_at_the_norms_keeps_the_float_function(tmp_path, trained):
+    """smooth= moves the reading Linears' column ranges into the norms' gamma on a copy: the
+    poster's model is untouched and the program still follows float."""
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     ids = _held_out()
-    with_, w1 = export_model(trained, _calib(), UNIT)
-    without, w0 = export_model(trained, _calib(), UNIT, smooth=None)
+    prog, arrays = export_model(trained, _calib(), UNIT, smooth=0.5)
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
-    a1, _, _ = _agreement(trained, _run(tmp_path / "s", with_, w1, ids), ids)
-    a0, _, _ = _agreement(trained, _run(tmp_path / "n", without, w0, ids), ids)
-    print(f"\nagreement with smoothing {a1:.4f}, without {a0:.4f}")
-    assert a1 >= a0
+    agree, _, _ = _agreement(trained, _run(tmp_path, prog, arrays, ids), ids)
+    assert agree >= 0.9
+
+
+def test_the_lm_head_argmax_compares_logits_of_one_scale(tmp_path):
+    """The int32 logits feeding the argmax share one weight scale: with a scale per vocabulary row,
+    rows of small weights would be compared in a finer unit than rows of large ones (the argmax of
+    the raw accumulators picks the wrong token). Rows here differ in magnitude by up to 100x."""
+    torch.manual_seed(11)
+    model = TinyGPT().eval()
+    with torch.no_grad():
+        model.head.weight.mul_(torch.logspace(-1, 1, 256)[:, None])
+    prog, arrays = export_model(model, _calib(), UNIT)
+    ids = _held_out(16)
+    agree, _, _ = _agreement(model, _run(tmp_path, prog, arrays, ids), ids)
+    assert agree >= 0.9
 
 
 class LongAttention(torch.nn.Module):
