@@ -51,7 +51,6 @@ from gpumesh.node.runtime.files import NP_DTYPE, ProgramBundle  # noqa: E402
 BOND = 10**18
 WORKER_MOVES = {"Reveal", "CommitTrace", "RevealLeaf", "AnswerData"}  # node/dispute/strategy.worker_move
 TOTAL_GOAL = 3_000_000
-CACHE = 256 << 20
 
 
 def _mib(n: int) -> str:
@@ -230,7 +229,7 @@ def main() -> None:
             _reset_peak()
             t0 = time.perf_counter()
             prover = int8_prover(b, units)
-            honest = executor_traces(ex, units, TraceCache(CACHE))
+            honest = executor_traces(ex, units, TraceCache())  # the daemons' default budget
             roots = honest(0).roots
             print(f"challenger's streaming trace roots ({len(roots)} ops) and inputs root in "
                   f"{time.perf_counter() - t0:.0f} s; honest result {honest(0).roots[-1].hex()[:16]}..")
