@@ -179,15 +179,10 @@ def upload(b: ProgramBundle, units: np.ndarray, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=sorted(gpt2.PRESETS), default="small")
-    ap.add_argument("--layers", type=int, help="blocks (default: the preset's; fewer for a quicker run)")
+    gpt2.add_config_args(ap)
     ap.add_argument("--no-ipfs", action="store_true", help="skip the IPFS upload")
     a = ap.parse_args()
-    c = gpt2.PRESETS[a.preset]
-    if a.layers is not None:
-        if a.layers < 1:
-            raise SystemExit("--layers must be >= 1")
-        c = c.with_layers(a.layers)
+    c = gpt2.config_of(a)
     from gpumesh.client.core.ops.types import Opcode
     from gpumesh.node.runtime.executor import Executor
     from tests.chain_node import start_test_node

@@ -239,18 +239,27 @@ def build(out: Path, c: Config) -> None:
           f"({nbytes:,} bytes) -> {out}")
 
 
+def add_config_args(ap: argparse.ArgumentParser) -> None:
+    """--preset and --layers (this script's and the benches')."""
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--layers", type=int, help="blocks (default: the preset's; fewer for a quicker run)")
+
+
+def config_of(a: argparse.Namespace) -> Config:
+    c = PRESETS[a.preset]
+    if a.layers is None:
+        return c
+    if a.layers < 1:
+        raise SystemExit("--layers must be >= 1")
+    return c.with_layers(a.layers)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    ap.add_argument("--layers", type=int, help="override the preset's number of blocks")
+    add_config_args(ap)
     a = ap.parse_args()
-    c = PRESETS[a.preset]
-    if a.layers is not None:
-        if a.layers < 1:
-            raise SystemExit("--layers must be >= 1")
-        c = c.with_layers(a.layers)
-    build(a.out, c)
+    build(a.out, config_of(a))
 
 
 if __name__ == "__main__":
