@@ -19,7 +19,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,8 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_runtime import _best  # noqa: E402 - the same best-of-n timer (bench/ is this script's folder)
 
 from examples.attention import build  # noqa: E402
 from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType  # noqa: E402
@@ -42,15 +43,6 @@ from gpumesh.node.runtime.stacking import CONST_INPUTS  # noqa: E402
 SEQ, DM, HEADS = 256, 768, 12
 DH = DM // HEADS
 I8, I32 = DType.INT8, DType.INT32
-
-
-def _best(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _compare(fn_int, fn_float, repeat: int, reps: int) -> tuple[float, float]:

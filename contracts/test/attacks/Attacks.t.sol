@@ -162,19 +162,25 @@ contract AttacksTest is Test {
 
         uint256 posterBefore = _value(poster);
         uint256 workerBefore = _value(worker);
-        vm.prank(poster);
-        uint256 id = market.postJob{value: 1}(s);
-        vm.prank(worker);
-        market.claimJob(id);
-        vm.warp(block.timestamp + 301);
-        vm.prank(poster);
-        market.expireJob(id);
+        uint256 id = _claimAndMiss(s);
         assertEq(uint8(market.getJob(id).state), uint8(JobState.Expired));
         _log("attack1 poster", poster, posterBefore);
         _log("attack1 worker", worker, workerBefore);
         assertEq(_value(poster), posterBefore, "the poster ends exactly where it started");
         assertEq(workerBefore - _value(worker), STAKE / 10, "the worker loses 10% of the stake, burned");
         assertEq(registry.totalBurned(), STAKE / 10);
+    }
+
+    /// Post `s` (reward 1 wei), the worker claims it and lets its 300 s execution deadline pass;
+    /// the poster expires it.
+    function _claimAndMiss(JobSpec memory s) internal returns (uint256 id) {
+        vm.prank(poster);
+        id = market.postJob{value: 1}(s);
+        vm.prank(worker);
+        market.claimJob(id);
+        vm.warp(block.timestamp + 301);
+        vm.prank(poster);
+        market.expireJob(id);
     }
 
     /// Attack 1b: the same unmeetable deadline while the claim window is still open. The job
@@ -187,13 +193,7 @@ contract AttacksTest is Test {
         JobSpec memory s = _spec(300);
         uint256 posterBefore = _value(poster);
         uint256 workerBefore = _value(worker);
-        vm.prank(poster);
-        uint256 id = market.postJob{value: 1}(s);
-        vm.prank(worker);
-        market.claimJob(id);
-        vm.warp(block.timestamp + 301);
-        vm.prank(poster);
-        market.expireJob(id);
+        uint256 id = _claimAndMiss(s);
         assertEq(uint8(market.getJob(id).state), uint8(JobState.Open));
         vm.prank(poster);
         market.cancelJob(id);
