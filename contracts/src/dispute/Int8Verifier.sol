@@ -21,7 +21,8 @@ import {Int8TransformerVerifier} from "./int8/Int8TransformerVerifier.sol";
 ///      Opcodes 0x0F-0x16 (the integer transformer ops) are verified by a second contract,
 ///      Int8TransformerVerifier, that this one deploys in its constructor and forwards those
 ///      descriptors to (a staticcall; its reverts bubble up unchanged), so that the runtime code
-///      of each stays under EIP-170 (docs/protocol.md 5.7.1).
+///      of each stays under EIP-170 (docs/protocol.md 5.7.1). The views 0x17-0x18 (concat, slice)
+///      run here: their step is transpose's index walk (LibInt8Ops._viewSource).
 contract Int8Verifier is IOneStepVerifier, Int8StepBase {
     /// @notice The verifier of opcodes 0x0F-0x16, created by the constructor (no owner, no setter).
     Int8TransformerVerifier public immutable TRANSFORMER_VERIFIER;

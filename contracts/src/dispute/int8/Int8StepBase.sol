@@ -11,7 +11,7 @@ import {Constants} from "../../libraries/Constants.sol";
 /// @title Int8StepBase
 /// @notice What every int8 one-step verifier shares (docs/protocol.md 5.7.2-5.7.3): the element and
 ///         leaf checks, the worker's value, and the opening of the `proofs` blob (slot roots chained
-///         to the agreed commitments, range proofs). Inherited by Int8Verifier (opcodes 0x01-0x0E)
+///         to the agreed commitments, range proofs). Inherited by Int8Verifier (opcodes 0x01-0x0E, 0x17-0x18)
 ///         and Int8TransformerVerifier (0x0F-0x16), which differ only in the op rules they apply.
 abstract contract Int8StepBase is Int8Errors {
     /// @dev The worker's value of `elementIndex` after the element and leaf checks of 5.7.2.
