@@ -14,18 +14,25 @@ from gpumesh.client.chain.types import Address, Job, JobId, JobSpec, JobState, S
 from gpumesh.client.core.errors import ChainError
 
 
-def connect(rpc_url: str, deployment: Deployment | None = None, timeout: float = 10.0):
-    """A Web3 for `rpc_url` (http(s):// or ws(s)://, counted: gpumesh.client.chain.provider); checks the
-    chain id against the deployment and that the market exists."""
-    from gpumesh.client.chain.provider import make_web3
+def open_web3(rpc_url: str, timeout: float = 10.0):
+    """(Web3, chain id) for `rpc_url` (http(s):// or ws(s)://, counted: gpumesh.client.chain.provider);
+    an endpoint that cannot be reached or does not answer like an RPC raises RpcUnavailable. The one
+    way the CLI, the services and the daemons open a chain."""
+    from gpumesh.client.chain.provider import RpcUnavailable, make_web3, transport_reason
 
     w3 = make_web3(rpc_url, timeout)
     try:
-        chain_id = w3.eth.chain_id
+        return w3, w3.eth.chain_id
     except ChainError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any transport error means "unreachable"
-        raise ChainError(f"RPC at {rpc_url} is unreachable ({type(exc).__name__})") from None
+        raise  # RpcUnavailable from the transport, already one line
+    except Exception as exc:  # noqa: BLE001 - a malformed answer also means "not an RPC we can use"
+        raise RpcUnavailable(f"RPC at {rpc_url} is unreachable ({transport_reason(exc)})") from None
+
+
+def connect(rpc_url: str, deployment: Deployment | None = None, timeout: float = 10.0):
+    """A Web3 for `rpc_url` (http(s):// or ws(s)://, counted: gpumesh.client.chain.provider); checks the
+    chain id against the deployment and that the market exists."""
+    w3, chain_id = open_web3(rpc_url, timeout)
     if deployment is not None:
         if chain_id != deployment.chain_id:
             raise ChainError(f"RPC at {rpc_url} serves chain {chain_id}, the deployment is for chain {deployment.chain_id}")

@@ -9,18 +9,13 @@ from gpumesh.client.core.settings import NetworkProfile
 
 
 def connect(network: NetworkProfile, timeout: float = 10.0):
-    from gpumesh.client.chain.provider import RpcUnavailable, make_web3, transport_reason
+    from gpumesh.client.chain.contracts import open_web3
+    from gpumesh.client.chain.provider import RpcUnavailable
 
-    w3 = make_web3(network.rpc_url, timeout)  # http(s):// or ws(s)://, every request counted
     try:
-        chain_id = w3.eth.chain_id
+        w3, chain_id = open_web3(network.rpc_url, timeout)  # http(s):// or ws(s)://, every request counted
     except RpcUnavailable as exc:
         raise ChainError(f"{exc}{unreachable_hint(network.rpc_url)}") from None
-    except ChainError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a malformed answer also means "not an RPC we can use"
-        raise ChainError(f"RPC at {network.rpc_url} is unreachable ({transport_reason(exc)})"
-                         f"{unreachable_hint(network.rpc_url)}") from None
     if network.chain_id is not None and chain_id != network.chain_id:
         raise ChainError(
             f"RPC at {network.rpc_url} serves chain id {chain_id}, but network '{network.name}' expects "
