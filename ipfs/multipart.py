@@ -1,7 +1,8 @@
 """Streaming multipart/form-data, both ways, as Kubo's `add` and `block/put` use it.
 
 Pure (stdlib only). The Kubo adapter encodes uploads with `encode_parts`; the embedded node parses
-them with `iter_parts`, which never holds more than one read buffer of a part in memory. Paths are
+them with `Parser` (add pipelines it with the import, gpumesh.ipfs.upload; block/put reads its
+small parts with `each_part`), which holds a part's bytes only in its ring of read buffers. Paths are
 sent the way Kubo and ipfshttpclient send them: `Content-Disposition: form-data; name="file";
 filename="<url-encoded path>"`, directories as empty parts of type `application/x-directory`.
 """
@@ -10,15 +11,13 @@ from __future__ import annotations
 
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from gpumesh.ipfs.errors import IpfsError
 
 DIRECTORY_TYPE = "application/x-directory"
 SYMLINK_TYPE = "application/symlink"
-_READ = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,145 +74,147 @@ def boundary_of(content_type: str) -> str:
     raise IpfsError("request is not multipart/form-data (no boundary)")
 
 
-@dataclass
-class InPart:
-    path: str
-    content_type: str
-    stream: _PartReader
+HEADERS_MAX = 64 * 1024  # one part's header block
+# What Parser reports, in body order: (PART, path, media type) opens a part (unnamed parts are named
+# "\0unnamedN"), (DATA, view) is some of its bytes, (END,) closes it; (RELEASE, i) says the parser
+# is past ring buffer i: once the consumer is done with the views into it, it hands i back.
+DATA, RELEASE, PART, END = 0, 1, 2, 3
 
 
-class _PartReader:
-    """Reads one part's body up to (not including) the next delimiter line."""
+class Parser:
+    """The node's one multipart/form-data parser (add and block/put). It reads the body into a ring
+    of buffers (`body.readinto`: the socket's bytes land once, in place; it must return 0 only at the
+    body's end), finds the delimiters there (`find` over the filled region; a byte is searched about
+    once: only the last len(delimiter)-1 bytes of a region are searched again, after the next read)
+    and reports each part's bytes as memoryviews into the ring, never copies.
 
-    def __init__(self, parser: _Parser) -> None:
-        self._p = parser
-        self.done = False
+    `take()` returns the index of a buffer the parser may fill (blocking until the consumer hands
+    one back, and raising the consumer's error if it failed); `put(event)` reports an event."""
 
-    def read(self, n: int = -1) -> bytes:
-        if self.done:
-            return b""
-        out = self._p.read_body(n if n > 0 else 1 << 62)
-        if not out:
-            self.done = True
-        return out
-
-    def drain(self) -> None:
-        while self.read(_READ):
-            pass
-
-
-class _Parser:
-    def __init__(self, src: BinaryIO, boundary: str) -> None:
-        self._src = src
+    def __init__(self, body, content_type: str, bufs: list, take: Callable[[], int],
+                 put: Callable[[tuple], None]) -> None:
+        size = len(bufs[0])
+        boundary = boundary_of(content_type)
+        self._body = body
         self._delim = b"\r\n--" + boundary.encode("latin-1")
-        self._buf = bytearray()
+        if not boundary or 4 * len(self._delim) > size:
+            raise IpfsError("multipart boundary is empty or too long")
+        self._take = take
+        self._put = put
+        self._bufs = bufs
+        self._views = [memoryview(b) for b in bufs]
+        self._headers_max = min(HEADERS_MAX, size // 2)
+        self._cur = take()
+        self._start = self._end = 0
         self._eof = False
-        self._finished = False
-        self._in_body = False
-        self._scan = 0
+        self._unnamed = 0
 
-    def _fill(self, want: int) -> bool:
-        while len(self._buf) < want and not self._eof:
-            chunk = self._src.read(_READ)
-            if not chunk:
-                self._eof = True
-            else:
-                self._buf += chunk
-        return len(self._buf) >= want
+    def release(self) -> None:
+        for v in self._views:
+            v.release()
 
-    def start(self) -> None:
-        # The first delimiter has no leading CRLF; normalise by pretending it had one.
-        self._fill(len(self._delim))
-        self._buf[:0] = b"\r\n"
-        self._skip_to_delimiter()
+    def _more(self) -> bool:
+        """Read more of the body after what is unconsumed; False at its end."""
+        if self._eof:
+            return False
+        if self._end == len(self._bufs[self._cur]):
+            # Full: carry the unconsumed tail (< one delimiter, or a partial header block) into the
+            # next free buffer and give this one back once the consumer is past its views.
+            nxt = self._take()
+            k = self._end - self._start
+            self._views[nxt][:k] = self._views[self._cur][self._start : self._end]
+            self._put((RELEASE, self._cur))
+            self._cur, self._start, self._end = nxt, 0, k
+        n = self._body.readinto(self._views[self._cur][self._end :])
+        if not n:
+            self._eof = True
+            return False
+        self._end += n
+        return True
 
-    def _skip_to_delimiter(self) -> None:
+    def _need(self, n: int) -> bool:
+        while self._end - self._start < n:
+            if not self._more():
+                return False
+        return True
+
+    def _find(self, what: bytes) -> int:
+        """Position of `what` at or after start, reading on as needed; -1 at the body's end."""
+        rel = 0  # offset from start already searched (start moves when the buffer changes)
         while True:
-            i = self._buf.find(self._delim)
+            i = self._bufs[self._cur].find(what, self._start + rel, self._end)
             if i >= 0:
-                del self._buf[: i + len(self._delim)]
-                self._after_delimiter()
-                return
-            if self._eof:
-                raise IpfsError("malformed multipart body (missing boundary)")
-            keep = len(self._delim)
-            if len(self._buf) > keep:
-                del self._buf[: len(self._buf) - keep]
-            self._fill(len(self._buf) + _READ)
+                return i
+            if self._end - self._start > self._headers_max:
+                raise IpfsError("malformed multipart body (a header line is too long)")
+            rel = max(self._end - self._start - len(what) + 1, 0)
+            if not self._more():
+                return -1
 
-    def _after_delimiter(self) -> None:
-        self._fill(2)
-        if self._buf[:2] == b"--":
-            self._finished = True
-            return
-        line_end = self._buf.find(b"\r\n")
-        while line_end < 0 and not self._eof:
-            self._fill(len(self._buf) + 1024)
-            line_end = self._buf.find(b"\r\n")
-        if line_end < 0:
-            raise IpfsError("malformed multipart body")
-        del self._buf[: line_end + 2]
-
-    def headers(self) -> dict[str, str] | None:
-        if self._finished:
-            return None
-        out: dict[str, str] = {}
-        while True:
-            i = self._buf.find(b"\r\n")
-            while i < 0:
-                if self._eof or len(self._buf) > 64 * 1024:
-                    raise IpfsError("malformed multipart part headers")
-                self._fill(len(self._buf) + 1024)
-                i = self._buf.find(b"\r\n")
-            line = bytes(self._buf[:i]).decode("utf-8", "replace")
-            del self._buf[: i + 2]
-            if not line:
-                self._in_body = True
-                return out
-            add_header(out, line)
-
-    def read_body(self, n: int) -> bytes:
-        if not self._in_body:
-            return b""
+    def run(self) -> None:
+        """Parse the body to its very end (the epilogue too, so the connection can be reused)."""
         dl = len(self._delim)
+        # The first delimiter has no CRLF before it when there is no preamble.
+        if self._need(dl - 2) and self._bufs[self._cur][self._start : self._start + dl - 2] == self._delim[2:]:
+            self._start += dl - 2
+        elif not self._skip_body(emit=False):
+            raise IpfsError("malformed multipart body (missing boundary)")
         while True:
-            # Bytes before self._scan were searched already and cannot start a delimiter: each byte
-            # of a large part is searched about once.
-            i = self._buf.find(self._delim, self._scan)
-            if i == 0:  # end of this part: consume the delimiter, report end of body
-                del self._buf[:dl]
-                self._scan = 0
-                self._in_body = False
-                self._after_delimiter()
-                return b""
-            if i > 0:
-                return self._take(min(i, n))
-            self._scan = max(len(self._buf) - dl + 1, 0)  # bytes that cannot start a delimiter
-            safe = self._scan
-            if safe > 0 and (safe >= min(n, _READ) or self._eof):
-                return self._take(min(safe, n))
-            if self._eof:
+            if not self._need(2):
+                raise IpfsError("malformed multipart body")
+            buf = self._bufs[self._cur]
+            if buf[self._start : self._start + 2] == b"--":
+                while self._more():
+                    self._start = self._end
+                return
+            i = self._find(b"\r\n")  # the rest of the delimiter line
+            if i < 0:
+                raise IpfsError("malformed multipart body")
+            self._start = i + 2
+            path, ctype = self._headers()
+            self._put((PART, path, ctype))
+            if not self._skip_body(emit=True):
                 raise IpfsError("malformed multipart body (truncated part)")
-            self._fill(len(self._buf) + _READ)
+            self._put((END,))
 
-    def _take(self, k: int) -> bytes:
-        with memoryview(self._buf) as mv:
-            out = bytes(mv[:k])  # one copy; deleting a bytearray's head is cheap in CPython
-        del self._buf[:k]
-        self._scan = max(self._scan - k, 0)
-        return out
+    def _headers(self) -> tuple[str, str]:
+        fields: dict[str, str] = {}
+        while True:
+            i = self._find(b"\r\n")
+            if i < 0:
+                raise IpfsError("malformed multipart part headers")
+            line = bytes(self._bufs[self._cur][self._start : i]).decode("utf-8", "replace")
+            self._start = i + 2
+            if not line:
+                break
+            k, _, v = line.partition(":")
+            fields[k.strip().lower()] = v.strip()
+        path = filename_of(fields.get("content-disposition", ""))
+        ctype = fields.get("content-type", "application/octet-stream").split(";")[0].strip()
+        if not path:
+            self._unnamed += 1
+            path = f"\0unnamed{self._unnamed}"
+        return path, ctype
 
-
-def add_header(fields: dict[str, str], line: str) -> None:
-    """One part header line `Name: value` into `fields` (names lower-cased)."""
-    k, _, v = line.partition(":")
-    fields[k.strip().lower()] = v.strip()
-
-
-def part_meta(fields: dict[str, str]) -> tuple[str, str]:
-    """(filename, media type) of a part from its headers; "" when it names no file."""
-    return (filename_of(fields.get("content-disposition", "")),
-            fields.get("content-type", "application/octet-stream").split(";")[0].strip())
+    def _skip_body(self, emit: bool) -> bool:
+        """Pass the bytes up to the next delimiter on (emit) or drop them; consume the delimiter.
+        False if the body ends first."""
+        delim, dl = self._delim, len(self._delim)
+        while True:
+            buf, start, end = self._bufs[self._cur], self._start, self._end
+            i = buf.find(delim, start, end)
+            if i >= 0:
+                if emit and i > start:
+                    self._put((DATA, self._views[self._cur][start:i]))
+                self._start = i + dl
+                return True
+            safe = end - dl + 1  # the last dl-1 bytes may begin a delimiter: keep them
+            if safe > start:
+                if emit:
+                    self._put((DATA, self._views[self._cur][start:safe]))
+                self._start = safe
+            if not self._more():
+                return False
 
 
 def filename_of(disposition: str) -> str:
@@ -225,17 +226,28 @@ def filename_of(disposition: str) -> str:
     return ""
 
 
-def iter_parts(src: BinaryIO, content_type: str) -> Iterator[InPart]:
-    """Yield the parts of a multipart body in order. Read (or leave) each part's stream before the
-    next one is produced; unread bytes are skipped."""
-    parser = _Parser(src, boundary_of(content_type))
-    parser.start()
-    while True:
-        headers = parser.headers()
-        if headers is None:
-            while src.read(_READ):  # the epilogue: read to the end so the connection can be reused
-                pass
-            return
-        reader = _PartReader(parser)
-        yield InPart(*part_meta(headers), reader)
-        reader.drain()
+def each_part(body, content_type: str, limit: int, on_part: Callable[[bytes], None],
+              size: int = 256 * 1024) -> None:
+    """Parse a body of small parts on this thread: `on_part(data)` at the end of each part, in
+    order; a part over `limit` bytes is an error (raised before more of it is read)."""
+    free = [0, 1]  # two buffers: the parser fills one while it carries a tail over from the other
+    data = bytearray()
+
+    def put(ev: tuple) -> None:
+        op = ev[0]
+        if op == DATA:
+            if len(data) + len(ev[1]) > limit:
+                raise IpfsError(f"produced block is over {limit} bytes")
+            data.extend(ev[1])
+        elif op == RELEASE:
+            free.append(ev[1])
+        elif op == PART:
+            data.clear()
+        else:
+            on_part(bytes(data))
+
+    parser = Parser(body, content_type, [bytearray(size), bytearray(size)], free.pop, put)
+    try:
+        parser.run()
+    finally:
+        parser.release()

@@ -17,7 +17,7 @@ from gpumesh.ipfs import reader, upload
 from gpumesh.ipfs.cid import CODEC_DAG_PB, CODEC_RAW, Cid, as_cid
 from gpumesh.ipfs.dagpb import T_DIRECTORY, T_FILE, T_HAMT_SHARD, T_SYMLINK, decode_node
 from gpumesh.ipfs.errors import IpfsError
-from gpumesh.ipfs.multipart import iter_parts
+from gpumesh.ipfs.multipart import each_part
 from gpumesh.ipfs.repo import REPO_VERSION, Repo
 from gpumesh.ipfs.rpc_http import ClientError, Command, Request, Response
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
@@ -166,18 +166,19 @@ class Commands:
         codec = CODEC_DAG_PB if codec_name == "dag-pb" else CODEC_RAW
         version = 0 if fmt in ("v0", "protobuf") else 1
         out = []
+        pin = req.flag("pin", False)
+
+        def put(data: bytes) -> None:
+            if codec == CODEC_DAG_PB:
+                decode_node(data)  # Kubo refuses dag-pb blocks that do not decode
+            cid = Cid.of_block(data, version=version, codec=codec)
+            self.repo.put(cid, data)
+            if pin:
+                self.repo.add_pin(cid)
+            out.append({"Key": str(cid), "Size": len(data)})
+
         with self.write_lock:
-            for part in iter_parts(req.body, req.content_type):
-                data = part.stream.read(reader.MAX_BLOCK_SIZE + 1)
-                if len(data) > reader.MAX_BLOCK_SIZE:
-                    raise IpfsError(f"produced block is over {reader.MAX_BLOCK_SIZE} bytes")
-                if codec == CODEC_DAG_PB:
-                    decode_node(data)  # Kubo refuses dag-pb blocks that do not decode
-                cid = Cid.of_block(data, version=version, codec=codec)
-                self.repo.put(cid, data)
-                if req.flag("pin", False):
-                    self.repo.add_pin(cid)
-                out.append({"Key": str(cid), "Size": len(data)})
+            each_part(req.body, req.content_type, reader.MAX_BLOCK_SIZE, put)
         if len(out) == 1:
             resp.json(out[0])
         else:

@@ -1,4 +1,5 @@
-"""The embedded node's pipelined add receiver (gpumesh.ipfs.upload) on hand-made multipart bodies.
+"""The embedded node's multipart parser: the pipelined add receiver (gpumesh.ipfs.upload) and block/put's
+reader (gpumesh.ipfs.multipart.each_part) on hand-made multipart bodies.
 
 Property: receiving a multipart body gives the tree (entries, CIDs, blocks) that importing the same
 parts directly gives (the importer is checked against Kubo's published CIDs elsewhere), however
@@ -14,7 +15,14 @@ import random
 import pytest
 
 from gpumesh.ipfs.errors import IpfsError
-from gpumesh.ipfs.multipart import DIRECTORY_TYPE, SYMLINK_TYPE, OutPart, content_type_header, encode_parts
+from gpumesh.ipfs.multipart import (
+    DIRECTORY_TYPE,
+    SYMLINK_TYPE,
+    OutPart,
+    content_type_header,
+    each_part,
+    encode_parts,
+)
 from gpumesh.ipfs.rpc_http import ClientError, _Chunked, _Sized
 from gpumesh.ipfs.unixfs import CHUNK_SIZE
 from gpumesh.ipfs.unixfs_dir import TreeBuilder
@@ -186,3 +194,24 @@ def test_a_reused_ring_never_shows_the_last_adds_bytes():
         with pytest.raises(IpfsError, match="malformed multipart"):
             receive(_ShortReads(raw[:cut], 10_000), CT, TreeBuilder(), size=4096, ring=2, rings=rings)
     assert receive(_ShortReads(raw, 10_000), CT, TreeBuilder(), size=4096, ring=2, rings=rings) == []
+
+
+@pytest.mark.parametrize(("max_read", "size"), [(7, 512), (1000, 4096), (1 << 20, 1 << 16)])
+def test_block_put_parts_come_out_as_sent(max_read, size):
+    # block/put reads its parts with the same parser as add, on the request's thread.
+    parts = [p for p in _parts(random.Random(size)) if len(p[2]) < 5000]
+    body = _ShortReads(_body(parts), max_read, seed=max_read)
+    got: list[bytes] = []
+    each_part(body, CT, 5000, got.append, size=size)
+    assert got == [d for _, _, d in parts]
+    assert body.readinto(memoryview(bytearray(10))) == 0  # read to its very end
+
+
+def test_a_block_put_part_over_the_limit_or_truncated_is_an_error():
+    raw = _body([("a", "application/octet-stream", b"1" * 100), ("b", "application/octet-stream", b"2" * 101)])
+    got: list[bytes] = []
+    with pytest.raises(IpfsError, match="over 100 bytes"):
+        each_part(_ShortReads(raw, 30), CT, 100, got.append, size=1024)
+    assert got == [b"1" * 100]
+    with pytest.raises(IpfsError, match="malformed multipart"):
+        each_part(_ShortReads(raw[:-30], 30), CT, 1000, got.append, size=1024)
