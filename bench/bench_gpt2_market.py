@@ -153,6 +153,8 @@ def main() -> None:  # noqa: PLR0915 - one linear story
     print(f"  moves {len(moves)} (worker {wk}, challenger {len(moves) - wk}); one-step {step:,} gas; "
           f"total of the moves {sum(gas for _, gas in moves):,} gas; all game transactions "
           f"{sum(gas for _, gas, _ in txs):,} gas")
+    print(f"peak RSS of this process from the worker's execution on (the worker, its lie, and the watchtower "
+          f"with its own copy of the program): {_mib(_status('VmHWM'))}")
     assert Outcome(g.outcome) == Outcome.CHALLENGER_WON and (g.unit_index, g.op_index) == (0, op)
     assert merkle.tensor_root(view.tail[-1]) != honest.roots[-1]
 
