@@ -72,7 +72,7 @@ from gpumesh.node.runtime.quant import (
     requant_multipliers,
 )
 
-__all__ = ["ExportError", "chunk_reductions", "export_model", "unsupported"]
+__all__ = ["ExportError", "chunk_reductions", "export_json", "export_model", "unsupported"]
 
 _RELU_FNS = {F.relu, torch.relu}
 _ADD_FNS = {operator.add, torch.add}
@@ -142,6 +142,15 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
     `smooth`: the alpha of the scaling at the norms (export_graph.smooth_norms), None for none.
     The defaults (max, no smoothing) measured as good as any setting (docs/protocol.md 2.6).
     Returns the validated Program and its weight arrays."""
+    obj, arrays = export_json(model, calib, unit_batch, argmax, meta, clip, smooth)
+    return Program.from_json(chunk_reductions(obj)), arrays
+
+
+def export_json(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax: bool = True,
+                meta: dict | None = None, clip: float | None = None,
+                smooth: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """export_model's program JSON before chunk_reductions (an argmax still one op) and its weight
+    arrays; export_generate rewrites it into a text-generation program."""
     model = model.eval()
     problems = module_problems(model)
     if problems:
@@ -193,7 +202,7 @@ def export_model(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax:
     meta.setdefault("output", "argmax" if argmax else "int8 logits")
     obj = {"format": "gpumesh.program", "version": 1, "input": input_decl, "weights": b.weights,
            "ops": b.ops, "meta": meta}
-    return Program.from_json(chunk_reductions(obj)), b.arrays
+    return obj, b.arrays
 
 
 def unsupported(model: nn.Module, calib: torch.Tensor | None = None, unit_batch: int = 1) -> list[str]:
