@@ -7,6 +7,7 @@ the shards, each verified against its own on-chain root."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -90,7 +91,9 @@ def test_sixteen_shards_dead_worker_reopened_cheater_slashed(env, gm, tmp_path):
     b = load_program(MLP)
     sh = posted["shards"][7]
     first = sum(s["units"] for s in posted["shards"][:7])
-    pj = PostedJob(cheated, sh["spec_cid"], posted["program_cid"], "", MLP, load_units(INPUTS, b.program)[
+    prog = tmp_path / "cheater" / "program"  # submit_as_worker writes its outputs file beside it
+    shutil.copytree(MLP, prog)
+    pj = PostedJob(cheated, sh["spec_cid"], posted["program_cid"], "", prog, load_units(INPUTS, b.program)[
         first:first + sh["units"]], bytes.fromhex(posted["program_root"][2:]), bytes.fromhex(sh["inputs_root"][2:]),
         sh["reward"], sh["stake"], market.get_job(cheated).dispute_bond)
     sub = submit_as_worker(dn, pj, worker=CHEATER, stake=10**18,
