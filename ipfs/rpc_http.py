@@ -246,6 +246,15 @@ def dispatch(handler: BaseHTTPRequestHandler, commands: dict[str, Command]) -> N
         return
     req = Request(handler, url.query)
     resp = Response(handler, req)
+    run_command(name, cmd, req, resp)
+    # Whatever the command left unread must not be parsed as the next request; a fully read
+    # request leaves the connection open for the next one (HTTP/1.1 keep-alive).
+    if not req.body_done():
+        handler.close_connection = True
+
+
+def run_command(name: str, cmd: Command, req: Request, resp: Response) -> None:
+    """Run one command; an error becomes a Kubo-shaped answer if nothing was sent yet."""
     try:
         cmd(req, resp)
     except ClientError as exc:
@@ -259,10 +268,6 @@ def dispatch(handler: BaseHTTPRequestHandler, commands: dict[str, Command]) -> N
         log.exception("%s crashed", name)
         if not resp.started:
             resp.error(f"internal error: {type(exc).__name__}: {exc}", 500, 0)
-    # Whatever the command left unread must not be parsed as the next request; a fully read
-    # request leaves the connection open for the next one (HTTP/1.1 keep-alive).
-    if not req.body_done():
-        handler.close_connection = True
 
 
-__all__ = ["ClientError", "Command", "NotFound", "Request", "Response", "dispatch"]
+__all__ = ["ClientError", "Command", "NotFound", "Request", "Response", "dispatch", "run_command"]
