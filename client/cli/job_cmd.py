@@ -629,13 +629,18 @@ def _print_result(res, summary: dict, folder, truth, final: bool, show: int, as_
 
     from gpumesh.node.jobs.results import accuracy
 
-    preds = res.predictions()
+    texts = res.texts()  # a text-generation program: each prompt's generated text, no predictions
+    preds = res.predictions() if texts is None else []
     names = res.label_names()
-    (folder / "predictions.json").write_text(json.dumps([int(p) for p in preds]) + "\n")
-    acc = accuracy(preds, truth) if truth is not None else None
-    summary.update({"outputs_file": str(folder / "outputs.safetensors"), "samples": len(preds),
-                    "predictions": [int(p) for p in preds], "accuracy": None if acc is None else acc[0],
-                    "final": final})
+    written = folder / ("predictions.json" if texts is None else "texts.json")
+    written.write_text(json.dumps([int(p) for p in preds] if texts is None else texts) + "\n")
+    acc = accuracy(preds, truth) if truth is not None and texts is None else None
+    summary.update({"outputs_file": str(folder / "outputs.safetensors"), "final": final})
+    if texts is None:
+        summary.update({"samples": len(preds), "predictions": [int(p) for p in preds],
+                        "accuracy": None if acc is None else acc[0]})
+    else:
+        summary.update({"samples": len(texts), "texts": texts})
     if as_json:
         emit_json(summary)
         return
@@ -643,11 +648,17 @@ def _print_result(res, summary: dict, folder, truth, final: bool, show: int, as_
     for line in notes:
         typer.echo(line)
     title = title or f"job {summary['job_id']}"
-    rows = [(i, int(p), names[int(p)] if names and 0 <= int(p) < len(names) else "") +
-            ((truth[i], "ok" if i < len(truth) and truth[i] == int(p) else "x") if truth and i < len(truth) else ())
-            for i, p in enumerate(preds[:show])]
-    cols = ["sample", "prediction", "label"] + (["truth", ""] if truth else [])
-    print_table(f"{title}: {len(preds)} predictions (first {min(show, len(preds))})", cols, rows)
+    if texts is not None:
+        from gpumesh.client.cli.program_cmd import echo_texts
+
+        typer.echo(f"{title}: generated text of {len(texts)} prompts (first {min(show, len(texts))})")
+        echo_texts(texts, show)
+    else:
+        rows = [(i, int(p), names[int(p)] if names and 0 <= int(p) < len(names) else "") +
+                ((truth[i], "ok" if i < len(truth) and truth[i] == int(p) else "x") if truth and i < len(truth) else ())
+                for i, p in enumerate(preds[:show])]
+        cols = ["sample", "prediction", "label"] + (["truth", ""] if truth else [])
+        print_table(f"{title}: {len(preds)} predictions (first {min(show, len(preds))})", cols, rows)
     if acc is not None:
         typer.echo(f"accuracy {100 * acc[0]:.2f}% on {acc[1]} labelled samples")
-    typer.echo(f"wrote {folder / 'outputs.safetensors'} and {folder / 'predictions.json'}")
+    typer.echo(f"wrote {folder / 'outputs.safetensors'} and {written}")

@@ -101,6 +101,10 @@ def build(
                                   "windows [S, T]: next-token accuracy and int8/float agreement, no labels)."),
     eval_labels: str = typer.Option(None, "--labels", help="Labels for --eval (safetensors int tensor or JSON list)."),
     calib_key: str = typer.Option(None, "--calib-key"),
+    generate: int = typer.Option(None, "--generate", min=1, help="A text-generation program: N tokens generated "
+                                 "greedily after each prompt (prefill + N - 1 decode steps with a KV cache)."),
+    prompt_len: int = typer.Option(None, "--prompt-len", min=1, help="With --generate: the prompt window P "
+                                   "(default: the --calib windows' length - N + 1)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export a float PyTorch model to an int8 program (per-channel weights, per-tensor activations)."""
@@ -110,12 +114,26 @@ def build(
     from gpumesh.node.runtime.export import export_model
     from gpumesh.node.runtime.files import load_program, save_program
 
+    if prompt_len is not None and generate is None:
+        raise UsageError("--prompt-len needs --generate")
+    if generate is not None and not argmax:
+        raise UsageError("--generate needs an argmax program (drop --logits)")
     m = _model_with_weights(model, state_dict)
-    prog, arrays = export_model(m, _samples(calib, calib_key), unit_batch, argmax=argmax, meta={"model": model})
+    if generate is not None:
+        from gpumesh.node.runtime.export_generate import export_generation
+
+        prog, arrays = export_generation(m, _samples(calib, calib_key), unit_batch, generate, prompt_len,
+                                         meta={"model": model})
+    else:
+        prog, arrays = export_model(m, _samples(calib, calib_key), unit_batch, argmax=argmax, meta={"model": model})
     save_program(out, prog, arrays)
     report = {"program": out, "program_root": "0x" + prog.root().hex(), "ops": len(prog.ops),
               "weights": len(prog.weights)}
-    if eval_data and prog.meta.get("input_kind") == "tokens":
+    if generate is not None:
+        report.update({"task": "text-generation", "prompt_len": prog.meta["prompt_len"], "generate": generate})
+        if eval_data:
+            report.update(_generation_report(m, load_program(out), _samples(eval_data, None)))
+    elif eval_data and prog.meta.get("input_kind") == "tokens":
         report.update(_token_report(m, load_program(out), _samples(eval_data, None)))
     elif eval_data:
         if not (eval_labels and argmax):
@@ -148,6 +166,29 @@ def _token_report(m, bundle, ids) -> dict:
     return {"next_token_agreement": round(float((got == want).double().mean()), 4),
             "float_next_token_accuracy": round(float((want[:, :-1] == nxt).double().mean()), 4),
             "int8_next_token_accuracy": round(float((got[:, :-1] == nxt).double().mean()), 4)}
+
+
+def _generation_report(m, bundle, ids) -> dict:
+    """Greedy generation from the first P tokens of each held-out window: int8 program vs the
+    float model, the share of generated tokens that agree and of prompts whose first token does."""
+    import numpy as np
+    import torch
+
+    from gpumesh.node.runtime.evaluate import quantize_units
+    from gpumesh.node.runtime.executor import Executor
+
+    p, n = bundle.program.meta["prompt_len"], bundle.program.meta["generate"]
+    if ids.dim() != 2 or ids.shape[1] < p:
+        raise UsageError(f"--eval: want token windows [S, T] with T >= the prompt length {p}")
+    x = ids[:, :p]
+    got = Executor(bundle).run(quantize_units(bundle.program, x.numpy())).outputs.reshape(-1, n)[: len(x)]
+    with torch.no_grad():
+        for _ in range(n):
+            x = torch.cat([x, m(x)[:, -1].argmax(-1, keepdim=True)], 1)
+    want = x[:, p:].numpy()
+    return {"generated_token_agreement": round(float((got == want).mean()), 4),
+            "first_token_agreement": round(float((got[:, 0] == want[:, 0]).mean()), 4),
+            "prompts": len(x), "exact_generations": int(np.all(got == want, axis=1).sum())}
 
 
 @app.command("check")
@@ -189,20 +230,29 @@ def check(
 @app.command("inputs")
 def inputs_cmd(
     program: str = typer.Argument(..., help="Program folder (program.json + weights.safetensors)."),
-    data: str = typer.Option(..., "--data", help="Float samples [S, ...] (safetensors) in the model's own layout."),
+    data: str = typer.Option(None, "--data", help="Float samples [S, ...] (safetensors) in the model's own layout."),
+    text: str = typer.Option(None, "--text", help="A text-generation program's prompts: a file of one prompt per "
+                             "line (bytes)."),
     out: str = typer.Option(..., "--out", help="The inputs file to write (safetensors 'units' [U, ...] int8)."),
     key: str = typer.Option(None, "--key", help="Tensor name in --data when it holds several."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Quantize float samples for a program: the int8 units file that `job post --inputs` takes
-    (input scale from the program's meta, the last unit zero-padded to the unit batch)."""
+    (input scale from the program's meta, the last unit zero-padded to the unit batch). With
+    --text: prompts for a text-generation program, each right-aligned into its prompt window
+    (left-padded with newlines, or cut to its last P bytes), the last unit topped up with empty
+    prompts."""
     import numpy as np
 
-    from gpumesh.client.core.program import inputs_root
     from gpumesh.node.runtime.evaluate import quantize_units
-    from gpumesh.node.runtime.files import load_program, save_units
+    from gpumesh.node.runtime.files import load_program
 
+    if (data is None) == (text is None):
+        raise UsageError("give one of --data (float samples) and --text (prompts)")
     bundle = load_program(program)
+    if text is not None:
+        _text_inputs(bundle, program, text, out, as_json)
+        return
     x = _tensor(data, key).numpy()
     if x.dtype.kind != "f":
         raise ValidationError(f"{data}: samples are {x.dtype}, expected float (they are quantized here)")
@@ -211,11 +261,9 @@ def inputs_cmd(
     if not np.isfinite(x).all():
         raise ValidationError(f"{data}: samples hold NaN or infinity")
     units = quantize_units(bundle.program, x)
-    save_units(out, units)
     batch = bundle.program.input.type.shape[0]
     report = {"inputs": out, "units": len(units), "samples": len(x), "padding": len(units) * batch - len(x),
-              "inputs_root": "0x" + inputs_root(bundle.program, bundle.weight_bytes,
-                                                [u.tobytes() for u in units]).hex()}
+              "inputs_root": _write_units(bundle, out, units)}
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -223,6 +271,52 @@ def inputs_cmd(
                f"{report['padding']} zero padding)")
     typer.echo(f"inputs root {report['inputs_root']}; post with: gpumesh job post --program {program} "
                f"--inputs {out} --samples {report['samples']} ...")
+
+
+def _write_units(bundle, out: str, units) -> str:
+    """Write the inputs file; its inputs root (hex) as the chain will commit it."""
+    from gpumesh.client.core.program import inputs_root
+    from gpumesh.node.runtime.files import save_units
+
+    save_units(out, units)
+    return "0x" + inputs_root(bundle.program, bundle.weight_bytes, [u.tobytes() for u in units]).hex()
+
+
+def _text_inputs(bundle, program: str, text: str, out: str, as_json: bool) -> None:
+    from gpumesh.node.runtime.evaluate import quantize_units
+    from gpumesh.node.runtime.textgen import generation_meta, prompt_windows, read_prompts
+
+    gm = generation_meta(bundle.program.meta)
+    if gm is None:
+        raise ValidationError(f"{program}: not a text-generation program (build one with --generate N); "
+                              f"give float samples with --data")
+    try:
+        with open(text, "rb") as fh:
+            prompts = read_prompts(fh.read())
+    except OSError as exc:
+        raise UsageError(f"--text {text}: {exc.strerror}") from None
+    if not prompts:
+        raise ValidationError(f"--text {text}: no prompts (one prompt per line)")
+    ids, cut = prompt_windows(bundle.program, prompts)
+    units = quantize_units(bundle.program, ids)
+    batch = bundle.program.input.type.shape[0]
+    report = {"inputs": out, "units": len(units), "prompts": len(prompts), "samples": len(prompts),
+              "padding": len(ids) - len(prompts), "truncated": cut, "prompt_len": gm["prompt_len"],
+              "generate": gm["generate"], "inputs_root": _write_units(bundle, out, units)}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"wrote {out}: {len(prompts)} prompts in {len(units)} units of {batch} "
+               f"({report['padding']} empty padding prompts; {cut} cut to their last {gm['prompt_len']} bytes, "
+               f"shorter ones left-padded with newlines); {gm['generate']} tokens each")
+    typer.echo(f"inputs root {report['inputs_root']}; post with: gpumesh job post --program {program} "
+               f"--inputs {out} --samples {len(prompts)} ...")
+
+
+def echo_texts(texts: list[str], show: int | None = None) -> None:
+    """Each prompt's generated text on one line (repr: newlines and control bytes visible)."""
+    for i, t in enumerate(texts[:show]):
+        typer.echo(f"{i:5d}  {t!r}")
 
 
 @app.command("run")
@@ -233,6 +327,8 @@ def run(
     labels: str = typer.Option(None, "--labels", help="True class of each sample, in order: a JSON list of "
                                "integers or a safetensors file holding one integer tensor [S]; prints accuracy."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    samples: int = typer.Option(None, "--samples", min=1, help="A text-generation program: the real prompts "
+                                "(the rest of the last unit is padding); prints each one's generated text."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Execute every unit locally and print the result root (what a worker submits); with --labels,
@@ -241,6 +337,7 @@ def run(
     from gpumesh.node.runtime.evaluate import class_predictions
     from gpumesh.node.runtime.executor import Executor
     from gpumesh.node.runtime.files import load_program, load_units, save_outputs
+    from gpumesh.node.runtime.textgen import generated_texts, generation_meta
 
     truth = _load_labels(labels) if labels else None
     bundle = load_program(program)
@@ -265,11 +362,18 @@ def run(
         preds = class_predictions(bundle.program, res.outputs)[: len(truth)]
         report["labelled_samples"] = len(truth)
         report["accuracy"] = float((preds == truth).mean()) if len(truth) else 0.0
+    texts = None
+    if generation_meta(bundle.program.meta) is not None:
+        texts = generated_texts(bundle.program, res.outputs, samples)
+        report["texts"] = texts
     if as_json:
         typer.echo(json.dumps(report))
         return
     typer.echo(f"result root: {report['result_root']}  ({report['units']} units, "
                f"{report['exec_seconds'] + report['hash_seconds']:.1f}s)")
+    if texts is not None:
+        typer.echo(f"generated text of {len(texts)} prompts:")
+        echo_texts(texts)
     if truth is not None:
         typer.echo(f"accuracy {100 * report['accuracy']:.2f}% on {len(truth)} labelled samples")
 

@@ -21,6 +21,7 @@ from gpumesh.client.core.program import Program
 from gpumesh.node.jobs.fetch import JobDataError, JobLimits, load_spec, read_bounded, spec_cid_of
 from gpumesh.node.jobs.outputs import outputs_bytes, verify_outputs
 from gpumesh.node.runtime.files import NP_DTYPE, PROGRAM_FILE
+from gpumesh.node.runtime.textgen import generated_texts, generation_meta
 
 ZERO32 = b"\0" * 32
 
@@ -50,6 +51,13 @@ class JobResult:
     def label_names(self) -> list[str] | None:
         names = self.spec.meta.get("labels")
         return [str(x) for x in names] if isinstance(names, list) else None
+
+    def texts(self) -> list[str] | None:
+        """A text-generation program's generated text per prompt (node/runtime/textgen.py), the
+        real prompts only (the spec's meta `samples`); None for any other program."""
+        if generation_meta(self.program.meta) is None:
+            return None
+        return generated_texts(self.program, self.outputs, self.spec.meta.get("samples"))
 
 
 def outputs_cid_of(market, job_id: int, from_block: int = 0) -> str:
@@ -134,6 +142,10 @@ class ShardedResult:
 
     def label_names(self) -> list[str] | None:
         return self.shards[0].label_names()
+
+    def texts(self) -> list[str] | None:
+        parts = [r.texts() for r in self.shards]
+        return None if parts[0] is None else [t for p in parts for t in p]
 
 
 def fetch_sharded_result(store, market, job, from_block: int = 0, limits: JobLimits = JobLimits(),

@@ -40,22 +40,11 @@ import torch.nn as nn
 from gpumesh.client.core.program import Program
 from gpumesh.node.runtime.export import chunk_reductions, export_json
 from gpumesh.node.runtime.export_graph import ExportError
+from gpumesh.node.runtime.textgen import GENERATION_TASK, PAD_BYTE, generation_meta
 
 __all__ = ["GENERATION_TASK", "PAD_BYTE", "ExportError", "export_generation", "generation_meta"]
 
-GENERATION_TASK = "text-generation"
-PAD_BYTE = 0x0A  # prompts shorter than P are left-padded with newlines (a line break before the text)
-
 _ROWWISE = {"linear", "layernorm", "lut", "relu", "add", "mul", "requant", "argmax", "rope"}
-
-
-def generation_meta(meta: dict) -> dict | None:
-    """The generation part of a program's meta ({"prompt_len", "generate", "pad_byte"}), or None
-    for any other program."""
-    if meta.get("task") != GENERATION_TASK:
-        return None
-    return {"prompt_len": int(meta["prompt_len"]), "generate": int(meta["generate"]),
-            "pad_byte": int(meta.get("pad_byte", PAD_BYTE))}
 
 
 def export_generation(model: nn.Module, calib: torch.Tensor, unit_batch: int, generate: int,
