@@ -127,6 +127,27 @@ def _is_transport_error(exc: BaseException) -> bool:
     return mod.startswith(("requests", "urllib3", "websockets")) or isinstance(exc, TimeoutError)
 
 
+def _session_for(url: str):
+    """A requests Session for one RPC URL with what requests reads from the environment on EVERY
+    request (proxies for the URL, the CA bundle, ~/.netrc credentials) read once here: the
+    per-request look-up walked os.environ each time and cost a quarter of a busy worker's request
+    CPU. The URL never changes under one provider, so the answer would be the same each time."""
+    import os
+
+    import requests
+    from requests.utils import get_environ_proxies, get_netrc_auth
+
+    s = requests.Session()
+    s.proxies.update(get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        s.verify = bundle
+    if (auth := get_netrc_auth(url)) is not None:
+        s.auth = auth
+    s.trust_env = False
+    return s
+
+
 def _http_provider_class():
     from web3 import HTTPProvider
 
@@ -134,7 +155,7 @@ def _http_provider_class():
         """web3's HTTPProvider, counted, with the chain id kept and outages as RpcUnavailable."""
 
         def __init__(self, url: str, timeout: float, stats: RpcStats | None = None) -> None:
-            HTTPProvider.__init__(self, url, request_kwargs={"timeout": timeout})
+            HTTPProvider.__init__(self, url, request_kwargs={"timeout": timeout}, session=_session_for(url))
             self._init_counted(url, stats)
 
         def make_request(self, method, params):

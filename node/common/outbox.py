@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from gpumesh.client.chain import errors as chain_errors
 from gpumesh.client.chain.contracts import TxResult
+from gpumesh.client.chain.provider import Head
 from gpumesh.client.chain.tx import Call, NonceTaken, SignedTx, raw_nonce
 from gpumesh.client.core.errors import ChainError
 from gpumesh.node.common.store import OutboxEntry, StateStore
@@ -98,6 +99,8 @@ class Outbox:
         self.receipt_timeout = receipt_timeout
         self.bump_after = bump_after  # seconds unmined before the fees are raised (None: never)
         self.log = log or logging.getLogger("gpumesh.outbox")
+        self._seen: Head | None = None  # the head of the last reorg re-check (recheck's `top`)
+        self._fresh: set[str] = set()  # intents settled mined since then (their block may be any fork)
 
     @property
     def address(self) -> str:
@@ -167,6 +170,7 @@ class Outbox:
             raise
         res = self.result_of(rc)
         self.store.outbox_settle(e.intent, "mined", f"block {res.block_number} gas {res.gas_used}")
+        self._fresh.add(e.intent)
         return res
 
     def _wait(self, e: OutboxEntry, st: SignedTx | None):
@@ -200,15 +204,24 @@ class Outbox:
             versions.append(new.tx_hash)
             raw, current = new.raw, new
 
-    def recheck(self, head: int, blocks: int = REORG_BLOCKS) -> int:
+    def recheck(self, head: int, blocks: int = REORG_BLOCKS, top: Head | None = None) -> int:
         """Re-send what a reorg undid: every transaction marked mined in the last `blocks` blocks
         below `head` whose receipt the node no longer has (its block was replaced) is pending again
         and its recorded bytes are broadcast once more, lowest nonce first, so the chain's
         rolled-back nonces line up again. Returns how many were re-sent. A nonce meanwhile taken by
         another transaction fails that entry (its intent signs anew when its handler still wants
-        it). Costs one receipt request per transaction of those last blocks, none when idle."""
+        it). Costs one receipt request per transaction of those last blocks, none when idle.
+
+        With `top` (the head `head` comes from) the check is cheaper when no reorg happened: the
+        block hashes chain each block to the one before, so if the head re-checked last time is
+        still in the chain (`top` is its child, or the node still has its hash at that height: one
+        request), every block up to it is unchanged and only the transactions mined above it, or
+        settled since that re-check, are asked about: one receipt request per transaction, once."""
         recent = [e for e in self.store.outbox_recent("mined", REORG_RECHECK)
                   if (b := mined_block(e)) is None or b > head - blocks]
+        seen = self._seen
+        if top is not None and seen is not None and recent and self._still_in_chain(seen, top):
+            recent = [e for e in recent if e.intent in self._fresh or (b := mined_block(e)) is None or b > seen.number]
         gone = [e for e in recent if self.sender.receipt(e.tx_hash) is None]
         resent = 0
         for e in sorted(gone, key=lambda e: tx_nonce(e.raw_tx)):
@@ -220,7 +233,21 @@ class Outbox:
                 continue
             resent += 1
             self.log.warning("%s: its block was removed by a reorg; sent again (tx %s)", e.intent, e.tx_hash)
+        self._fresh.clear()
+        self._seen = top
         return resent
+
+    def _still_in_chain(self, seen: Head, top: Head) -> bool:
+        """Whether block `seen` is still the chain's block at its height, as cheaply as known: free
+        when `top` is it or its child, one request for an older one, False when it cannot be told."""
+        if (top.number, top.hash) == (seen.number, seen.hash):
+            return True
+        if top.number == seen.number + 1 and top.parent_hash:
+            return top.parent_hash == seen.hash
+        block_hash = getattr(self.sender, "block_hash", None)
+        if top.number <= seen.number or block_hash is None:
+            return False
+        return block_hash(seen.number) == seen.hash
 
     def flush(self) -> list[Sent]:
         """Settle every pending entry of this store (after a restart); returns those mined now."""

@@ -135,6 +135,8 @@ class WorkerNode:
         self._full_tick_at = 0.0
         self._now: int | None = None
         self._price: int | None = None
+        self._free: int | None = None
+        self._read_at, self._read = 0.0, {}  # the tick's batched getJob of its active jobs (monotonic time)
         self._metrics_at = 0.0
         if metrics is not None and hasattr(metrics, "rpc"):
             metrics.rpc(stats_of(market.w3))  # requests and transport errors, live at each scrape
@@ -143,6 +145,11 @@ class WorkerNode:
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
         """Settle the outbox, publish the capability document, and scan the Open jobs."""
+        from gpumesh.node.runtime import kernels
+
+        # the first call imports torch's compiler stack (~2 s of CPU once per process): here, not
+        # in the first job's path (the executor calls it again, at no cost)
+        kernels.set_deterministic()
         n = len(self.outbox.flush())
         if n:
             self.log.info("settled %d transaction(s) recorded before a restart", n)
@@ -172,7 +179,7 @@ class WorkerNode:
         if top == self._last_head and not self._clock_work(jobs) and self.clock() < self._full_tick_at:
             return  # nothing on chain moved and nothing here waits on the clock: one request, or none
         self._last_head, self._full_tick_at = top, self.clock() + self.cfg.idle_full_tick_seconds
-        if (n := self.outbox.recheck(head)) > 0:  # a reorg replaced blocks we acted in: same bytes again
+        if (n := self.outbox.recheck(head, top=top)) > 0:  # a reorg replaced blocks we acted in: same bytes again
             self._count("reorgs_seen")
             self.log.warning("a chain reorg replaced recent blocks; %d transaction(s) of this worker sent again", n)
         for ev in self._events.poll(head, top):
@@ -184,7 +191,16 @@ class WorkerNode:
         jobs = self.state.all(JOB)
         self._report(jobs)
         failed: list[int] = []
-        self._now, self._price = top.timestamp, None  # the chain's time (the head's) and gas price: once a tick
+        self._now, self._price, self._free = top.timestamp, None, None  # the chain's time (the head's), gas
+        # price and free stake: read at most once a tick
+        active = [int(k) for k, v in jobs.items() if v["status"] in ACTIVE]
+        self._read_at, self._read = time.monotonic(), {}
+        try:
+            self._read = self.market.get_jobs(active) if active else {}
+        except RpcUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - each job then reads itself and fails alone (per-job boundary below)
+            self._read = {}
         for key in sorted(jobs, key=lambda k: self._order(k, jobs[k])):
             if self.stopping():
                 break
@@ -291,9 +307,20 @@ class WorkerNode:
                    for k, v in jobs.items())
 
     # ------------------------------------------------------------------ the state machine
+    #: How long the tick's batched getJob read stands for the chain's state: a handler that ran
+    #: longer (it downloaded, measured, executed or sent a transaction) reads its job again.
+    READ_FRESH_SECONDS = 0.5
+
+    def _job(self, job_id: int) -> Job:
+        """The job's on-chain state: the tick's batched read while it is fresh, else one getJob."""
+        job = self._read.get(job_id)
+        if job is not None and time.monotonic() - self._read_at <= self.READ_FRESH_SECONDS:
+            return job
+        return self.market.get_job(job_id)
+
     def _advance(self, job_id: int) -> None:
         rec = self.state.get(JOB, job_id) or {}
-        job = self.market.get_job(job_id)
+        job = self._job(job_id)
         status = rec["status"]
         if status == "new":
             self._consider(job, rec)
@@ -321,7 +348,9 @@ class WorkerNode:
         busy = sum(1 for v in self.state.all(JOB).values() if v["status"] == "claimed")
         if busy >= self.cfg.max_active:
             return None  # considered again once a running job is submitted
-        free = self.registry.free_stake(self.me)
+        if self._free is None:  # changes only with this worker's own claims (which reset it)
+            self._free = self.registry.free_stake(self.me)
+        free = self._free
         if free < job.required_stake:
             self._set(jid, next_try=self.clock() + self.cfg.retry_seconds)
             if not rec.get("stake_noted"):
@@ -350,12 +379,15 @@ class WorkerNode:
             return None
         # Another worker may have claimed it while we validated or waited: read the chain again
         # rather than send a claim that can only revert, and take a race lost at the estimate as
-        # news, not failure.
-        now = self.market.get_job(jid)
+        # news, not failure. The tick's batched read counts as current while it is fresh (nothing
+        # slow ran since: no download, no measurement); the claim's gas estimate would still stop
+        # a claim of a job taken in between before anything is signed.
+        now = self._job(jid)
         if now.state != JobState.OPEN:
             return self._end(jid, "gone", f"another worker claimed it first ({now.state.label})")
         for cid in (rec["spec_cid"], data.spec.program_cid, data.spec.inputs_cid):
             self.store.pin(cid)  # keep the data while we may have to prove our work
+        self._free = None
         try:
             res = self.outbox.send(f"claim:job:{jid}", self.market.tx_call("claimJob", jid))
         except ChainError as exc:

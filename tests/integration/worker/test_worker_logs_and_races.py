@@ -40,6 +40,7 @@ def test_a_lost_claim_race_is_news_not_a_failure(env, caplog):
     env.drive(a, lambda: market.get_job(job_id).state != JobState.OPEN)
     real = b.node.market.get_job
     b.node.market.get_job = lambda jid: stale if jid == job_id else real(jid)  # B's view lags the chain
+    b.node.market.get_jobs = lambda ids: {i: b.node.market.get_job(i) for i in ids}  # the tick's batched read too
     env.drive(b, lambda: b.node.state.get("job", job_id) is not None
               and b.node.state.get("job", job_id)["status"] == "gone")
     rec = b.node.state.get("job", job_id)

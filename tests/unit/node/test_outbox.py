@@ -181,3 +181,32 @@ def test_recheck_resends_what_a_reorg_removed_lowest_nonce_first(tmp_path):
     asked = []
     chain.receipt = lambda h, _r=chain.receipt: asked.append(h) or _r(h)
     assert box.recheck(head=1 + 12) == 0 and asked == []
+
+
+def test_recheck_with_the_head_asks_only_about_what_is_new_unless_the_chain_changed(tmp_path):
+    from gpumesh.client.chain.provider import Head
+
+    chain = FakeSender()
+    hashes = {1: "0xb1", 2: "0xb2"}  # the chain's block hash by height, as the node answers now
+    chain.block_hash = lambda n: hashes.get(n)
+    asked: list[str] = []
+    chain.receipt = lambda h, _r=chain.receipt: asked.append(h) or _r(h)
+    box = Outbox(chain, StateStore(tmp_path / "s.sqlite"))
+    box.send("claim:job:1", CALL)  # mined in block 1 (FakeSender's receipts)
+    asked.clear()
+    assert box.recheck(2, top=Head(2, "0xb2", 0, "0xb1")) == 0 and len(asked) == 1  # first look: all of them
+    asked.clear()
+    assert box.recheck(3, top=Head(3, "0xb3", 0, "0xb2")) == 0 and asked == []  # a child of the last: none
+    hashes[3] = "0xb3"  # two blocks later: the node still has the last head at its height (one request)
+    assert box.recheck(5, top=Head(5, "0xb5", 0, "0xb4")) == 0 and asked == []
+    hashes[5] = "0xb5"
+    box.send("submit:job:1", CALL)  # settled since the last re-check: asked about once
+    asked.clear()
+    assert box.recheck(6, top=Head(6, "0xb6", 0, "0xb5")) == 0 and asked == [chain.signed[1].tx_hash]
+    # a reorg: the head is no child of the last one and the node has another block at its height
+    hashes[6] = "0xc6"
+    del chain.pool[chain.signed[1].tx_hash]
+    chain.nonce = 1
+    asked.clear()
+    assert box.recheck(7, top=Head(7, "0xc7", 0, "0xc6")) == 1 and len(asked) == 2  # every recent one
+    assert chain.broadcasts[-1] == chain.signed[1].raw

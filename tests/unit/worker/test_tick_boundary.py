@@ -53,7 +53,7 @@ class _Market:
 
 def _node(tmp_path, monkeypatch, market, **kw) -> WorkerNode:
     monkeypatch.setattr(worker_node, "EventReader", _events)
-    n = WorkerNode(market=market, registry=None, outbox=SimpleNamespace(address="0x" + "11" * 20, recheck=lambda head: 0), store=None,
+    n = WorkerNode(market=market, registry=None, outbox=SimpleNamespace(address="0x" + "11" * 20, recheck=lambda head, top=None: 0), store=None,
                    state=StateStore(tmp_path / "w.db"), config=WorkerConfig(), inventory=None,
                    metrics=_Metrics(), **kw)
     n._started = True
