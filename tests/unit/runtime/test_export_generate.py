@@ -102,6 +102,8 @@ def test_a_later_decode_steps_softmax_and_cache_elements_are_proven(generation):
     prog = gen.program
     unit = quantize_units(prog, _prompts(UNIT).numpy())[0]
     tr = Executor(gen).trace(unit)
+    ran = Executor(gen).run(unit[None]).outputs  # the fast run (passes over rows) = the trace
+    assert np.frombuffer(tr.outputs[-1], dtype=np.int32).tobytes() == ran.astype(np.int32).tobytes()
     last = N - 1
     names = {o.name: j for j, o in enumerate(prog.ops)}
     for name in (f"softmax_1@{last}", f"transpose_6.kv@{last}"):
@@ -135,7 +137,27 @@ def test_prompt_length_and_refusals():
     model = TinyGPT().eval()
     prog, _ = export_generation(model, _calib(), 2, 3, prompt_len=8)
     assert prog.input.type.shape == (2, 8) and prog.output_type.shape == (2, 3)
+    one, _ = export_generation(model, _calib(), 2, 1)  # the prefill alone: its last position's argmax
+    assert one.input.type.shape == (2, W) and one.output_type.shape == (2, 1)
+    assert one.ops[-1].desc.opcode == Opcode.ARGMAX and not any(o.desc.opcode == Opcode.CONCAT for o in one.ops)
     with pytest.raises(ExportError, match="calibration windows of 22 tokens"):
         export_generation(model, _calib(), 2, 7, prompt_len=16)
     with pytest.raises(ExportError, match="integer token windows"):
         export_generation(model, _calib().float(), 2, 3)
+
+
+class _Pooled(torch.nn.Module):
+    """Embeddings averaged over the positions: no position axis to generate along."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.head = torch.nn.Embedding(256, 16), torch.nn.Linear(16, 256)
+
+    def forward(self, idx):
+        return self.head(self.tok(idx).mean(1))
+
+
+def test_an_op_across_the_positions_is_refused_in_one_line():
+    torch.manual_seed(3)
+    with pytest.raises(ExportError, match=r"^\S+ \(\w+\): .*a generation program cannot follow its positions$"):
+        export_generation(_Pooled().eval(), _calib(), 2, 3)
