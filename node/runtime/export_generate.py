@@ -82,7 +82,7 @@ def generation_json(obj: dict, arrays: dict[str, np.ndarray], full: Program, p: 
     axes = _axes(obj, types)
     wnd = types[obj["input"]["name"]][1]
     head = obj["ops"][-1]["inputs"][0]
-    ids = _token_ids(obj, types)
+    ids = _token_ids(obj)
     widen = _ancestors(obj, ids)  # the int8 input's widening to int32 ids: prefill only
     weights = {w["name"]: w for w in obj["weights"]}
     out_w: dict[str, dict] = {}
@@ -174,7 +174,7 @@ def _prune(ops: list[dict]) -> tuple[list[dict], set[str]]:
     return keep[::-1], need
 
 
-def _token_ids(obj: dict, types: dict) -> str:
+def _token_ids(obj: dict) -> str:
     """The int32 token ids the embedding gathers (the widened unit input)."""
     op_names = {o["name"] for o in obj["ops"]}
     for o in obj["ops"]:
