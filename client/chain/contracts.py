@@ -5,13 +5,11 @@ Imported by services and CLI commands (which build the web3 connection and the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from gpumesh.client.chain.abi_store import load_abi
 from gpumesh.client.chain.deploy import Deployment
-from gpumesh.client.chain.errors import UnknownRevert, decode_revert
-from gpumesh.client.chain.tx import Call, NonceManager, TxSender, revert_data, reverts_decoded
+from gpumesh.client.chain.tx import Call, NonceManager, TxSender, reverts_decoded, rpc_error
 from gpumesh.client.chain.types import Address, Job, JobId, JobSpec, JobState, StakeInfo, Wei
 from gpumesh.client.core.errors import ChainError
 
@@ -99,14 +97,7 @@ class _Base:
         if not isinstance(response, dict):
             raise ChainError(f"{context}: the node answered {type(response).__name__}, not a JSON-RPC response")
         if "error" in response:
-            err = response["error"] if isinstance(response["error"], dict) else {"message": str(response["error"])}
-            data = revert_data(SimpleNamespace(data=err.get("data")))
-            message = str(err.get("message", ""))
-            if data is not None and data not in ("0x", b""):
-                raise decode_revert(data, context)
-            if "revert" in message.lower():
-                raise UnknownRevert(f"{context}: {message}")
-            raise ChainError(f"{context}: the node refused: {message}")
+            raise rpc_error(response["error"], context)
         _, _, outputs = self._raw_abi(fn)
         from eth_utils.abi import collapse_if_tuple
 

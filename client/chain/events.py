@@ -251,8 +251,10 @@ class EventReader:
                     raise
         out: list[ChainEvent] = []
         for log in sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"])):
+            if f"{_hex(log['blockHash'])}:{log['logIndex']}" in seen:
+                continue  # delivered by an earlier poll (the re-read window): not decoded again
             ev = self._decode(log)
-            if ev is not None and ev.key not in seen:
+            if ev is not None:
                 out.append(ev)
         window_start = to_block - self.reorg_depth + 1
         keep = {k for k in seen if self._block_of_key(k, logs, window_start)}
