@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gpumesh.client.core.program import Program
+from gpumesh.client.core.program import MAX_OPS, Program
 from gpumesh.node.runtime.export import chunk_reductions, export_json
 from gpumesh.node.runtime.export_graph import ExportError
 from gpumesh.node.runtime.textgen import GENERATION_TASK, PAD_BYTE, generation_meta
@@ -65,9 +65,18 @@ def export_generation(model: nn.Module, calib: torch.Tensor, unit_batch: int, ge
         raise ExportError(f"a prompt of {p} and {generate} generated tokens need calibration windows of "
                           f"{max(w, generate)} tokens; these have {t}")
     obj, arrays = export_json(model, calib[:, :w].contiguous(), unit_batch, True, meta, clip, smooth)
-    full = Program.from_json(chunk_reductions(obj))
+    lowered = chunk_reductions(obj)
+    full = Program.from_json(lowered)
     gen, garrays = generation_json(obj, arrays, full, p, generate)
-    return Program.from_json(chunk_reductions(gen)), garrays
+    if len(lowered["ops"]) > len(obj["ops"]):  # the LM head's argmax is chunked (a large vocabulary)
+        gen = chunk_reductions(gen)
+    if len(gen["ops"]) > MAX_OPS:
+        first = sum(1 for o in gen["ops"] if "@" not in o["name"] and o["name"] != "tokens")
+        per_step = (len(gen["ops"]) - first) // max(1, generate - 1)
+        raise ExportError(f"--generate {generate}: the program would have {len(gen['ops'])} ops, above the "
+                          f"{MAX_OPS} of docs/protocol.md 3.4; this model generates at most "
+                          f"{1 + (MAX_OPS - first) // per_step} tokens per program")
+    return Program.from_json(gen), garrays
 
 
 def generation_json(obj: dict, arrays: dict[str, np.ndarray], full: Program, p: int,

@@ -161,3 +161,16 @@ def test_an_op_across_the_positions_is_refused_in_one_line():
     torch.manual_seed(3)
     with pytest.raises(ExportError, match=r"^\S+ \(\w+\): .*a generation program cannot follow its positions$"):
         export_generation(_Pooled().eval(), _calib(), 2, 3)
+
+
+def test_more_tokens_than_the_op_limit_allows_is_refused_with_the_most_it_can():
+    torch.manual_seed(3)
+    model = TinyGPT(layers=8, ctx=64).eval()
+    calib = windows(stdlib_bytes(TRAIN[:1]), 47, 4, seed=1)
+    with pytest.raises(ExportError, match=r"--generate 40: the program would have \d+ ops, above the 4096 .*"
+                                          r"at most (\d+) tokens per program") as exc:
+        export_generation(model, calib, 1, 40, prompt_len=8)
+    most = int(str(exc.value).rsplit("at most ", 1)[1].split()[0])
+    assert len(export_generation(model, calib, 1, most, prompt_len=8)[0].ops) <= 4096
+    with pytest.raises(ExportError, match="above the 4096"):
+        export_generation(model, calib, 1, most + 1, prompt_len=8)
