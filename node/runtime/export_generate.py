@@ -61,9 +61,12 @@ def export_generation(model: nn.Module, calib: torch.Tensor, unit_batch: int, ge
     t = calib.shape[1]
     p = t - generate + 1 if prompt_len is None else prompt_len
     w = p + generate - 1
-    if p < 1 or w > t:
-        raise ExportError(f"a prompt of {p} and {generate} generated tokens need calibration windows of "
-                          f"{max(w, generate)} tokens; these have {t}")
+    if p < 1:
+        raise ExportError(f"--generate {generate} leaves no prompt: the calibration windows have {t} tokens, so at "
+                          f"most {t} generated tokens (the window is prompt + generated - 1)")
+    if w > t:
+        raise ExportError(f"a prompt of {p} and {generate} generated tokens need calibration windows of {w} tokens; "
+                          f"these have {t}")
     obj, arrays = export_json(model, calib[:, :w].contiguous(), unit_batch, True, meta, clip, smooth)
     lowered = chunk_reductions(obj)
     full = Program.from_json(lowered)

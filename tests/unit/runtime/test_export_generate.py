@@ -142,6 +142,8 @@ def test_prompt_length_and_refusals():
     assert one.ops[-1].desc.opcode == Opcode.ARGMAX and not any(o.desc.opcode == Opcode.CONCAT for o in one.ops)
     with pytest.raises(ExportError, match="calibration windows of 22 tokens"):
         export_generation(model, _calib(), 2, 7, prompt_len=16)
+    with pytest.raises(ExportError, match="--generate 22 leaves no prompt: .* at most 21 generated tokens"):
+        export_generation(model, _calib(), 2, 22)
     with pytest.raises(ExportError, match="integer token windows"):
         export_generation(model, _calib().float(), 2, 3)
 
