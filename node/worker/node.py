@@ -320,8 +320,10 @@ class WorkerNode:
 
     def _advance(self, job_id: int) -> None:
         rec = self.state.get(JOB, job_id) or {}
-        job = self._job(job_id)
         status = rec["status"]
+        # A job still to consider may go by the tick's read however old: _consider acts on it only
+        # after a fresh read (before a claim); one this worker holds is read fresh (it may send).
+        job = self._read[job_id] if status == "new" and job_id in self._read else self._job(job_id)
         if status == "new":
             self._consider(job, rec)
         elif status == "claimed":
@@ -358,6 +360,10 @@ class WorkerNode:
                 self.log.info("job %d: waiting: needs %s free stake, this worker has %s", jid,
                               format_eth(job.required_stake), format_eth(free))
             return None
+        if jid not in self._data:  # about to download: on the chain's state now, not the tick's
+            job = self._job(jid)
+            if job.state != JobState.OPEN:
+                return self._end(jid, "gone", f"another worker claimed it first ({job.state.label})")
         data = self._load(job, rec)
         if data is None:
             return None
