@@ -221,7 +221,8 @@ def test_game_hook_errors_via_the_predicted_game_address(chain, clients):
     with pytest.raises(E("JobMarket_ChallengeWindowClosed")):
         reverts_decoded(lambda: hooks.onChallengeOpened(job_id).transact({"from": game}), "open")
     challenger = clients["challenger"][2]
-    hooks.onChallengeResolved(job_id, 1, challenger, True).transact({"from": game})
+    tx = hooks.onChallengeResolved(job_id, 1, challenger, True).transact({"from": game})
+    assert w3.eth.wait_for_transaction_receipt(tx, timeout=30)["status"] == 1, "the resolving hook reverted"
     assert pm.is_slashed(job_id)
     assert clients["challenger"][1].info(challenger).credits == STAKE // 2  # half paid, half burned
 
