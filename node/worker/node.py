@@ -136,7 +136,9 @@ class WorkerNode:
         self._now: int | None = None
         self._price: int | None = None
         self._free: int | None = None
-        self._read_at, self._read = 0.0, {}  # the tick's batched getJob of its active jobs (monotonic time)
+        self._read: dict[int, tuple[float, Job]] = {}  # the tick's batched getJob reads (monotonic time, job)
+        self._queue: list[int] = []  # the tick's open jobs, in this worker's order
+        self._claimed_n: int | None = None
         self._metrics_at = 0.0
         if metrics is not None and hasattr(metrics, "rpc"):
             metrics.rpc(stats_of(market.w3))  # requests and transport errors, live at each scrape
@@ -193,15 +195,14 @@ class WorkerNode:
         failed: list[int] = []
         self._now, self._price, self._free = top.timestamp, None, None  # the chain's time (the head's), gas
         # price and free stake: read at most once a tick
-        active = [int(k) for k, v in jobs.items() if v["status"] in ACTIVE]
-        self._read_at, self._read = time.monotonic(), {}
-        try:
-            self._read = self.market.get_jobs(active) if active else {}
-        except RpcUnavailable:
-            raise
-        except Exception:  # noqa: BLE001 - each job then reads itself and fails alone (per-job boundary below)
-            self._read = {}
-        for key in sorted(jobs, key=lambda k: self._order(k, jobs[k])):
+        order = sorted(jobs, key=lambda k: self._order(k, jobs[k]))
+        # one batch for the jobs this worker holds and the first open ones in its order; the later
+        # open ones are read a chunk at a time when it gets to them (_read_new)
+        self._queue = [int(k) for k in order if jobs[k]["status"] == "new"]
+        self._read, self._claimed_n = {}, None
+        self._read_jobs([int(k) for k in order if jobs[k]["status"] in ACTIVE and jobs[k]["status"] != "new"]
+                        + self._queue[:self.NEW_READ_CHUNK])
+        for key in order:
             if self.stopping():
                 break
             if jobs[key]["status"] in ACTIVE:
@@ -258,6 +259,8 @@ class WorkerNode:
             self._count("jobs_reopened")
 
     def _set(self, job_id: int, **changes: Any) -> dict[str, Any]:
+        if "status" in changes:
+            self._claimed_n = None
         return self.state.update(JOB, job_id, **changes)
 
     def _end(self, job_id: int, status: str, why: str, level: int = logging.INFO) -> None:
@@ -311,19 +314,51 @@ class WorkerNode:
     #: longer (it downloaded, measured, executed or sent a transaction) reads its job again.
     READ_FRESH_SECONDS = 0.5
 
+    #: Open jobs read per batch, in this worker's order: a free worker claims one of the first
+    #: few, a busy one reads none, so a market with hundreds of open shards costs a handful of calls.
+    NEW_READ_CHUNK = 8
+
+    def _read_jobs(self, ids: list[int]) -> None:
+        """getJob of `ids` in one batch into the tick's reads (each with its time); a batch that
+        fails leaves them out, so each job reads itself and fails alone (the per-job boundary)."""
+        if not ids:
+            return
+        try:
+            got = self.market.get_jobs(ids)
+        except RpcUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - see above
+            return
+        at = time.monotonic()
+        self._read.update({i: (at, j) for i, j in got.items()})
+
     def _job(self, job_id: int) -> Job:
         """The job's on-chain state: the tick's batched read while it is fresh, else one getJob."""
-        job = self._read.get(job_id)
-        if job is not None and time.monotonic() - self._read_at <= self.READ_FRESH_SECONDS:
+        at, job = self._read.get(job_id, (0.0, None))
+        if job is not None and time.monotonic() - at <= self.READ_FRESH_SECONDS:
             return job
         return self.market.get_job(job_id)
+
+    def _claimed(self) -> int:
+        """Jobs claimed and not yet submitted (cached until a job's status changes)."""
+        if self._claimed_n is None:
+            self._claimed_n = sum(1 for v in self.state.all(JOB).values() if v["status"] == "claimed")
+        return self._claimed_n
 
     def _advance(self, job_id: int) -> None:
         rec = self.state.get(JOB, job_id) or {}
         status = rec["status"]
+        if status == "new":
+            if self._claimed() >= self.cfg.max_active and self.outbox.live(f"claim:job:{job_id}")[0] is None:
+                return None  # nothing to decide until a running job is submitted (a claim sent
+                # before a crash is looked at: the job may be ours)
+            if job_id not in self._read and job_id in self._queue:  # the next chunk of open jobs
+                i = self._queue.index(job_id)
+                self._read_jobs(self._queue[i:i + self.NEW_READ_CHUNK])
         # A job still to consider may go by the tick's read however old: _consider acts on it only
-        # after a fresh read (before a claim); one this worker holds is read fresh (it may send).
-        job = self._read[job_id] if status == "new" and job_id in self._read else self._job(job_id)
+        # after a fresh read (before its download and its claim); one this worker holds is read
+        # fresh (it may send a transaction).
+        job = self._read[job_id][1] if status == "new" and job_id in self._read else self._job(job_id)
         if status == "new":
             self._consider(job, rec)
         elif status == "claimed":
@@ -347,8 +382,7 @@ class WorkerNode:
         refusal = self._cannot_run(job, rec)
         if refusal is not None:
             return self._refuse(jid, refusal)
-        busy = sum(1 for v in self.state.all(JOB).values() if v["status"] == "claimed")
-        if busy >= self.cfg.max_active:
+        if self._claimed() >= self.cfg.max_active:
             return None  # considered again once a running job is submitted
         if self._free is None:  # changes only with this worker's own claims (which reset it)
             self._free = self.registry.free_stake(self.me)
