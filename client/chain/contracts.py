@@ -152,12 +152,25 @@ class _Base:
                         receipt["gasUsed"], tuple(self._sorted_events(receipt)))
 
     def _events(self, receipt):
-        from web3.logs import DISCARD
+        """This contract's logs in `receipt`, each decoded once by the event its first topic names
+        (web3's process_receipt per event type decoded every log once per event of the ABI); a
+        log that does not decode is left out, as process_receipt's DISCARD does."""
+        from gpumesh.client.chain.events import _topic_bytes
 
-        for ev in self.contract.events:
-            for log in ev().process_receipt(receipt, errors=DISCARD):
-                if log["address"] == self.address:  # only this contract's logs
-                    yield log["logIndex"], log["event"], dict(log["args"])
+        by_topic = self.__dict__.get("_by_topic")
+        if by_topic is None:
+            by_topic = self.__dict__["_by_topic"] = {_topic_bytes(ev().topic): ev() for ev in self.contract.events}
+        for log in receipt["logs"]:
+            if log["address"] != self.address or not log["topics"]:
+                continue  # only this contract's logs
+            ev = by_topic.get(_topic_bytes(log["topics"][0]))
+            if ev is None:
+                continue
+            try:
+                decoded = ev.process_log(log)
+            except Exception:  # noqa: BLE001 - web3 raises several kinds for a log that does not match
+                continue
+            yield log["logIndex"], decoded["event"], dict(decoded["args"])
 
     def _sorted_events(self, receipt):
         return [(n, a) for _, n, a in sorted(self._events(receipt), key=lambda t: t[0])]

@@ -100,7 +100,7 @@ class Outbox:
         self.bump_after = bump_after  # seconds unmined before the fees are raised (None: never)
         self.log = log or logging.getLogger("gpumesh.outbox")
         self._seen: Head | None = None  # the head of the last reorg re-check (recheck's `top`)
-        self._fresh: set[str] = set()  # intents settled mined since then (their block may be any fork)
+        self._fresh: dict[str, tuple[int, str]] = {}  # intents settled mined since then: (block, its hash)
 
     @property
     def address(self) -> str:
@@ -170,7 +170,8 @@ class Outbox:
             raise
         res = self.result_of(rc)
         self.store.outbox_settle(e.intent, "mined", f"block {res.block_number} gas {res.gas_used}")
-        self._fresh.add(e.intent)
+        block_hash = rc.get("blockHash") if hasattr(rc, "get") else None
+        self._fresh[e.intent] = (int(res.block_number), "0x" + bytes(block_hash).hex() if block_hash else "")
         return res
 
     def _wait(self, e: OutboxEntry, st: SignedTx | None):
@@ -221,7 +222,7 @@ class Outbox:
                   if (b := mined_block(e)) is None or b > head - blocks]
         seen = self._seen
         if top is not None and seen is not None and recent and self._still_in_chain(seen, top):
-            recent = [e for e in recent if e.intent in self._fresh or (b := mined_block(e)) is None or b > seen.number]
+            recent = [e for e in recent if self._to_ask(e, seen, top)]
         gone = [e for e in recent if self.sender.receipt(e.tx_hash) is None]
         resent = 0
         for e in sorted(gone, key=lambda e: tx_nonce(e.raw_tx)):
@@ -236,6 +237,20 @@ class Outbox:
         self._fresh.clear()
         self._seen = top
         return resent
+
+    def _to_ask(self, e: OutboxEntry, seen: Head, top: Head) -> bool:
+        """Whether `e`'s receipt must be asked for, the chain up to `seen` being unchanged: not when
+        it was mined at or below `seen` before that re-check, nor when the block its receipt named
+        is `top`, `top`'s parent or `seen` (the same hash at that height)."""
+        b = mined_block(e)
+        if b is None:
+            return True
+        fresh = self._fresh.get(e.intent)
+        if fresh is not None and fresh[1]:
+            n, h = fresh
+            if (n, h) in ((top.number, top.hash), (top.number - 1, top.parent_hash), (seen.number, seen.hash)):
+                return False
+        return fresh is not None or b > seen.number
 
     def _still_in_chain(self, seen: Head, top: Head) -> bool:
         """Whether block `seen` is still the chain's block at its height, as cheaply as known: free

@@ -210,3 +210,20 @@ def test_recheck_with_the_head_asks_only_about_what_is_new_unless_the_chain_chan
     asked.clear()
     assert box.recheck(7, top=Head(7, "0xc7", 0, "0xc6")) == 1 and len(asked) == 2  # every recent one
     assert chain.broadcasts[-1] == chain.signed[1].raw
+
+
+def test_recheck_needs_no_receipt_for_a_transaction_mined_in_the_new_head(tmp_path):
+    from gpumesh.client.chain.provider import Head
+
+    chain = FakeSender()
+    real = chain.receipt
+    chain.receipt = lambda h: (r := real(h)) and {**r, "blockHash": bytes.fromhex("b1" * 32)}  # mined in block 1
+    box = Outbox(chain, StateStore(tmp_path / "s.sqlite"))
+    assert box.recheck(0, top=Head(0, "0x" + "b0" * 32, 0, "")) == 0  # nothing sent yet
+    box.send("claim:job:1", CALL)
+    asked: list[str] = []
+    chain.receipt = lambda h, _r=chain.receipt: asked.append(h) or _r(h)
+    assert box.recheck(1, top=Head(1, "0x" + "b1" * 32, 0, "0x" + "b0" * 32)) == 0 and asked == []
+    # the same height with another hash (a reorg replaced block 1): every recent one is asked about
+    chain.block_hash = lambda n: None
+    assert box.recheck(1, top=Head(1, "0x" + "c1" * 32, 0, "0x" + "b0" * 32)) == 0 and len(asked) == 1
