@@ -392,8 +392,19 @@ class HeadSource:
                 self._head = _head_of(self.w3.provider.last_head)
             if self._head is not None:
                 return self._head
-        self._head = _head_of(self.w3.eth.get_block("latest"))
+        self._head = _head_of(self._latest())
         return self._head
+
+    def _latest(self):
+        """The latest block's header, through the provider (no web3 formatting of the whole block:
+        this is every tick's one request over HTTP); web3's path for anything unexpected."""
+        make_request = getattr(getattr(self.w3, "provider", None), "make_request", None)
+        if make_request is not None:
+            resp = make_request("eth_getBlockByNumber", ["latest", False])
+            block = resp.get("result") if isinstance(resp, dict) else None
+            if isinstance(block, dict) and all(k in block for k in ("number", "hash", "timestamp", "parentHash")):
+                return block
+        return self.w3.eth.get_block("latest")
 
     def latest(self, wait: float = 0.0) -> int:
         return self.head(wait).number
