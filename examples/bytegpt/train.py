@@ -101,7 +101,8 @@ def build(out: Path, steps: int = STEPS, evaluate: bool = True) -> dict:
     seconds = round(time.perf_counter() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()},
-              str(out / "state_dict.safetensors"), metadata={"steps": str(steps), "corpus_sha256": corpus_digest()})
+              str(out / "state_dict.safetensors"), metadata={"trained": f"{steps} steps on corpus sha256 {corpus_digest()}"})
+    # one metadata key: safetensors writes several in no fixed order (equal tensors, different bytes)
     save_file({"ids": windows(stdlib_bytes(TRAIN), CTX, CALIB, seed=1)}, str(out / "calib.safetensors"))
     save_file({"ids": windows(stdlib_bytes(HELD_OUT), CTX, EVAL, seed=2)}, str(out / "heldout.safetensors"))
     report = {"train_seconds": seconds}
