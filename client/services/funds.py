@@ -56,17 +56,23 @@ def send_eth(w3, account, to: str, amount: int, timeout: float = 120.0) -> Trans
 
 
 def fund_on_devnet(w3, address: str, amount: int) -> int:
-    """Add `amount` wei to `address` on the local devnet (anvil); returns the new balance."""
+    """Add `amount` wei to `address` on the local devnet (anvil, or Hardhat's node); returns the new balance."""
     if amount <= 0:
         raise UsageError("--amount: must be more than 0")
     if w3.eth.chain_id != DEVNET_CHAIN_ID:
         raise ClientError(f"devnet fund works on the devnet only (chain {DEVNET_CHAIN_ID}), this RPC serves chain "
                           f"{w3.eth.chain_id}: use `gpumesh account send` from a funded account")
     new = int(w3.eth.get_balance(address)) + amount
-    try:
-        resp = w3.provider.make_request("anvil_setBalance", [address, hex(new)])
-    except Exception as exc:  # noqa: BLE001
-        raise ClientError(f"the devnet node refused anvil_setBalance ({type(exc).__name__})") from None
-    if isinstance(resp, dict) and resp.get("error"):
-        raise ClientError(f"the devnet node refused anvil_setBalance: {resp['error'].get('message', resp['error'])}")
-    return int(w3.eth.get_balance(address))
+    why = ""
+    # anvil's method first (the devnet's node), then Hardhat's node's name for the same call
+    for method in ("anvil_setBalance", "hardhat_setBalance"):
+        try:
+            resp = w3.provider.make_request(method, [address, hex(new)])
+        except Exception as exc:  # noqa: BLE001
+            why = f"{method} ({type(exc).__name__})"
+            continue
+        if isinstance(resp, dict) and resp.get("error"):
+            why = f"{method}: {resp['error'].get('message', resp['error'])}"
+            continue
+        return int(w3.eth.get_balance(address))
+    raise ClientError(f"the devnet node refused {why}")
