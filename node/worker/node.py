@@ -236,11 +236,9 @@ class WorkerNode:
         address and the job id). Every worker walking the open jobs in id order would claim the same
         job in the same block and all but one would revert (the scale bench measured 12 reverted
         claims per won claim, one claim won per block across 16 workers); own orders spread them."""
-        from gpumesh.client.core.merkle import keccak256
-
         if rec.get("status") != "new":
             return (0, int(key), b"")  # held jobs in id order
-        return (1, 0, keccak256(bytes.fromhex(str(self.me)[2:]) + int(key).to_bytes(32, "big")))
+        return (1, 0, merkle.keccak256(bytes.fromhex(str(self.me)[2:]) + int(key).to_bytes(32, "big")))
 
     def _reopened(self, job_id: int, previous: str) -> None:
         """A claimed job (a shard, say) whose worker missed its execution deadline is Open again

@@ -17,7 +17,7 @@ from gpumesh.client.core.ops.types import Opcode
 from gpumesh.client.core.program import from_json
 from gpumesh.node.runtime.executor import Executor
 from gpumesh.node.runtime.files import load_program, load_units, save_program
-from tests.integration.verifier.test_games_digits import Job, chain, corrupt_worker_loses  # noqa: F401 - fixture
+from tests.integration.verifier.test_games_digits import Job, chain, corrupt_worker_loses, game_gas  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +47,6 @@ def decode(tmp_path_factory) -> Job:
 def test_worker_corrupting_the_kv_cache_loses(chain, decode, element):  # noqa: F811
     assert decode.prog.ops[KK].desc.opcode == Opcode.CONCAT and decode.prog.ops[KK].name == "kk"
     moves = corrupt_worker_loses(chain, decode, 1, KK, element)  # asserts the game ended at (1, KK)
-    gas = [g for _, g in moves]
-    step, prove = dict(moves)["Step"], dict(moves)["ProveOp"]
-    print(f"\ndecode step P={P}: K' element {element}: moves {len(moves)}, gas per move max {max(gas):,} "
-          f"(step {step:,}), proveOp {prove:,}, total {sum(gas):,}")
+    step, summary = game_gas(moves)
+    print(f"\ndecode step P={P}: K' element {element}: {summary}")
     assert step < 1_000_000

@@ -137,6 +137,14 @@ def test_corrupt_worker_loses_to_the_real_verifier(chain, job, unit, op, element
           f"proveOp {gas['ProveOp']:,}, moves {len(moves)}, total {sum(g for _, g in moves):,}")
 
 
+def game_gas(moves: list[tuple[str, int]]) -> tuple[int, str]:
+    """(the one-step's gas, a printable summary) of a game's moves from corrupt_worker_loses."""
+    gas = [g for _, g in moves]
+    step, prove = dict(moves)["Step"], dict(moves)["ProveOp"]
+    return step, (f"moves {len(moves)}, gas per move max {max(gas):,} (step {step:,}), proveOp {prove:,}, "
+                  f"total {sum(gas):,}")
+
+
 def corrupt_worker_loses(chain, job: Job, unit: int, op: int, element: int) -> list[tuple[str, int]]:
     """Play a game against a worker whose unit `unit` has `element` of op `op` corrupted: the
     challenger wins at that op's one-step, the worker is slashed. Returns the moves' (name, gas)."""

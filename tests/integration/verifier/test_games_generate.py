@@ -14,7 +14,7 @@ from gpumesh.client.core.ops.types import Opcode
 from gpumesh.node.runtime.evaluate import quantize_units
 from gpumesh.node.runtime.export_generate import export_generation
 from gpumesh.node.runtime.files import load_program, save_program
-from tests.integration.verifier.test_games_digits import Job, chain, corrupt_worker_loses  # noqa: F401 - fixture
+from tests.integration.verifier.test_games_digits import Job, chain, corrupt_worker_loses, game_gas  # noqa: F401 - fixture
 from tests.unit.runtime.tiny_gpt import TinyGPT, stdlib_bytes, windows
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,6 @@ def test_worker_lying_inside_a_later_decode_step_loses(chain, generation, name, 
     want = Opcode.SOFTMAX if name.startswith("softmax") else Opcode.CONCAT
     assert generation.prog.ops[op].desc.opcode == want
     moves = corrupt_worker_loses(chain, generation, 1, op, element)  # asserts the game ended at (1, op)
-    gas = [g for _, g in moves]
-    step, prove = dict(moves)["Step"], dict(moves)["ProveOp"]
-    print(f"\ngeneration program ({len(names)} ops) {name} element {element}: moves {len(moves)}, gas per move "
-          f"max {max(gas):,} (step {step:,}), proveOp {prove:,}, total {sum(gas):,}")
+    step, summary = game_gas(moves)
+    print(f"\ngeneration program ({len(names)} ops) {name} element {element}: {summary}")
     assert step < 5_000_000
