@@ -14,9 +14,15 @@
    batch, measured in this run.
 4. Where Triton imports: 1 and 2 (digits) again with GPUMESH_NO_TRITON=1, so the torch requant and
    add paths that Triton replaces are verified on the same GPU.
+5. Transformer programs (issue #14): the ViT digits program (examples/vit_digits), the byte GPT's
+   next-byte program and its text-generation program (prefill + decode steps with KV caches in the
+   trace; examples/bytegpt, exported here), and the GPT-2-small shape (examples/gpt2_shape, built
+   here: d 768, 12 layers, vocabulary 50,257): every op output of one traced unit identical on CUDA
+   and CPU, and the result roots identical. Speed: the ViT and the byte GPT's prefill (context 256)
+   on the int8 executor vs fp16 eager on the same float model, at a batch that fills the GPU.
 
 Needs torch, numpy, safetensors and this repository (gpumesh need not be installed: the repo is put
-on sys.path, and a pure-Python keccak stands in if pycryptodome is missing). Runs in < 3 minutes.
+on sys.path, and a pure-Python keccak stands in if safe-pysha3 is missing). Runs in < 3 minutes.
 """
 
 from __future__ import annotations
@@ -38,12 +44,12 @@ def _bootstrap() -> None:
         pkg = types.ModuleType("gpumesh")
         pkg.__path__ = [str(REPO)]
         sys.modules["gpumesh"] = pkg
-    if importlib.util.find_spec("Crypto") is None:
+    if importlib.util.find_spec("sha3") is None:
         _install_keccak_shim()
 
 
 def _install_keccak_shim() -> None:
-    """Crypto.Hash.keccak stand-in (pure Python keccak-f[1600]); only the output roots use it."""
+    """sha3.keccak_256 stand-in (pure Python keccak-f[1600]); only the output roots use it."""
     rc = [0x1, 0x8082, 0x800000000000808A, 0x8000000080008000, 0x808B, 0x80000001, 0x8000000080008081,
           0x8000000000008009, 0x8A, 0x88, 0x80008009, 0x8000000A, 0x8000808B, 0x800000000000008B,
           0x8000000000008089, 0x8000000000008003, 0x8000000000008002, 0x8000000000000080, 0x800A,
@@ -78,17 +84,19 @@ def _install_keccak_shim() -> None:
         return b"".join(a[i % 5][i // 5].to_bytes(8, "little") for i in range(4))
 
     class _H:
-        def __init__(self, data: bytes = b"", digest_bits: int = 256) -> None:
-            self.d = data
+        def __init__(self, data: bytes = b"") -> None:
+            self.d = bytes(data)
+
+        def update(self, data: bytes) -> None:
+            self.d += bytes(data)
 
         def digest(self) -> bytes:
             return keccak256(self.d)
 
-    mod = types.ModuleType("Crypto.Hash.keccak")
-    mod.new = lambda data=b"", digest_bits=256: _H(data, digest_bits)
-    for name in ("Crypto", "Crypto.Hash"):
-        sys.modules[name] = types.ModuleType(name)
-    sys.modules["Crypto.Hash.keccak"] = mod
+    mod = types.ModuleType("sha3")
+    mod.keccak_256 = _H
+    mod.__gpumesh_shim__ = True
+    sys.modules["sha3"] = mod
     assert keccak256(b"").hex().startswith("c5d2460186f7233c"), "keccak shim self-test"
 
 
@@ -256,13 +264,79 @@ def chunked_models() -> list[str]:
     return lines
 
 
+def _bundle(prog, arrays) -> ProgramBundle:
+    return ProgramBundle(prog, {w.name: canonical_bytes(arrays[w.name], w.type) for w in prog.weights}, arrays)
+
+
+def transformer_programs(full: bool) -> list[str]:
+    """Section 5: the ViT, the byte GPT (next byte and text generation) and the GPT-2-small shape,
+    op outputs and result roots on DEVICE against the CPU; speed on CUDA (full=False, the dry run:
+    a 1-layer GPT-2 shape of the tiny preset, 2 generated tokens, no speed)."""
+    from examples.bytegpt.evaluate import load as load_bytegpt
+    from examples.gpt2_shape import build as gpt2
+    from examples.vit_digits.models import vit
+    from gpumesh.node.runtime.export_generate import export_generation
+    from gpumesh.node.runtime.files import read_tensors
+    from gpumesh.node.runtime.textgen import prompt_windows
+
+    lines = []
+    vdir = REPO / "examples" / "vit_digits"
+    vb = load_program(vdir / "vit")
+    vunits = load_units(vdir / "test_inputs.safetensors", vb.program)
+    lines.append(compare_program("ViT digits", vb, vunits))
+    if full:
+        vm = vit()
+        vm.load_state_dict(read_tensors(vdir / "vit" / "state_dict.safetensors", as_torch=True))
+        xf = read_tensors(REPO / "examples" / "digits" / "data" / "test_float.safetensors", as_torch=True)
+        xf = next(iter(xf.values())).float()
+        lines.append(speed("ViT digits", vm.eval(), vb, xf, vunits))
+
+    model, calib, held = load_bytegpt(REPO / "examples" / "bytegpt")
+    prog, arrays = export_model(model, calib, unit_batch=8)  # the next byte after 256 bytes, 8 per unit
+    nb = _bundle(prog, arrays)
+    nunits = (held[:16].numpy().astype(np.int16) - 128).astype(np.int8).reshape(2, 8, -1)
+    lines.append(compare_program("byte GPT next byte (ctx 256)", nb, nunits))
+    if full:
+        lines.append(token_speed("byte GPT prefill (ctx 256)", model, nb))
+    gen = 8 if full else 2
+    gprog, garrays = export_generation(model, calib, unit_batch=4, generate=gen)
+    gb = _bundle(gprog, garrays)
+    prompts = [bytes(r.tolist()) for r in held[:8, : 256 - gen + 1].to(torch.uint8)]
+    ids, _ = prompt_windows(gprog, prompts)
+    gunits = (ids - 128).astype(np.int8).reshape(-1, *gprog.input.type.shape)
+    lines.append(compare_program(f"byte GPT generation ({gen} tokens, {len(gprog.ops)} ops)", gb, gunits))
+
+    c = gpt2.PRESETS["small"] if full else gpt2.PRESETS["tiny"].with_layers(1)
+    b2 = gpt2.bundle(c)
+    lines.append(compare_program(f"GPT-2 shape (d {c.d}, {c.layers} layers, vocab {c.vocab}, "
+                                 f"{len(b2.program.ops)} ops)", b2, gpt2.units(c, 1)))
+    return lines
+
+
+def token_speed(name: str, model: nn.Module, bundle: ProgramBundle, reps: int = 10) -> str:
+    """A token program's full pass (the executor's rows per pass, several units of sequences) vs fp16
+    eager on as many sequences (the LM head on the last position, as the program)."""
+    ex = Executor(bundle, "cuda")
+    t = bundle.program.input.type
+    x = torch.randint(-128, 128, (ex.rows, *t.shape[1:]), dtype=torch.int8, device="cuda")
+    ids = (x.to(torch.int64) + 128)
+    m16 = model.to("cuda").half().eval()
+    with torch.inference_mode():
+        t_int8 = _time(lambda: ex._pass(x), reps)
+        t_fp16 = _time(lambda: m16(ids)[:, -1].argmax(-1), reps)
+    model.cpu().float()
+    return (f"{name} speed, {ex.rows} sequences per pass: int8 {1e3 * t_int8:.2f} ms, fp16 eager "
+            f"{1e3 * t_fp16:.2f} ms -> int8/fp16 {t_fp16 / t_int8:.2f}x")
+
+
 def dry_run() -> int:
-    """--cpu-dry-run: the random single ops and the chunked models with the CPU on both sides."""
+    """--cpu-dry-run: the random single ops, the chunked models and the transformer programs (small
+    sizes) with the CPU on both sides."""
     global DEVICE
     DEVICE = "cpu"
     t0 = time.perf_counter()
     print("gpu_check --cpu-dry-run: CPU against CPU (exercises the cases, proves nothing about CUDA)")
-    for line in [random_ops(10), *chunked_models()]:
+    for line in [random_ops(10), *chunked_models(), *transformer_programs(full=False)]:
         print("  " + line, flush=True)
     print(f"gpu_check dry run: {'FAIL' if FAILS else 'OK'} in {time.perf_counter() - t0:.0f} s")
     return 1 if FAILS else 0
@@ -278,7 +352,7 @@ def main() -> int:
     print(f"gpu_check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuda {torch.version.cuda}, "
           f"_int_mm {'yes' if hasattr(torch, '_int_mm') else 'no'}, "
           f"Triton requant {'yes' if gpu_requant.available() else 'no'}", flush=True)
-    print(f"  keccak: {'pure-Python stand-in' if 'Crypto' in sys.modules and not hasattr(sys.modules['Crypto'], '__file__') else 'pycryptodome'}", flush=True)
+    print(f"  keccak: {'pure-Python stand-in' if hasattr(sys.modules.get('sha3'), '__gpumesh_shim__') else 'safe-pysha3'}", flush=True)
     lines = [random_ops()]
     print("  " + lines[-1], flush=True)
     ex_dir = REPO / "examples" / "digits"
@@ -302,6 +376,9 @@ def main() -> int:
     print("  " + lines[-1], flush=True)
     lines.append(speed("random CNN", big, bundle, xf, units))
     print("  " + lines[-1], flush=True)
+    for line in transformer_programs(full=True):
+        lines.append(line)
+        print("  " + line, flush=True)
     if gpu_requant.available():
         for line in torch_paths(ex_dir):
             lines.append(line)
