@@ -218,6 +218,11 @@ def _post_meta(program: str, inputs: str, units: int | None, samples: int | None
                              f"{hi} samples (only the last unit may be padded)")
         meta["samples"] = samples
     if class_names:
+        from gpumesh.node.runtime.textgen import generation_meta
+
+        if generation_meta(prog.meta) is not None:
+            raise UsageError("--class-names: a text-generation program outputs generated tokens, not classes "
+                             "(job result prints the texts); drop --class-names")
         names = [c.strip() for c in class_names.split(",")]
         if any(not c for c in names):
             raise UsageError("--class-names: an empty name (comma-separated names, e.g. cat,dog)")

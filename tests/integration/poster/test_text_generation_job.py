@@ -31,6 +31,9 @@ def test_generation_job_result_prints_the_generated_text(env, gm, tmp_path):
     out, _ = gm("program", "inputs", str(tmp_path / "prog"), "--text", str(tmp_path / "prompts.txt"),
                 "--out", str(tmp_path / "in.safetensors"), "--json")
     assert json.loads(out)["units"] == 2 and json.loads(out)["padding"] == 1
+    _, err = gm(*_post_args(gm, "--program", str(tmp_path / "prog"), "--inputs", str(tmp_path / "in.safetensors"),
+                            "--class-names", "a,b"), code=2)
+    assert "--class-names: a text-generation program outputs generated tokens" in err
     out, _ = gm(*_post_args(gm, "--program", str(tmp_path / "prog"), "--inputs", str(tmp_path / "in.safetensors"),
                             "--samples", "3", "--json"))
     job_id = json.loads(out)["job_id"]
