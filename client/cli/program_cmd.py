@@ -26,15 +26,27 @@ def _load_factory(spec: str):
     if ":" not in spec:
         raise UsageError("--model takes FILE.py:FACTORY or MODULE:FACTORY")
     mod_name, attr = spec.rsplit(":", 1)
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.is_file():
-            raise UsageError(f"{path}: no such model file")
-        s = importlib.util.spec_from_file_location(f"_gpumesh_model_{path.stem}", path)
-        mod = importlib.util.module_from_spec(s)
-        s.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(mod_name)
+    # the model file's own folder and the current folder are on the import path, as for `python
+    # FILE.py` and `python -m`, so a model file can import its project's modules
+    import sys
+
+    for folder in (str(Path.cwd()), *((str(Path(mod_name).resolve().parent),) if mod_name.endswith(".py") else ())):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise UsageError(f"{path}: no such model file")
+            s = importlib.util.spec_from_file_location(f"_gpumesh_model_{path.stem}", path)
+            mod = importlib.util.module_from_spec(s)
+            s.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+    except (ImportError, SyntaxError) as e:
+        where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+        raise UsageError(f"--model {spec}: importing {mod_name} failed: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}"
+                         f"{where} (the model file's folder and the current folder are on the import path)") from None
     if not hasattr(mod, attr):
         raise UsageError(f"{mod_name} has no {attr!r}")
     return getattr(mod, attr)

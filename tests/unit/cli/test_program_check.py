@@ -5,6 +5,7 @@ gives the int8 vs float next-token agreement. Real CLI processes, real torch."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,21 @@ def test_build_a_token_program_reports_next_token_agreement(tmp_path):
     prog = json.loads((tmp_path / "prog" / "program.json").read_text())
     assert prog["input"] == {"dtype": "int8", "name": "idx", "shape": [4, 32]}
     assert prog["meta"]["input_kind"] == "tokens"
+
+
+def test_a_model_file_imports_its_own_folder_and_a_failed_import_is_one_line(tmp_path):
+    """The model file's folder is on the import path (as for `python FILE.py`): a model split over
+    two files of one project checks from any current folder; an import that fails is one line,
+    exit 2, naming the file (not an unexpected error with a traceback)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "layers.py").write_text("import torch.nn as nn\n\ndef mlp():\n    return nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))\n")
+    (proj / "model.py").write_text("from layers import mlp\n\ndef factory():\n    return mlp()\n")
+    r = subprocess.run([*GPUMESH, "program", "check", "--model", f"{proj / 'model.py'}:factory"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=180,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    (proj / "bad.py").write_text("from no_such_project_module import thing\n")
+    r = _cli("program", "check", "--model", f"{proj / 'bad.py'}:factory")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "importing" in r.stderr and "ModuleNotFoundError: No module named 'no_such_project_module'" in r.stderr
