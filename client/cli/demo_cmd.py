@@ -1,7 +1,8 @@
 """`gpumesh demo run`: the whole story on a throw-away embedded devnet (own home, free ports).
 
 devnet up (anvil + embedded IPFS + contracts), then the story of gpumesh.node.demo.story (build a
-program, an honest job paid and verified, a cheater caught and slashed), then a clean tear-down.
+program, an honest job paid and verified, a cheater caught and slashed; then the same for a text
+generation job of the byte GPT), then a clean tear-down.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ def _story(s, state, demo_home: Path, report_path: Path | None) -> None:
     typer.echo(f"  honest job {report.honest_job}: paid; poster-verified accuracy {report.honest_accuracy:.2%}")
     typer.echo(f"  cheating job {report.cheat_job}: {d.outcome} ({d.reason}); {d.moves_worker + d.moves_challenger} "
                f"moves, {d.gas_total:,} gas, {d.wall_seconds:.1f}s of dispute wall time")
+    g, gd = report.generation, report.generation.dispute
+    typer.echo(f"  generation job {g.honest_job}: paid; {len(g.honest_texts)} prompts' text verified against the "
+               f"on-chain result root ({g.ops:,} ops, {g.generate} bytes each)")
+    typer.echo(f"  generation cheating job {g.cheat_job}: {gd.outcome} ({gd.reason}) at {gd.op_name} element "
+               f"{gd.element}; {gd.moves_worker + gd.moves_challenger} moves, {gd.gas_total:,} gas, one-step "
+               f"{gd.gas_step:,}")
     typer.echo("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
     if report_path is not None:
         import dataclasses

@@ -8,6 +8,9 @@
 3. a cheating job: a worker corrupts ONE element deep in one unit; the watchtower's re-execution
    disagrees, it challenges, the bisection game runs on-chain down to one element of one op, the
    Int8Verifier recomputes it, the cheater is slashed and the poster refunded
+4-5. text generation (generation.py): the byte GPT's generation program as a job, paid and its text
+   verified; then a cheater flipping one attention probability of a later token, slashed at that
+   softmax element
 
 Parts are driven in-process by ticking their daemons in turn (the same tick a `worker run` /
 `watchtower run` daemon calls), so the story is deterministic and fast. The only devnet-specific
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from gpumesh.client.core.game import slash_paid
 from gpumesh.client.services.accounts import dev_account
 from gpumesh.ipfs.kubo import KuboStore
 from gpumesh.node.common.store import StateStore
+from gpumesh.node.demo.report import DemoReport, DisputeFigures
 from gpumesh.node.jobs.publish import publish_job
 from gpumesh.node.jobs.results import accuracy, fetch_result
 from gpumesh.node.runtime.executor import Executor
@@ -63,35 +67,6 @@ class DemoConfig:
     bond: int = ETH // 2
     challenge_window: int = 600
     max_ticks: int = 4000
-
-
-@dataclass
-class DisputeFigures:
-    game_id: int = 0
-    moves_worker: int = 0
-    moves_challenger: int = 0
-    gas_total: int = 0
-    gas_max_move: int = 0
-    gas_step: int = 0
-    wall_seconds: float = 0.0
-    outcome: str = ""
-    reason: str = ""
-    fault: str = ""
-    first_wrong_op: str = ""
-
-
-@dataclass
-class DemoReport:
-    float_accuracy: float = 0.0
-    int8_accuracy: float = 0.0
-    program_root: str = ""
-    honest_job: int = 0
-    honest_accuracy: float = 0.0
-    predictions: list[int] = field(default_factory=list)
-    cheat_job: int = 0
-    dispute: DisputeFigures = field(default_factory=DisputeFigures)
-    balances: dict[str, dict[str, str]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 ROLES = {"poster": 1, "worker": 2, "watchtower": 3, "cheater": 4}
@@ -196,8 +171,8 @@ class Story:
         return path
 
     # ------------------------------------------------------------------ jobs
-    def post(self, program: Path, inputs: Path, labels: list[int]) -> int:
-        pub = publish_job(self.store, program, inputs, meta={"labels": labels})
+    def post(self, program: Path, inputs: Path, meta: dict) -> int:
+        pub = publish_job(self.store, program, inputs, meta=meta)
         now = self.w3.eth.get_block("latest")["timestamp"]
         spec = JobSpec(spec_cid=pub.spec_cid, program_root=pub.spec.program_root, inputs_root=pub.spec.inputs_root,
                        num_units=pub.spec.num_units, required_stake=self.cfg.stake, claim_deadline=now + 3600,
@@ -242,14 +217,29 @@ class Story:
         for name in ("worker", "cheater"):
             self.registry[name].stake(self.cfg.stake)
         self.echo(f"  worker and cheater each stake {self._eth(self.cfg.stake)} ETH")
-        job = self.post(program, inputs, labels)
+        job = self.post(program, inputs, {"labels": labels})
         self.report.honest_job = job
+        self.work_and_pay(job, lambda: f"executed {self.market['poster'].get_job(job).num_units} units")
+        res = fetch_result(self.store, self.market["poster"], self.market["poster"].get_job(job),
+                           from_block=self.cfg.deployment.deploy_block)
+        preds = res.predictions()
+        acc, n = accuracy(preds, labels)
+        self.report.honest_accuracy = acc
+        self.report.predictions = [int(p) for p in preds[:20]]
+        self.echo(f"  poster: outputs verified against the on-chain result root; accuracy {acc:.2%} on {n} digits")
+        self.echo(f"  first predictions: {' '.join(str(int(p)) for p in preds[:20])}")
+        self.echo(f"  true labels:       {' '.join(str(v) for v in labels[:20])}")
+        self._print_balances("after the honest job")
+
+    def work_and_pay(self, job: int, did: Callable[[], str]) -> None:
+        """The honest worker validates, claims, runs and submits `job` (`did()` says what it ran); the
+        watchtower re-executes and agrees; the challenge window passes; the worker finalizes and
+        withdraws its reward."""
         worker, tower = self.worker("worker"), self.watchtower()
         try:
             t = time.perf_counter()
             self._until("the honest worker's result", lambda: self._state(job) == JobState.SUBMITTED, worker.node.tick)
-            self.echo(f"  worker: validated the data against the chain, claimed, executed "
-                      f"{self.market['poster'].get_job(job).num_units} units and submitted "
+            self.echo(f"  worker: validated the data against the chain, claimed, {did()} and submitted "
                       f"({time.perf_counter() - t:.1f}s)")
             tower.run_until_idle()
             rec = tower.state.get("job", job) or {}
@@ -265,16 +255,6 @@ class Story:
         finally:
             worker.close()
             tower.state.close()
-        res = fetch_result(self.store, self.market["poster"], self.market["poster"].get_job(job),
-                           from_block=self.cfg.deployment.deploy_block)
-        preds = res.predictions()
-        acc, n = accuracy(preds, labels)
-        self.report.honest_accuracy = acc
-        self.report.predictions = [int(p) for p in preds[:20]]
-        self.echo(f"  poster: outputs verified against the on-chain result root; accuracy {acc:.2%} on {n} digits")
-        self.echo(f"  first predictions: {' '.join(str(int(p)) for p in preds[:20])}")
-        self.echo(f"  true labels:       {' '.join(str(v) for v in labels[:20])}")
-        self._print_balances("after the honest job")
 
     # ------------------------------------------------------------------ 3. the cheating job
     def pick_fault(self, program: Path, inputs: Path) -> Fault:
@@ -301,28 +281,13 @@ class Story:
         d.fault = f"unit {fault.unit}, {d.first_wrong_op}, element {fault.element}"
         self.echo(f"  cheater: will flip one element: {d.fault}")
         before = self._snapshot("before the dispute")
-        job = self.post(program, inputs, labels)
+        job = self.post(program, inputs, {"labels": labels})
         self.report.cheat_job = job
         cheater, tower = self.worker("cheater", fault), self.watchtower()
-        game_client = DisputeGameClient(self.w3, self.cfg.deployment.dispute_game)
         try:
             self._until("the cheater's result", lambda: self._state(job) == JobState.SUBMITTED, cheater.node.tick)
             self.echo("  cheater: claimed, executed (with the flip) and submitted a wrong result root")
-            start_block = self.w3.eth.block_number
-            t = time.perf_counter()
-
-            def resolved() -> bool:
-                games = game_client.games_of_job(job)
-                return bool(games) and all(game_client.get_game(g).resolved for g in games)
-
-            self._until("the dispute's end", resolved, tower.tick, cheater.node.tick)
-            d.wall_seconds = time.perf_counter() - t
-            tower.run_until_idle()
-            (gid,) = game_client.games_of_job(job)
-            d.game_id = int(gid)
-            res = game_client.resolutions(game_id=gid)[0]
-            d.outcome, d.reason = str(res.outcome.name), str(res.reason.name)
-            self._count_moves(start_block, self.w3.eth.block_number)
+            self.dispute(job, d, tower, cheater)
         finally:
             cheater.close()
             tower.state.close()
@@ -341,18 +306,40 @@ class Story:
         self.echo(f"  cheater lost {lost:.4f} ETH of stake ({self._eth(paid)} ETH to the watchtower that opened the "
                   f"game, the rest burned); state of job {job}: {self._state(job).name}")
 
-    def _count_moves(self, first: int, last: int) -> None:
-        d = self.report.dispute
+    def dispute(self, job: int, d: DisputeFigures, tower: Watchtower, cheater) -> None:
+        """Tick the watchtower and the cheater until every game of `job` is resolved; fill `d` from
+        the chain: outcome, where the game ended (unit, op, the stepped element), moves and gas."""
+        game_client = DisputeGameClient(self.w3, self.cfg.deployment.dispute_game)
+        start_block = self.w3.eth.block_number
+        t = time.perf_counter()
+
+        def resolved() -> bool:
+            games = game_client.games_of_job(job)
+            return bool(games) and all(game_client.get_game(g).resolved for g in games)
+
+        self._until("the dispute's end", resolved, tower.tick, cheater.node.tick)
+        d.wall_seconds = time.perf_counter() - t
+        tower.run_until_idle()
+        (gid,) = game_client.games_of_job(job)
+        d.game_id = int(gid)
+        res = game_client.resolutions(game_id=gid)[0]
+        d.outcome, d.reason = str(res.outcome.name), str(res.reason.name)
+        g = game_client.get_game(gid)
+        d.unit, d.op = int(g.unit_index), int(g.op_index)
+        self._count_moves(start_block, self.w3.eth.block_number, job, d)
+
+    def _count_moves(self, first: int, last: int, job: int, d: DisputeFigures) -> None:
+        """The transactions of game d.game_id: its challenge and every move (a withdraw of the
+        winnings is not a move of the game)."""
         game = self.cfg.deployment.dispute_game.lower()
         tower, cheater = self.acct["watchtower"].address.lower(), self.acct["cheater"].address.lower()
-        from eth_utils import function_abi_to_4byte_selector
-
-        abi = DisputeGameClient(self.w3, self.cfg.deployment.dispute_game).contract.abi
-        step_sel = next(function_abi_to_4byte_selector(f) for f in abi
-                        if f.get("type") == "function" and f.get("name") == "step").hex()
+        contract = DisputeGameClient(self.w3, self.cfg.deployment.dispute_game).contract
         for n in range(first + 1, last + 1):
             for tx in self.w3.eth.get_block(n, full_transactions=True)["transactions"]:
                 if (tx["to"] or "").lower() != game:
+                    continue
+                fn, args = contract.decode_function_input(tx["input"])
+                if args.get("gameId", -1) != d.game_id and not (fn.fn_name == "challenge" and args["jobId"] == job):
                     continue
                 gas = self.w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"]
                 sender = tx["from"].lower()
@@ -360,9 +347,11 @@ class Story:
                 d.moves_worker += sender == cheater
                 d.gas_total += gas
                 d.gas_max_move = max(d.gas_max_move, gas)
-                inp = tx["input"].hex() if hasattr(tx["input"], "hex") else str(tx["input"])
-                if inp.removeprefix("0x").startswith(step_sel.removeprefix("0x")):
-                    d.gas_step = gas
+                by = "watchtower" if sender == tower else "cheater" if sender == cheater else sender
+                d.moves.append({"by": by, "move": fn.fn_name, "gas": gas})
+                if fn.fn_name == "step":
+                    d.gas_step, d.element = gas, int(args["elementIndex"])
+                    d.moves[-1]["leaf"] = bytes(args["leaf"]).hex()
 
 
 class _EchoHandler(logging.Handler):
@@ -388,6 +377,9 @@ def run_story(cfg: DemoConfig, echo: Echo) -> DemoReport:
         program, inputs, labels = story._timed("build", story.build)
         story._timed("honest job", lambda: story.honest(program, inputs, labels))
         story._timed("cheating job", lambda: story.cheat(program, inputs, labels))
+        from gpumesh.node.demo.generation import run_generation  # parts 4-5 (it imports this module)
+
+        run_generation(story)
         story.report.seconds["total"] = time.perf_counter() - t
         story.store.close()
         return story.report
