@@ -68,10 +68,11 @@ def export_generation(model: nn.Module, calib: torch.Tensor, unit_batch: int, ge
         raise ExportError(f"a prompt of {p} and {generate} generated tokens need calibration windows of {w} tokens; "
                           f"these have {t}")
     obj, arrays = export_json(model, calib[:, :w].contiguous(), unit_batch, True, meta, clip, smooth)
-    lowered = chunk_reductions(obj)
+    probe = _head_on_last_position(obj)
+    lowered = chunk_reductions(probe)
     full = Program.from_json(lowered)
     gen, garrays = generation_json(obj, arrays, full, p, generate)
-    if len(lowered["ops"]) > len(obj["ops"]):  # the LM head's argmax is chunked (a large vocabulary)
+    if len(lowered["ops"]) > len(probe["ops"]):  # the LM head's argmax is chunked (a large vocabulary)
         gen = chunk_reductions(gen)
     if len(gen["ops"]) > MAX_OPS:
         first = sum(1 for o in gen["ops"] if "@" not in o["name"] and o["name"] != "tokens")
@@ -80,6 +81,35 @@ def export_generation(model: nn.Module, calib: torch.Tensor, unit_batch: int, ge
                           f"{MAX_OPS} of docs/protocol.md 3.4; this model generates at most "
                           f"{1 + (MAX_OPS - first) // per_step} tokens per program")
     return Program.from_json(gen), garrays
+
+
+def _head_on_last_position(obj: dict) -> dict:
+    """The full-window program JSON with the LM head reading the last position only (a slice before
+    it), validated for the types of its ops: the full window's logits [B, W, V] can be far above
+    the 2^28-byte tensor limit of 3.4 (GPT-2's vocabulary at B 8, W 256: 411 MB), while no step of
+    the generation program computes more than one position of them. Every op keeps its name and
+    rank; only the head's and the argmax's position axis is 1 instead of W, which
+    `generation_json` sets per step anyway."""
+    if obj["ops"][-1]["op"] != "argmax":
+        raise ExportError("a generation program ends in the LM head's argmax (export with --argmax)")
+    head = obj["ops"][-1]["inputs"][0]
+    at = next(i for i, o in enumerate(obj["ops"]) if o["name"] == head)
+    src = obj["ops"][at]["inputs"][0]
+    if src == obj["input"]["name"] or any(w["name"] == src for w in obj["weights"]):
+        return obj
+    prefix = {**obj, "ops": obj["ops"][:at]}
+    pre = Program.from_json(prefix)
+    types = {obj["input"]["name"]: tuple(obj["input"]["shape"])}
+    types.update({w["name"]: tuple(w["shape"]) for w in obj["weights"]})
+    types.update({o.name: o.desc.out.shape for o in pre.ops})
+    axis = _axes(prefix, types).get(src)
+    if axis is None:
+        return obj
+    cut = {"name": f"{src}.last", "op": "slice", "inputs": [src],
+           "attrs": {"axis": axis, "start": types[src][axis] - 1, "len": 1}}
+    ops = [*obj["ops"][:at], cut, {**obj["ops"][at], "inputs": [cut["name"], *obj["ops"][at]["inputs"][1:]]},
+           *obj["ops"][at + 1 :]]
+    return {**obj, "ops": ops}
 
 
 def generation_json(obj: dict, arrays: dict[str, np.ndarray], full: Program, p: int,
