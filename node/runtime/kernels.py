@@ -14,6 +14,7 @@ Adapter code (imports torch); imported by the executor and the GPU check only.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -484,6 +485,30 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
     out_dtype = torch.int32 if req is None else torch.int8
     corner = k * za * zb
     step = max(1, BLOCK_ELEMENTS // (m * n)) if device.type == "cpu" else None
+    small = device.type == "cpu" and m <= SMALL_M and k <= F32_MAX_K
+
+    def products(ab: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
+        """A.B + R[m] + C[n] (int32) of one block of entries."""
+        if small and _f32_exact():  # float32 on the views: exact (F32_MAX_K), no copies, one bmm
+            af, bf = ab.to(torch.float32), bb.to(torch.float32)
+            # row and column sums in float32: integers of magnitude <= 128 K <= 2^17, exact; the
+            # column sums as one more row of ones in the same bmm (a strided sum cost as much)
+            rows = af.sum(dim=-1, keepdim=True) if zb or corner else None
+            if za:
+                ones = torch.ones((af.shape[0], 1, k), dtype=torch.float32, device=af.device)
+                both = torch.bmm(torch.cat([af, ones], dim=1), bf)
+                acc, cols = both[:, :m].to(torch.int32), both[:, m:]
+            else:
+                acc, cols = torch.bmm(af, bf).to(torch.int32), None
+        else:
+            acc = _batched_int_mm(ab, bb)
+            rows = ab.sum(dim=-1, keepdim=True, dtype=torch.int32) if zb or corner else None
+            cols = bb.sum(dim=-2, keepdim=True, dtype=torch.int32) if za else None
+        if rows is not None:
+            acc.add_(rows.to(torch.int32).mul_(-zb).add_(corner))
+        if cols is not None:
+            acc.add_(cols.to(torch.int32).mul_(-za))
+        return acc
 
     def run(xs):
         a = xs[0].reshape(-1, *a_shape)
@@ -494,12 +519,7 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
         out = torch.empty((batch, m, n), dtype=out_dtype, device=a.device)
         for h0 in range(0, batch, step or batch):
             h1 = min(batch, h0 + (step or batch))
-            ab, bb = a[h0:h1], b[h0:h1]
-            acc = _batched_int_mm(ab, bb)
-            if zb or corner:
-                acc.add_(ab.sum(dim=-1, keepdim=True, dtype=torch.int32).mul_(-zb).add_(corner))
-            if za:
-                acc.add_(bb.sum(dim=-2, keepdim=True, dtype=torch.int32).mul_(-za))
+            acc = products(a[h0:h1], b[h0:h1])
             if req is None:
                 out[h0:h1] = acc
             else:
@@ -530,6 +550,24 @@ def _batched_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         except (RuntimeError, NotImplementedError):
             _INT_MM_OK[dev] = False
     return torch.bmm(a.to(torch.float64), b.to(torch.float64)).to(torch.int32)
+
+
+#: Float32 GEMM of int8 operands is exact for K <= F32_MAX_K: every product is an integer of
+#: magnitude <= 128 * 128 = 2^14 and every partial sum, in any order, one of magnitude <= 2^14 K <=
+#: 2^24, so each IEEE operation (multiply, add or fused multiply-add) has a representable exact
+#: result and returns it. `_prep_matmul` takes it on CPU for M <= SMALL_M rows per entry (a decode
+#: step's query row), where one `_int_mm` call per entry, a row-major copy of a strided operand
+#: (K^T of a cache) and a strided int8 column sum cost more than the GEMM (GPT-2-small shape, 96
+#: entries [1, 256] x [256, 64], one thread: 1.34 -> 0.6 ms).
+F32_MAX_K = 1 << 10
+SMALL_M = 8
+
+
+def _f32_exact() -> bool:
+    """Whether float32 matmuls run in IEEE float32 here (no TF32 / bf16 reduced-precision modes)."""
+    mk = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    return (torch.get_float32_matmul_precision() == "highest"
+            and getattr(mk, "fp32_precision", "none") in ("none", "ieee"))
 
 
 def _row_major(t: torch.Tensor) -> torch.Tensor:
@@ -566,10 +604,34 @@ def _prep_lut(table: np.ndarray, device: torch.device) -> Prepared:
     """y = T[x + 128]: the bytes of x read as uint8 are x + 256 for x < 0 and x otherwise, so the
     table rolled by 128 (R[u] = T[(u + 128) mod 256]) is indexed by them directly."""
     rolled = torch.from_numpy(np.roll(np.asarray(table, dtype=np.int8), 128)).to(device)
+    if device.type == "cpu":
+        return _lut_pairs(rolled)
 
     def run(xs):
         x = xs[0]
         return rolled[x.view(torch.uint8).to(torch.int32)]
+    return run
+
+
+def _lut_pairs(rolled: torch.Tensor) -> Prepared:
+    """The CPU lut two bytes at a time: a table of 65,536 int16 entries (128 KiB, in cache) whose
+    entry for the 16-bit word u holds the two bytes R[byte 0 of u], R[byte 1 of u] (built through the
+    same byte view, so it holds for either byte order), indexed by `index_select` with the words of
+    x + 2^15 (int16 read signed) as int32: half the lookups of the byte table, and index_select
+    instead of advanced indexing (2M elements, one thread: 8.9 -> 0.9 ms). Pure data movement: the
+    same bytes as R[x]. An odd element count or a non-contiguous x takes the byte table through
+    index_select."""
+    r = rolled.cpu().numpy().view(np.uint8)
+    words = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    pairs = np.ascontiguousarray(r[words]).view(np.int16).reshape(-1)
+    pairs = torch.from_numpy(np.roll(pairs, 1 << 15))  # index = signed word + 2^15
+
+    def run(xs):
+        x = xs[0]
+        if x.numel() % 2 or not x.is_contiguous():
+            return rolled.index_select(0, x.reshape(-1).view(torch.uint8).to(torch.int32)).view(x.shape)
+        idx = x.reshape(-1).view(torch.int16).to(torch.int32).add_(1 << 15)
+        return pairs.index_select(0, idx).view(torch.int8).view(x.shape)
     return run
 
 
@@ -725,7 +787,7 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
     rd = math.isqrt(dd << 24)
     req = requant_of(d, None, device)
     beta_max = int(np.abs(np.asarray(beta, dtype=np.int64)).max())
-    if not req.fp64 or 128 * (rd + 1) + beta_max > I32_MAX:
+    if not (req.fp64 or req.f53 is not None) or 128 * (rd + 1) + beta_max > I32_MAX:
         g_t, b_t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (gamma, beta))
         return lambda xs: _layernorm(d, xs[0], g_t, b_t)
     g64, b64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device) for a in (gamma, beta))
@@ -765,10 +827,45 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
         b_row = beta_h if t is None else beta_h.sub_(t.mul_(alpha))
         # in place, two passes each (a broadcast addcmul measured 2-3x slower)
         w = v.mul_(alpha.mul_(dd).unsqueeze(1)).add_(b_row.unsqueeze(1)).floor_()
-        return req.fp64_(w.mul_(g64).add_(b64))  # exact integers: z * gamma + beta, no wrap (checked above)
+        return req.exact_(w.mul_(g64).add_(b64))  # exact integers: z * gamma + beta, no wrap (checked above)
+
+    def few_rows(x: torch.Tensor) -> torch.Tensor:
+        """`block` for a few rows (a decode step's): the same row statistics with Python integers
+        (exact: math.isqrt is floor(sqrt) of the exact V) and the same float64 coefficients as
+        Python floats (IEEE double, the same operations in the same order: rD / sigma, 0.25 /
+        sigma + 0.5, beta' - T * alpha, alpha * D), so the same bits for a fifth of the torch calls
+        (each a few microseconds on tensors of a few elements)."""
+        v = x.to(torch.float64)
+        if zp:
+            v.sub_(zp)
+        ti, s2 = row_sums(x, v)
+        a_rows, b_rows = [], []
+        for t_i, s_i in zip(ti.tolist(), s2.tolist(), strict=True):
+            big_v = d2 * s_i - (0 if rms else dd * t_i * t_i) + eps_term
+            sigma = float(math.isqrt(big_v))
+            if sigma > 0:
+                alpha = rd / sigma
+                beta_h = 0.25 / sigma + 0.5
+                b_rows.append(beta_h if rms else beta_h - float(t_i) * alpha)
+                a_rows.append(alpha * dd)
+            else:
+                a_rows.append(0.0), b_rows.append(0.0)
+        col = functools.partial(torch.tensor, dtype=torch.float64, device=x.device)
+        w = v.mul_(col(a_rows).unsqueeze(1)).add_(col(b_rows).unsqueeze(1)).floor_()
+        return req.exact_(w.mul_(g64).add_(b64))
 
     step = max(1, BLOCK_ELEMENTS // dd)
+    if device.type == "cpu":
+        def run(xs):
+            x = xs[0].reshape(-1, dd)
+            fn = few_rows if x.shape[0] <= FEW_ROWS else block
+            return _in_blocks(fn, [x], step, device).reshape(xs[0].shape)
+        return run
     return lambda xs: _in_blocks(block, [xs[0].reshape(-1, dd)], step, device).reshape(xs[0].shape)
+
+
+#: Rows up to which the CPU layernorm computes its row statistics in Python (`few_rows`).
+FEW_ROWS = 64
 
 
 def _layernorm(d: OpDescriptor, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

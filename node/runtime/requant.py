@@ -85,14 +85,35 @@ class Requant:
             one = mult.size == 1
             self.mult = int(mult[0]) if one else torch.from_numpy(mult).to(device)
             self.shift = int(shift[0]) if one or (shift == shift[0]).all() else torch.from_numpy(shift).to(device)
+        # shifts above FP64_MAX_SHIFT, per tensor: the pre-clamped requant in float64 integers
+        # (CPU only: CUDA keeps its fused or int64 forms)
+        self.f53 = (None if self.fp64 or mult.size != 1 or device.type != "cpu"
+                    else _f53_form(int(mult[0]), int(shift[0]), zp, lo, hi))
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if self.f53 is not None:
+            return self.f53_(a if a.dtype == torch.float64 else a.to(torch.float64))
         if self.fp64:  # a: float64, owned by the caller (modified in place)
             a.mul_(self.m).add_(self.c).clamp_(self.lo, self.hi)
             if self.floor:
                 a.floor_()
             return a.to(torch.int8)
         return requant(a, self.mult, self.shift, self.zp, self.lo, self.hi)
+
+    def exact_(self, a: torch.Tensor) -> torch.Tensor:
+        """Requant of a float64 tensor of exact integer accumulators (|A| < 2^33) owned by the
+        caller (modified in place): `fp64_` or, for a shift above FP64_MAX_SHIFT, `f53_`. Only
+        where `fp64 or f53 is not None`."""
+        return self.f53_(a) if self.f53 is not None else self.fp64_(a)
+
+    def f53_(self, a: torch.Tensor) -> torch.Tensor:
+        """The float64-integer form (`_f53_form`) on float64 exact integers, in place: clamp A to
+        [a_lo, a_hi], then N * 2^-shift = A * (mult 2^-shift) + c' 2^-shift in one pass, exact
+        (`_f53_form`), whose truncation (the uint8 cast; the value is in [0, hi - lo + 1)) is the
+        floor; adding lo mod 256 in uint8 gives y's int8 bits."""
+        a_lo, a_hi, m, c, lo = self.f53
+        u = torch.add(c, a.clamp_(a_lo, a_hi), alpha=m, out=a).to(torch.uint8)
+        return (u.add_(lo & 0xFF) if lo & 0xFF else u).view(torch.int8)
 
     def fp64_(self, a: torch.Tensor) -> torch.Tensor:
         """Requant of a float64 tensor of exact integer accumulators (|A| < 2^33) owned by the
@@ -163,7 +184,7 @@ class Requant:
         if self.fused is not None:
             return self.fused(acc)
         if self.pre is None:
-            return self(acc.to(torch.float64) if self.fp64 else acc)
+            return self(acc.to(torch.float64) if self.fp64 or self.f53 is not None else acc)
         if self.i32 is not None:  # exact integers throughout: (A*mult + c) >> shift, no overflow
             return _int32_tail(torch.clamp(acc, *self.pre), *self.i32)
         a = torch.clamp(acc, *self.pre).to(torch.float64)
@@ -175,6 +196,33 @@ class Requant:
         if self.floor:
             a.floor_()
         return a.to(torch.int8)
+
+
+def _f53_form(mult: int, shift: int, zp: int, lo: int, hi: int):
+    """(a_lo, a_hi, mult 2^-shift, c' 2^-shift, lo) of a per-tensor requant in float64, or None.
+    After the pre-clamp of A to [a_lo, a_hi] (docs/protocol.md 2.4; needs 0 < mult <= 2^shift),
+    y = floor((A*mult + c) / 2^shift) with c = 2^(shift-1) + zp*2^shift, already in [lo, hi];
+    shifting by -lo, y - lo = floor(N / 2^shift) with N = A*mult + c' >= 0, c' = c - lo*2^shift.
+    The kernel computes A * m + c2 with m = mult 2^-shift and c2 = c' 2^-shift (both exact: an
+    integer below 2^53 times a power of two). The exact values of A*m, c2 and their sum are the
+    integers A*mult, c' and N scaled by 2^-shift: when each of those integers is at most 2^53 in
+    magnitude, each exact value is representable (53 significant bits, no underflow) and every
+    IEEE operation returns it as is, fused or not. The result is in [0, hi - lo + 1) with
+    hi - lo + 1 <= 256, so the uint8 cast's truncation is the floor. A*mult and N are monotone in
+    A: checked at a_lo and a_hi with exact integers. Taken for shifts above FP64_MAX_SHIFT (the
+    31-bit multipliers of the exporter's layernorm, shift 45: (hi - lo + 1) 2^45 <= 2^53)."""
+    if not 0 < mult <= 1 << shift:
+        return None
+    b = pre_clamp_bounds(mult, shift, zp, lo, hi)
+    if b is None:
+        return None
+    a_lo, a_hi = b
+    c = (1 << (shift - 1)) + (zp - lo) * (1 << shift)
+    vals = (c, a_lo * mult, a_hi * mult, a_lo * mult + c, a_hi * mult + c)
+    if max(abs(v) for v in vals) > 1 << 53 or a_lo * mult + c < 0:
+        return None
+    scale = 2.0**-shift
+    return float(a_lo), float(a_hi), mult * scale, torch.tensor(c * scale, dtype=torch.float64), lo
 
 
 def pre_clamp_bounds(mult: int, shift: int, zp: int, lo: int, hi: int) -> tuple[int, int] | None:

@@ -1,0 +1,113 @@
+"""The float64-integer requant form for shifts above FP64_MAX_SHIFT (requant._f53_form, docs/protocol.md
+2.4): equal to the int64 formula of 2.1 at, below and above the pre-clamp bounds, at and next to
+every rounding tie, at the int32 extremes, for every shift 43..62 and random multipliers, zero points
+and bounds; taken where its checks pass (the 31-bit multipliers of the exporter's layernorm, shift
+45), refused where a value could leave 2^53; the layernorm kernel through it (a few rows: the row
+statistics in Python integers; more: in torch) equals the int64 layernorm (`kernels._layernorm`) on
+random rows; and the small-M float32 matmul of decode steps equals the exact product."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpumesh.client.core.ops.types import DType, Opcode, ReqMode, Requant, TensorType
+from gpumesh.node.runtime import kernels
+from gpumesh.node.runtime import requant as rq
+from gpumesh.node.runtime.randprog import _case
+
+CPU = torch.device("cpu")
+
+
+def _int64_requant(acc, mult: int, shift: int, zp: int, lo: int, hi: int) -> np.ndarray:
+    return np.array([min(max(((int(a) * mult + (1 << (shift - 1))) >> shift) + zp, lo), hi) for a in acc], np.int8)
+
+
+@pytest.mark.parametrize("shift", [43, 44, 45, 46, 48, 52, 55, 60, 62])
+def test_f53_requant_equals_the_int64_formula(shift):
+    rng = np.random.default_rng(shift)
+    taken = 0
+    for i in range(40):
+        if i % 4 == 0:
+            mult = int(rng.integers(1 << 30, 1 << 31))  # the exporter's 31-bit multipliers
+        else:
+            mult = int(rng.integers(1, 1 << 31)) >> int(rng.integers(0, 20)) or 1
+        zp, lo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        hi = int(rng.integers(lo, 128))
+        if i % 5 == 0:
+            lo, hi = -128, 127
+        accs = [-(2**31), -(2**31) + 1, 2**31 - 2, 2**31 - 1, 0, 1, -1]
+        b = rq.pre_clamp_bounds(mult, shift, zp, lo, hi)
+        for a in b or ():
+            accs += [a - 2, a - 1, a, a + 1, a + 2]
+        for k in rng.integers(-200, 200, 6):
+            a0 = ((2 * int(k) + 1) << (shift - 1)) // mult  # next to the tie k + 1/2
+            accs += [a0 - 1, a0, a0 + 1]
+        accs += rng.integers(-(2**31), 2**31, 50).tolist()
+        acc = np.array([a for a in accs if -(2**31) <= a < 2**31], dtype=np.int64)
+        req = rq.Requant(mult, shift, zp, lo, hi, CPU)
+        assert not req.fp64
+        want = _int64_requant(acc, mult, shift, zp, lo, hi)
+        if req.f53 is not None:
+            taken += 1
+            assert np.array_equal(req.f53_(torch.from_numpy(acc).to(torch.float64)).numpy(), want)
+        # every entry, whichever form it takes
+        assert np.array_equal(req.int32(torch.from_numpy(acc.astype(np.int32))).numpy(), want)
+        assert np.array_equal(req(torch.from_numpy(acc)).numpy(), want)
+    if shift <= 45:  # above, (hi - lo + 1) * 2^shift soon leaves 2^53: mostly the int64 form
+        assert taken >= 30
+
+
+def test_f53_taken_and_refused():
+    # the layernorm's multiplier of examples/bytegpt: shift 45, 31 bits
+    assert rq.Requant(1896750708, 45, 0, -128, 127, CPU).f53 is not None
+    # (hi - lo + 1) * 2^53 would not fit 53 bits: refused, the int64 form stays
+    assert rq.Requant(1 << 30, 53, 0, -128, 127, CPU).f53 is None
+    # m > 1 or mult 0: no pre-clamp, no f53
+    assert rq.Requant(0, 45, 0, -128, 127, CPU).f53 is None
+    # shifts <= 42 keep the fp64 form; per channel keeps the int64 form
+    assert rq.Requant(12345, 42, 0, -128, 127, CPU).f53 is None
+    assert rq.Requant(np.array([5, 6]), np.array([45, 45]), 0, -128, 127, CPU).f53 is None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_layernorm_with_a_large_shift_equals_the_int64_kernel(seed):
+    rng = np.random.default_rng(seed)
+    d = int(rng.choice([8, 64, 256, 768]))
+    rows = int(rng.choice([1, 3, 8, 40, 64, 65, 300]))
+    x = rng.integers(-128, 128, (rows, d)).astype(np.int8)
+    x[0] = 7  # a constant row: sigma may be 0
+    g = rng.integers(-128, 128, d).astype(np.int8)
+    beta = rng.integers(-(2**20), 2**20, d).astype(np.int32)
+    req = Requant(ReqMode.PER_TENSOR, int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(43, 47)),
+                  int(rng.integers(-20, 20)), -128, 127)
+    case = _case(Opcode.LAYERNORM, [TensorType(DType.INT8, x.shape), TensorType(DType.INT8, (d,)),
+                                    TensorType(DType.INT32, (d,))], [x, g, beta],
+                 x_zp=int(rng.integers(-5, 5)), rms=int(rng.integers(0, 2)), eps=int(rng.integers(0, 3)), requant=req)
+    got = kernels.run_op(case.desc, [torch.from_numpy(np.array(a)) for a in case.inputs])
+    want = kernels._layernorm(case.desc, *(torch.from_numpy(np.array(a)) for a in case.inputs))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_small_m_float32_matmul_equals_the_exact_sum(seed):
+    """The matmul op's float32 form (CPU, M <= SMALL_M, K <= F32_MAX_K: a decode step's q.K^T and
+    P.V) equals sum_k (a - za)(b - zb) computed in int64, for both layouts of each operand, any zero
+    points, K up to 1,024 where all -128 operands make the raw partial sums reach 2^24."""
+    rng = np.random.default_rng(seed)
+    lead = (int(rng.integers(1, 4)), int(rng.integers(1, 5)))
+    m, n = int(rng.integers(1, kernels.SMALL_M + 1)), int(rng.integers(1, 300))
+    k = int(rng.choice([1, 7, 64, 333, kernels.F32_MAX_K]))
+    ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+    za, zb = (int(v) for v in rng.integers(-128, 128, 2))
+    a = rng.integers(-128, 128, (*lead, k, m) if ta else (*lead, m, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (*lead, n, k) if tb else (*lead, k, n)).astype(np.int8)
+    if seed % 3 == 0:
+        a[:], b[:], za, zb = -128, -128, 0, 0
+    case = _case(Opcode.MATMUL, [TensorType(DType.INT8, a.shape), TensorType(DType.INT8, b.shape)], [a, b],
+                 ta=ta, tb=tb, za=za, zb=zb, requant=Requant())
+    got = kernels.run_op(case.desc, [torch.from_numpy(a), torch.from_numpy(b)])
+    a64 = (np.swapaxes(a, -1, -2) if ta else a).astype(np.int64) - za
+    b64 = (np.swapaxes(b, -1, -2) if tb else b).astype(np.int64) - zb
+    assert got.dtype == torch.int32 and np.array_equal(got.numpy(), a64 @ b64)
