@@ -18,6 +18,7 @@ Driven like the digits parts (story.Story's daemons, ticked in turn). Adapter-le
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ class GenerationStory:
         flip = self.search.find()
         if flip is None:
             raise DemoError("found no single softmax flip in a decode step that changes the generated text")
-        self.r.flip = {**flip.__dict__, "prompt": flip.unit * UNIT_BATCH + flip.row}
+        self.r.flip = {**dataclasses.asdict(flip), "prompt": flip.unit * UNIT_BATCH + flip.row}
         return flip
 
     def cheat(self, program: Path, inputs: Path, prompts: list[bytes]) -> None:
@@ -154,7 +155,7 @@ class GenerationStory:
         self.echo(f"  of the {f.tried} single flips of that step's last-layer softmax at that prompt's query row "
                   f"({f.heads} heads x {f.keys} keys), {f.changing} change the byte; the one that moves the "
                   f"logits most:")
-        d.fault = f"unit {f.unit}, op {f.op} ({describe_op(load_program(program).program, f.op)}), element {f.element}"
+        d.fault = f"unit {f.unit}, op {f.op} ({describe_op(self.search.prog, f.op)}), element {f.element}"
         d.first_wrong_op = f"op {f.op} ({f.op_name}, SOFTMAX)"
         self.echo(f"  cheater: will flip one element: {d.fault} = head {f.head}, key {f.key}: probability "
                   f"{f.weight}/256 -> {f.flipped}/256")
@@ -179,7 +180,7 @@ class GenerationStory:
         finally:
             cheater.close()
             tower.state.close()
-        self._game_lines(f, job)
+        self._game_lines(f)
         refund, _ = s.market["poster"].withdraw()
         self.echo(f"  poster: withdrew the {s._eth(refund)} ETH refund of job {job}")
         after = s._snapshot("after the generation dispute")
@@ -189,10 +190,11 @@ class GenerationStory:
         self.echo(f"  cheater lost {lost:.4f} ETH of stake ({s._eth(slash_paid(s.cfg.stake))} ETH to the watchtower, "
                   f"the rest burned); state of job {job}: {r.cheat_state}")
 
-    def _game_lines(self, f: SoftmaxFlip, job: int) -> None:
+    def _game_lines(self, f: SoftmaxFlip) -> None:
+        """Where the game ended (from the chain), its moves, and what the one-step recomputed."""
         s, r = self.s, self.r
         d = r.dispute
-        prog = load_program(s.cfg.work / "bytegpt-generate").program
+        prog = self.search.prog
         if not 0 <= d.op < len(prog.ops):
             raise DemoError(f"game {d.game_id} ended at op {d.op}, outside the program's {len(prog.ops)} ops")
         d.op_name = prog.ops[d.op].name
@@ -218,8 +220,7 @@ class GenerationStory:
         # at the element; the honest one, the op output the one-step recomputes from the scores row
         leaf = bytes.fromhex(step["leaf"])
         r.claimed = int.from_bytes(leaf[d.element % len(leaf):][:1], "little", signed=True) + 128
-        units = load_units(s.cfg.work / "prompts.safetensors", self.search.prog)
-        honest = self.search.ex.op_outputs(units[d.unit], [d.op])[d.op]
+        honest = self.search.ex.op_outputs(self.search.units[d.unit], [d.op])[d.op]
         r.honest_value = int.from_bytes(honest[d.element:d.element + 1], "little", signed=True) + 128
         self.echo(f"  game {d.game_id}: {d.outcome} ({d.reason}) after {d.moves_worker} worker and "
                   f"{d.moves_challenger} challenger moves; the contract's one-step recomputed softmax element "
