@@ -96,3 +96,18 @@ def test_the_search_recomputes_what_the_faulty_executor_computes(demo):
         assert int(got[b, k]) == o.token, (o, int(honest[b, k]))
         if o.token == tok0:
             assert np.array_equal(got, honest)  # a flip that changes nothing is no wrong result
+
+
+def test_an_earlier_layers_flip_the_fallback_finds_changes_the_text(demo):
+    """The next-smallest margin's row has no last-layer flip that tips its byte (docs/demo.md: all 22
+    tipping flips sit in the smallest-margin row); one layer down, the search finds one, and the
+    cheating worker's executor agrees that it changes that prompt's text from that step on."""
+    _, bundle, units, _, search = demo
+    margin, u, b, k, second = search.margins()[1]
+    assert search.try_row(margin, u, b, k, second) is None
+    flip = search.try_row(margin, u, b, k, second, layer=-2)
+    assert flip is not None and flip.op == search.softmax[k][-2] and flip.layer == len(search.softmax[k]) - 2
+    honest = search.ex.run_unit(units[u]).reshape(UNIT_BATCH, GENERATE)
+    got = run_unit_at(executor_for(bundle, "cpu", flip.fault), u, units[u]).reshape(UNIT_BATCH, GENERATE)
+    assert int(got[b, k]) == flip.cheat_token != int(honest[b, k]) == flip.honest_token
+    assert np.array_equal(got[b, :k], honest[b, :k]) and np.array_equal(np.delete(got, b, 0), np.delete(honest, b, 0))
