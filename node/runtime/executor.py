@@ -38,6 +38,23 @@ def _flat_bytes(y: torch.Tensor) -> memoryview:
     return memoryview(np.ascontiguousarray(y.cpu().numpy()).reshape(-1).view(np.uint8))
 
 
+class _Weights:
+    """The program's weights as device tensors, made on first use: most weights (linear W, tables)
+    are read only as prepared constants (kernels.prepare_op), so a tensor copy of every weight
+    would add the whole weights file to the executor's memory for nothing (125 MB at the
+    GPT-2-small shape)."""
+
+    def __init__(self, bundle: ProgramBundle, device: torch.device) -> None:
+        self._bundle, self._device = bundle, device
+        self._made: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i not in self._made:
+            a = self._bundle.weight_arrays[self._bundle.program.weights[i].name]
+            self._made[i] = torch.from_numpy(np.array(a, copy=True)).to(self._device)
+        return self._made[i]
+
+
 @dataclass(frozen=True)
 class RunResult:
     outputs: np.ndarray  # [numUnits, *output.shape]
@@ -78,10 +95,7 @@ class Executor:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             kernels.tune_allocator()
-        self._weights = [
-            torch.from_numpy(np.array(bundle.weight_arrays[w.name], copy=True)).to(self.device)
-            for w in self.program.weights
-        ]
+        self._weights = _Weights(bundle, self.device)
         self._descs = [op.desc for op in self.program.ops]
         self._plan = [self._prepare(d) for d in self._descs]
         # the ops reading each op output, in order; the honest path drops an output right after

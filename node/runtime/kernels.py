@@ -129,8 +129,11 @@ class _MatMul:
             self.kp, self.np_ = max(_round8(k), 16), _round8(n)
         else:
             self.kp, self.np_ = (8 if k == 1 else k), n
-        wp = np.zeros((self.np_, self.kp), dtype=np.int8)
-        wp[:n, :k] = w
+        if self.dev == "cpu" and (self.np_, self.kp) == (n, k):  # no padding: only the transposed copy below
+            wp = np.asarray(w, dtype=np.int8)
+        else:
+            wp = np.zeros((self.np_, self.kp), dtype=np.int8)
+            wp[:n, :k] = w
         self.wt = torch.from_numpy(np.ascontiguousarray(wp.T)).to(device)  # [Kp, Np] row-major
         self.w_rows = torch.from_numpy(wp).to(device) if self.dev == "cuda" else None
         self.w64 = None
@@ -174,8 +177,9 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     n, k = w.shape
     mm = _MatMul(w, device)
     # wrap32(sum (x - zp) W + b) = wrap32(x @ W^T + wrap32(b - zp * rowsum W)): wrap32 is a ring map
-    w64 = w.astype(np.int64)
-    b_eff = bias.astype(np.int64) - d.attr("x_zp") * w64.sum(axis=1)
+    # row sums without an int64 copy of W (8x its bytes: the largest item of a GPT-2-sized
+    # program's preparation); |w| in int16 (the abs of -128 does not fit int8)
+    b_eff = bias.astype(np.int64) - d.attr("x_zp") * w.sum(axis=1, dtype=np.int64)
     b_eff = ((b_eff + 2**31) % 2**32 - 2**31).astype(np.int32)
     b32 = torch.from_numpy(b_eff).to(device)
     out_shape = (-1, *d.out.shape[1:])  # the leading dim from the input: units may be stacked
@@ -186,7 +190,7 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
         return run_none
     req = requant_of(d, consts[2] if len(consts) > 2 else None, device)
     # |x @ W^T| <= 128 * sum|W| for any int8 x; with |b'| it bounds the sum: no wrap, bias foldable
-    reach = 128 * np.abs(w64).sum(axis=1)
+    reach = 128 * np.abs(w, dtype=np.int16).sum(axis=1, dtype=np.int64)
     fold = req.fold_bias(b_eff, reach) if (reach + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1).all() else None
 
     def gemm_requant(x):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
