@@ -99,14 +99,22 @@ def test_the_search_recomputes_what_the_faulty_executor_computes(demo):
 
 
 def test_an_earlier_layers_flip_the_fallback_finds_changes_the_text(demo):
-    """The next-smallest margin's row has no last-layer flip that tips its byte (docs/demo.md: all 22
-    tipping flips sit in the smallest-margin row); one layer down, the search finds one, and the
-    cheating worker's executor agrees that it changes that prompt's text from that step on."""
+    """The fallback's earlier layer: in a row of small margin, a flip of the next-to-last layer's
+    softmax that the search says tips the byte does tip it in the cheating worker's executor, and
+    changes that prompt's text from that step on only (the row taken is the first of the 8 smallest
+    margins with no last-layer flip that tips it, where there is one: the fallback's very case)."""
     _, bundle, units, _, search = demo
-    margin, u, b, k, second = search.margins()[1]
-    assert search.try_row(margin, u, b, k, second) is None
-    flip = search.try_row(margin, u, b, k, second, layer=-2)
-    assert flip is not None and flip.op == search.softmax[k][-2] and flip.layer == len(search.softmax[k]) - 2
+    rows = search.margins()[:8]
+    plain = [r for r in rows if search.try_row(*r) is None]
+    found = None
+    for margin, u, b, k, second in plain + [r for r in rows if r not in plain]:
+        flip = search.try_row(margin, u, b, k, second, layer=-2)
+        if flip is not None:
+            found = (u, b, k, flip)
+            break
+    assert found is not None, "no next-to-last-layer flip tips any of the 8 smallest-margin rows"
+    u, b, k, flip = found
+    assert flip.op == search.softmax[k][-2] and flip.layer == len(search.softmax[k]) - 2
     honest = search.ex.run_unit(units[u]).reshape(UNIT_BATCH, GENERATE)
     got = run_unit_at(executor_for(bundle, "cpu", flip.fault), u, units[u]).reshape(UNIT_BATCH, GENERATE)
     assert int(got[b, k]) == flip.cheat_token != int(honest[b, k]) == flip.honest_token
