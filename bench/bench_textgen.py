@@ -33,14 +33,16 @@ shared). `--threads 1,2` measures at each torch thread count in turn.
 
     .venv/bin/python bench/bench_textgen.py [--models bytegpt,gpt2] [--threads 1,2] [--generate 8]
         [--repeat 2] [--reps 2] [--cache /tmp/gpumesh-textgen] [--gpt2-shape] [--profile]
+        [--bytegpt-weights FILE]
 
-Programs are exported once and kept under `--cache` (keyed by model, P and N; export is
-deterministic, so a cached program is the one the export would write again).
+Programs are exported once and kept under `--cache` (keyed by model, a digest of its float weights,
+P and N; export is deterministic, so a cached program is the one the export would write again).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -132,11 +134,11 @@ def gpt2_small(seed: int = 0) -> GPT:
     return m.eval()
 
 
-def bytegpt():
+def bytegpt(weights: Path = BYTEGPT / "state_dict.safetensors"):
     from examples.bytegpt.model import gpt
 
     m = gpt()
-    m.load_state_dict({k: v.float() for k, v in read_tensors(BYTEGPT / "state_dict.safetensors", as_torch=True).items()})
+    m.load_state_dict({k: v.float() for k, v in read_tensors(weights, as_torch=True).items()})
     return m.eval()
 
 
@@ -147,7 +149,8 @@ def _ids(name: str) -> torch.Tensor:
 def program(model: nn.Module, key: str, p: int, n: int, cache: Path, calib: torch.Tensor):
     """The generation program of `model` (P = p, N = n) as `program build --generate n --prompt-len
     p --unit-batch 8` writes it, exported once into `cache`."""
-    folder = cache / f"{key}-p{p}-n{n}"
+    digest = hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
+    folder = cache / f"{key}-{digest[:12]}-p{p}-n{n}"  # other weights, another program
     if not (folder / "program.json").is_file():
         from gpumesh.node.runtime.export_generate import export_generation
 
@@ -385,6 +388,8 @@ def main() -> int:
     ap.add_argument("--cache", default="/tmp/gpumesh-textgen")
     ap.add_argument("--gpt2-shape", action="store_true")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--bytegpt-weights", default=str(BYTEGPT / "state_dict.safetensors"),
+                    help="the byte GPT's float weights (default: the example's)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",") if t]
     kernels.set_deterministic()
@@ -394,7 +399,7 @@ def main() -> int:
     for name in args.models.split(","):
         torch.set_num_threads(max(threads))
         if name == "bytegpt":
-            bench_model(name, bytegpt(), 4, calib, held, args.generate, threads, args)
+            bench_model(name, bytegpt(Path(args.bytegpt_weights)), 4, calib, held, args.generate, threads, args)
         elif name == "gpt2":
             bench_model(name, gpt2_small(), 12, calib[:BATCH], held, args.generate, threads, args)
         else:

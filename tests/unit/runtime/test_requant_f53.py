@@ -90,13 +90,15 @@ def test_layernorm_with_a_large_shift_equals_the_int64_kernel(seed):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_small_m_float32_matmul_equals_the_exact_sum(seed):
-    """The matmul op's float32 form (CPU, M <= SMALL_M, K <= F32_MAX_K: a decode step's q.K^T and
-    P.V) equals sum_k (a - za)(b - zb) computed in int64, for both layouts of each operand, any zero
-    points, K up to 1,024 where all -128 operands make the raw partial sums reach 2^24."""
+@pytest.mark.parametrize("seed", range(24))
+def test_small_m_matmul_equals_the_exact_sum(seed):
+    """The matmul op's forms for few rows (CPU, M <= SMALL_M: a decode step's q.K^T and P.V): the
+    block-diagonal int8 GEMMs (`_grouped_int_mm`, several groups, a partial last one) and the
+    float32 form (K <= F32_MAX_K; the layouts and sizes the former refuses) equal sum_k (a - za)(b -
+    zb) computed in int64, for both layouts of each operand, any zero points, K up to 1,024 where all
+    -128 operands make the raw partial sums reach 2^24."""
     rng = np.random.default_rng(seed)
-    lead = (int(rng.integers(1, 4)), int(rng.integers(1, 5)))
+    lead = (int(rng.choice([1, 2, 8])), int(rng.choice([1, 3, 4, 12])))  # up to 96 entries: several groups
     m, n = int(rng.integers(1, kernels.SMALL_M + 1)), int(rng.integers(1, 300))
     k = int(rng.choice([1, 7, 64, 333, kernels.F32_MAX_K]))
     ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))
