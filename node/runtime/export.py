@@ -83,7 +83,7 @@ _MATMUL_FNS = {operator.matmul, torch.matmul, torch.bmm}
 _SOFTMAX_FNS = {F.softmax, torch.softmax}
 _FLATTEN_FNS = {torch.flatten}
 _RESHAPE_METHODS = {"view", "reshape"}
-_SAME_METHODS = {"contiguous", "float", "clone", "detach", "type_as", "to"}  # values unchanged (float)
+_SAME_METHODS = T.SAME_METHODS  # values unchanged (float)
 _HINT_SOFTMAX_OUT = "a softmax on the output: drop it, the argmax does not need it (same class)"
 
 
@@ -170,6 +170,11 @@ def export_json(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax: 
     dyn = dynamic_nodes(gm)
     b = Builder(calibrate(gm, _batches(calib, unit_batch), clip))
     c = Ctx(gm, b, dyn)
+    c.rope, problems = T.find_rope(gm, dyn)
+    if problems:
+        raise ExportError(problems[0] + (f" (and {len(problems) - 1} more: gpumesh program check lists them)"
+                                         if len(problems) > 1 else ""))
+    c.skip = {i for r in c.rope.values() for i in r.inner}
     nodes = list(gm.graph.nodes)
     out_node = next(n for n in nodes if n.op == "output").args[0]
     if not isinstance(out_node, fx.Node) or out_node not in c.dyn:
@@ -181,7 +186,7 @@ def export_json(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax: 
     input_decl = None
     meta = dict(meta or {})
     for n in nodes:
-        if n.op == "output" or n not in c.dyn or n in c.alias or n in c.vals:
+        if n.op == "output" or n not in c.dyn or n in c.alias or n in c.vals or n in c.skip:
             continue
         if n.op == "placeholder":
             input_decl = _placeholder(c, n, tokens, meta)
@@ -215,8 +220,11 @@ def unsupported(model: nn.Module, calib: torch.Tensor | None = None, unit_batch:
     gm = trace(model.eval(), _example(calib if tokens else calib.float(), unit_batch))
     mods = dict(gm.named_modules())
     dyn = dynamic_nodes(gm)
+    ropes, problems = T.find_rope(gm, dyn)
+    out += problems
+    inside = {i for r in ropes.values() for i in r.inner}
     for n in gm.graph.nodes:
-        if n in dyn and n.op not in ("placeholder", "output") and not _known(n, mods):
+        if n in dyn and n not in inside and n.op not in ("placeholder", "output") and not _known(n, mods):
             out.append(f"{describe(n, mods)}: {_call_hint(n)}")
     out_node = next(n for n in gm.graph.nodes if n.op == "output").args[0]
     if isinstance(out_node, (tuple, list)):
@@ -278,6 +286,9 @@ def _node(c: Ctx, n: fx.Node, last: fx.Node | None) -> None:
     mods, b = c.mods, c.b
     m = mods.get(n.target) if n.op == "call_module" else None
     arg0 = n.args[0] if n.args else None
+    if n in c.rope:  # x * cos + rotate_half(x) * sin (export_ops.find_rope)
+        T.rope(c, c.rope[n])
+        return
     x = c.src(arg0) if isinstance(arg0, fx.Node) and arg0 in c.dyn else None
     if isinstance(m, (nn.Dropout, nn.Identity)) or _fn(n, set(), _SAME_METHODS):
         if n.op == "call_method" and n.target == "to" and any(

@@ -14,6 +14,7 @@ Adapter code (torch); imported by gpumesh.node.runtime.export.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from gpumesh.client.core.ops.reference import ROPE_ONE
 from gpumesh.client.core.ops.rules import MAX_LN_EPS_TERM, MAX_STEP_LEAVES, range_leaves
 from gpumesh.node.runtime.export_graph import ExportError, describe, is_rmsnorm
 from gpumesh.node.runtime.quant import (
@@ -114,6 +116,8 @@ class Ctx:
         self.vals: dict[fx.Node, Val] = {}
         self.alias: dict[fx.Node, fx.Node] = {}
         self._named: set[str] = set()
+        self.rope: dict[fx.Node, Rope] = {}  # rotary embeddings by output node (find_rope)
+        self.skip: set[fx.Node] = set()  # nodes inside them (no op of their own)
 
     def src(self, n: fx.Node) -> Val:
         while n in self.alias:
@@ -308,3 +312,238 @@ def attention(c: Ctx, n: fx.Node, name: str, q: Val, k: Val, v: Val, v_shape: li
     scores = matmul(c, f"{name}.scores", q, replace(k, swapped=k), s_sc, real)  # k^T read in place (tb = 1)
     p = softmax(c, f"{name}.probs", scores, causal)
     return matmul(c, name, p, v, s_out, 1.0, v_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embedding (docs/protocol.md 2.2.3 and 2.6)
+
+#: Value-preserving calls on a float activation (the walk aliases them).
+SAME_METHODS = {"contiguous", "float", "clone", "detach", "type_as", "to"}
+_CAT_FNS = {torch.cat, getattr(torch, "concat", torch.cat), getattr(torch, "concatenate", torch.cat)}
+_NEG_FNS = {operator.neg, torch.neg}
+_MULS = {operator.mul, torch.mul}
+_ADDS = {operator.add, torch.add}
+_FORM = "q * cos + rotate_half(q) * sin with rotate_half(q) = cat(-q[..., D/2:], q[..., :D/2], dim=-1)"
+_INTERLEAVED = ("the rope op uses rotate-half pairing (Llama / GPT-NeoX: column k with k + D/2), not interleaved "
+                "pairs (2i, 2i+1); permute each head's rows of the q and k projections (even rows first, then odd) "
+                "and rotate with rotate_half")
+
+
+@dataclass
+class Rope:
+    """A rotary embedding found in the graph: `out` (the add) = x * cos + rotate_half(x) * sin."""
+
+    x: fx.Node
+    out: fx.Node
+    table: np.ndarray  # int32 [T, D/2, 2]: round(2^15 (cos, sin) / gain)
+    gain: float  # max(1, max |cos|, |sin|): a table scaled down to stay within +-1, the rest in the requant
+    inner: set[fx.Node]  # the pattern's other nodes (no op of their own)
+
+
+def _module_of(n: fx.Node) -> str:
+    """`path (Class)` of the module whose forward made node n (the model itself: `model (Class)`)."""
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return f"{n.name} (the model's forward)"
+    path, cls = list(stack.values())[-1]
+    return f"{path} ({getattr(cls, '__name__', cls)})"
+
+
+def _is(n, fns: set, methods: set = frozenset()) -> bool:
+    return isinstance(n, fx.Node) and ((n.op == "call_function" and n.target in fns)
+                                       or (n.op == "call_method" and n.target in methods))
+
+
+def _base(n):
+    """n through value-preserving calls (`.float()`, `.contiguous()`, `.to(dtype)`, ...)."""
+    while isinstance(n, fx.Node) and n.op == "call_method" and n.target in SAME_METHODS:
+        n = n.args[0]
+    return n
+
+
+def _last_slice(n: fx.Node, dyn: set) -> tuple[fx.Node, slice] | None:
+    """(source, slice) for `x[..., a:b:c]` / `x[:, :, a:b:c]` of an activation (the last axis only)."""
+    if not (n.op == "call_function" and n.target is operator.getitem and n.args[0] in dyn):
+        return None
+    src, idx = n.args
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    v = src.meta.get("val")
+    if not isinstance(v, torch.Tensor) or not idx or not isinstance(idx[-1], slice):
+        return None
+    full = slice(None)
+    if idx[:-1] == (Ellipsis,) or (len(idx) == v.dim() and all(i == full for i in idx[:-1])):
+        return src, idx[-1]
+    return None
+
+
+def _half(n, dyn: set) -> tuple[fx.Node, int] | None:
+    """(source, 0 or 1) when n is the first or second half of its source's last axis:
+    `x[..., :D/2]`, `x[..., D/2:]`, `x.chunk(2, -1)[i]`, `x.split(D/2, -1)[i]`."""
+    if not isinstance(n, fx.Node) or n.op != "call_function" or n.target is not operator.getitem:
+        return None
+    src = n.args[0]
+    if _is(src, {torch.chunk, torch.split}, {"chunk", "split"}) and isinstance(n.args[1], int):
+        parts, x = src.meta.get("val"), src.args[0]
+        if not isinstance(x, fx.Node) or x not in dyn or not isinstance(parts, (tuple, list)) or len(parts) != 2:
+            return None
+        rank = x.meta["val"].dim()
+        dim = src.kwargs.get("dim", src.args[2] if len(src.args) > 2 else 0)
+        d = x.meta["val"].shape[-1]
+        if dim % rank == rank - 1 and d % 2 == 0 and all(p.shape[-1] == d // 2 for p in parts):
+            return _base(x), n.args[1]
+        return None
+    got = _last_slice(n, dyn)
+    if got is None:
+        return None
+    src, s = got
+    d = src.meta["val"].shape[-1]
+    start, stop, step = s.indices(d)
+    if d % 2 or step != 1:
+        return None
+    return {(0, d // 2): (_base(src), 0), (d // 2, d): (_base(src), 1)}.get((start, stop))
+
+
+def _negated(n):
+    """x for `-x`, `torch.neg(x)`, `x.neg()`, `x * -1`, `-1 * x`; else None."""
+    if _is(n, _NEG_FNS, {"neg"}):
+        return n.args[0]
+    if _is(n, _MULS, {"mul"}) and len(n.args) == 2:
+        a, b = n.args
+        if b == -1 or b == -1.0:
+            return a
+        if a == -1 or a == -1.0:
+            return b
+    return None
+
+
+def _scaled(n, dyn: set):
+    """(activation, constant) of `a * c` or `c * a` with exactly one activation operand; else None."""
+    if not _is(n, _MULS, {"mul"}) or len(n.args) != 2:
+        return None
+    a, b = n.args
+    if isinstance(a, fx.Node) and a in dyn and not (isinstance(b, fx.Node) and b in dyn):
+        return a, b
+    if isinstance(b, fx.Node) and b in dyn and not (isinstance(a, fx.Node) and a in dyn):
+        return b, a
+    return None
+
+
+def find_rope(gm: fx.GraphModule, dyn: set) -> tuple[dict[fx.Node, Rope], list[str]]:
+    """Every rotary embedding of the graph as posters write it (Llama / GPT-NeoX: `_FORM`, cos and
+    sin constants of the program's shapes: from an `inv_freq` buffer and the positions, or sliced
+    from precomputed buffers), keyed by its output node; and one line per pattern that looks like
+    rope but does not match (interleaved pairs, a rotate_half with other halves or signs, cos / sin
+    that vary along an axis other than the positions, ...), naming the module."""
+    found: dict[fx.Node, Rope] = {}
+    problems: list[str] = []
+    for n in gm.graph.nodes:
+        if n not in dyn:
+            continue
+        where = lambda why, n=n: f"{_module_of(n)}: rotary embedding at {n.name}: {why}"  # noqa: E731
+        if _is(n, {torch.view_as_complex}) or (
+                (s := _last_slice(n, dyn)) is not None and s[1].step not in (None, 1)):
+            problems.append(where(f"{_INTERLEAVED}"))
+            continue
+        if not _is(n, _CAT_FNS) or not n.args or not isinstance(n.args[0], (tuple, list)):
+            continue
+        parts = n.args[0]
+        halves = [_half(_negated(p) if _negated(p) is not None else p, dyn) for p in parts]
+        if not any(h is not None for h in halves):
+            continue  # not a rotate_half-like concatenation: the walk says what it is
+        rank = n.meta["val"].dim()
+        dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
+        negs = [_negated(p) is not None for p in parts]
+        if (len(parts) != 2 or dim % rank != rank - 1 or None in halves or halves[0][0] is not halves[1][0]
+                or [h[1] for h in halves] != [1, 0] or negs != [True, False]):
+            problems.append(where(f"a concatenation of halves that is not rotate_half; the rope op computes {_FORM}"))
+            continue
+        try:
+            found_one = _match_rope(n, halves[0][0], dyn)
+        except ValueError as exc:
+            problems.append(where(str(exc)))
+            continue
+        found[found_one.out] = found_one
+    return found, problems
+
+
+def _match_rope(cat: fx.Node, x: fx.Node, dyn: set) -> Rope:
+    """The rest of x * cos + rotate_half(x) * sin around its rotate_half `cat` (ValueError: why not)."""
+    users = list(cat.users)
+    m2 = users[0] if len(users) == 1 else None
+    sc = _scaled(m2, dyn) if m2 is not None else None
+    if sc is None or sc[0] is not cat:
+        raise ValueError(f"rotate_half(q) must be used once, multiplied by a constant sin; the rope op computes {_FORM}")
+    sin = sc[1]
+    users = list(m2.users)
+    add = users[0] if len(users) == 1 else None
+    if not _is(add, _ADDS, {"add"}) or len(add.args) != 2 or "alpha" in add.kwargs:
+        raise ValueError(f"rotate_half(q) * sin must be added to q * cos; the rope op computes {_FORM}")
+    m1 = add.args[1] if add.args[0] is m2 else add.args[0]
+    sc = _scaled(m1, dyn)
+    if sc is None or _base(sc[0]) is not x or len(m1.users) != 1:
+        raise ValueError(f"rotate_half(q) * sin must be added to q * cos of the same q; the rope op computes {_FORM}")
+    cos = sc[1]
+    inner = {cat, m2, m1}
+    for p in cat.args[0]:
+        inner.add(p)
+        neg = _negated(p)
+        if neg is not None:
+            inner.add(neg)
+    for h in list(inner):
+        if h.op == "call_function" and h.target is operator.getitem and _is(h.args[0], {torch.chunk, torch.split},
+                                                                             {"chunk", "split"}):
+            inner.add(h.args[0])
+    outside = [u.name for h in inner for u in h.users if u not in inner and u is not add]
+    if outside:
+        raise ValueError(f"its intermediate values are also read by {', '.join(sorted(outside))}; the rope op "
+                         f"computes only {_FORM}")
+    shape = list(add.meta["val"].shape)
+    if not 2 <= len(shape) <= 4:
+        raise ValueError(f"q of rank {len(shape)}: the rope op takes [.., T, D] of rank 2..4")
+    table, gain = _rope_table(cos, sin, shape)
+    return Rope(x, add, table, gain, inner)
+
+
+def _rope_table(cos, sin, shape: list[int]) -> tuple[np.ndarray, float]:
+    """The int32 [T, D/2, 2] table of round(2^15 (cos, sin) / gain) from the model's own cos and sin
+    broadcast to q's [.., T, D] (ValueError: not a rotate-half rotation along axis -2)."""
+    vals = []
+    for name, v in (("cos", cos), ("sin", sin)):
+        if isinstance(v, fx.Node):
+            v = v.meta.get("val")
+        if not isinstance(v, (torch.Tensor, int, float)) or (isinstance(v, torch.Tensor) and not v.is_floating_point()):
+            raise ValueError(f"{name} is not a float constant of the program (computed from the input?)")
+        try:
+            v = torch.as_tensor(v, dtype=torch.float64).expand(shape)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {list(torch.as_tensor(v).shape)} does not broadcast to q's {shape}") from None
+        lead = v.reshape(-1, *shape[-2:])
+        if not bool((lead == lead[:1]).all()):
+            raise ValueError(f"{name} varies along an axis before the last two; the rope op's positions are "
+                             f"the rows of [.., T, D] (rotate q after splitting the heads: [B, H, T, Dh])")
+        v = lead[0]
+        h = shape[-1] // 2
+        if float((v[:, :h] - v[:, h:]).abs().max()) > 1e-6:
+            raise ValueError(f"{name}[..., k] differs from {name}[..., k + D/2]: rotate-half pairs share one angle "
+                             f"(cos = cat(freqs, freqs).cos()); is the rotation interleaved? {_INTERLEAVED}")
+        vals.append(v[:, :h])
+    cs = torch.stack(vals, dim=-1)  # [T, D/2, 2]
+    if not bool(torch.isfinite(cs).all()):
+        raise ValueError("cos or sin is not finite")
+    gain = max(1.0, float(cs.abs().max()))
+    return np.rint(cs.numpy() * (ROPE_ONE / gain)).astype(np.int32), gain
+
+
+def rope(c: Ctx, r: Rope) -> None:
+    """The rope op (0x15) for a matched rotary embedding: the table a weight, `off` 0 (a generation
+    program's decode steps set it to the row's position), the requant from q's scale to the
+    output's calibrated one (the table's gain included)."""
+    n = r.out
+    x = c.src(r.x)
+    if x.kind != "native":
+        raise c.refuse(n, "a rotary embedding of an image activation is not in the op set")
+    s_y = c.b.scale(n.name)
+    name = c.name(n)
+    table = c.b.weight(f"{name}.cs", r.table)
+    attrs = {"x_zp": x.zp, "off": 0, "requant": per_tensor(x.scale * r.gain / (ROPE_ONE * s_y))}
+    c.vals[n] = Val(c.b.op(name, "rope", [x.name, table], attrs), s_y, "native")

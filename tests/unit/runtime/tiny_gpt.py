@@ -1,7 +1,8 @@
 """A tiny byte-level causal transformer (GPT-style, pre-norm) in the styles the export supports:
 attention written as explicit matmul + causal-masked softmax, `F.scaled_dot_product_attention`,
-or nn.MultiheadAttention; LayerNorm or RMSNorm; a GELU MLP or SwiGLU; learned positions; a final
-norm and LM head. Text: the standard library's own sources (every Python has them), read as bytes.
+or nn.MultiheadAttention; LayerNorm or RMSNorm; a GELU MLP or SwiGLU; learned positions or rotary
+ones (Llama / GPT-NeoX rotate-half, from an `inv_freq` buffer or precomputed cos / sin buffers); a
+final norm and LM head. Text: the standard library's own sources (every Python has them), read as bytes.
 Shared by the export tests."""
 
 from __future__ import annotations
@@ -27,10 +28,46 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def rotate_half(x):
+    """Llama's / GPT-NeoX's pairing: column k with k + D/2."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding as posters write it. "rope": HF Llama's form (cos and sin computed
+    in forward from an `inv_freq` buffer and the positions, [1, 1, T, Dh], rotate_half by slicing);
+    "rope_cached": GPT-NeoX's precomputed cos / sin buffers cut to T ([T, Dh]), the halves by chunk."""
+
+    def __init__(self, dh: int, ctx: int, form: str, base: float = 10000.0) -> None:
+        super().__init__()
+        self.form = form
+        inv_freq = 1.0 / (base ** (torch.arange(0, dh, 2).float() / dh))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        if form == "rope_cached":
+            emb = torch.outer(torch.arange(ctx).float(), inv_freq).repeat(1, 2)
+            self.register_buffer("cos_cached", emb.cos(), persistent=False)
+            self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, q, k):
+        t = q.size(-2)
+        if self.form == "rope_cached":
+            cos, sin = self.cos_cached[:t], self.sin_cached[:t]
+            half = lambda x: torch.cat([-x.chunk(2, dim=-1)[1], x.chunk(2, dim=-1)[0]], dim=-1)  # noqa: E731
+            return q * cos + half(q) * sin, k * cos + half(k) * sin
+        pos = torch.arange(t, device=q.device).float()
+        freqs = torch.outer(pos, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None].to(q.dtype), emb.sin()[None, None].to(q.dtype)
+        return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
+
+
 class Attention(nn.Module):
-    def __init__(self, d: int, heads: int, ctx: int, style: str) -> None:
+    def __init__(self, d: int, heads: int, ctx: int, style: str, pos: str = "learned") -> None:
         super().__init__()
         self.h, self.style = heads, style
+        self.rotary = Rotary(d // heads, ctx, pos) if pos != "learned" else None
         if style == "mha":
             self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
             self.register_buffer("causal", torch.ones(ctx, ctx, dtype=torch.bool).triu(1))
@@ -45,6 +82,8 @@ class Attention(nn.Module):
             return self.mha(x, x, x, attn_mask=self.causal[:t, :t], need_weights=False)[0]
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (y.view(b, t, self.h, d // self.h).transpose(1, 2) for y in (q, k, v))
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
         if self.style == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -71,10 +110,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ctx: int, attn: str, rms: bool, swiglu: bool) -> None:
+    def __init__(self, d: int, heads: int, ctx: int, attn: str, rms: bool, swiglu: bool, pos: str = "learned") -> None:
         super().__init__()
         norm = (lambda: RMSNorm(d)) if rms else (lambda: nn.LayerNorm(d))
-        self.ln1, self.attn, self.ln2, self.mlp = norm(), Attention(d, heads, ctx, attn), norm(), MLP(d, swiglu)
+        self.ln1, self.attn, self.ln2, self.mlp = norm(), Attention(d, heads, ctx, attn, pos), norm(), MLP(d, swiglu)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -83,16 +122,21 @@ class Block(nn.Module):
 
 class TinyGPT(nn.Module):
     def __init__(self, layers: int = 2, d: int = 64, heads: int = 4, ctx: int = 32, vocab: int = 256,
-                 attn: str = "explicit", rms: bool = False, swiglu: bool = False) -> None:
+                 attn: str = "explicit", rms: bool = False, swiglu: bool = False, pos: str = "learned") -> None:
+        """pos: "learned" (an Embedding of the positions added to the tokens), or rotary positions
+        applied to q and k in every layer ("rope", "rope_cached": Rotary) and none at the input."""
         super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
-        self.blocks = nn.ModuleList(Block(d, heads, ctx, attn, rms, swiglu) for _ in range(layers))
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(ctx, d) if pos == "learned" else None
+        self.blocks = nn.ModuleList(Block(d, heads, ctx, attn, rms, swiglu, pos) for _ in range(layers))
         self.ln_f = RMSNorm(d) if rms else nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
 
     def forward(self, idx):
         b, t = idx.shape
-        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
+        x = self.tok(idx)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(t, device=idx.device))
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln_f(x))
@@ -127,3 +171,13 @@ def train(model: nn.Module, data: bytes, steps: int, ctx: int, seed: int = 0, lr
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def train_one_thread(model: nn.Module, data: bytes, steps: int, ctx: int, seed: int = 0) -> nn.Module:
+    """train() seeded on one thread (the same weights on every machine's thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(model, data, steps, ctx, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
