@@ -181,3 +181,16 @@ def train_one_thread(model: nn.Module, data: bytes, steps: int, ctx: int, seed: 
         return train(model, data, steps, ctx, seed=seed)
     finally:
         torch.set_num_threads(threads)
+
+
+def generation_units(model: nn.Module, folder: Path, prompt_len: int, generate: int, prompts: int = 2):
+    """The model's generation program (unit batch 1, calibrated on shlex.py) saved in `folder` and
+    loaded back, and `prompts` held-out prompts (glob.py) as its int8 units: (bundle, units)."""
+    from gpumesh.node.runtime.evaluate import quantize_units
+    from gpumesh.node.runtime.export_generate import export_generation
+    from gpumesh.node.runtime.files import load_program, save_program
+
+    calib = windows(stdlib_bytes(["shlex.py"]), prompt_len + generate - 1, 16, 1)
+    save_program(folder, *export_generation(model, calib, 1, generate))
+    bundle = load_program(folder)
+    return bundle, quantize_units(bundle.program, windows(stdlib_bytes(["glob.py"]), prompt_len, prompts, 2).numpy())
