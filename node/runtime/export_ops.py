@@ -442,7 +442,8 @@ def find_rope(gm: fx.GraphModule, dyn: set) -> tuple[dict[fx.Node, Rope], list[s
         where = lambda why, n=n: f"{_module_of(n)}: rotary embedding at {n.name}: {why}"  # noqa: E731
         if _is(n, {torch.view_as_complex}) or (
                 (s := _last_slice(n, dyn)) is not None and s[1].step not in (None, 1)):
-            problems.append(where(f"{_INTERLEAVED}"))
+            if not any(q.startswith(f"{_module_of(n)}:") and _INTERLEAVED in q for q in problems):  # once a module
+                problems.append(where(_INTERLEAVED))
             continue
         if not _is(n, _CAT_FNS) or not n.args or not isinstance(n.args[0], (tuple, list)):
             continue
@@ -483,6 +484,10 @@ def _match_rope(cat: fx.Node, x: fx.Node, dyn: set) -> Rope:
     if sc is None or _base(sc[0]) is not x or len(m1.users) != 1:
         raise ValueError(f"rotate_half(q) * sin must be added to q * cos of the same q; the rope op computes {_FORM}")
     cos = sc[1]
+    part = _last_slice(x, dyn)
+    if part is not None and part[1].indices(part[0].meta["val"].shape[-1]) != (0, part[0].meta["val"].shape[-1], 1):
+        raise ValueError("partial rotary (some of q's columns rotated, the rest passed through) is not in the op "
+                         "set: rotate the whole head (rotary_pct 1.0)")
     inner = {cat, m2, m1}
     for p in cat.args[0]:
         inner.add(p)

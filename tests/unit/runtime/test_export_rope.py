@@ -168,6 +168,10 @@ class Head(nn.Module):
         if self.form == "sign":  # rotates the wrong way round
             h = y.shape[-1] // 2
             return y * cos + torch.cat((y[..., h:], -y[..., :h]), dim=-1) * sin
+        if self.form == "partial":  # GPT-NeoX's rotary_pct 0.5: the first 4 of 8 columns rotated
+            a = torch.cat((self.ang[:, :2], self.ang[:, :2]), -1)
+            r = y[..., :4]
+            return torch.cat((r * a.cos() + rotate_half(r) * a.sin(), y[..., 4:]), dim=-1)
         if self.form == "before_heads":  # positions on axis -3: cos [T, 1, Dh]
             return y * cos[:, None] + rotate_half(y) * sin[:, None]
         return y * cos + rotate_half(y) * sin
@@ -197,6 +201,7 @@ class Model(nn.Module):
     ("complex", "the rope op uses rotate-half pairing"),
     ("sign", "a concatenation of halves that is not rotate_half"),
     ("before_heads", "varies along an axis before the last two"),
+    ("partial", "partial rotary"),
 ])
 def test_rope_that_is_not_rotate_half_is_refused_in_one_line(form, why):
     torch.manual_seed(1)
