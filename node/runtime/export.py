@@ -8,8 +8,9 @@ unit batch, and walked node by node into program ops:
   following ReLU fused into the requant clamp; Linear (+ fused ReLU); ReLU; MaxPool2d;
   AdaptiveAvgPool2d(1); Flatten (any start_dim); residual add (+ fused ReLU); Dropout/Identity.
 - transformers (export_ops): token ids in [0, 256) as the int8 unit input, nn.Embedding (gather),
-  learned positions (an Embedding of constant ids: a gather through committed position ids) and
-  other constants, LayerNorm / RMSNorm, GELU / SiLU / sigmoid / tanh and other elementwise
+  learned positions (an Embedding of constant ids: a gather through committed position ids),
+  rotary positions (`q * cos + rotate_half(q) * sin`, Llama / GPT-NeoX: the rope op with the
+  model's own cos and sin as its Q15 table; export_ops.find_rope) and other constants, LayerNorm / RMSNorm, GELU / SiLU / sigmoid / tanh and other elementwise
   activations as lookup tables, elementwise products (SwiGLU), `@` of two activations, softmax
   (causal through a lower-triangular mask or is_causal), F.scaled_dot_product_attention,
   batch-first self-attention nn.MultiheadAttention, view / reshape / transpose / permute, scaling
