@@ -326,7 +326,7 @@ _ADDS = {operator.add, torch.add}
 _FORM = "q * cos + rotate_half(q) * sin with rotate_half(q) = cat(-q[..., D/2:], q[..., :D/2], dim=-1)"
 _INTERLEAVED = ("the rope op uses rotate-half pairing (Llama / GPT-NeoX: column k with k + D/2), not interleaved "
                 "pairs (2i, 2i+1); permute each head's rows of the q and k projections (even rows first, then odd) "
-                "and rotate with rotate_half")
+                "and rotate with rotate_half, cos and sin of cat(freqs, freqs): the same q.K^T")
 
 
 @dataclass

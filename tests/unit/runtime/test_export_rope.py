@@ -220,3 +220,21 @@ def test_matching_rope_is_not_listed_as_unsupported():
     assert unsupported(model, x, 4) == []
     prog, _ = export_model(model, x, 4)
     assert len(_rope_ops(prog)) == 2
+
+
+def test_the_interleaved_refusals_fix_gives_the_same_model():
+    """The refusal's advice holds: an interleaved model whose q and k projection rows are permuted
+    per head (even rows first, then odd) and rotated with rotate_half computes the same function,
+    and exports."""
+    torch.manual_seed(1)
+    gptj, neox = Model("interleaved").eval(), Model("rotate_half").eval()
+    neox.load_state_dict(gptj.state_dict())
+    perm = torch.cat([h * 8 + torch.tensor([0, 2, 4, 6, 1, 3, 5, 7]) for h in range(4)])
+    with torch.no_grad():
+        for lin in (neox.attn.q, neox.attn.k):
+            lin.weight.copy_(lin.weight[perm])
+            lin.bias.copy_(lin.bias[perm])
+    x = torch.randn(8, 8, 16)
+    with torch.no_grad():
+        assert torch.allclose(gptj(x), neox(x), atol=1e-5)
+    assert len(_rope_ops(export_model(neox, x, 4)[0])) == 2
