@@ -34,6 +34,10 @@ _INT_MM_OK: dict[str, bool] = {}
 #: float64 temporary of one block (1.5 MiB) stay in the L2 cache instead of streaming through DRAM
 #: pass after pass (docs/protocol.md 2.4).
 BLOCK_ELEMENTS = 1 << 18
+#: A linear whose W has at least BIG_WEIGHT entries runs its GEMM per GEMM_ELEMENTS outputs (32 MiB
+#: of int32) and only its requant per BLOCK_ELEMENTS (`_prep_linear`).
+BIG_WEIGHT = 1 << 18
+GEMM_ELEMENTS = 1 << 23
 
 Prepared = Callable[[list[torch.Tensor]], torch.Tensor]
 
@@ -193,12 +197,31 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     reach = 128 * np.abs(w, dtype=np.int16).sum(axis=1, dtype=np.int64)
     fold = req.fold_bias(b_eff, reach) if (reach + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1).all() else None
 
-    def gemm_requant(x):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
-        acc = mm(x)  # (CUDA + Triton: bias, wrap and requant in one kernel)
+    def finish(acc):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
         return req.run_folded(acc, fold) if fold is not None else req.int32_bias(acc, b32)
 
+    def gemm_requant(x):
+        return finish(mm(x))  # (CUDA + Triton: bias, wrap and requant in one kernel)
+
     step = max(1, BLOCK_ELEMENTS // n)
-    return lambda xs: _in_blocks(gemm_requant, [xs[0].reshape(-1, k)], step, device).reshape(out_shape)
+    if device.type != "cpu" or k * n < BIG_WEIGHT:
+        return lambda xs: _in_blocks(gemm_requant, [xs[0].reshape(-1, k)], step, device).reshape(out_shape)
+    # a large W: one GEMM per GEMM_ELEMENTS outputs (oneDNN prepares W once per call: a GEMM per
+    # cache-sized row block cost twice the GEMM at GPT-2's [2048, 768] x [768, 2304]), then the
+    # requant per row block of the fresh accumulators (in place, the same per-element arithmetic)
+    rows = max(step, GEMM_ELEMENTS // n)
+
+    def big(xs):
+        x = xs[0].reshape(-1, k)
+        if x.shape[0] <= step:
+            return gemm_requant(x).reshape(out_shape)
+        out = torch.empty((x.shape[0], n), dtype=torch.int8, device=x.device)
+        for r0 in range(0, x.shape[0], rows):
+            acc = mm(x[r0 : r0 + rows])
+            for r in range(0, acc.shape[0], step):
+                out[r0 + r : r0 + r + step] = finish(acc[r : r + step])
+        return out.reshape(out_shape)
+    return big
 
 
 def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:

@@ -113,3 +113,29 @@ def test_small_m_matmul_equals_the_exact_sum(seed):
     a64 = (np.swapaxes(a, -1, -2) if ta else a).astype(np.int64) - za
     b64 = (np.swapaxes(b, -1, -2) if tb else b).astype(np.int64) - zb
     assert got.dtype == torch.int32 and np.array_equal(got.numpy(), a64 @ b64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_big_weight_linear_in_gemm_chunks_equals_the_int64_form(seed, monkeypatch):
+    """A linear with a large W (k * n >= BIG_WEIGHT) runs its GEMM per GEMM_ELEMENTS outputs and
+    its requant per BLOCK_ELEMENTS rows: the same bits as the generic int64 kernels, with chunks
+    and blocks that do not divide the rows, per channel and per tensor, folded bias or not."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(kernels, "BLOCK_ELEMENTS", int(rng.choice([1 << 9, 1 << 11])))
+    monkeypatch.setattr(kernels, "GEMM_ELEMENTS", int(rng.choice([1 << 12, 1 << 14])))
+    m, k, n = int(rng.integers(50, 400)), 512, 512
+    x = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    bias = rng.integers(-(2**30) if seed % 2 else -5000, 2**30 if seed % 2 else 5000, n).astype(np.int32)
+    types = [TensorType(DType.INT8, x.shape), TensorType(DType.INT8, w.shape), TensorType(DType.INT32, (n,))]
+    if seed < 2:
+        qp = np.stack([rng.integers(1, 1 << 20, n), rng.integers(20, 24, n)], 1).astype(np.int32)
+        case = _case(Opcode.LINEAR, [*types, TensorType(DType.INT32, (n, 2))], [x, w, bias, qp],
+                     x_zp=int(rng.integers(-3, 3)), requant=Requant(ReqMode.PER_CHANNEL, 0, 0, 0, -128, 127))
+    else:
+        case = _case(Opcode.LINEAR, types, [x, w, bias], x_zp=int(rng.integers(-3, 3)),
+                     requant=Requant(ReqMode.PER_TENSOR, int(rng.integers(1, 1 << 12)), 23, 3, -100, 120))
+    assert k * n >= kernels.BIG_WEIGHT
+    xs = [torch.from_numpy(np.array(a)) for a in case.inputs]
+    got = kernels.prepare_op(case.desc, list(case.inputs[1:]), CPU)(xs)
+    assert torch.equal(got, kernels._run_generic(case.desc, xs))
