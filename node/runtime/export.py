@@ -254,7 +254,8 @@ def _known(n: fx.Node, mods: dict) -> bool:
     if n.op == "call_module":
         return True  # module_problems already refused the unsupported types
     if n.op == "call_function" and n.target is operator.getitem:
-        return isinstance(n.args[0], fx.Node) and (n.args[0].op == "call_module" or _fn(n.args[0], {torch.split, torch.chunk}, {"split", "chunk"}))
+        return isinstance(n.args[0], fx.Node) and (n.args[0].op == "call_module" or _fn(n.args[0], {torch.split, torch.chunk}, {"split", "chunk"})
+                                                   or _whole(n))
     fns = (_RELU_FNS | _ADD_FNS | _SUB_FNS | _MUL_FNS | _DIV_FNS | _MATMUL_FNS | _SOFTMAX_FNS | _FLATTEN_FNS
            | LUT_FUNCTIONS | {F.scaled_dot_product_attention, torch.transpose, torch.permute, torch.reshape,
                               torch.split, torch.chunk, F.dropout, torch.mean})
@@ -650,12 +651,28 @@ def _mha(c: Ctx, n: fx.Node, m: nn.MultiheadAttention, x: Val) -> None:
     c.vals[n] = Val(b.op(f"{name}.out", "linear", ins, {"x_zp": 0, "requant": req}), s_y, "native")
 
 
+def _whole(n: fx.Node) -> bool:
+    """An index of every element in order: slices (and one Ellipsis) each covering its whole axis."""
+    src, idx = n.args
+    v = src.meta.get("val") if isinstance(src, fx.Node) else None
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if not isinstance(v, torch.Tensor) or sum(i is Ellipsis for i in idx) > 1:
+        return False
+    if Ellipsis in idx:
+        at = idx.index(Ellipsis)
+        idx = idx[:at] + (slice(None),) * (v.dim() - len(idx) + 1) + idx[at + 1 :]
+    return len(idx) <= v.dim() and all(
+        isinstance(i, slice) and i.indices(d) == (0, d, 1) for i, d in zip(idx, v.shape, strict=False))
+
+
 def _getitem(c: Ctx, n: fx.Node) -> None:
     src, idx = n.args
     if src.op == "call_module" and isinstance(c.mods[src.target], nn.MultiheadAttention) and idx == 0:
         c.alias[n] = src
     elif src in c.vals and isinstance(c.vals[src], list):  # a part of a split Linear
         c.vals[n] = c.vals[src][idx](n)
+    elif _whole(n):  # x[:, 0:, :] (HF's logits_to_keep = 0): the same tensor
+        c.alias[n] = src
     else:
         raise c.refuse(n, "indexing or slicing an activation is not in the op set")
 

@@ -238,3 +238,27 @@ def test_the_interleaved_refusals_fix_gives_the_same_model():
     with torch.no_grad():
         assert torch.allclose(gptj(x), neox(x), atol=1e-5)
     assert len(_rope_ops(export_model(neox, x, 4)[0])) == 2
+
+
+class KeepAll(nn.Module):
+    """HF's causal-LM head: `hidden[:, slice(-0, None), :]` (logits_to_keep = 0) before lm_head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gpt = TinyGPT(**LLAMA)
+
+    def forward(self, idx):
+        x = self.gpt.tok(idx)
+        for blk in self.gpt.blocks:
+            x = blk(x)
+        return self.gpt.head(self.gpt.ln_f(x)[:, slice(-0, None), :])
+
+
+def test_a_slice_that_keeps_every_position_is_the_same_tensor():
+    torch.manual_seed(3)
+    model = KeepAll().eval()
+    prog, arrays = export_model(model, _calib(), UNIT)
+    want, warrays = export_model(model.gpt, _calib(), UNIT)
+    assert list(prog.descriptors()) == list(want.descriptors())  # the same ops (names differ: gpt.tok, ...)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays.values(), warrays.values(), strict=True))
+    assert unsupported(model, _calib(), UNIT) == []
