@@ -255,7 +255,9 @@ def _known(n: fx.Node, mods: dict) -> bool:
         return True  # module_problems already refused the unsupported types
     if n.op == "call_function" and n.target is operator.getitem:
         return isinstance(n.args[0], fx.Node) and (n.args[0].op == "call_module" or _fn(n.args[0], {torch.split, torch.chunk}, {"split", "chunk"})
-                                                   or _whole(n))
+                                                   or _whole(n) or _empty(n))
+    if _fn(n, T.CAT_FNS):
+        return sum(not _empty(p) for p in (n.args[0] if n.args and isinstance(n.args[0], (tuple, list)) else [])) == 1
     fns = (_RELU_FNS | _ADD_FNS | _SUB_FNS | _MUL_FNS | _DIV_FNS | _MATMUL_FNS | _SOFTMAX_FNS | _FLATTEN_FNS
            | LUT_FUNCTIONS | {F.scaled_dot_product_attention, torch.transpose, torch.permute, torch.reshape,
                               torch.split, torch.chunk, F.dropout, torch.mean})
@@ -356,6 +358,8 @@ def _node(c: Ctx, n: fx.Node, last: fx.Node | None) -> None:
         _getitem(c, n)
     elif _fn(n, {torch.split, torch.chunk}, {"split", "chunk"}):
         _split(c, n)
+    elif _fn(n, T.CAT_FNS):
+        _cat(c, n)
     else:
         raise c.refuse(n, _call_hint(n))
 
@@ -475,16 +479,21 @@ def _reshape(c: Ctx, n: fx.Node, x: Val) -> None:
     c.vals[n] = Val(name, x.scale, x.kind, zp=x.zp)
 
 
-def _transpose(c: Ctx, n: fx.Node, x: Val) -> None:
-    rank = len(c.shape(n))
+def _perm(n: fx.Node, rank: int) -> list[int]:
+    """The permutation of a transpose / permute node."""
     if n.target in ("transpose", torch.transpose):
         d0, d1 = (a % rank for a in n.args[1:3])
         perm = list(range(rank))
         perm[d0], perm[d1] = perm[d1], perm[d0]
-    else:
-        dims = n.args[1:] if n.op == "call_method" else n.args[1]
-        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        perm = [d % rank for d in dims]
+        return perm
+    dims = n.args[1:] if n.op == "call_method" else n.args[1]
+    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    return [d % rank for d in dims]
+
+
+def _transpose(c: Ctx, n: fx.Node, x: Val) -> None:
+    rank = len(c.shape(n))
+    perm = _perm(n, rank)
     if perm == list(range(rank)):
         c.alias[n] = n.args[0]
         return
@@ -651,6 +660,21 @@ def _mha(c: Ctx, n: fx.Node, m: nn.MultiheadAttention, x: Val) -> None:
     c.vals[n] = Val(b.op(f"{name}.out", "linear", ins, {"x_zp": 0, "requant": req}), s_y, "native")
 
 
+def _empty(n) -> bool:
+    v = n.meta.get("val") if isinstance(n, fx.Node) else None
+    return isinstance(v, torch.Tensor) and v.numel() == 0
+
+
+def _cat(c: Ctx, n: fx.Node) -> None:
+    """A concatenation of one activation and empty tensors (GPT-NeoX's `cat([q_embed, q_pass])`
+    when every column is rotated) is that activation; any other is refused."""
+    parts = [p for p in (n.args[0] if n.args and isinstance(n.args[0], (tuple, list)) else []) if not _empty(p)]
+    if len(parts) == 1 and _is_dyn(c, parts[0]):
+        c.alias[n] = parts[0]
+    else:
+        raise c.refuse(n, _call_hint(n))
+
+
 def _whole(n: fx.Node) -> bool:
     """An index of every element in order: slices (and one Ellipsis) each covering its whole axis."""
     src, idx = n.args
@@ -673,6 +697,8 @@ def _getitem(c: Ctx, n: fx.Node) -> None:
         c.vals[n] = c.vals[src][idx](n)
     elif _whole(n):  # x[:, 0:, :] (HF's logits_to_keep = 0): the same tensor
         c.alias[n] = src
+    elif _empty(n):  # x[..., D:] (GPT-NeoX's q_pass without partial rotary): only a concatenation may read it
+        c.vals[n] = Val("", 1.0, "empty")
     else:
         raise c.refuse(n, "indexing or slicing an activation is not in the op set")
 
@@ -685,28 +711,64 @@ def _split(c: Ctx, n: fx.Node) -> None:
     shape = c.shape(src)
     dim = _dim_arg(n, 2, 0) % len(shape)
     m = c.mods.get(src.target) if src.op == "call_module" else None
+    lin, view, perms = src, None, []
+    if dim == len(shape) - 1 and not isinstance(m, nn.Linear):
+        found = _viewed_linear(c, src)
+        if found is not None:
+            lin, m, view, perms = found
     if dim != len(shape) - 1 or not isinstance(m, nn.Linear):
         raise c.refuse(n, "only splitting a Linear's output along its last axis is in the op set "
                           "(or use one Linear per part)")
     sizes = [p.shape[-1] for p in n.meta["val"]]
-    x = c.src(src.args[0])
+    x = c.src(lin.args[0])
     starts = np.cumsum([0, *sizes])
 
     def part(i: int):
         def emit(g: fx.Node) -> Val:
             lo, hi = int(starts[i]), int(starts[i + 1])
-            w = m.weight.detach().double().numpy()[lo:hi]
-            bias = m.bias.detach().double().numpy()[lo:hi] if m.bias is not None else np.zeros(hi - lo)
+            rows = slice(lo, hi) if view is None else np.concatenate(  # group j's columns lo..hi of the view
+                [j * view[-1] + np.arange(lo, hi) for j in range(view[-2])])
+            w = m.weight.detach().double().numpy()[rows]
+            bias = m.bias.detach().double().numpy()[rows] if m.bias is not None else np.zeros(len(w))
             wq, s_w = quantize_weight_per_channel(w)
             name, b = c.name(g), c.b
             s_y = b.scale(g.name)
             ins = [x.name, b.weight(f"{name}.w", wq), b.weight(f"{name}.b", quantize_bias(bias, x.scale, s_w)),
                    b.weight(f"{name}.qp", qp_table(x.scale * s_w / s_y))]
             req = {"mode": "per_channel", "zp": 0, "lo": -128, "hi": 127}
-            return Val(b.op(name, "linear", ins, {"x_zp": x.zp, "requant": req}), s_y, "native")
+            y = b.op(name, "linear", ins, {"x_zp": x.zp, "requant": req})
+            if view is not None:  # the part's own view and transposes
+                y = b.op(f"{name}.view", "reshape", [y], {}, {"dtype": "int8", "shape": [*view[:-1], hi - lo]})
+                for j, perm in enumerate(perms):
+                    y = b.op(f"{name}.t{j}", "transpose", [y], {"perm": perm})
+            return Val(y, s_y, "native")
         return emit
 
     c.vals[n] = [part(i) for i in range(len(sizes))]
+
+
+def _viewed_linear(c: Ctx, src: fx.Node):
+    """(the Linear's node, its module, the view's shape, the transposes' perms) when `src` is a
+    Linear's output viewed with its last axis split into [G, C] (leading axes kept), then transposed
+    with the last axis staying last (GPT-NeoX's fused qkv: `view(B, T, H, 3 Dh).transpose(1, 2)`),
+    so that a split of src's last axis is one Linear per part over rows `g*C + lo .. g*C + hi`
+    of every group g; else None."""
+    perms, x = [], src
+    while isinstance(x, fx.Node) and _fn(x, {torch.transpose, torch.permute}, {"transpose", "permute"}):
+        rank = len(c.shape(x))
+        perm = _perm(x, rank)
+        if perm[-1] != rank - 1:
+            return None
+        perms.append(perm)
+        x = x.args[0]
+    if not (isinstance(x, fx.Node) and _fn(x, {torch.reshape}, _RESHAPE_METHODS)) or not isinstance(x.args[0], fx.Node):
+        return None
+    lin = x.args[0]
+    m = c.mods.get(lin.target) if lin.op == "call_module" else None
+    ls, vs = c.shape(lin), c.shape(x)
+    if not isinstance(m, nn.Linear) or len(vs) != len(ls) + 1 or vs[:-2] != ls[:-1] or vs[-2] * vs[-1] != ls[-1]:
+        return None
+    return lin, m, vs, perms[::-1]
 
 
 # ---------------------------------------------------------------------------------------------

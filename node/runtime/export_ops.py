@@ -319,7 +319,7 @@ def attention(c: Ctx, n: fx.Node, name: str, q: Val, k: Val, v: Val, v_shape: li
 
 #: Value-preserving calls on a float activation (the walk aliases them).
 SAME_METHODS = {"contiguous", "float", "clone", "detach", "type_as", "to"}
-_CAT_FNS = {torch.cat, getattr(torch, "concat", torch.cat), getattr(torch, "concatenate", torch.cat)}
+CAT_FNS = {torch.cat, getattr(torch, "concat", torch.cat), getattr(torch, "concatenate", torch.cat)}
 _NEG_FNS = {operator.neg, torch.neg}
 _MULS = {operator.mul, torch.mul}
 _ADDS = {operator.add, torch.add}
@@ -445,7 +445,7 @@ def find_rope(gm: fx.GraphModule, dyn: set) -> tuple[dict[fx.Node, Rope], list[s
             if not any(q.startswith(f"{_module_of(n)}:") and _INTERLEAVED in q for q in problems):  # once a module
                 problems.append(where(_INTERLEAVED))
             continue
-        if not _is(n, _CAT_FNS) or not n.args or not isinstance(n.args[0], (tuple, list)):
+        if not _is(n, CAT_FNS) or not n.args or not isinstance(n.args[0], (tuple, list)):
             continue
         parts = n.args[0]
         halves = [_half(_negated(p) if _negated(p) is not None else p, dyn) for p in parts]

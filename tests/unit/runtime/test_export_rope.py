@@ -63,13 +63,18 @@ def test_rotary_gpt_exports_rope_ops_and_agrees_with_float(tmp_path, trained_rop
     assert acc_q >= acc_f - 0.01
 
 
-@pytest.mark.parametrize("pos", ["rope", "rope_cached"])
+NEOX = dict(attn="neox", pos="rope_neox")
+STYLES = {"rope": LLAMA, "rope_cached": dict(pos="rope_cached"), "rope_neox": NEOX}
+
+
+@pytest.mark.parametrize("pos", list(STYLES))
 def test_seeded_rotary_styles_agree_like_the_other_styles(tmp_path, pos):
-    """HF Llama's form (cos / sin from inv_freq in forward, halves by slicing) with SDPA, and
-    GPT-NeoX's cached buffers (halves by chunk) with explicit attention; seeded random weights and
-    the bar of test_export_transformer's other styles."""
+    """HF Llama's form (cos / sin from inv_freq in forward, halves by slicing) with SDPA; cached
+    buffers (halves by chunk) with explicit attention, LayerNorm, GELU; HF GPT-NeoX's form (fused
+    per-head qkv chunked, rotary columns sliced and concatenated back); seeded random weights and the
+    bar of test_export_transformer's other styles."""
     torch.manual_seed(3)
-    model = TinyGPT(**(LLAMA if pos == "rope" else dict(pos=pos))).eval()
+    model = TinyGPT(**STYLES[pos]).eval()
     prog, arrays = export_model(model, _calib(), UNIT)
     assert len(_rope_ops(prog)) == 4
     ids = _held_out(16)
@@ -262,3 +267,22 @@ def test_a_slice_that_keeps_every_position_is_the_same_tensor():
     assert list(prog.descriptors()) == list(want.descriptors())  # the same ops (names differ: gpt.tok, ...)
     assert all(np.array_equal(a, b) for a, b in zip(arrays.values(), warrays.values(), strict=True))
     assert unsupported(model, _calib(), UNIT) == []
+
+
+def test_neox_fused_qkv_is_one_linear_per_part_and_generates(tmp_path):
+    """GPT-NeoX's `qkv.view(B, T, H, 3 Dh).transpose(1, 2).chunk(3, -1)`: each part is a Linear over
+    the rows h*3Dh + part*Dh .. + Dh of every head h, then its own view and transpose; its generation
+    program equals the repeated full-window program."""
+    torch.manual_seed(3)
+    model = TinyGPT(**NEOX).eval()
+    prog, arrays = export_model(model, _calib(), UNIT)
+    w = model.blocks[0].attn.qkv.weight.detach().numpy()
+    q = next(o for o in prog.ops if o.desc.opcode == Opcode.LINEAR and o.name.startswith("getitem"))
+    rows = np.concatenate([h * 48 + np.arange(16) for h in range(4)])  # head h's q rows
+    wq = arrays[q.input_names[1]].astype(np.float64)
+    assert np.allclose(wq / np.abs(wq).max(1, keepdims=True), w[rows] / np.abs(w[rows]).max(1, keepdims=True), atol=1 / 127)
+    assert len(_rope_ops(prog)) == 4 and not any(o.desc.opcode == Opcode.CONCAT for o in prog.ops)
+    prompts = _prompts(UNIT)
+    gen = _bundle(tmp_path, "gen", *export_generation(model, _gen_calib(), UNIT, GEN_N))
+    full = _bundle(tmp_path, "full", *export_model(model, _gen_calib(), UNIT))
+    assert np.array_equal(_generate(gen, prompts), _repeated_full(full, prompts, GEN_N))

@@ -1,6 +1,6 @@
 """A tiny byte-level causal transformer (GPT-style, pre-norm) in the styles the export supports:
-attention written as explicit matmul + causal-masked softmax, `F.scaled_dot_product_attention`,
-or nn.MultiheadAttention; LayerNorm or RMSNorm; a GELU MLP or SwiGLU; learned positions or rotary
+attention written as explicit matmul + causal-masked softmax, `F.scaled_dot_product_attention`
+(also with GPT-NeoX's fused per-head qkv, attn="neox"), or nn.MultiheadAttention; LayerNorm or RMSNorm; a GELU MLP or SwiGLU; learned positions or rotary
 ones (Llama / GPT-NeoX rotate-half, from an `inv_freq` buffer or precomputed cos / sin buffers); a
 final norm and LM head. Text: the standard library's own sources (every Python has them), read as bytes.
 Shared by the export tests."""
@@ -38,7 +38,9 @@ def rotate_half(x):
 class Rotary(nn.Module):
     """Rotary position embedding as posters write it. "rope": HF Llama's form (cos and sin computed
     in forward from an `inv_freq` buffer and the positions, [1, 1, T, Dh], rotate_half by slicing);
-    "rope_cached": GPT-NeoX's precomputed cos / sin buffers cut to T ([T, Dh]), the halves by chunk."""
+    "rope_cached": precomputed cos / sin buffers cut to T ([T, Dh]), the halves by chunk; "rope_neox":
+    HF GPT-NeoX's apply_rotary_pos_emb (q[..., :rotary_dim] rotated, q[..., rotary_dim:] concatenated
+    back: here every column, the second part empty)."""
 
     def __init__(self, dh: int, ctx: int, form: str, base: float = 10000.0) -> None:
         super().__init__()
@@ -52,6 +54,13 @@ class Rotary(nn.Module):
 
     def forward(self, q, k):
         t = q.size(-2)
+        if self.form == "rope_neox":  # HF GPT-NeoX: the first rotary_dim columns rotated, the rest passed
+            emb = torch.outer(torch.arange(t, device=q.device).float(), self.inv_freq).repeat(1, 2)
+            cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+            rd = cos.shape[-1]
+            (q_rot, q_pass), (k_rot, k_pass) = (q[..., :rd], q[..., rd:]), (k[..., :rd], k[..., rd:])
+            return (torch.cat([q_rot * cos + rotate_half(q_rot) * sin, q_pass], dim=-1),
+                    torch.cat([k_rot * cos + rotate_half(k_rot) * sin, k_pass], dim=-1))
         if self.form == "rope_cached":
             cos, sin = self.cos_cached[:t], self.sin_cached[:t]
             half = lambda x: torch.cat([-x.chunk(2, dim=-1)[1], x.chunk(2, dim=-1)[0]], dim=-1)  # noqa: E731
@@ -80,11 +89,14 @@ class Attention(nn.Module):
         b, t, d = x.size()
         if self.style == "mha":
             return self.mha(x, x, x, attn_mask=self.causal[:t, :t], need_weights=False)[0]
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (y.view(b, t, self.h, d // self.h).transpose(1, 2) for y in (q, k, v))
+        if self.style == "neox":  # GPT-NeoX's fused qkv: per head [q | k | v]
+            q, k, v = self.qkv(x).view(b, t, self.h, 3 * (d // self.h)).transpose(1, 2).chunk(3, dim=-1)
+        else:
+            q, k, v = self.qkv(x).split(d, dim=2)
+            q, k, v = (y.view(b, t, self.h, d // self.h).transpose(1, 2) for y in (q, k, v))
         if self.rotary is not None:
             q, k = self.rotary(q, k)
-        if self.style == "sdpa":
+        if self.style in ("sdpa", "neox"):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
