@@ -697,7 +697,7 @@ def _getitem(c: Ctx, n: fx.Node) -> None:
         c.vals[n] = c.vals[src][idx](n)
     elif _whole(n):  # x[:, 0:, :] (HF's logits_to_keep = 0): the same tensor
         c.alias[n] = src
-    elif _empty(n):  # x[..., D:] (GPT-NeoX's q_pass without partial rotary): only a concatenation may read it
+    elif _empty(n) and all(_fn(u, T.CAT_FNS) for u in n.users):  # x[..., D:] (GPT-NeoX's q_pass, all rotated)
         c.vals[n] = Val("", 1.0, "empty")
     else:
         raise c.refuse(n, "indexing or slicing an activation is not in the op set")
