@@ -18,8 +18,9 @@ Measured per model, int8 = `Executor.run_units` on one unit, float = float32 eag
     calibration windows are 256 long: the program's window P + N - 1 is 256); int8 = the generation
     program (prefill + N - 1 decode steps with concat KV caches); float = a hand-written KV-cache
     loop (preallocated [B, H, W, Dh] caches, the prefill, then one position per step); generated
-    tokens/s of both, and decode-only tokens/s (the generation minus the prefill of the same P,
-    each side its own); goal int8 >= 1.5x.
+    tokens/s of both (int8: the honest plan's loop as Executor._forward runs it), and decode-only
+    tokens/s, the decode steps timed inside the same calls (int8: from the first op of step 1);
+    goal int8 >= 1.5x.
 (c) the honest worker's result commitments for the unit (node/worker/node.py `_run_units` and
     `_submit`: merkle.tensor_roots of the outputs, the result root, the outputs file's bytes and its
     CID) as % of the unit's execution; goal <= 3% for the GPT-2-small shape. `--gpt2-shape` adds the
@@ -27,9 +28,11 @@ Measured per model, int8 = `Executor.run_units` on one unit, float = float32 eag
 Agreement: int8 vs float greedy tokens on the measured prompts (speed is not bought with wrong
 answers).
 
-Each figure is the best of `--reps` calls, measured `--repeat` times interleaved (int8, float32,
-int8, ...), the best kept; the load average is printed before and after (the build machine is
-shared). `--threads 1,2` measures at each torch thread count in turn.
+Each figure of (a) is the best of `--reps` calls, measured `--repeat` times interleaved (int8,
+float32, int8, ...), the best kept; (b) alternates single calls, `--repeat` x `--reps` of each. The
+load average is printed before and after (the build machine is shared). `--threads 1,2` measures
+at each torch thread count in turn; `--profile` adds per-op timers over the generation program's
+honest plan (its shares per opcode, prefill and decode apart).
 
     .venv/bin/python bench/bench_textgen.py [--models bytegpt,gpt2] [--threads 1,2] [--generate 8]
         [--repeat 2] [--reps 2] [--cache /tmp/gpumesh-textgen] [--gpt2-shape] [--profile]
