@@ -75,6 +75,7 @@ def test_seeded_rotary_styles_agree_like_the_other_styles(tmp_path, pos):
     bar of test_export_transformer's other styles."""
     torch.manual_seed(3)
     model = TinyGPT(**STYLES[pos]).eval()
+    assert unsupported(model, _calib(), UNIT) == []  # program check: nothing of the rotation listed
     prog, arrays = export_model(model, _calib(), UNIT)
     assert len(_rope_ops(prog)) == 4
     ids = _held_out(16)
