@@ -62,8 +62,11 @@ def _load_st(path: str) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip or a raw pickle
+        head = fh.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{" (a length of
+    # 128 mod 256 starts with 0x80, a pickle's first byte: the "{" tells them apart)
+    is_st = len(head) == 9 and head[8:9] == b"{"
+    if not is_st and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save's zip or a raw pickle
         out = os.path.splitext(path)[0] + ".safetensors"
         raise UsageError(
             f"{path} is a PyTorch pickle (torch.save); gpumesh reads safetensors only (a pickle can run code). "

@@ -135,3 +135,19 @@ def test_a_model_file_imports_its_own_folder_and_a_failed_import_is_one_line(tmp
     r = _cli("program", "check", "--model", f"{proj / 'bad.py'}:factory")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "importing" in r.stderr and "ModuleNotFoundError: No module named 'no_such_project_module'" in r.stderr
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_read(tmp_path):
+    """A safetensors file opens with its header length (8 bytes, little-endian): one of 128 mod 256
+    starts with 0x80, a pickle's first byte. The JSON header's "{" after it tells them apart."""
+    import struct
+
+    from gpumesh.client.cli.program_cmd import _load_st
+
+    data = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (640 - len(header))  # 640 = 2 * 256 + 128: the file's first byte is 0x80
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    assert path.read_bytes()[:1] == b"\x80"
+    assert _load_st(str(path))["w"].flatten().tolist() == [1.0, 2.0, 3.0, 4.0]
