@@ -13,7 +13,9 @@ unit batch, and walked node by node into program ops:
   model's own cos and sin as its Q15 table; export_ops.find_rope) and other constants, LayerNorm / RMSNorm, GELU / SiLU / sigmoid / tanh and other elementwise
   activations as lookup tables, elementwise products (SwiGLU), `@` of two activations, softmax
   (causal through a lower-triangular mask or is_causal), F.scaled_dot_product_attention,
-  batch-first self-attention nn.MultiheadAttention, view / reshape / transpose / permute, scaling
+  batch-first self-attention nn.MultiheadAttention, grouped-query / multi-query attention (k and v
+  expanded from fewer heads: the projection's rows duplicated per query head,
+  export_graph.expand_kv_heads), view / reshape / transpose / permute, scaling
   by a constant (folded into the scale), the LM head (int32 logits, argmax for the next token).
 
 Layout: an image input is int8 in the model's own layout (NCHW), then channels-last; everything
@@ -59,8 +61,10 @@ from gpumesh.node.runtime.export_graph import (
     calibrate,
     describe,
     dynamic_nodes,
+    expand_kv_heads,
     is_rmsnorm,
     module_problems,
+    permutation,
     smooth_norms,
     trace,
 )
@@ -168,6 +172,10 @@ def export_json(model: nn.Module, calib: torch.Tensor, unit_batch: int, argmax: 
         model = copy.deepcopy(model)
         smooth_norms(trace(model, _example(calib, unit_batch)), _batches(calib, unit_batch), smooth)
     gm = trace(model, _example(calib, unit_batch))
+    problems = expand_kv_heads(gm)  # grouped-query attention: the k / v projections give every head
+    if problems:
+        raise ExportError(problems[0] + (f" (and {len(problems) - 1} more: gpumesh program check lists them)"
+                                         if len(problems) > 1 else ""))
     dyn = dynamic_nodes(gm)
     b = Builder(calibrate(gm, _batches(calib, unit_batch), clip))
     c = Ctx(gm, b, dyn)
@@ -219,6 +227,7 @@ def unsupported(model: nn.Module, calib: torch.Tensor | None = None, unit_batch:
         return out
     tokens = not calib.is_floating_point()
     gm = trace(model.eval(), _example(calib if tokens else calib.float(), unit_batch))
+    out += expand_kv_heads(gm)
     mods = dict(gm.named_modules())
     dyn = dynamic_nodes(gm)
     ropes, problems = T.find_rope(gm, dyn)
@@ -479,21 +488,9 @@ def _reshape(c: Ctx, n: fx.Node, x: Val) -> None:
     c.vals[n] = Val(name, x.scale, x.kind, zp=x.zp)
 
 
-def _perm(n: fx.Node, rank: int) -> list[int]:
-    """The permutation of a transpose / permute node."""
-    if n.target in ("transpose", torch.transpose):
-        d0, d1 = (a % rank for a in n.args[1:3])
-        perm = list(range(rank))
-        perm[d0], perm[d1] = perm[d1], perm[d0]
-        return perm
-    dims = n.args[1:] if n.op == "call_method" else n.args[1]
-    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-    return [d % rank for d in dims]
-
-
 def _transpose(c: Ctx, n: fx.Node, x: Val) -> None:
     rank = len(c.shape(n))
-    perm = _perm(n, rank)
+    perm = permutation(n, rank)
     if perm == list(range(rank)):
         c.alias[n] = n.args[0]
         return
@@ -595,7 +592,8 @@ def _sdpa(c: Ctx, n: fx.Node) -> None:
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
     got = dict(zip(names, n.args, strict=False)) | dict(n.kwargs)
     if got.get("dropout_p", 0.0) or got.get("enable_gqa"):
-        raise c.refuse(n, "dropout_p > 0 or enable_gqa: export with dropout_p=0.0 and equal head counts")
+        raise c.refuse(n, "dropout_p > 0 or enable_gqa with k and v not from a per-head projection: export with "
+                          "dropout_p=0.0 (grouped-query attention: see the line about its expansion)")
     q, k, v = (got[k] for k in ("query", "key", "value"))
     if not all(_is_dyn(c, t) for t in (q, k, v)):
         raise c.refuse(n, "attention over constant tensors is not in the op set")
@@ -756,7 +754,7 @@ def _viewed_linear(c: Ctx, src: fx.Node):
     perms, x = [], src
     while isinstance(x, fx.Node) and _fn(x, {torch.transpose, torch.permute}, {"transpose", "permute"}):
         rank = len(c.shape(x))
-        perm = _perm(x, rank)
+        perm = permutation(x, rank)
         if perm[-1] != rank - 1:
             return None
         perms.append(perm)

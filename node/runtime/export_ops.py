@@ -25,6 +25,7 @@ import torch.nn as nn
 from gpumesh.client.core.ops.reference import ROPE_ONE
 from gpumesh.client.core.ops.rules import MAX_LN_EPS_TERM, MAX_STEP_LEAVES, range_leaves
 from gpumesh.node.runtime.export_graph import ExportError, describe, is_rmsnorm
+from gpumesh.node.runtime.export_graph import is_call as _is
 from gpumesh.node.runtime.quant import (
     act_scale,
     requant_multipliers,
@@ -347,11 +348,6 @@ def _module_of(n: fx.Node) -> str:
         return f"{n.name} (the model's forward)"
     path, cls = list(stack.values())[-1]
     return f"{path} ({getattr(cls, '__name__', cls)})"
-
-
-def _is(n, fns: set, methods: set = frozenset()) -> bool:
-    return isinstance(n, fx.Node) and ((n.op == "call_function" and n.target in fns)
-                                       or (n.op == "call_method" and n.target in methods))
 
 
 def _base(n):

@@ -72,11 +72,30 @@ class Rotary(nn.Module):
         return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
 
 
+def repeat_kv(x, n_rep: int):
+    """transformers' expansion of [B, Hkv, T, Dh] to [B, Hkv * n_rep, T, Dh] (head h is kv head h // n_rep)."""
+    b, hkv, t, dh = x.shape
+    if n_rep == 1:
+        return x
+    return x[:, :, None, :, :].expand(b, hkv, n_rep, t, dh).reshape(b, hkv * n_rep, t, dh)
+
+
 class Attention(nn.Module):
-    def __init__(self, d: int, heads: int, ctx: int, style: str, pos: str = "learned") -> None:
+    def __init__(self, d: int, heads: int, ctx: int, style: str, pos: str = "learned", kv_heads: int | None = None,
+                 gqa: str = "repeat_kv") -> None:
         super().__init__()
         self.h, self.style = heads, style
         self.rotary = Rotary(d // heads, ctx, pos) if pos != "learned" else None
+        self.kv, self.gqa = kv_heads, gqa
+        if kv_heads is not None:  # grouped-query attention: k and v of kv_heads heads
+            dkv = kv_heads * (d // heads)
+            if gqa == "fused":  # one projection split in three (Phi-3, GPT-BigCode)
+                self.qkv = nn.Linear(d, d + 2 * dkv)
+            else:  # Llama, Mistral, Qwen: three projections
+                self.q, self.k, self.v = nn.Linear(d, d, bias=False), nn.Linear(d, dkv, bias=False), nn.Linear(d, dkv, bias=False)
+            self.proj = nn.Linear(d, d)
+            self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx)).view(1, 1, ctx, ctx))
+            return
         if style == "mha":
             self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
             self.register_buffer("causal", torch.ones(ctx, ctx, dtype=torch.bool).triu(1))
@@ -89,6 +108,8 @@ class Attention(nn.Module):
         b, t, d = x.size()
         if self.style == "mha":
             return self.mha(x, x, x, attn_mask=self.causal[:t, :t], need_weights=False)[0]
+        if self.kv is not None:
+            return self.proj(self._gqa(x).transpose(1, 2).contiguous().view(b, t, d))
         if self.style == "neox":  # GPT-NeoX's fused qkv: per head [q | k | v]
             q, k, v = self.qkv(x).view(b, t, self.h, 3 * (d // self.h)).transpose(1, 2).chunk(3, dim=-1)
         else:
@@ -103,6 +124,36 @@ class Attention(nn.Module):
             att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
             y = F.softmax(att, dim=-1) @ v
         return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))
+
+    def _gqa(self, x):
+        """q of H heads, k and v of kv_heads, expanded as `gqa` says: "repeat_kv" (after rope, as
+        Llama does), "before_rope" (repeat_kv, then rope on the expanded k), "repeat_interleave",
+        "enable_gqa" (SDPA expands them), "fused" (one projection split, then repeat_kv), "tile" (the
+        kv heads repeated as a block: head h is kv head h % Hkv)."""
+        b, t, d = x.size()
+        dh = d // self.h
+        if self.gqa == "fused":
+            q, k, v = self.qkv(x).split([d, self.kv * dh, self.kv * dh], dim=2)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.view(b, t, -1, dh).transpose(1, 2)
+        k, v = (y.view(b, t, -1, dh).transpose(1, 2) for y in (k, v))
+        n_rep = self.h // self.kv
+        if self.gqa == "before_rope":
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+        if self.gqa in ("repeat_kv", "fused"):
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        elif self.gqa == "tile":  # [k_0 .. k_Hkv-1] repeated n_rep times: head h is kv head h % Hkv
+            k, v = (y[:, None].expand(b, n_rep, self.kv, t, dh).reshape(b, self.h, t, dh) for y in (k, v))
+        elif self.gqa == "repeat_interleave":
+            k, v = torch.repeat_interleave(k, n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        if self.style == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.gqa == "enable_gqa")
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
+        return F.softmax(att, dim=-1) @ v
 
 
 class MLP(nn.Module):
@@ -122,10 +173,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ctx: int, attn: str, rms: bool, swiglu: bool, pos: str = "learned") -> None:
+    def __init__(self, d: int, heads: int, ctx: int, attn: str, rms: bool, swiglu: bool, pos: str = "learned",
+                 kv_heads: int | None = None, gqa: str = "repeat_kv") -> None:
         super().__init__()
         norm = (lambda: RMSNorm(d)) if rms else (lambda: nn.LayerNorm(d))
-        self.ln1, self.attn, self.ln2, self.mlp = norm(), Attention(d, heads, ctx, attn, pos), norm(), MLP(d, swiglu)
+        self.ln1, self.ln2, self.mlp = norm(), norm(), MLP(d, swiglu)
+        self.attn = Attention(d, heads, ctx, attn, pos, kv_heads, gqa)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -134,13 +187,16 @@ class Block(nn.Module):
 
 class TinyGPT(nn.Module):
     def __init__(self, layers: int = 2, d: int = 64, heads: int = 4, ctx: int = 32, vocab: int = 256,
-                 attn: str = "explicit", rms: bool = False, swiglu: bool = False, pos: str = "learned") -> None:
+                 attn: str = "explicit", rms: bool = False, swiglu: bool = False, pos: str = "learned",
+                 kv_heads: int | None = None, gqa: str = "repeat_kv") -> None:
         """pos: "learned" (an Embedding of the positions added to the tokens), or rotary positions
-        applied to q and k in every layer ("rope", "rope_cached": Rotary) and none at the input."""
+        applied to q and k in every layer ("rope", "rope_cached": Rotary) and none at the input.
+        kv_heads: grouped-query attention (k and v of kv_heads heads; 1: multi-query), expanded to
+        the query heads as `gqa` says (Attention._gqa); None: every head has its own k and v."""
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(ctx, d) if pos == "learned" else None
-        self.blocks = nn.ModuleList(Block(d, heads, ctx, attn, rms, swiglu, pos) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, heads, ctx, attn, rms, swiglu, pos, kv_heads, gqa) for _ in range(layers))
         self.ln_f = RMSNorm(d) if rms else nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
 
