@@ -63,6 +63,7 @@ from gpumesh.node.runtime.export_graph import (
     dynamic_nodes,
     expand_kv_heads,
     is_rmsnorm,
+    kept,
     module_problems,
     permutation,
     smooth_norms,
@@ -525,8 +526,8 @@ def _add(c: Ctx, n: fx.Node) -> None:
         yb = c.src(bb)
     else:
         v = c.value(bb)
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and bool(torch.isinf(v).any()):
-            keep = torch.isfinite(v)
+        if not sub and isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(kept(v).all()):
+            keep = kept(v)  # -inf, or transformers' finfo(dtype).min
             if bool((v[keep] != 0).any()) or not T.is_causal_mask(keep, c.shape(n)):
                 raise c.refuse(n, "an additive mask other than the causal 0 / -inf pattern is not in the op set")
             c.vals[n] = Val(ya.name, ya.scale, ya.kind, ya.chw, ya.zp, causal=True)

@@ -196,6 +196,16 @@ def _sdpa_args(n: fx.Node, vals: dict):
     return get("query"), get("key"), get("value"), get("attn_mask"), bool(get("is_causal", False)), get("scale")
 
 
+#: An additive mask value at or below this masks out (-inf, or transformers' `finfo(dtype).min`):
+#: exp of it underflows to 0 in float32 as -inf does (masked_fill's rule too).
+MASKED = -1e4
+
+
+def kept(mask: torch.Tensor) -> torch.Tensor:
+    """Where an additive float mask lets attention through (above MASKED)."""
+    return mask > MASKED
+
+
 def attention_parts(q, k, v, mask, causal: bool, scale) -> dict[str, torch.Tensor]:
     """The float intermediates of softmax(q k^T * scale + mask) v that the export quantizes:
     `scores` (q k^T * scale, where the mask keeps it) and `context`."""
@@ -203,7 +213,7 @@ def attention_parts(q, k, v, mask, causal: bool, scale) -> dict[str, torch.Tenso
     t, L = s.shape[-2], s.shape[-1]
     keep = torch.ones(t, L, dtype=torch.bool).tril() if causal else None
     if mask is not None:
-        m = mask if mask.dtype == torch.bool else torch.isfinite(mask)
+        m = mask if mask.dtype == torch.bool else kept(mask)
         keep = m if keep is None else keep & m
     p = torch.softmax(s if keep is None else s.masked_fill(~keep, float("-inf")), dim=-1)
     return {"scores": s if keep is None else s.masked_fill(~keep, 0.0), "context": p @ v}

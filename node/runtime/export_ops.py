@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from gpumesh.client.core.ops.reference import ROPE_ONE
 from gpumesh.client.core.ops.rules import MAX_LN_EPS_TERM, MAX_STEP_LEAVES, range_leaves
-from gpumesh.node.runtime.export_graph import ExportError, describe, is_rmsnorm
+from gpumesh.node.runtime.export_graph import ExportError, describe, is_rmsnorm, kept
 from gpumesh.node.runtime.export_graph import is_call as _is
 from gpumesh.node.runtime.quant import (
     act_scale,
@@ -300,8 +300,8 @@ def attention(c: Ctx, n: fx.Node, name: str, q: Val, k: Val, v: Val, v_shape: li
     where attention is allowed, or additive 0 / -inf; the scores' range is the calibration's
     `node:scores`."""
     if mask is not None:
-        keep = mask if mask.dtype == torch.bool else torch.isfinite(mask)
-        if mask.dtype != torch.bool and bool((mask[torch.isfinite(mask)] != 0).any()):
+        keep = mask if mask.dtype == torch.bool else kept(mask)
+        if mask.dtype != torch.bool and bool((mask[keep] != 0).any()):
             raise c.refuse(n, "an additive attention mask other than 0 / -inf is not in the op set")
         shape = [*v_shape[:-1], v_shape[-2]]
         if not is_causal_mask(keep, shape):

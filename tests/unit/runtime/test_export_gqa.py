@@ -135,6 +135,37 @@ def test_gqa_generation_equals_repeated_full_window_program(tmp_path):
           f"on all {got.size} tokens")
 
 
+class _Eager(nn.Module):
+    """Attention as transformers' eager path writes it: repeat_kv, scores times the scaling plus an
+    additive causal mask, here of `fill` (transformers: torch.finfo(dtype).min, not -inf)."""
+
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.out = nn.Linear(16, 16), nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 4)
+        self.register_buffer("mask", torch.full((8, 8), fill).triu(1)[None, None])
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 4).transpose(1, 2)
+        k, v = (repeat_kv(f(x).view(b, t, 2, 4).transpose(1, 2), 2) for f in (self.k, self.v))
+        att = torch.matmul(q, k.transpose(2, 3)) * 0.5 + self.mask[:, :, :t, :t]
+        y = torch.matmul(torch.softmax(att, dim=-1, dtype=torch.float32), v)
+        return self.out(y.transpose(1, 2).reshape(b, t, 16))
+
+
+def test_an_additive_finfo_min_mask_is_the_causal_mask():
+    """transformers' eager masks hold finfo.min where they mask: the same program as -inf (it was
+    an int8 constant of scale ~2^121 added to the scores: every score rounded to 0)."""
+    x = torch.randn(64, 8, 16)
+    progs = []
+    for fill in (float("-inf"), torch.finfo(torch.float32).min):
+        torch.manual_seed(5)
+        obj, arrays = export_json(_Eager(fill).eval(), x, 4)
+        progs.append(_program_form(obj, arrays))
+        assert [o["attrs"]["causal"] for o in obj["ops"] if o["op"] == "softmax"] == [1]
+    assert progs[0] == progs[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals: one line naming the expansion
 
