@@ -22,8 +22,8 @@ from gpumesh.node.runtime.export_graph import expand_kv_heads, trace
 from tests.unit.runtime.test_export_generate import N as GEN_N
 from tests.unit.runtime.test_export_generate import _bundle, _generate, _prompts, _repeated_full
 from tests.unit.runtime.test_export_generate import _calib as _gen_calib
-from tests.unit.runtime.test_export_transformer import CTX, UNIT, _agreement, _calib, _held_out, _run
-from tests.unit.runtime.tiny_gpt import TinyGPT, repeat_kv
+from tests.unit.runtime.test_export_transformer import CTX, TRAIN, UNIT, _agreement, _calib, _held_out, _run
+from tests.unit.runtime.tiny_gpt import RMSNorm, TinyGPT, repeat_kv, stdlib_bytes, train_one_thread
 
 LLAMA = dict(attn="sdpa", rms=True, swiglu=True, pos="rope")
 FORMS = ["repeat_kv", "before_rope", "repeat_interleave", "enable_gqa", "fused"]
@@ -118,6 +118,54 @@ def test_gqa_agrees_with_float_like_the_other_styles(tmp_path, kv_heads, gqa, st
     agree, _, _ = _agreement(model, _run(tmp_path, prog, arrays, ids), ids)
     print(f"\nGQA {kv_heads} kv heads, {gqa}, {style}: {len(prog.ops)} ops, agreement {agree:.4f} on {ids.numel()} positions")
     assert agree >= 0.85
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_trained_gqa_agrees_with_float(tmp_path, kv_heads):
+    """After 60 seeded Adam steps (one thread, ~2 s), 1,536 held-out positions, the bar of the
+    trained rotary GPT (test_export_rope)."""
+    torch.manual_seed(0)
+    model = train_one_thread(TinyGPT(**LLAMA, kv_heads=kv_heads), stdlib_bytes(TRAIN), 60, CTX)
+    prog, arrays = export_model(model, _calib(), UNIT)
+    ids = _held_out()
+    agree, acc_f, acc_q = _agreement(model, _run(tmp_path, prog, arrays, ids), ids)
+    print(f"\ntrained GQA, {kv_heads} kv heads: agreement {agree:.4f}; next-byte accuracy float {acc_f:.4f} int8 {acc_q:.4f}")
+    assert acc_f > 0.3 and agree >= 0.95 and acc_q >= acc_f - 0.01
+
+
+class _PerHeadNorm(nn.Module):
+    """Qwen3's attention: RMSNorm over each head's dimension of q and k (before the heads
+    transpose), k and v of 2 heads expanded by repeat_kv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.out = nn.Linear(16, 16), nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 4)
+        self.q_norm, self.k_norm = RMSNorm(4), RMSNorm(4)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q_norm(self.q(x).view(b, t, 4, 4)).transpose(1, 2)
+        k = self.k_norm(self.k(x).view(b, t, 2, 4)).transpose(1, 2)
+        v = self.v(x).view(b, t, 2, 4).transpose(1, 2)
+        y = torch.nn.functional.scaled_dot_product_attention(q, repeat_kv(k, 2), repeat_kv(v, 2), is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, 16))
+
+
+def test_a_per_head_norm_before_the_expansion_runs_on_the_duplicated_heads(tmp_path):
+    torch.manual_seed(5)
+    model = _PerHeadNorm().eval()
+    with torch.no_grad():
+        model.k_norm.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0]))
+    x = torch.randn(256, 8, 16)
+    assert unsupported(model, x[:64], 4) == []
+    prog, arrays = export_model(model, x[:64], 4)
+    assert [o.name for o in prog.ops if o.desc.opcode == Opcode.LAYERNORM] == ["q_norm", "k_norm"]
+    got = _run(tmp_path, prog, arrays, x[64:])
+    with torch.no_grad():
+        want = model(x[64:]).argmax(-1).numpy()
+    agree = float((got == want).mean())
+    print(f"\nper-head norm, GQA: agreement {agree:.4f}")
+    assert agree >= 0.9
 
 
 def test_gqa_generation_equals_repeated_full_window_program(tmp_path):
