@@ -270,4 +270,15 @@ def test_models_without_expansion_are_untouched():
     gm = trace(model, _calib()[:UNIT])
     before = gm.code
     assert expand_kv_heads(gm) == [] and gm.code == before
-    assert CTX == _calib().shape[1]
+
+
+def test_smoothing_reads_the_models_own_projections():
+    """smooth=alpha scales the norm's readers (q, k, v) on a copy before the rewrite duplicates k
+    and v: it exports, and the poster's model is left as it was."""
+    model = _gqa(2)
+    k0 = model.blocks[0].attn.k.weight.detach().clone()
+    prog, _ = export_model(model, _calib(), UNIT, smooth=0.5)
+    assert len([o for o in prog.ops if o.desc.opcode == Opcode.ROPE]) == 4
+    assert torch.equal(model.blocks[0].attn.k.weight, k0) and model.blocks[0].attn.k.out_features == 32
+    export_model(model, _calib(), UNIT)
+    assert {n for n, _ in model.named_modules() if "heads" in n or "rows" in n} == set()  # the rewrite's own modules
