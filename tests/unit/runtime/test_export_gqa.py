@@ -168,10 +168,11 @@ def test_a_per_head_norm_before_the_expansion_runs_on_the_duplicated_heads(tmp_p
     assert agree >= 0.9
 
 
-def test_gqa_generation_equals_repeated_full_window_program(tmp_path):
+@pytest.mark.parametrize(("kv_heads", "gqa"), [(2, "repeat_kv"), (1, "enable_gqa")])
+def test_gqa_generation_equals_repeated_full_window_program(tmp_path, kv_heads, gqa):
     """The KV cache holds the H duplicated heads; the tokens are bit for bit the full-window
     program's on the growing window."""
-    model = _gqa(2, "repeat_kv")
+    model = _gqa(kv_heads, gqa)
     prompts = _prompts()
     gen = _bundle(tmp_path, "gen", *export_generation(model, _gen_calib(), 4, GEN_N))
     full = _bundle(tmp_path, "full", *export_model(model, _gen_calib(), 4))
@@ -179,7 +180,7 @@ def test_gqa_generation_equals_repeated_full_window_program(tmp_path):
     assert concats and all(o.desc.out.shape[1] == 4 for o in concats)  # [B, H, ., .]: H heads cached
     got = _generate(gen, prompts)
     assert np.array_equal(got, _repeated_full(full, prompts, GEN_N))
-    print(f"\nGQA generation ({len(gen.program.ops)} ops, N {GEN_N}): equal to the repeated full-window program "
+    print(f"\nGQA generation, {kv_heads} kv heads ({len(gen.program.ops)} ops, N {GEN_N}): equal to the repeated full-window program "
           f"on all {got.size} tokens")
 
 
