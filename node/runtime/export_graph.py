@@ -36,7 +36,10 @@ from gpumesh.node.runtime.files import RuntimeFault
 
 
 class ExportError(RuntimeFault):
-    """The model uses something the v1 op set cannot express (one line: the layer and the fix)."""
+    """The model uses something the v1 op set cannot express (one line: the layer and the fix).
+    Exit code 5, as `program check` when it lists such layers: the same verdict on the same model."""
+
+    exit_code = 5
 
 
 def is_rmsnorm(m: nn.Module) -> bool:

@@ -151,3 +151,25 @@ def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_read(tmp
     path.write_bytes(struct.pack("<Q", len(header)) + header + data)
     assert path.read_bytes()[:1] == b"\x80"
     assert _load_st(str(path))["w"].flatten().tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_build_of_a_model_outside_the_op_set_is_one_line_with_checks_exit_code(tmp_path):
+    """`program build` refuses the model `program check` lists, in one line, with the same exit
+    code (5), not the unexpected-error code 1."""
+    models = _models(tmp_path)
+    torch.manual_seed(0)
+    from torch import nn
+
+    class Mixed(nn.Module):  # the state dict of MODELS' Mixed
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.norm = nn.Conv1d(4, 4, 3), nn.GELU(), nn.BatchNorm1d(4)
+            self.rnn, self.fc = nn.GRU(4, 4), nn.Linear(4, 2)
+
+    save_file({k: v.contiguous() for k, v in Mixed().state_dict().items()}, str(tmp_path / "sd.safetensors"))
+    save_file({"x": torch.randn(16, 4)}, str(tmp_path / "calib.safetensors"))
+    r = _cli("program", "build", "--model", f"{models}:mixed", "--state-dict", str(tmp_path / "sd.safetensors"),
+             "--calib", str(tmp_path / "calib.safetensors"), "--out", str(tmp_path / "prog"))
+    assert r.returncode == 5, r.stderr
+    assert r.stderr.count("\n") == 1 and "conv (nn.Conv1d): use Conv2d" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "prog").exists()
