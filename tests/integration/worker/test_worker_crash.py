@@ -173,14 +173,26 @@ def test_worker_killed_mid_dispute_resumes_and_wins(env, tmp_path):
         gid, opened = game.challenge(job.job_id, job.bond)
         submitted_nonce = w3.eth.get_transaction_count(worker)  # every later worker tx is a game tx
 
+        stopped = False
+
         def worker_moved_and_owes_the_next() -> bool:
+            # Once the worker has moved and the turn is the challenger's, the worker is frozen
+            # (SIGSTOP) before the challenger answers, so it owes the next move when it is killed: a
+            # worker left running answered within milliseconds and could play the whole game out
+            # between two polls (seen on a quiet machine).
+            nonlocal stopped
+            if not stopped and w3.eth.get_transaction_count(worker) > submitted_nonce \
+                    and game.get_game(gid).turn == Side.CHALLENGER:
+                p1.send_signal(signal.SIGSTOP)
+                stopped = True
+            if not stopped:
+                return False
             liar.play(gid, Side.CHALLENGER, believed, prover)  # only acts on its own turn
-            g = game.get_game(gid)
-            return w3.eth.get_transaction_count(worker) > submitted_nonce and g.turn == Side.WORKER
+            return game.get_game(gid).turn == Side.WORKER
 
         _wait(worker_moved_and_owes_the_next, 60, p1, "the worker's first move and the challenger's answer")
     finally:
-        p1.send_signal(signal.SIGKILL)  # mid-dispute: the worker owes a move (and may be making it)
+        p1.send_signal(signal.SIGKILL)  # mid-dispute: the worker owes a move
         p1.wait(10)
     killed_block = w3.eth.block_number
     assert game.get_game(gid).phase.name != "RESOLVED"
