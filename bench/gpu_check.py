@@ -17,8 +17,9 @@
 5. Transformer programs (issue #14): the ViT digits program (examples/vit_digits), the byte GPT's
    next-byte program and its text-generation program (prefill + decode steps with KV caches in the
    trace; examples/bytegpt, exported here), and the GPT-2-small shape (examples/gpt2_shape, built
-   here: d 768, 12 layers, vocabulary 50,257): every op output of one traced unit identical on CUDA
-   and CPU, and the result roots identical. Speed: the ViT and the byte GPT's prefill (context 256)
+   here: d 768, 12 layers, vocabulary 50,257), and a tiny Llama-style model (rotary positions,
+   grouped-query attention, RMSNorm, SwiGLU) as next-byte and generation programs: every op output
+   of one traced unit identical on CUDA and CPU, and the result roots identical. Speed: the ViT and the byte GPT's prefill (context 256)
    on the int8 executor vs fp16 eager on the same float model, at a batch that fills the GPU.
 
 Needs torch, numpy, safetensors and this repository (gpumesh need not be installed: the repo is put
@@ -310,6 +311,80 @@ def transformer_programs(full: bool) -> list[str]:
     b2 = gpt2.bundle(c)
     lines.append(compare_program(f"GPT-2 shape (d {c.d}, {c.layers} layers, vocab {c.vocab}, "
                                  f"{len(b2.program.ops)} ops)", b2, gpt2.units(c, 1)))
+    return lines + llama_style(full)
+
+
+class LlamaStyle(nn.Module):
+    """A tiny Llama-style byte model for section 5: RMSNorm, rotary q and k (HF's inv_freq form,
+    rotate-half), grouped-query attention (2 kv heads for 4 query heads, transformers' repeat_kv),
+    SDPA causal, SwiGLU, tied-free LM head; seeded random weights (the export paths of rope and GQA,
+    docs/protocol.md 2.6)."""
+
+    def __init__(self, d: int = 64, heads: int = 4, kv: int = 2, layers: int = 2) -> None:
+        super().__init__()
+        self.h, self.kv, self.dh = heads, kv, d // heads
+        self.emb, self.head = nn.Embedding(256, d), nn.Linear(d, 256, bias=False)
+        self.norms = nn.ModuleList(nn.RMSNorm(d) for _ in range(2 * layers + 1))
+        self.q = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(layers))
+        self.k = nn.ModuleList(nn.Linear(d, kv * self.dh, bias=False) for _ in range(layers))
+        self.v = nn.ModuleList(nn.Linear(d, kv * self.dh, bias=False) for _ in range(layers))
+        self.o = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(layers))
+        self.gate = nn.ModuleList(nn.Linear(d, 2 * d, bias=False) for _ in range(layers))
+        self.up = nn.ModuleList(nn.Linear(d, 2 * d, bias=False) for _ in range(layers))
+        self.down = nn.ModuleList(nn.Linear(2 * d, d, bias=False) for _ in range(layers))
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, self.dh, 2).float() / self.dh),
+                             persistent=False)
+
+    @staticmethod
+    def _rot(x):
+        h = x.shape[-1] // 2
+        return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+    def forward(self, idx):
+        import torch.nn.functional as F
+
+        b, t = idx.shape
+        freqs = torch.outer(torch.arange(t, dtype=torch.float32), self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos(), emb.sin()
+        x = self.emb(idx)
+        for i in range(len(self.q)):
+            y = self.norms[2 * i](x)
+            q = self.q[i](y).view(b, t, self.h, self.dh).transpose(1, 2)
+            k = self.k[i](y).view(b, t, self.kv, self.dh).transpose(1, 2)
+            v = self.v[i](y).view(b, t, self.kv, self.dh).transpose(1, 2)
+            q, k = q * cos + self._rot(q) * sin, k * cos + self._rot(k) * sin
+            n = self.h // self.kv
+            k = k[:, :, None, :, :].expand(b, self.kv, n, t, self.dh).reshape(b, self.h, t, self.dh)
+            v = v[:, :, None, :, :].expand(b, self.kv, n, t, self.dh).reshape(b, self.h, t, self.dh)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.o[i](a.transpose(1, 2).reshape(b, t, -1))
+            y = self.norms[2 * i + 1](x)
+            x = x + self.down[i](F.silu(self.gate[i](y)) * self.up[i](y))
+        return self.head(self.norms[-1](x))
+
+
+def llama_style(full: bool) -> list[str]:
+    """The Llama-style model's next-byte and text-generation programs (rope and GQA lowered by the
+    export) on DEVICE against the CPU."""
+    from examples.bytegpt.evaluate import load as load_bytegpt
+    from gpumesh.node.runtime.export_generate import export_generation
+
+    torch.manual_seed(5)
+    model = LlamaStyle().eval()
+    _, calib, held = load_bytegpt(REPO / "examples" / "bytegpt")
+    ctx = 32
+    prog, arrays = export_model(model, calib[:, :ctx], unit_batch=4)
+    ops = [o.desc.opcode for o in prog.ops]
+    check(ops.count(Opcode.ROPE) == 4, "Llama-style: the export gave no rope ops")
+    units = (held[:8, :ctx].numpy().astype(np.int16) - 128).astype(np.int8).reshape(2, 4, ctx)
+    lines = [compare_program(f"Llama-style (rope, GQA 4/2, RMSNorm, SwiGLU; {len(prog.ops)} ops)",
+                             _bundle(prog, arrays), units)]
+    gen = 6 if full else 2
+    gprog, garrays = export_generation(model, calib[:, :ctx], unit_batch=4, generate=gen)
+    gunits = (held[:8, : ctx - gen + 1].numpy().astype(np.int16) - 128).astype(np.int8).reshape(2, 4, -1)
+    lines.append(compare_program(f"Llama-style generation ({gen} tokens, {len(gprog.ops)} ops)",
+                                 _bundle(gprog, garrays), gunits))
     return lines
 
 
