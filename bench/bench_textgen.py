@@ -6,7 +6,7 @@ the SAME float model computing the same thing, in one process, for two models:
   example's calibration windows, unit batch 8);
 - a GPT-2-small-shaped float model (d_model 768, 12 layers, 12 heads, MLP 3,072, context 1,024,
   vocabulary 50,257; seeded random weights, GPT-2's initialisation), written like the byte GPT
-  (`GPT` below: the same module layout at any shape) and exported through the same path. Its
+  (examples/bytegpt/model.ByteGPT at that shape: the same module layout) and exported through the same path. Its
   prompts are bytes (< 256: v1 unit inputs are int8), its embedding and LM head have 50,257 rows
   and its generated ids are int32 up to 50,256.
 
@@ -75,65 +75,16 @@ BATCH, PREFILL = 8, 256
 BYTEGPT = REPO / "examples" / "bytegpt"
 
 
-class Attention(nn.Module):
-    """examples/bytegpt/model.py's attention at any shape (explicit matmul + causal-masked softmax)."""
+def gpt2_small(seed: int = 0):
+    """GPT-2 small's shape in the byte GPT's layout (examples/bytegpt/model.ByteGPT: d 768, 12
+    layers, 12 heads, context 1,024, vocabulary 50,257) with GPT-2's initialisation (the byte GPT's
+    train._init), seeded."""
+    from examples.bytegpt.model import ByteGPT
+    from examples.bytegpt.train import _init
 
-    def __init__(self, d: int, heads: int, ctx: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx)).view(1, 1, ctx, ctx), persistent=False)
-
-    def forward(self, x):
-        b, t, d = x.size()
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
-        y = F.softmax(att, dim=-1) @ v
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d))
-
-
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ctx: int) -> None:
-        super().__init__()
-        self.ln1, self.attn, self.ln2 = nn.LayerNorm(d), Attention(d, heads, ctx), nn.LayerNorm(d)
-        self.fc, self.act, self.out = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.out(self.act(self.fc(self.ln2(x))))
-
-
-class GPT(nn.Module):
-    """The byte GPT's layout (same module names) at any shape."""
-
-    def __init__(self, layers: int, d: int, heads: int, ctx: int, vocab: int) -> None:
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
-        self.blocks = nn.ModuleList(Block(d, heads, ctx) for _ in range(layers))
-        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
-
-    def forward(self, idx):
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.ln_f(x))
-
-
-def gpt2_small(seed: int = 0) -> GPT:
-    """GPT-2 small's shape with GPT-2's initialisation (normal 0.02, residual projections scaled by
-    1/sqrt(2 * layers), zero biases, unit norms), seeded."""
     torch.manual_seed(seed)
-    m = GPT(12, 768, 12, 1024, 50257)
-    for name, p in m.named_parameters():
-        if name.endswith("bias"):
-            nn.init.zeros_(p)
-        elif ".ln" in name or name.startswith("ln_f"):
-            nn.init.ones_(p)
-        else:
-            std = 0.02 / math.sqrt(2 * 12) if name.endswith(("proj.weight", "out.weight")) else 0.02
-            nn.init.normal_(p, 0.0, std)
+    m = ByteGPT(layers=12, d=768, heads=12, ctx=1024, vocab=50257)
+    _init(m)
     return m.eval()
 
 
@@ -169,7 +120,7 @@ def program(model: nn.Module, key: str, p: int, n: int, cache: Path, calib: torc
 
 
 @torch.inference_mode()
-def float_logits(model: GPT, x: torch.Tensor) -> torch.Tensor:
+def float_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The LM head's logits at the last position of each prompt: the blocks over every position,
     the final norm and the LM head on the last one only (what the int8 prefill program computes)."""
     h = model.tok(x) + model.pos(torch.arange(x.shape[1]))
@@ -178,13 +129,13 @@ def float_logits(model: GPT, x: torch.Tensor) -> torch.Tensor:
     return model.head(model.ln_f(h[:, -1]))
 
 
-def float_next(model: GPT, x: torch.Tensor) -> torch.Tensor:
+def float_next(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The greedy next token of each prompt."""
     return float_logits(model, x).argmax(-1)
 
 
 @torch.inference_mode()
-def float_generate(model: GPT, x: torch.Tensor, n: int, heads: int, marks: list | None = None) -> torch.Tensor:
+def float_generate(model: nn.Module, x: torch.Tensor, n: int, heads: int, marks: list | None = None) -> torch.Tensor:
     """n greedy tokens after prompts x [B, P] with a KV cache: caches [B, H, P + n - 1, Dh]
     preallocated per block, the prefill writes positions 0..P-1, each decode step one position.
     `marks` (a list) receives the perf_counter time at the end of the prefill."""
@@ -309,7 +260,7 @@ def profile(ex: Executor, unit: np.ndarray, top: int = 12) -> None:
         f"{k} {v * 1e3:.1f} ms/{calls[k]} ({100 * v / total:.0f}%)" for k, v in parts), flush=True)
 
 
-def bench_model(name: str, model: GPT, heads: int, calib: torch.Tensor, prompts: torch.Tensor, n: int,
+def bench_model(name: str, model: nn.Module, heads: int, calib: torch.Tensor, prompts: torch.Tensor, n: int,
                 threads: list[int], args) -> None:
     cache = Path(args.cache)
     p_gen = PREFILL - n + 1

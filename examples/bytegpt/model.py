@@ -16,15 +16,16 @@ LAYERS, D, HEADS, CTX, VOCAB = 4, 256, 4, 256, 256
 
 
 class Attention(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, d: int = D, heads: int = HEADS, ctx: int = CTX) -> None:
         super().__init__()
-        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.register_buffer("mask", torch.tril(torch.ones(CTX, CTX)).view(1, 1, CTX, CTX), persistent=False)
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx)).view(1, 1, ctx, ctx), persistent=False)
 
     def forward(self, x):
         b, t, d = x.size()
         q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (y.view(b, t, HEADS, d // HEADS).transpose(1, 2) for y in (q, k, v))
+        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (q, k, v))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
         att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
         y = F.softmax(att, dim=-1) @ v
@@ -32,10 +33,10 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, d: int = D, heads: int = HEADS, ctx: int = CTX) -> None:
         super().__init__()
-        self.ln1, self.attn, self.ln2 = nn.LayerNorm(D), Attention(), nn.LayerNorm(D)
-        self.fc, self.act, self.out = nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D)
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(d), Attention(d, heads, ctx), nn.LayerNorm(d)
+        self.fc, self.act, self.out = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -43,11 +44,15 @@ class Block(nn.Module):
 
 
 class ByteGPT(nn.Module):
-    def __init__(self) -> None:
+    """The byte GPT; other shapes (`bench/bench_textgen.py`'s GPT-2-small shape) keep its layout
+    and module names."""
+
+    def __init__(self, layers: int = LAYERS, d: int = D, heads: int = HEADS, ctx: int = CTX,
+                 vocab: int = VOCAB) -> None:
         super().__init__()
-        self.tok, self.pos = nn.Embedding(VOCAB, D), nn.Embedding(CTX, D)
-        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
-        self.ln_f, self.head = nn.LayerNorm(D), nn.Linear(D, VOCAB, bias=False)
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(Block(d, heads, ctx) for _ in range(layers))
+        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
 
     def forward(self, idx):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))

@@ -58,17 +58,16 @@ def windows(data: bytes, ctx: int, count: int, seed: int):
 
 def _init(model) -> None:
     """GPT-2's initialisation: matrices and embeddings N(0, 0.02), the residual projections N(0,
-    0.02 / sqrt(2 layers)), biases 0 (torch's defaults, N(0, 1) embeddings among them, left training
-    on a plateau near 2.3 nats/byte)."""
+    0.02 / sqrt(2 layers)), biases 0, norms as made (1, 0) (torch's defaults, N(0, 1) embeddings
+    among them, left training on a plateau near 2.3 nats/byte)."""
     import math
 
     import torch.nn as nn
 
-    from examples.bytegpt.model import LAYERS
-
+    layers = len(model.blocks)
     for name, p in model.named_parameters():
         if p.dim() >= 2:
-            std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith(("proj.weight", "out.weight")) else 0.02
+            std = 0.02 / math.sqrt(2 * layers) if name.endswith(("proj.weight", "out.weight")) else 0.02
             nn.init.normal_(p, 0.0, std)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
