@@ -25,6 +25,7 @@ from pathlib import Path
 from gpumesh.client.chain.deploy import repo_root
 from gpumesh.client.chain.types import JobState
 from gpumesh.client.core.game import slash_paid
+from gpumesh.client.core.program import Program
 from gpumesh.node.demo.genflip import FlipSearch, SoftmaxFlip, describe_op
 from gpumesh.node.demo.report import GenerationFigures
 from gpumesh.node.demo.story import DemoError, Story
@@ -39,7 +40,7 @@ def bytegpt_dir() -> Path:
     return repo_root() / "examples" / "bytegpt"
 
 
-def build_generation_program(out: Path) -> None:
+def build_generation_program(out: Path) -> Program:
     """The byte GPT's generation program, as `gpumesh program build --model MODEL --state-dict
     examples/bytegpt/state_dict.safetensors --calib examples/bytegpt/calib.safetensors --unit-batch
     UNIT_BATCH --generate GENERATE --prompt-len PROMPT_LEN --out OUT` writes it."""
@@ -58,6 +59,7 @@ def build_generation_program(out: Path) -> None:
     calib = read_tensors(ex / "calib.safetensors", as_torch=True)["ids"].long()
     prog, arrays = export_generation(model.eval(), calib, UNIT_BATCH, GENERATE, PROMPT_LEN, meta={"model": MODEL})
     save_program(out, prog, arrays)
+    return prog
 
 
 def prompt_inputs(program: Path, prompts_file: Path, out: Path) -> list[bytes]:
@@ -67,8 +69,9 @@ def prompt_inputs(program: Path, prompts_file: Path, out: Path) -> list[bytes]:
     from gpumesh.node.runtime.textgen import prompt_windows, read_prompts
 
     prompts = read_prompts(prompts_file.read_bytes())
-    ids, _ = prompt_windows(load_program(program).program, prompts)
-    save_units(out, quantize_units(load_program(program).program, ids))
+    prog = load_program(program).program  # once: it reads the weights file too
+    ids, _ = prompt_windows(prog, prompts)
+    save_units(out, quantize_units(prog, ids))
     return prompts
 
 
@@ -91,8 +94,7 @@ class GenerationStory:
     def build(self) -> tuple[Path, Path, list[bytes]]:
         self.echo("\n== 4. text generation: the byte GPT as a job, prompts in, text out")
         program = self.s.cfg.work / "bytegpt-generate"
-        build_generation_program(program)
-        prog = load_program(program).program
+        prog = build_generation_program(program)
         r = self.r
         r.program_root, r.ops, r.weights = "0x" + prog.root().hex(), len(prog.ops), len(prog.weights)
         r.prompt_len, r.generate, r.unit_batch = PROMPT_LEN, GENERATE, UNIT_BATCH
