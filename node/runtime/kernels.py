@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from gpumesh.client.core.ops.rules import chunk_geometry, matmul_geometry
 from gpumesh.client.core.ops.types import Opcode, OpDescriptor, ReqMode
-from gpumesh.node.runtime import kernels_pos
+from gpumesh.node.runtime import kernels_cpu, kernels_pos
 from gpumesh.node.runtime.requant import FP64_MAX_SHIFT, I32_MAX, I32_MIN, requant, requant_of
 from gpumesh.node.runtime.stacking import CONST_INPUTS
 
@@ -142,7 +142,9 @@ class _MatMul:
         self.w_rows = torch.from_numpy(wp).to(device) if self.dev == "cuda" else None
         self.w64 = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ W^T; on CPU with `out` (int32 [M, N], row-major) written there (returned: `out`,
+        or a new tensor where _int_mm is unavailable)."""
         m = x.shape[0]
         if _INT_MM_OK.get(self.dev, hasattr(torch, "_int_mm")):
             mp = max(m, 17) if self.dev == "cuda" else m
@@ -151,6 +153,8 @@ class _MatMul:
                 if self.dev == "cuda":
                     out = torch._int_mm(xp, self.w_rows.t())
                     return out[:m, : self.n] if (mp, self.np_) != (m, self.n) else out
+                if out is not None:
+                    return torch._int_mm(_row_major(xp), self.wt, out=out)
                 return torch._int_mm(_row_major(xp), self.wt)  # not contiguous(): see _row_major
             except (RuntimeError, NotImplementedError):
                 _INT_MM_OK[self.dev] = False
@@ -197,6 +201,9 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     reach = 128 * np.abs(w, dtype=np.int16).sum(axis=1, dtype=np.int64)
     fold = req.fold_bias(b_eff, reach) if (reach + np.abs(b_eff.astype(np.int64)) <= 2**31 - 1).all() else None
 
+    if fold is not None and fold[0] == "jit":  # the fused CPU requant (kernels_cpu.requant_i32)
+        return _linear_jit(mm, k, n, fold[1:], out_shape)
+
     def finish(acc):  # the int32 sum wraps exactly as the spec's wrap32; the requant reads it as is
         return req.run_folded(acc, fold) if fold is not None else req.int32_bias(acc, b32)
 
@@ -224,6 +231,29 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
     return big
 
 
+def _linear_jit(mm: _MatMul, k: int, n: int, vecs: tuple, out_shape: tuple) -> Prepared:
+    """A linear with its folded requant on CPU through the fused kernel: per block of rows the GEMM
+    into one reused int32 buffer, then the requant straight from it into the output. A W below
+    BIG_WEIGHT: blocks of about BLOCK_ELEMENTS outputs, so the buffer stays in cache (the byte
+    GPT's [2048, 256] x [256, 1024], one thread: 1.50 ms as one GEMM, 1.14 in blocks of 256 rows);
+    a larger W: blocks of GEMM_ELEMENTS (oneDNN prepares W once per call, `_prep_linear`). The
+    same integers as the torch forms: the exact int32 sums, then the same requant."""
+    rows = max(1, (BLOCK_ELEMENTS if k * n <= BIG_WEIGHT else GEMM_ELEMENTS) // n)
+
+    def run(xs):
+        x = xs[0].reshape(-1, k)
+        m = x.shape[0]
+        out = torch.empty((m, n), dtype=torch.int8)
+        buf = torch.empty((min(m, rows), n), dtype=torch.int32)
+        o = out.numpy()
+        for r in range(0, m, rows):
+            xb = x[r : r + rows]
+            acc = mm(xb, out=buf[: xb.shape[0]])
+            kernels_cpu.requant_i32(acc.numpy(), o[r : r + xb.shape[0]], *vecs)
+        return out.reshape(out_shape)
+    return run
+
+
 def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     a = dict(d.attrs)
     s = a["shift"]
@@ -237,6 +267,13 @@ def _prep_add(d: OpDescriptor, device: torch.device) -> Prepared:
     if i32 is not None:  # exact integers, no float64 temporaries (docs/protocol.md 2.4)
         c_t = torch.tensor(i32, dtype=torch.int32, device=device)
         ma_i, mb_i, lo, hi = a["ma"], a["mb"], a["lo"], a["hi"]
+        if device.type == "cpu" and kernels_cpu.enabled():  # the fused CPU kernel: one pass
+            def fused(xs):
+                x, y = xs[0].reshape(-1), xs[1].reshape(-1)
+                out = torch.empty(x.shape, dtype=torch.int8)
+                kernels_cpu.add_i32(x.numpy(), y.numpy(), out.numpy(), ma_i, mb_i, i32, s, lo, hi)
+                return out.view(xs[0].shape)
+            return fused
 
         def block32(x, y):
             t = x.to(torch.int32)
@@ -541,6 +578,32 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
             acc.add_(cols.to(torch.int32).mul_(-za))
         return acc
 
+    jit = (device.type == "cpu" and req is not None and req.jit and req.pre is not None and req.i32 is not None
+           and not small and k % 8 == 0 and _INT_MM_OK.get("cpu", hasattr(torch, "_int_mm")))
+    if jit:  # the fused CPU requant: per entry the GEMM into one reused int32 buffer, then the kernel
+        vecs = req._vecs(n)
+
+        def fused(xs):
+            a = xs[0].reshape(-1, *a_shape)
+            b = xs[1].reshape(-1, *b_shape)
+            a = _row_major(a.transpose(-1, -2) if ta else a)  # [batch, M, K], row-major
+            b = _row_major(b.transpose(-1, -2) if tb else b)  # [batch, K, N], row-major
+            batch = a.shape[0]
+            rows = a.sum(dim=-1, keepdim=True, dtype=torch.int32).mul_(-zb).add_(corner) if zb or corner else None
+            cols = b.sum(dim=-2, keepdim=True, dtype=torch.int32).mul_(-za) if za else None
+            out = torch.empty((batch, m, n), dtype=torch.int8)
+            buf = torch.empty((m, n), dtype=torch.int32)
+            o = out.numpy()
+            for i in range(batch):
+                torch._int_mm(a[i], b[i], out=buf)
+                if rows is not None:
+                    buf.add_(rows[i])
+                if cols is not None:
+                    buf.add_(cols[i])
+                kernels_cpu.requant_i32(buf.numpy(), o[i], *vecs)
+            return out.reshape(-1, *d.out.shape[1:])
+        return fused
+
     def run(xs):
         a = xs[0].reshape(-1, *a_shape)
         b = xs[1].reshape(-1, *b_shape)
@@ -820,6 +883,14 @@ def _prep_softmax(d: OpDescriptor, table: np.ndarray, device: torch.device) -> P
         v = ev.mul_(a).add_(b).clamp_(max=255.0)
         torch.bitwise_xor(v.to(torch.uint8), 128, out=out)
 
+    if device.type == "cpu" and kernels_cpu.enabled():  # the fused CPU kernel: chunk's arithmetic per row
+        def fused(xs):
+            xg = xs[0].reshape(-1, rows_r, length)
+            out = torch.empty(xg.shape, dtype=torch.uint8)
+            kernels_cpu.softmax(xg.numpy(), out.numpy(), tab, bool(causal), int(off))
+            return out.view(torch.int8).reshape(xs[0].shape)
+        return fused
+
     def run(xs):
         x = xs[0]
         xg = x.reshape(-1, rows_r, length)
@@ -945,6 +1016,17 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
         return req.exact_(w.mul_(g64).add_(b64))
 
     step = max(1, BLOCK_ELEMENTS // dd)
+    form = _ln_jit_form(req) if device.type == "cpu" and kernels_cpu.enabled() else None
+    if form is not None:  # the fused CPU kernel: block's arithmetic in one pass per row
+        g_np, b_np = (np.ascontiguousarray(a, dtype=np.float64) for a in (gamma, beta))
+        args = (zp, bool(rms), float(rd), eps_term, g_np, b_np, form)
+
+        def fused(xs):
+            x = xs[0].reshape(-1, dd)
+            out = torch.empty(x.shape, dtype=torch.int8)
+            kernels_cpu.layernorm(x.numpy(), out.view(torch.uint8).numpy(), *args)
+            return out.reshape(xs[0].shape)
+        return fused
     if device.type == "cpu":
         def run(xs):
             x = xs[0].reshape(-1, dd)
@@ -952,6 +1034,17 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
             return _in_blocks(fn, [x], step, device).reshape(xs[0].shape)
         return run
     return lambda xs: _in_blocks(block, [xs[0].reshape(-1, dd)], step, device).reshape(xs[0].shape)
+
+
+def _ln_jit_form(req) -> tuple | None:
+    """The requant operands of kernels_cpu.layernorm: `Requant.f53_`'s or `Requant.fp64_`'s
+    pre-clamped per-tensor form, or None (the torch forms)."""
+    if req.f53 is not None:
+        a_lo, a_hi, m, c, lo = req.f53
+        return True, a_lo, a_hi, m, float(c), lo & 0xFF, False
+    if req.fp64 and req.pre is not None and isinstance(req.m, float) and isinstance(req.pre[0], int):
+        return False, float(req.pre[0]), float(req.pre[1]), req.m, req.c, 0, req.floor
+    return None
 
 
 #: Rows up to which the CPU layernorm computes its row statistics in Python (`few_rows`).

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from gpumesh.client.core.ops.types import OpDescriptor, ReqMode
+from gpumesh.node.runtime import kernels_cpu
 
 #: Largest requant/add shift for which the float64 path is exact (proof in docs/protocol.md 2.4).
 FP64_MAX_SHIFT = 42
@@ -51,6 +52,8 @@ class Requant:
         mult = np.asarray(mult, dtype=np.int64).reshape(-1)
         shift = np.asarray(shift, dtype=np.int64).reshape(-1)
         self.zp, self.lo, self.hi, self.device = zp, lo, hi, device
+        self.jit = device.type == "cpu" and kernels_cpu.enabled()  # the fused CPU kernels (kernels_cpu)
+        self._jit_vecs: dict[int, tuple] = {}
         self.fused = None  # CUDA with Triton: gpu_requant.requant bound to this op's parameters
         if device.type == "cuda":
             from gpumesh.node.runtime import gpu_requant
@@ -154,12 +157,18 @@ class Requant:
                 return None
             los.append(lo_), his.append(hi_), cs.append(c2)
         mult, _c, shift = self.i32
+        if self.jit:  # the fused CPU kernel's per-channel int64 vectors
+            n = len(bias)
+            return ("jit", *(np.asarray(v, dtype=np.int32) for v in (los, his)),
+                    *(_np_vec(v, n) for v in (mult, cs, shift)))
         t = functools.partial(torch.tensor, dtype=torch.int32, device=self.device)
         return t(los), t(his), t(cs), mult, shift
 
     @staticmethod
     def run_folded(acc: torch.Tensor, fold) -> torch.Tensor:
         """Requant of acc + bias through `fold_bias`'s form (acc: the caller's fresh GEMM output)."""
+        if fold[0] == "jit":
+            return _jit_requant(acc, fold[1:])
         lo_t, hi_t, c_t, mult, shift = fold
         return _int32_tail(torch.clamp(acc, lo_t, hi_t, out=acc), mult, c_t, shift)
 
@@ -174,15 +183,27 @@ class Requant:
         """`int32(acc)` for an accumulator the caller owns (a fresh GEMM output, a temporary): the
         all-int32 form clamps and finishes in place, so no int32 temporary is allocated; with
         `out` (int8, acc's shape) the result is written there and returned."""
+        if self.jit and self.pre is not None and self.i32 is not None:
+            return _jit_requant(acc, self._vecs(acc.shape[-1]), out)
         if self.fused is None and self.pre is not None and self.i32 is not None:
             return _int32_tail(torch.clamp(acc, *self.pre, out=acc), *self.i32, out=out)
         y = self.int32(acc)
         return y if out is None else out.copy_(y)
 
+    def _vecs(self, n: int) -> tuple:
+        """(a_lo, a_hi, mult, c, shift) of the pre-clamped int32 form as int64 vectors over n
+        channels (the fused CPU kernel's operands), made once per n."""
+        v = self._jit_vecs.get(n)
+        if v is None:
+            v = self._jit_vecs[n] = tuple(_np_vec(p, n) for p in (*self.pre, *self.i32))
+        return v
+
     def int32(self, acc: torch.Tensor) -> torch.Tensor:
         """Requant of an int32 tensor holding the exact accumulator (never modified)."""
         if self.fused is not None:
             return self.fused(acc)
+        if self.jit and self.pre is not None and self.i32 is not None:
+            return _jit_requant(acc, self._vecs(acc.shape[-1]))
         if self.pre is None:
             return self(acc.to(torch.float64) if self.fp64 or self.f53 is not None else acc)
         if self.i32 is not None:  # exact integers throughout: (A*mult + c) >> shift, no overflow
@@ -196,6 +217,32 @@ class Requant:
         if self.floor:
             a.floor_()
         return a.to(torch.int8)
+
+
+def _np_vec(v, n: int) -> np.ndarray:
+    """An int, or a one-element or [n] tensor or list, as an int32 numpy vector of n entries (the
+    int32 forms' parameters: each checked to lie in int32 where the form is made)."""
+    if isinstance(v, (torch.Tensor, list, tuple)):
+        a = (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).astype(np.int64).reshape(-1)
+        a = np.full(n, int(a[0]), dtype=np.int64) if a.size == 1 else a
+    else:
+        a = np.full(n, int(v), dtype=np.int64)
+    if a.size != n or a.min() < I32_MIN or a.max() > I32_MAX:
+        raise ValueError("a requant parameter outside int32")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def _jit_requant(acc: torch.Tensor, vecs: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The pre-clamped int32 requant of int32 `acc` (never modified) in one pass of the fused CPU
+    kernel (kernels_cpu.requant_i32), into `out` (int8, acc's shape) or a new tensor."""
+    n = acc.shape[-1]
+    if out is None or not out.is_contiguous():
+        y = torch.empty(acc.shape, dtype=torch.int8)
+        _jit_requant(acc, vecs, y)
+        return y if out is None else out.copy_(y)
+    a = acc.reshape(-1, n)
+    kernels_cpu.requant_i32(a.numpy(), out.view(-1, n).numpy(), *vecs)
+    return out
 
 
 def _f53_form(mult: int, shift: int, zp: int, lo: int, hi: int):

@@ -1,0 +1,175 @@
+"""Fused CPU kernels (numba): one pass per op where the torch forms of gpumesh.node.runtime.kernels
+take five to fifteen (docs/protocol.md 2.4, "Fused CPU kernels"). Each kernel computes EXACTLY the
+arithmetic of the torch form it replaces, operation for operation: the same exact integers (in
+int64, where no value can overflow: the same bounds as the int32 forms), the same float64
+operations in the same order on the same operands, no fast-math (no reassociation, no fused
+multiply-add contraction). So the exactness proofs of those forms carry over unchanged, and the
+differential tests run both forms against the scalar reference.
+
+- `requant_i32`: the pre-clamped all-int32 requant of an int32 accumulator, per channel (the
+  linear's folded bias form and `Requant.int32_`): clamp, A * mult + c, >> shift, int8;
+- `layernorm`: LayerNorm / RMSNorm rows: integer row statistics, isqrt, the float64 coefficients,
+  floor, z * gamma + beta and the float64 requant (`_f53_form` or the pre-clamped fp64 form);
+- `softmax`: the integer softmax rows (causal or not) with the clamped exp table;
+- `add_i32`: the add in its int32 form.
+
+`enabled()` is False where numba does not import or GPUMESH_CPU_KERNELS=torch is set (the
+operator's switch back to the torch forms; the tests run both); the callers then keep the torch
+forms. Compiled on first use and cached on disk (numba's cache next to this file, or the user's
+cache folder where that is read-only).
+
+Adapter code; imported by gpumesh.node.runtime.kernels and .requant on CPU only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+try:  # pragma: no branch
+    import numba
+    from numba import njit, types
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - an install without numba keeps the torch forms
+    numba = None
+
+#: The switch: GPUMESH_CPU_KERNELS=torch keeps the torch forms (`enabled`).
+ENV = "GPUMESH_CPU_KERNELS"
+_FORCED: bool | None = None
+
+
+def enabled() -> bool:
+    """Whether the CPU paths use these kernels: numba imports and GPUMESH_CPU_KERNELS is not
+    `torch`; `force` overrides both (tests). Read when an op is prepared (an Executor built)."""
+    if _FORCED is not None:
+        return _FORCED and numba is not None
+    return numba is not None and os.environ.get(ENV, "numba").strip().lower() != "torch"
+
+
+def force(on: bool | None) -> None:
+    """Tests: True / False use / skip these kernels for the ops prepared from now on; None, the
+    environment's choice again."""
+    global _FORCED
+    _FORCED = on
+
+
+if numba is not None:
+    _jit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+
+    @intrinsic
+    def _muladd_shr32(typingctx, a, m, c, s):  # pragma: no cover - compiled
+        """(a * m + c) >> s in int32 arithmetic (numba's own integer typing widens int32 products
+        to int64, which halves the vector lanes). Only where the caller's bounds keep a * m and
+        a * m + c inside int32 for every operand (then each is the exact integer) and 0 <= s < 32."""
+        sig = types.int32(types.int32, types.int32, types.int32, types.int32)
+
+        def codegen(context, builder, signature, args):
+            x, mm, cc, ss = args
+            return builder.ashr(builder.add(builder.mul(x, mm), cc), ss)
+        return sig, codegen
+
+    @_jit
+    def _requant_i32(acc, out, a_lo, a_hi, mult, c, shift):  # pragma: no cover - compiled
+        rows, n = acc.shape
+        for r in range(rows):
+            for j in range(n):
+                a = min(max(acc[r, j], a_lo[j]), a_hi[j])
+                out[r, j] = np.int8(_muladd_shr32(a, mult[j], c[j], shift[j]))
+
+    @_jit
+    def _layernorm(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_):  # pragma: no cover
+        rows, dd = x.shape
+        d2 = np.int64(dd) * dd
+        for r in range(rows):
+            t = np.int64(0)
+            s2 = np.int64(0)
+            for j in range(dd):
+                v = np.int64(x[r, j]) - zp
+                t += v
+                s2 += v * v
+            big = s2 * d2 if rms else s2 * d2 - t * t * dd
+            big += eps_term
+            s = np.int64(math.floor(math.sqrt(np.float64(big))))  # within 1 of isqrt (kernels.isqrt64)
+            if s * s > big:
+                s -= 1
+            if (s + 1) * (s + 1) <= big:
+                s += 1
+            sigma = np.float64(s)
+            if sigma > 0:
+                alpha = rd / sigma
+                bh = 0.25 / sigma + 0.5
+                brow = bh if rms else bh - np.float64(t) * alpha
+                aa = alpha * dd
+            else:
+                aa = 0.0
+                brow = 0.0
+            for j in range(dd):
+                v = np.float64(np.int64(x[r, j]) - zp)
+                w = np.floor(v * aa + brow)
+                acc = min(max(w * g[j] + b[j], a_lo), a_hi)
+                if f53:  # N 2^-shift >= 0, truncation = floor; + lo mod 256 gives y's bits
+                    out[r, j] = np.uint8(np.uint8(acc * m + c) + lo8)
+                else:  # c + A m in [lo, hi + 1): floor where lo < 0, truncation otherwise
+                    y = acc * m + c
+                    out[r, j] = np.uint8(np.int8(np.floor(y) if floor_ else y))
+
+    @_jit
+    def _softmax(x, out, tab, causal, off):  # pragma: no cover - compiled
+        groups, rows, length = x.shape
+        e = np.empty(length, dtype=np.float64)
+        for g in range(groups):
+            for t in range(rows):
+                c1 = min(length, t + off + 1) if causal else length
+                c1 = max(c1, 1)  # column 0 is never masked
+                top = np.int64(x[g, t, 0])
+                for j in range(1, c1):
+                    top = max(top, np.int64(x[g, t, j]))
+                s = 0.0
+                for j in range(c1):
+                    e[j] = tab[top - np.int64(x[g, t, j])]
+                    s += e[j]  # integers < 2^31: exact in any order
+                a = 256.0 / s
+                b = 0.25 / s + 0.5
+                for j in range(c1):
+                    v = min(e[j] * a + b, 255.0)
+                    out[g, t, j] = np.uint8(v) ^ np.uint8(128)
+                for j in range(c1, length):
+                    out[g, t, j] = np.uint8(128)
+
+    @_jit
+    def _add_i32(x, y, out, ma, mb, c, s, lo, hi):  # pragma: no cover - compiled
+        for i in range(x.shape[0]):
+            t = (np.int64(x[i]) * ma + np.int64(y[i]) * mb + c) >> s
+            out[i] = np.int8(min(max(t, lo), hi))
+
+
+def requant_i32(acc: np.ndarray, out: np.ndarray, a_lo, a_hi, mult, c, shift) -> None:
+    """out[r, j] = ((clamp(acc[r, j], a_lo[j], a_hi[j]) * mult[j] + c[j]) >> shift[j]) as int8 for
+    int32 acc [rows, n] (int32 vectors [n]): the pre-clamped int32 form (requant._int32_form,
+    Requant.fold_bias), whose bounds (checked where the form is made) keep the product and the sum
+    within int32 for every clamped A: int32 arithmetic, the exact integers, as the torch form."""
+    _requant_i32(acc, out, a_lo, a_hi, mult, c, shift)
+
+
+def layernorm(x: np.ndarray, out: np.ndarray, zp: int, rms: bool, rd: float, eps_term: int, g: np.ndarray,
+              b: np.ndarray, form: tuple) -> None:
+    """kernels._prep_layernorm's `block` on int8 x [rows, D] into out (uint8 view of the int8
+    result). `form`: (True, a_lo, a_hi, m, c, lo mod 256, False) for the float64-integer requant
+    (`Requant.f53_`), (False, a_lo, a_hi, m, c, 0, floor) for the pre-clamped fp64 form
+    (`Requant.fp64_`)."""
+    f53, a_lo, a_hi, m, c, lo8, floor_ = form
+    _layernorm(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_)
+
+
+def softmax(x: np.ndarray, out: np.ndarray, tab: np.ndarray, causal: bool, off: int) -> None:
+    """kernels._prep_softmax's `chunk` over int8 x [G, R, L] into out (uint8 [G, R, L]: the bytes
+    of y); tab: the clamped exp table, float64 [768]."""
+    _softmax(x, out, tab, causal, off)
+
+
+def add_i32(x: np.ndarray, y: np.ndarray, out: np.ndarray, ma: int, mb: int, c: int, s: int, lo: int,
+            hi: int) -> None:
+    """clamp((x ma + y mb + C) >> s, lo, hi) over flat int8 x, y (kernels._add_int32's form)."""
+    _add_i32(x, y, out, ma, mb, c, s, lo, hi)
