@@ -52,7 +52,8 @@ class SelfTest:
 
 def runtime_info(device: str = "cpu") -> dict:
     """What the executor will use on `device`: torch's version, its int8 GEMM (torch._int_mm, else
-    the exact float64 fallback), and on CUDA whether the fused Triton requant/add kernels run
+    the exact float64 fallback), on CPU whether the fused numba kernels run (`GPUMESH_CPU_KERNELS=
+    torch` turns them off) and on CUDA whether the fused Triton requant/add kernels run
     (`GPUMESH_NO_TRITON=1` turns them off)."""
     import os
 
@@ -63,6 +64,15 @@ def runtime_info(device: str = "cpu") -> dict:
     refused = kernels._INT_MM_OK.get(device) is False  # tried (by the self-test) and failed
     info = {"torch": torch.__version__,
             "int8_gemm": "torch._int_mm" if hasattr(torch, "_int_mm") and not refused else "float64 fallback (exact)"}
+    if device == "cpu":
+        from gpumesh.node.runtime import kernels_cpu
+
+        if kernels_cpu.numba is None:
+            info["cpu_kernels"] = "torch (numba not installed)"
+        elif not kernels_cpu.enabled():
+            info["cpu_kernels"] = f"torch ({kernels_cpu.ENV}={os.environ.get(kernels_cpu.ENV)})"
+        else:
+            info["cpu_kernels"] = f"fused (numba {kernels_cpu.numba.__version__})"
     if device == "cuda":
         from gpumesh.node.runtime import gpu_requant
 

@@ -63,3 +63,16 @@ def test_runtime_info_names_the_gemm_and_the_triton_state(monkeypatch):
     assert runtime_info("cuda")["triton"] == "yes (9.9)"
     monkeypatch.setenv("GPUMESH_NO_TRITON", "1")
     assert runtime_info("cuda")["triton"] == "off (GPUMESH_NO_TRITON=1)"
+
+
+def test_runtime_info_names_the_cpu_kernels(monkeypatch):
+    from gpumesh.node.runtime import kernels_cpu
+    from gpumesh.node.worker.selftest import runtime_info
+
+    monkeypatch.delenv("GPUMESH_CPU_KERNELS", raising=False)
+    assert runtime_info("cpu")["cpu_kernels"] == f"fused (numba {kernels_cpu.numba.__version__})"
+    assert "cpu_kernels" not in runtime_info("cuda")
+    monkeypatch.setenv("GPUMESH_CPU_KERNELS", "torch")
+    assert runtime_info("cpu")["cpu_kernels"] == "torch (GPUMESH_CPU_KERNELS=torch)"
+    monkeypatch.setattr(kernels_cpu, "numba", None)
+    assert runtime_info("cpu")["cpu_kernels"] == "torch (numba not installed)"
