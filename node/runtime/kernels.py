@@ -578,6 +578,17 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
             acc.add_(cols.to(torch.int32).mul_(-za))
         return acc
 
+    few = device.type == "cpu" and m <= SMALL_M and k <= 1 << 15  # |partial sums| < 2^31 (2.2)
+    form = req.scalar_i32() if few and req is not None else None
+    if form is not None:  # a decode step's few rows: products and requant in one fused kernel
+        def fused_small(xs):
+            a = xs[0].reshape(-1, *a_shape)
+            a = _row_major(a.transpose(-1, -2) if ta else a)  # [batch, M, K]
+            b = _row_major(xs[1].reshape(-1, *b_shape))  # tb: b^T [batch, N, K]; else b [batch, K, N]
+            out = torch.empty((a.shape[0], m, n), dtype=torch.int8)
+            kernels_cpu.matmul_small(a.numpy(), b.numpy(), bool(tb), out.numpy(), za, zb, form)
+            return out.reshape(-1, *d.out.shape[1:])
+        return fused_small
     jit = (device.type == "cpu" and req is not None and req.jit and req.pre is not None and req.i32 is not None
            and not small and k % 8 == 0 and _INT_MM_OK.get("cpu", hasattr(torch, "_int_mm")))
     if jit:  # the fused CPU requant: per entry the GEMM into one reused int32 buffer, then the kernel

@@ -78,6 +78,49 @@ if numba is not None:
                 a = min(max(acc[r, j], a_lo[j]), a_hi[j])
                 out[r, j] = np.int8(_muladd_shr32(a, mult[j], c[j], shift[j]))
 
+    @intrinsic
+    def _mac32(typingctx, s, x, y):  # pragma: no cover - compiled
+        """s + x * y in int32 arithmetic, where the caller's bound keeps every partial sum inside
+        int32 (`matmul_small`)."""
+        sig = types.int32(types.int32, types.int32, types.int32)
+
+        def codegen(context, builder, signature, args):
+            ss, xx, yy = args
+            return builder.add(ss, builder.mul(xx, yy))
+        return sig, codegen
+
+    @_jit
+    def _mm_nt(a, bt, out, za, zb, a_lo, a_hi, mult, c, shift):  # pragma: no cover - compiled
+        batch, m, k = a.shape
+        n = bt.shape[1]
+        av = np.empty(k, dtype=np.int32)
+        for i in range(batch):
+            for r in range(m):
+                for q in range(k):
+                    av[q] = np.int32(a[i, r, q]) - za
+                for j in range(n):
+                    s = np.int32(0)
+                    for q in range(k):
+                        s = _mac32(s, av[q], np.int32(bt[i, j, q]) - zb)
+                    s = min(max(s, a_lo), a_hi)
+                    out[i, r, j] = np.int8(_muladd_shr32(s, mult, c, shift))
+
+    @_jit
+    def _mm_nn(a, b, out, za, zb, a_lo, a_hi, mult, c, shift):  # pragma: no cover - compiled
+        batch, m, k = a.shape
+        n = b.shape[2]
+        acc = np.empty(n, dtype=np.int32)
+        for i in range(batch):
+            for r in range(m):
+                acc[:] = 0
+                for q in range(k):
+                    x = np.int32(a[i, r, q]) - za
+                    for j in range(n):
+                        acc[j] = _mac32(acc[j], x, np.int32(b[i, q, j]) - zb)
+                for j in range(n):
+                    s = min(max(acc[j], a_lo), a_hi)
+                    out[i, r, j] = np.int8(_muladd_shr32(s, mult, c, shift))
+
     @_jit
     def _layernorm(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_):  # pragma: no cover
         rows, dd = x.shape
@@ -151,6 +194,18 @@ def requant_i32(acc: np.ndarray, out: np.ndarray, a_lo, a_hi, mult, c, shift) ->
     Requant.fold_bias), whose bounds (checked where the form is made) keep the product and the sum
     within int32 for every clamped A: int32 arithmetic, the exact integers, as the torch form."""
     _requant_i32(acc, out, a_lo, a_hi, mult, c, shift)
+
+
+def matmul_small(a: np.ndarray, b: np.ndarray, b_transposed: bool, out: np.ndarray, za: int, zb: int,
+                 form: tuple) -> None:
+    """out = requant(sum_k (a - za)(b - zb)) for int8 a [B, M, K] and b [B, K, N] given as b itself
+    (C-contiguous) or, with `b_transposed`, as b^T [B, N, K] (C-contiguous: a K cache as it lies),
+    out int8 [B, M, N]. The sum in int32: |each partial sum| <= 255 * 255 * K < 2^31 for K <= 2^15
+    (the op's bound, 2.2), exact; `form` (a_lo, a_hi, mult, c, shift) the per-tensor pre-clamped int32
+    requant (`requant_i32`'s). For a decode step's few query rows, where GEMM calls cost more than
+    the products."""
+    a_lo, a_hi, mult, c, shift = (np.int32(v) for v in form)
+    (_mm_nt if b_transposed else _mm_nn)(a, b, out, np.int32(za), np.int32(zb), a_lo, a_hi, mult, c, shift)
 
 
 def layernorm(x: np.ndarray, out: np.ndarray, zp: int, rms: bool, rd: float, eps_term: int, g: np.ndarray,

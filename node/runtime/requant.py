@@ -190,6 +190,16 @@ class Requant:
         y = self.int32(acc)
         return y if out is None else out.copy_(y)
 
+    def scalar_i32(self) -> tuple[int, int, int, int, int] | None:
+        """(a_lo, a_hi, mult, c, shift) of a per-tensor pre-clamped int32 form (the fused CPU
+        kernels' scalar operands), or None."""
+        if not self.jit or self.pre is None or self.i32 is None or not isinstance(self.pre[0], int):
+            return None
+        mult, c, shift = self.i32
+        if not isinstance(mult, int) or not isinstance(shift, int) or c.numel() != 1:
+            return None
+        return int(self.pre[0]), int(self.pre[1]), mult, int(c.reshape(-1)[0]), shift
+
     def _vecs(self, n: int) -> tuple:
         """(a_lo, a_hi, mult, c, shift) of the pre-clamped int32 form as int64 vectors over n
         channels (the fused CPU kernel's operands), made once per n."""
