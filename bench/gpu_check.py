@@ -28,6 +28,7 @@ on sys.path, and a pure-Python keccak stands in if safe-pysha3 is missing). Runs
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import time
@@ -108,7 +109,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from gpumesh.client.core.ops.types import Opcode  # noqa: E402
-from gpumesh.node.runtime import gpu_requant, kernels  # noqa: E402
+from gpumesh.node.runtime import gpu_requant, kernels, kernels_cpu  # noqa: E402
 from gpumesh.node.runtime.executor import Executor  # noqa: E402
 from gpumesh.node.runtime.export import export_model  # noqa: E402
 from gpumesh.node.runtime.files import ProgramBundle, canonical_bytes, load_program, load_units  # noqa: E402
@@ -144,6 +145,21 @@ def torch_paths(ex_dir: Path) -> list[str]:
 DEVICE = "cuda"
 
 
+@contextlib.contextmanager
+def _other_side():
+    """Ops prepared for the compared side: on CUDA as they are; in the dry run (CPU on both sides)
+    with the torch forms instead of the fused CPU kernels (kernels_cpu), so that the dry run
+    compares the two CPU implementations bit for bit."""
+    if DEVICE != "cpu":
+        yield
+        return
+    kernels_cpu.force(False)
+    try:
+        yield
+    finally:
+        kernels_cpu.force(None)
+
+
 def random_ops(n_per_op: int = 40) -> str:
     rng = np.random.default_rng(1234)
 
@@ -155,7 +171,8 @@ def random_ops(n_per_op: int = 40) -> str:
         for _ in range(n_per_op):
             c = random_case(draw, op, max_dim=9, max_k=1500)
             cpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)) for a in c.inputs])
-            gpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)).to(DEVICE) for a in c.inputs]).cpu()
+            with _other_side():
+                gpu = kernels.run_op(c.desc, [torch.from_numpy(np.array(a)).to(DEVICE) for a in c.inputs]).cpu()
             same = cpu.dtype == gpu.dtype and torch.equal(cpu, gpu)
             check(same, f"random {op.name} case differs ({dict(c.desc.attrs)}, out {c.desc.out}, "
                         f"{int((cpu != gpu.to(cpu.dtype)).sum()) if cpu.shape == gpu.shape else 'shape'} elements)")
@@ -182,7 +199,9 @@ class BigCNN(nn.Module):
 
 
 def compare_program(name: str, bundle: ProgramBundle, units: np.ndarray) -> str:
-    cpu, gpu = Executor(bundle, "cpu"), Executor(bundle, DEVICE)
+    cpu = Executor(bundle, "cpu")
+    with _other_side():
+        gpu = Executor(bundle, DEVICE)
     # every op output of unit 0, compared byte for byte (stronger than comparing their roots, and
     # no hashing of megabytes when the pure-Python keccak stands in)
     with torch.inference_mode():
@@ -410,7 +429,8 @@ def dry_run() -> int:
     global DEVICE
     DEVICE = "cpu"
     t0 = time.perf_counter()
-    print("gpu_check --cpu-dry-run: CPU against CPU (exercises the cases, proves nothing about CUDA)")
+    print("gpu_check --cpu-dry-run: CPU against CPU, the fused CPU kernels against the torch forms "
+          f"(fused: {'yes' if kernels_cpu.enabled() else 'no, numba missing or off'}; proves nothing about CUDA)")
     for line in [random_ops(10), *chunked_models(), *transformer_programs(full=False)]:
         print("  " + line, flush=True)
     print(f"gpu_check dry run: {'FAIL' if FAILS else 'OK'} in {time.perf_counter() - t0:.0f} s")
