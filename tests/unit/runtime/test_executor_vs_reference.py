@@ -36,16 +36,18 @@ TRANSFORMER_OPS = (Opcode.MATMUL, Opcode.LUT, Opcode.MUL, Opcode.GATHER, Opcode.
 
 
 @pytest.mark.parametrize("op", [o for o in Opcode if o not in TRANSFORMER_OPS], ids=lambda o: o.name.lower())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_executor_equals_reference_on_every_element(op, data):
+def test_executor_equals_reference_on_every_element(op, data, cpu_kernels):
     _executor_equals_reference(op, data)
 
 
 @pytest.mark.parametrize("op", TRANSFORMER_OPS, ids=lambda o: o.name.lower())
-@settings(max_examples=TRANSFORMER_CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=TRANSFORMER_CASES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_transformer_executor_equals_reference_on_every_element(op, data):
+def test_transformer_executor_equals_reference_on_every_element(op, data, cpu_kernels):
     _executor_equals_reference(op, data)
 
 

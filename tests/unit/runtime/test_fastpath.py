@@ -79,7 +79,7 @@ def _int64_requant(acc: np.ndarray, mult: int, shift: int, zp: int, lo: int, hi:
 
 
 @pytest.mark.parametrize("shift", [1, 2, 13, 31, 32, 36, 40, 41, 42])
-def test_fp64_requant_exact_at_ties(shift):
+def test_fp64_requant_exact_at_ties(shift, cpu_kernels):
     rng = np.random.default_rng(shift)
     req_cases = 0
     for _ in range(30):
@@ -104,7 +104,7 @@ def test_fp64_requant_exact_at_ties(shift):
 
 
 @pytest.mark.parametrize("shift", [1, 2, 5, 13, 22, 23, 24, 30, 31, 36, 42])
-def test_pre_clamp_requant_exact_at_its_bounds(shift):
+def test_pre_clamp_requant_exact_at_its_bounds(shift, cpu_kernels):
     """The int32 pre-clamp (m = mult * 2^-shift <= 1): at, below and above each channel's clamp
     bounds, at the ties, at the int32 extremes, and on channels where every int32 A saturates; per
     tensor and per channel, against the int64 formula. Shifts up to 23 take the all-int32 form
@@ -176,7 +176,7 @@ def test_add_fast_path_exact_at_ties(shift):
 
 
 @pytest.mark.parametrize("shift", [1, 4, 12, 20, 22, 23])
-def test_add_int32_form_exact_on_every_input_pair(shift):
+def test_add_int32_form_exact_on_every_input_pair(shift, cpu_kernels):
     """The all-int32 add (kernels._add_int32), export-like multipliers (m <= 2): every (a, b) int8
     pair, random zero points and bounds, against the int64 form; taken whenever its corner check
     passes, which it does for most draws at these shifts."""
@@ -201,7 +201,7 @@ def test_add_int32_form_exact_on_every_input_pair(shift):
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_prepared_executor_equals_per_op_generic_kernels(name):
+def test_prepared_executor_equals_per_op_generic_kernels(name, cpu_kernels):
     bundle = load_program(EXAMPLES / name)
     prog = bundle.program
     units = load_units(EXAMPLES / "data" / f"test_inputs_{name}.safetensors", prog)
@@ -217,7 +217,7 @@ def test_prepared_executor_equals_per_op_generic_kernels(name):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_linear_with_folded_bias_equals_the_int64_form(seed):
+def test_linear_with_folded_bias_equals_the_int64_form(seed, cpu_kernels):
     """The bias folded into the int32 requant (Requant.fold_bias): export-like multipliers (shift
     <= 23, m <= 1), biases from 0 to near the no-wrap limit, inputs at the int8 extremes (so A
     reaches +-128 * sum|W|) and at random; the prepared linear equals the generic int64 form, and

@@ -38,7 +38,7 @@ def test_z_is_the_normalized_value_in_12_fractional_bits(rms):
             assert abs(layernorm_z(row, k, -5, rms, 2) / 4096 - want[k]) < 2e-3
 
 
-def test_constant_row_with_eps_zero_gives_requant_of_beta_and_executor_equals_reference():
+def test_constant_row_with_eps_zero_gives_requant_of_beta_and_executor_equals_reference(cpu_kernels):
     x, g, b = TensorType(DType.INT8, (2, 8)), TensorType(DType.INT8, (8,)), TensorType(DType.INT32, (8,))
     beta = np.arange(8, dtype=np.int32) * 1000 - 3000
     case = _case(Opcode.LAYERNORM, [x, g, b], [np.full((2, 8), 7, np.int8), np.full(8, 127, np.int8), beta],

@@ -72,7 +72,7 @@ def test_f53_taken_and_refused():
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_layernorm_with_a_large_shift_equals_the_int64_kernel(seed):
+def test_layernorm_with_a_large_shift_equals_the_int64_kernel(seed, cpu_kernels):
     rng = np.random.default_rng(seed)
     d = int(rng.choice([8, 64, 256, 768]))
     rows = int(rng.choice([1, 3, 8, 40, 64, 65, 300]))
@@ -91,7 +91,7 @@ def test_layernorm_with_a_large_shift_equals_the_int64_kernel(seed):
 
 
 @pytest.mark.parametrize("seed", range(24))
-def test_small_m_matmul_equals_the_exact_sum(seed):
+def test_small_m_matmul_equals_the_exact_sum(seed, cpu_kernels):
     """The matmul op's forms for few rows (CPU, M <= SMALL_M: a decode step's q.K^T and P.V): the
     block-diagonal int8 GEMMs (`_grouped_int_mm`, several groups, a partial last one) and the
     float32 form (K <= F32_MAX_K; the layouts and sizes the former refuses) equal sum_k (a - za)(b -
@@ -116,7 +116,7 @@ def test_small_m_matmul_equals_the_exact_sum(seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_big_weight_linear_in_gemm_chunks_equals_the_int64_form(seed, monkeypatch):
+def test_big_weight_linear_in_gemm_chunks_equals_the_int64_form(seed, monkeypatch, cpu_kernels):
     """A linear with a large W (k * n >= BIG_WEIGHT) runs its GEMM per GEMM_ELEMENTS outputs and
     its requant per BLOCK_ELEMENTS rows: the same bits as the generic int64 kernels, with chunks
     and blocks that do not divide the rows, per channel and per tensor, folded bias or not."""

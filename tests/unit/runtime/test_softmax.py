@@ -41,7 +41,7 @@ def test_equal_row_gives_the_rounded_uniform_probability(length, value):
     assert (y == min((512 + length) // (2 * length) - 128, 127)).all()
 
 
-def test_one_huge_logit_takes_everything_and_the_table_is_clamped():
+def test_one_huge_logit_takes_everything_and_the_table_is_clamped(cpu_kernels):
     rows = np.full((2, 100), -128)
     rows[:, 37] = 127
     y = _run(rows, exp_table(1 / 16))  # E[255] = 0: the others get exactly 0
@@ -56,7 +56,7 @@ def test_one_huge_logit_takes_everything_and_the_table_is_clamped():
     assert (y == (512 + 100) // 200 - 128).all()
 
 
-def test_causal_mask_and_offset():
+def test_causal_mask_and_offset(cpu_kernels):
     rows = np.tile(np.arange(8) * 30 - 100, (4, 1))
     y = _run(rows, exp_table(1 / 8), causal=1, off=1)
     for t in range(4):

@@ -76,7 +76,7 @@ def _reference_chain(prog, weights, unit):
 
 
 @pytest.mark.parametrize("with_tables", [False, True], ids=["stacked", "tables"])
-def test_attention_chain_executor_equals_reference(tmp_path, with_tables):
+def test_attention_chain_executor_equals_reference(tmp_path, with_tables, cpu_kernels):
     rng = np.random.default_rng(13)
     prog = _program(with_tables)
     # the tables program holds a rank-2 transpose that moves axis 0, so it runs unit by unit
