@@ -445,11 +445,13 @@ def _tables(rng) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("causal,off", [(0, 0), (1, 0), (1, 1), (1, 5), (1, 699), (1, 2**32 - 1)])
-@pytest.mark.parametrize("shape", [(3, 6, 6), (2, 4, 11), (9, 5), (2, 1, 700), (1, 1)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 6, 6), (2, 4, 11), (9, 5), (2, 1, 700), (1, 1), (1, 128, 128), (2, 96, 96)],
+                         ids=str)
 def test_softmax_rows_tables_and_masks(shape, causal, off, calls):
-    """R = L, R < L, R > L, decode rows (R = 1, a long L), one logit; rows random, all equal, one
-    huge logit over -128s, all -128, all 127, two values; every table of `_tables`. Masked entries
-    are -128."""
+    """R = L, R < L, R > L, decode rows (R = 1, a long L), one logit, one group of many rows and a
+    few groups (enough work for the kernels' parallel forms, which cut rows or groups); rows
+    random, all equal, one huge logit over -128s, all -128, all 127, two values; every table of
+    `_tables`. Masked entries are -128."""
     rng = np.random.default_rng(sum(shape) + causal + off % 1000)
     length = shape[-1]
     x = rng.integers(-128, 128, shape)
@@ -475,6 +477,46 @@ def test_softmax_rows_tables_and_masks(shape, causal, off, calls):
         y = np.frombuffer(got, dtype=np.int8).reshape(-1, length)
         for r in range(y.shape[0]):
             assert (y[r, softmax_unmasked(length, shape[-2], r, causal, off) :] == -128).all()
+
+
+def _thread_cases(rng) -> list[tuple[object, str]]:
+    """(case, kernel) with enough work for a parallel kernel call: a softmax of one group of many
+    rows (cut by rows: the causal offset moves with each part) and of a few groups, layernorm rows,
+    the add, the per-channel requant, a decode step's matmul over two entries."""
+    sm = [_case(Opcode.SOFTMAX, [TensorType(I8, shape), TensorType(I32, (256,))],
+                [rng.integers(-128, 128, shape).astype(np.int8), exp_table(0.03)], causal=1, off=3)
+          for shape in ((1, 256, 256), (3, 64, 128))]
+    x = rng.integers(-128, 128, (64, 1024))
+    ln = _ln_case(x, rng.integers(-128, 128, 1024), rng.integers(-(1 << 16), 1 << 16, 1024),
+                  Requant(ReqMode.PER_TENSOR, 1896750708, 45, 2, -100, 110), x_zp=1, rms=0, eps=1)
+    a = np.repeat(np.arange(-128, 128, dtype=np.int8), 256).reshape(256, 256)
+    t = TensorType(I8, a.shape)
+    add = _case(Opcode.ADD, [t, t], [a, a.T.copy()], za=1, zb=-2, ma=1 << 19, mb=3 << 18, shift=20, zy=3, lo=-90,
+                hi=100)
+    acc = rng.integers(-(1 << 20), 1 << 20, (512, 256)).astype(np.int32)
+    qp = np.stack([rng.integers(1, 1 << 10, 256), rng.integers(12, 20, 256)], axis=1).astype(np.int32)
+    req = _case(Opcode.REQUANT, [TensorType(I32, acc.shape), TensorType(I32, qp.shape)], [acc, qp],
+                requant=Requant(ReqMode.PER_CHANNEL, 0, 0, -3, -120, 120))
+    mm = _matmul_case(rng, rng.integers(-128, 128, (2, 4, 4096)).astype(np.int8),
+                      rng.integers(-128, 128, (2, 64, 4096)).astype(np.int8), 0, 1, 5, -9)
+    return [*((c, "softmax") for c in sm), (ln, "layernorm"), (add, "add_i32"), (req, "requant_i32"),
+            (mm, "matmul_small")]
+
+
+def test_the_same_bits_on_one_thread_and_on_several(calls):
+    """The fused kernels on one thread and on every thread torch may use (their parallel forms
+    split rows, groups, batch entries or flat elements into one block per thread): the same bytes,
+    those of the torch forms."""
+    rng = np.random.default_rng(17)
+    before = torch.get_num_threads()
+    try:
+        for case, kernel in _thread_cases(rng):
+            torch.set_num_threads(1)
+            one, _ = _both(case, calls, kernel, True)
+            torch.set_num_threads(max(2, before))
+            assert _run(case, True) == one, kernel
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
