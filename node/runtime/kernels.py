@@ -225,8 +225,9 @@ def _prep_linear(d: OpDescriptor, consts: list[np.ndarray], device: torch.device
         out = torch.empty((x.shape[0], n), dtype=torch.int8, device=x.device)
         for r0 in range(0, x.shape[0], rows):
             acc = mm(x[r0 : r0 + rows])
-            for r in range(0, acc.shape[0], step):
-                out[r0 + r : r0 + r + step] = finish(acc[r : r + step])
+            for r in range(0, acc.shape[0], step):  # a chunk need not be whole requant blocks
+                r1 = min(r + step, acc.shape[0])
+                out[r0 + r : r0 + r1] = finish(acc[r:r1])
         return out.reshape(out_shape)
     return big
 
