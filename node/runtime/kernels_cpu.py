@@ -30,8 +30,13 @@ import numpy as np
 
 try:  # pragma: no branch
     import numba
-    from numba import njit, types
+    from numba import njit, prange, types
     from numba.extending import intrinsic
+
+    # OpenMP first: with torch loaded it is torch's own libgomp (the same soname), so the kernels'
+    # parallel regions and torch's GEMMs share one thread pool instead of two pools spinning
+    # against each other on the same cores (a separate pool measured slower than one thread here)
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 except ImportError:  # pragma: no cover - an install without numba keeps the torch forms
     numba = None
 
@@ -187,13 +192,67 @@ if numba is not None:
             t = (np.int64(x[i]) * ma + np.int64(y[i]) * mb + c) >> s
             out[i] = np.int8(min(max(t, lo), hi))
 
+    # The parallel forms: `parts` contiguous blocks of the leading axis (rows, batch entries,
+    # groups or flat elements), one per thread, each run by the serial kernel above on its slices.
+    # Every output element is written by one block and depends on its own row only: the same bits
+    # for any number of parts.
+    _pjit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", parallel=True)
+
+    @_pjit
+    def _requant_i32_par(acc, out, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled
+        n = acc.shape[0]
+        for p in prange(parts):
+            r0, r1 = n * p // parts, n * (p + 1) // parts
+            _requant_i32(acc[r0:r1], out[r0:r1], a_lo, a_hi, mult, c, shift)
+
+    @_pjit
+    def _mm_nt_par(a, bt, out, za, zb, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled
+        n = a.shape[0]
+        for p in prange(parts):
+            r0, r1 = n * p // parts, n * (p + 1) // parts
+            _mm_nt(a[r0:r1], bt[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
+
+    @_pjit
+    def _mm_nn_par(a, b, out, za, zb, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled
+        n = a.shape[0]
+        for p in prange(parts):
+            r0, r1 = n * p // parts, n * (p + 1) // parts
+            _mm_nn(a[r0:r1], b[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
+
+    @_pjit
+    def _layernorm_par(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_,
+                       parts):  # pragma: no cover - compiled
+        n = x.shape[0]
+        for p in prange(parts):
+            r0, r1 = n * p // parts, n * (p + 1) // parts
+            _layernorm(x[r0:r1], out[r0:r1], zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_)
+
+    @_pjit
+    def _softmax_par(x, out, tab, causal, off, parts):  # pragma: no cover - compiled
+        groups, rows = x.shape[0], x.shape[1]
+        if groups >= parts:
+            for p in prange(parts):
+                g0, g1 = groups * p // parts, groups * (p + 1) // parts
+                _softmax(x[g0:g1], out[g0:g1], tab, causal, off)
+        else:  # rows t0 .. t1 - 1 of every group: the causal offset moves by t0
+            for p in prange(parts):
+                t0, t1 = rows * p // parts, rows * (p + 1) // parts
+                _softmax(x[:, t0:t1], out[:, t0:t1], tab, causal, off + t0)
+
+    @_pjit
+    def _add_i32_par(x, y, out, ma, mb, c, s, lo, hi, parts):  # pragma: no cover - compiled
+        n = x.shape[0]
+        for p in prange(parts):
+            i0, i1 = n * p // parts, n * (p + 1) // parts
+            _add_i32(x[i0:i1], y[i0:i1], out[i0:i1], ma, mb, c, s, lo, hi)
+
 
 def requant_i32(acc: np.ndarray, out: np.ndarray, a_lo, a_hi, mult, c, shift) -> None:
     """out[r, j] = ((clamp(acc[r, j], a_lo[j], a_hi[j]) * mult[j] + c[j]) >> shift[j]) as int8 for
     int32 acc [rows, n] (int32 vectors [n]): the pre-clamped int32 form (requant._int32_form,
     Requant.fold_bias), whose bounds (checked where the form is made) keep the product and the sum
     within int32 for every clamped A: int32 arithmetic, the exact integers, as the torch form."""
-    _requant_i32(acc, out, a_lo, a_hi, mult, c, shift)
+    _go(_requant_i32, _requant_i32_par, acc.shape[0], acc.size, acc, out, a_lo, a_hi, mult, c, shift)
 
 
 def matmul_small(a: np.ndarray, b: np.ndarray, b_transposed: bool, out: np.ndarray, za: int, zb: int,
@@ -205,7 +264,9 @@ def matmul_small(a: np.ndarray, b: np.ndarray, b_transposed: bool, out: np.ndarr
     requant (`requant_i32`'s). For a decode step's few query rows, where GEMM calls cost more than
     the products."""
     a_lo, a_hi, mult, c, shift = (np.int32(v) for v in form)
-    (_mm_nt if b_transposed else _mm_nn)(a, b, out, np.int32(za), np.int32(zb), a_lo, a_hi, mult, c, shift)
+    serial, par = (_mm_nt, _mm_nt_par) if b_transposed else (_mm_nn, _mm_nn_par)
+    _go(serial, par, a.shape[0], a.size * (b.size // max(1, b.shape[0])) // 16, a, b, out, np.int32(za),
+        np.int32(zb), a_lo, a_hi, mult, c, shift)
 
 
 def layernorm(x: np.ndarray, out: np.ndarray, zp: int, rms: bool, rd: float, eps_term: int, g: np.ndarray,
@@ -215,16 +276,41 @@ def layernorm(x: np.ndarray, out: np.ndarray, zp: int, rms: bool, rd: float, eps
     (`Requant.f53_`), (False, a_lo, a_hi, m, c, 0, floor) for the pre-clamped fp64 form
     (`Requant.fp64_`)."""
     f53, a_lo, a_hi, m, c, lo8, floor_ = form
-    _layernorm(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_)
+    _go(_layernorm, _layernorm_par, x.shape[0], 4 * x.size, x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi,
+        m, c, lo8, floor_)
 
 
 def softmax(x: np.ndarray, out: np.ndarray, tab: np.ndarray, causal: bool, off: int) -> None:
     """kernels._prep_softmax's `chunk` over int8 x [G, R, L] into out (uint8 [G, R, L]: the bytes
     of y); tab: the clamped exp table, float64 [768]."""
-    _softmax(x, out, tab, causal, off)
+    _go(_softmax, _softmax_par, max(x.shape[0], x.shape[1]), 4 * x.size, x, out, tab, causal, off)
 
 
 def add_i32(x: np.ndarray, y: np.ndarray, out: np.ndarray, ma: int, mb: int, c: int, s: int, lo: int,
             hi: int) -> None:
     """clamp((x ma + y mb + C) >> s, lo, hi) over flat int8 x, y (kernels._add_int32's form)."""
-    _add_i32(x, y, out, ma, mb, c, s, lo, hi)
+    _go(_add_i32, _add_i32_par, x.shape[0], x.size, x, y, out, ma, mb, c, s, lo, hi)
+
+
+#: Work (about elements) below which a kernel runs on the calling thread only: a parallel region
+#: costs a few microseconds to start, and a decode step's small ops take 5-50 us in all.
+PARALLEL_MIN = 1 << 16
+
+
+def threads() -> int:
+    """The threads a kernel call may use: torch's intra-op setting (`torch.set_num_threads`, which
+    the worker's and the benches' thread options set), at most numba's pool size."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _go(serial, par, n: int, work: int, *args) -> None:
+    """The serial kernel on the calling thread, or its parallel form over min(threads, n) blocks of
+    the leading axis where there is enough work and more than one thread."""
+    parts = min(threads(), n)
+    if parts <= 1 or work < PARALLEL_MIN:
+        serial(*args)
+        return
+    numba.set_num_threads(parts)
+    par(*args, parts)
