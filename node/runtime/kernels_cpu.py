@@ -298,8 +298,8 @@ PARALLEL_MIN = 1 << 16
 
 
 def threads() -> int:
-    """The threads a kernel call may use: torch's intra-op setting (`torch.set_num_threads`, which
-    the worker's and the benches' thread options set), at most numba's pool size."""
+    """The threads a kernel call may use: torch's intra-op setting (`torch.set_num_threads`, or
+    OMP_NUM_THREADS; the benches' --threads), at most numba's pool size."""
     import torch
 
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
