@@ -290,7 +290,7 @@ def test_matmul_with_zero_points_and_transposes(m, k, n, ta, tb, calls):
         assert r.pre is not None and r.i32 is not None
         got, used = _both(case, calls, kernel, True)
         assert used == count
-        _ref_equal(case, got, k)
+        _ref_equal(case, got, k if tb else k * n)  # (untransposed, an element reads b's [K, N] slab)
 
 
 @pytest.mark.parametrize("tb", [0, 1])
@@ -307,7 +307,7 @@ def test_small_matmul_at_the_int32_bound(signs, tb, calls):
     case = _matmul_case(rng, a, b, 0, tb, za, zb)
     got, used = _both(case, calls, "matmul_small", True)
     assert used == 1
-    _ref_equal(case, got, k)
+    _ref_equal(case, got, k if tb else k * 3)
 
 
 @pytest.mark.parametrize("block", [50, 1 << 18])
