@@ -193,7 +193,7 @@ def test_linear_with_a_folded_bias_near_its_limit(seed, calls, monkeypatch):
         monkeypatch.setattr(kernels, "GEMM_ELEMENTS", 150)
     folded = refused = 0
     for i in range(10):
-        k, n = int(rng.integers(1, 100)), int(rng.integers(1, 12))
+        k, n = (1, 3) if i == 0 else (int(rng.integers(1, 100)), int(rng.integers(1, 12)))  # K = 1: padded to 8
         w = rng.integers(-128, 128, (n, k)).astype(np.int8)
         reach = 128 * np.abs(w.astype(np.int64)).sum(axis=1)
         limit = INT32_MAX - int(reach.max())
@@ -244,6 +244,24 @@ def test_large_w_linear_over_more_rows_than_one_gemm_chunk(mult, calls):
                  requant=Requant(ReqMode.PER_TENSOR, mult, 12, 3, -120, 120))
     got, _ = _both(case, calls, "requant_i32", mult == 1)
     _ref_equal(case, got, k)
+
+
+def test_without_the_int8_gemm(calls, monkeypatch):
+    """Where torch's int8 GEMM is unavailable (`_INT_MM_OK` false: the exact float64 product), the
+    fused linear requantizes the product's own new tensor, and the matmul keeps the torch loop with
+    the fused requant: the same bits as the torch forms and the reference."""
+    monkeypatch.setitem(kernels._INT_MM_OK, "cpu", False)
+    rng = np.random.default_rng(11)
+    x, w = rng.integers(-128, 128, (20, 24)).astype(np.int8), rng.integers(-128, 128, (16, 24)).astype(np.int8)
+    lin = _case(Opcode.LINEAR, [TensorType(I8, x.shape), TensorType(I8, w.shape), TensorType(I32, (16,))],
+                [x, w, rng.integers(-5000, 5000, 16).astype(np.int32)], x_zp=-3,
+                requant=Requant(ReqMode.PER_TENSOR, 1 << 8, 18, 2, -110, 120))
+    a, b = rng.integers(-128, 128, (2, 12, 16)).astype(np.int8), rng.integers(-128, 128, (2, 8, 16)).astype(np.int8)
+    for case, count in ((lin, 1), (_matmul_case(rng, a, b, 0, 1, -7, 9), 1)):
+        got, used = _both(case, calls, "requant_i32", True)
+        assert used == count
+        assert got == run_op(case.desc, _ref_bytes(case))
+    assert kernels._INT_MM_OK["cpu"] is False
 
 
 def _scaled_requant(rng, acc_max: int) -> Requant:
