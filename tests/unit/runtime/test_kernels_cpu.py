@@ -412,6 +412,39 @@ def test_layernorm_edge_rows_in_both_requant_forms(dd, form, calls):
         _ln_check(case, calls, True)
 
 
+@pytest.mark.parametrize("shift", [13, 24, 31, 36, 40, 42, 43, 45, 48])
+def test_layernorm_requant_at_its_ties_and_bounds(shift, calls):
+    """The kernel's float64 requant of acc = z * gamma + beta (fp64: c + acc * m, two roundings
+    where torch's add may fuse them; f53: exact) on accumulators next to every rounding tie and at
+    the pre-clamp bounds: with gamma = 0, acc is beta itself, one chosen accumulator per column."""
+    rng = np.random.default_rng(shift)
+    dd = 64
+    limit = INT32_MAX - 128 * (math.isqrt(dd << 24) + 1)
+    taken = 0
+    for i in range(6):
+        mult = int(rng.integers(1 << 30, 1 << 31)) if i % 2 else max(1, int(rng.integers(1, 1 << 31)) >> int(
+            rng.integers(0, 12)))
+        mult = min(mult, 1 << shift)
+        zp, lo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        hi = int(rng.integers(lo, 128))
+        if shift > 45:  # f53 needs (hi - lo + 1) 2^shift and (zp - lo) 2^shift within 2^53
+            hi = min(hi, lo + 24)
+            zp = int(rng.integers(lo - 4, hi + 5))
+        accs = [a + e for a in rq.pre_clamp_bounds(mult, shift, zp, lo, hi) or () for e in (-1, 0, 1)]
+        for k in rng.integers(lo - zp - 1, hi - zp + 2, 12).tolist():
+            a0 = ((2 * k + 1) << (shift - 1)) // mult
+            accs += [a0 - 1, a0, a0 + 1]
+        beta = np.array([a for a in accs if abs(a) <= limit][:dd] + [0] * dd)[:dd]
+        beta[-1] = int(rng.integers(-limit, limit + 1))
+        case = _ln_case(rng.integers(-128, 128, (3, dd)), np.zeros(dd), beta,
+                        Requant(ReqMode.PER_TENSOR, mult, shift, zp, lo, hi), x_zp=0, rms=i % 2, eps=0)
+        t = _ln_taken(case)
+        taken += t
+        got, _ = _both(case, calls, "layernorm", t)
+        assert got == run_op(case.desc, _ref_bytes(case))
+    assert taken >= 4
+
+
 @pytest.mark.parametrize("why", ["m_above_1", "shift_53", "beta_too_large", "per_tensor_zero_mult"])
 def test_layernorm_forms_the_kernel_refuses(why, calls):
     """Where the fused kernel does not apply (no pre-clamp: m > 1 or mult 0; a shift beyond both
