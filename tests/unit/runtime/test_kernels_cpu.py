@@ -6,12 +6,14 @@ around each kernel shows the fused run went through the kernel expected (and the
 none), so no comparison passes by running one form twice.
 
 Cases: the int32 requant at and beside its pre-clamp bounds, per tensor and per channel, shifts 1 to
-30, in the requant, linear (folded bias near its limit), matmul (zero points, transposes) and mul
-ops; layernorm in both requant forms (f53 and the pre-clamped fp64 form) on edge rows, D from 1 to
-4,096; softmax causal or not, decode rows, edge rows, exporter-like, clamped and zero exp tables;
-the add's int32 form on all 65,536 input pairs, and where that form is refused; the switch
-(GPUMESH_CPU_KERNELS=torch, `force`) read when an Executor is built, and an Executor's trace under
-each form; Hypothesis over random layernorm and softmax cases. Where the reference costs too much
+30, in the requant, linear (folded bias near its limit, a large W over several GEMM chunks, no int8
+GEMM), matmul (zero points, transposes; matmul_small up to the int32 bound at K = 2^15) and mul ops;
+layernorm in both requant forms (f53 and the pre-clamped fp64 form) on edge rows, D from 1 to 4,096,
+and its requant at the rounding ties; softmax causal or not, decode rows, edge rows, exporter-like,
+clamped and zero exp tables; the add's int32 form on all 65,536 input pairs, and where that form is
+refused; the same bytes on one thread and on several; the switch (GPUMESH_CPU_KERNELS=torch,
+`force`) read when an Executor is built, and an Executor's trace under each form; Hypothesis over
+random layernorm and softmax cases. Where the reference costs too much
 (it recomputes a row per element), a sample of elements goes through it and every element through
 an independent exact form (the int64 layernorm, the softmax formula in numpy integers)."""
 
