@@ -604,15 +604,21 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
             rows = a.sum(dim=-1, keepdim=True, dtype=torch.int32).mul_(-zb).add_(corner) if zb or corner else None
             cols = b.sum(dim=-2, keepdim=True, dtype=torch.int32).mul_(-za) if za else None
             out = torch.empty((batch, m, n), dtype=torch.int8)
-            buf = torch.empty((m, n), dtype=torch.int32)
+            # blocks of entries of about BLOCK_ELEMENTS outputs: one requant call per block (its
+            # parallel form splits it over torch's threads; one call per head stayed serial)
+            blk = max(1, BLOCK_ELEMENTS // (m * n))
+            buf = torch.empty((min(batch, blk), m, n), dtype=torch.int32)
             o = out.numpy()
-            for i in range(batch):
-                torch._int_mm(a[i], b[i], out=buf)
+            for h0 in range(0, batch, blk):
+                h1 = min(batch, h0 + blk)
+                for i in range(h0, h1):
+                    torch._int_mm(a[i], b[i], out=buf[i - h0])
+                bb = buf[: h1 - h0]
                 if rows is not None:
-                    buf.add_(rows[i])
+                    bb.add_(rows[h0:h1])
                 if cols is not None:
-                    buf.add_(cols[i])
-                kernels_cpu.requant_i32(buf.numpy(), o[i], *vecs)
+                    bb.add_(cols[h0:h1])
+                kernels_cpu.requant_i32(bb.view(-1, n).numpy(), o[h0:h1].reshape(-1, n), *vecs)
             return out.reshape(-1, *d.out.shape[1:])
         return fused
 
@@ -790,6 +796,19 @@ def _lut_pairs(rolled: torch.Tensor) -> Prepared:
     words = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
     pairs = np.ascontiguousarray(r[words]).view(np.int16).reshape(-1)
     pairs = torch.from_numpy(np.roll(pairs, 1 << 15))  # index = signed word + 2^15
+
+    if kernels_cpu.enabled():  # the same pair table read by the fused CPU kernel (kernels_cpu.lut16)
+        pairs_np = pairs.numpy()
+
+        def fused(xs):
+            x = xs[0]
+            if x.numel() % 2 or not x.is_contiguous():
+                return rolled.index_select(0, x.reshape(-1).view(torch.uint8).to(torch.int32)).view(x.shape)
+            out = torch.empty(x.shape, dtype=torch.int8)
+            kernels_cpu.lut16(x.reshape(-1).view(torch.int16).numpy(), pairs_np,
+                              out.view(-1).view(torch.int16).numpy())
+            return out
+        return fused
 
     def run(xs):
         x = xs[0]

@@ -11,7 +11,9 @@ differential tests run both forms against the scalar reference.
 - `layernorm`: LayerNorm / RMSNorm rows: integer row statistics, isqrt, the float64 coefficients,
   floor, z * gamma + beta and the float64 requant (`_f53_form` or the pre-clamped fp64 form);
 - `softmax`: the integer softmax rows (causal or not) with the clamped exp table;
-- `add_i32`: the add in its int32 form.
+- `add_i32`: the add in its int32 form;
+- `matmul_small`: a decode step's few-row matmuls, products and requant in one kernel;
+- `lut16`: the lut through kernels._lut_pairs's table of byte pairs.
 
 `enabled()` is False where numba does not import or GPUMESH_CPU_KERNELS=torch is set (the
 operator's switch back to the torch forms; the tests run both); the callers then keep the torch
@@ -192,6 +194,11 @@ if numba is not None:
             t = (np.int64(x[i]) * ma + np.int64(y[i]) * mb + c) >> s
             out[i] = np.int8(min(max(t, lo), hi))
 
+    @_jit
+    def _lut16(x, tab, out):  # pragma: no cover - compiled
+        for i in range(x.shape[0]):
+            out[i] = tab[np.int64(x[i]) + 32768]
+
     # The parallel forms: `parts` contiguous blocks of the leading axis (rows, batch entries,
     # groups or flat elements), one per thread, each run by the serial kernel above on its slices.
     # Every output element is written by one block and depends on its own row only: the same bits
@@ -238,6 +245,13 @@ if numba is not None:
             for p in prange(parts):
                 t0, t1 = rows * p // parts, rows * (p + 1) // parts
                 _softmax(x[:, t0:t1], out[:, t0:t1], tab, causal, off + t0)
+
+    @_pjit
+    def _lut16_par(x, tab, out, parts):  # pragma: no cover - compiled
+        n = x.shape[0]
+        for p in prange(parts):
+            i0, i1 = n * p // parts, n * (p + 1) // parts
+            _lut16(x[i0:i1], tab, out[i0:i1])
 
     @_pjit
     def _add_i32_par(x, y, out, ma, mb, c, s, lo, hi, parts):  # pragma: no cover - compiled
@@ -290,6 +304,12 @@ def add_i32(x: np.ndarray, y: np.ndarray, out: np.ndarray, ma: int, mb: int, c: 
             hi: int) -> None:
     """clamp((x ma + y mb + C) >> s, lo, hi) over flat int8 x, y (kernels._add_int32's form)."""
     _go(_add_i32, _add_i32_par, x.shape[0], x.size, x, y, out, ma, mb, c, s, lo, hi)
+
+
+def lut16(x: np.ndarray, tab: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = tab[x[i] + 2^15] over int16 words: kernels._lut_pairs's table of byte pairs, each
+    word of x (two int8 elements) looked up at once (pure data movement: the same bytes)."""
+    _go(_lut16, _lut16_par, x.shape[0], 2 * x.size, x, tab, out)
 
 
 #: Work (about elements) below which a kernel runs on the calling thread only: a parallel region

@@ -42,7 +42,7 @@ from gpumesh.node.runtime.randprog import _case, exp_table, random_case
 
 CPU = torch.device("cpu")
 I8, I32 = DType.INT8, DType.INT32
-KERNELS = ("requant_i32", "matmul_small", "layernorm", "softmax", "add_i32")
+KERNELS = ("requant_i32", "matmul_small", "layernorm", "softmax", "add_i32", "lut16")
 #: Reference work (elements x the row each recomputes) above which only a sample goes through it.
 REF_BUDGET = 200_000
 
@@ -282,25 +282,27 @@ def _matmul_case(rng, a, b, ta: int, tb: int, za: int, zb: int):
                  za=za, zb=zb, requant=req)
 
 
-def _matmul_kernel(m: int, k: int, batch: int) -> tuple[str, int]:
+def _matmul_kernel(m: int, k: int, n: int, batch: int) -> tuple[str, int]:
     """(the kernel, its calls) a CPU matmul with a per-tensor int32 requant takes: a decode step's
     few rows (M <= SMALL_M) one matmul_small call; else, with K a multiple of 8 outside the small-M
-    forms, one GEMM and one requant_i32 call per batch entry; else the torch loop, whose requant
-    (Requant.int32_) calls requant_i32 once per block of entries (here one block)."""
+    forms, one GEMM per batch entry and one requant_i32 call per block of BLOCK_ELEMENTS // (M N)
+    entries; else the torch loop, whose requant (Requant.int32_) calls requant_i32 once per block
+    of entries (here one block)."""
     if m <= kernels.SMALL_M:
         return "matmul_small", 1
-    return "requant_i32", batch if k % 8 == 0 else 1
+    blk = max(1, kernels.BLOCK_ELEMENTS // (m * n))
+    return "requant_i32", -(-batch // blk) if k % 8 == 0 else 1
 
 
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
 @pytest.mark.parametrize("m,k,n", [(9, 8, 5), (17, 64, 9), (12, 40, 1), (10, 12, 6), (1, 1, 1), (1, 1032, 7),
-                                   (3, 7, 300), (8, 64, 5)])
+                                   (3, 7, 300), (8, 64, 5), (256, 16, 256)])
 def test_matmul_with_zero_points_and_transposes(m, k, n, ta, tb, calls):
     """matmul with za, zb nonzero (extremes, then random), either operand transposed, batch 2 x 3,
     through each CPU form (`_matmul_kernel`)."""
     rng = np.random.default_rng(m * k + n + 2 * ta + tb)
     lead = (2, 3)
-    kernel, count = _matmul_kernel(m, k, 6)
+    kernel, count = _matmul_kernel(m, k, n, 6)
     for za, zb in ((127, -128), tuple(int(v) or 5 for v in rng.integers(-128, 128, 2))):
         a = rng.integers(-128, 128, (*lead, k, m) if ta else (*lead, m, k)).astype(np.int8)
         b = rng.integers(-128, 128, (*lead, n, k) if tb else (*lead, k, n)).astype(np.int8)
@@ -713,7 +715,7 @@ def test_an_executor_keeps_the_form_it_was_built_with(tmp_path, calls, monkeypat
             used = dict(calls)
             kernels_cpu.force(None)
             if name == "fused":
-                assert all(used.get(k, 0) > 0 for k in KERNELS), used
+                assert all(used.get(k, 0) > 0 for k in KERNELS if k != "lut16"), used  # (no lut in the chain)
             else:
                 assert not used, (name, used)
             assert list(tr.outputs) == ref, name
@@ -752,3 +754,18 @@ def test_random_cases_fused_equal_the_reference(op, data, calls):
     taken = _ln_taken(case) if op == Opcode.LAYERNORM else True
     got, _ = _both(case, calls, op.name.lower(), taken)
     assert got == run_op(case.desc, _ref_bytes(case))
+
+
+@pytest.mark.parametrize("shape", [(256,), (8, 16, 64), (2, 3, 5), (1,)], ids=["all_bytes", "even", "odd", "one"])
+def test_lut_through_the_pair_table(shape, calls):
+    """The lut (every int8 value where the shape holds 256) through kernels_cpu.lut16's pair table
+    and through the torch forms, equal to the reference; an odd element count keeps the byte table
+    (no lut16 call)."""
+    rng = np.random.default_rng(len(shape))
+    n = int(np.prod(shape))
+    x = (np.arange(-128, 128) if n == 256 else rng.integers(-128, 128, n)).astype(np.int8).reshape(shape)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    case = _case(Opcode.LUT, [TensorType(I8, shape), TensorType(I8, (256,))], [x, table])
+    got, used = _both(case, calls, "lut16", n % 2 == 0)
+    assert got == run_op(case.desc, _ref_bytes(case))
+    assert np.frombuffer(got, np.int8).tolist() == [int(table[int(v) + 128]) for v in x.reshape(-1)]

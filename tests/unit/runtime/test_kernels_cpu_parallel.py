@@ -120,3 +120,17 @@ def test_layernorm_and_matmul_any_split(threads):
         want = np.einsum("imk,ink->imn", a.astype(np.int64) + 3, bt.astype(np.int64) - 5)
         want = (np.clip(want, -2**20, 2**20) * 700 + (1 << 15)) >> 16
         assert outs[0].tobytes() == want.astype(np.int8).tobytes()
+
+
+def test_lut_any_split(threads):
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2**15, 2**15, 1001).astype(np.int16)
+    tab = rng.integers(-2**15, 2**15, 65536).astype(np.int16)
+
+    def lut():
+        out = np.empty(1001, np.int16)
+        kernels_cpu.lut16(x, tab, out)
+        return out
+    outs = threads(lut)
+    _same(outs)
+    assert (outs[0] == tab[x.astype(np.int64) + 2**15]).all()
