@@ -592,7 +592,7 @@ def _prep_matmul(d: OpDescriptor, device: torch.device) -> Prepared:
         return fused_small
     jit = (device.type == "cpu" and req is not None and req.jit and req.pre is not None and req.i32 is not None
            and not small and k % 8 == 0 and _INT_MM_OK.get("cpu", hasattr(torch, "_int_mm")))
-    if jit:  # the fused CPU requant: per entry the GEMM into one reused int32 buffer, then the kernel
+    if jit:  # the fused CPU requant: per block of entries their GEMMs into one reused int32 buffer, then the kernel
         vecs = req._vecs(n)
 
         def fused(xs):

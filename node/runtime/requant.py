@@ -157,7 +157,7 @@ class Requant:
                 return None
             los.append(lo_), his.append(hi_), cs.append(c2)
         mult, _c, shift = self.i32
-        if self.jit:  # the fused CPU kernel's per-channel int64 vectors
+        if self.jit:  # the fused CPU kernel's per-channel int32 vectors
             n = len(bias)
             return ("jit", *(np.asarray(v, dtype=np.int32) for v in (los, his)),
                     *(_np_vec(v, n) for v in (mult, cs, shift)))
@@ -201,7 +201,7 @@ class Requant:
         return int(self.pre[0]), int(self.pre[1]), mult, int(c.reshape(-1)[0]), shift
 
     def _vecs(self, n: int) -> tuple:
-        """(a_lo, a_hi, mult, c, shift) of the pre-clamped int32 form as int64 vectors over n
+        """(a_lo, a_hi, mult, c, shift) of the pre-clamped int32 form as int32 vectors over n
         channels (the fused CPU kernel's operands), made once per n."""
         v = self._jit_vecs.get(n)
         if v is None:
