@@ -25,6 +25,7 @@ Adapter code; imported by gpumesh.node.runtime.kernels and .requant on CPU only.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -47,12 +48,103 @@ ENV = "GPUMESH_CPU_KERNELS"
 _FORCED: bool | None = None
 
 
+def _compiler(**options):
+    """numba's njit with its on-disk cache (next to this file, else the user's cache folder), or
+    without where neither folder is writable (numba refuses `cache=True` then: the kernels compile
+    in each process instead of failing the import)."""
+    def decorate(fn):
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(cache=False, **options)(fn)
+    return decorate
+
+
+#: Why the kernels are off although numba imports (their self-check failed), or None.
+BROKEN: str | None = None
+_CHECKED = False
+log = logging.getLogger("gpumesh.kernels")
+
+
 def enabled() -> bool:
-    """Whether the CPU paths use these kernels: numba imports and GPUMESH_CPU_KERNELS is not
-    `torch`; `force` overrides both (tests). Read when an op is prepared (an Executor built)."""
-    if _FORCED is not None:
-        return _FORCED and numba is not None
-    return numba is not None and os.environ.get(ENV, "numba").strip().lower() != "torch"
+    """Whether the CPU paths use these kernels: numba imports, they passed their self-check
+    (`_self_check`, once per process) and GPUMESH_CPU_KERNELS is not `torch`; `force` overrides
+    the switch (tests). Read when an op is prepared (an Executor built)."""
+    if numba is None:
+        return False
+    on = _FORCED if _FORCED is not None else os.environ.get(ENV, "numba").strip().lower() != "torch"
+    return on and _self_check()
+
+
+def _self_check() -> bool:
+    """Compile and run every kernel and its parallel form once on small inputs against numpy's
+    integer arithmetic (or the serial form), the first time they would be used: a numba or LLVM
+    that cannot compile or run them here, or one that gets a bit wrong, turns the kernels off for
+    the process (`BROKEN`, one warning) and the executor keeps the torch forms. A few tenths of a
+    second with numba's cache filled (about 4 s with it empty: the compilation itself)."""
+    global _CHECKED, BROKEN
+    if _CHECKED:
+        return BROKEN is None
+    _CHECKED = True
+    try:
+        _check_kernels()
+    except Exception as e:  # noqa: BLE001 - any failure of the compiler or a kernel: the torch forms
+        BROKEN = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        log.warning("fused CPU kernels off (%s): the executor uses the torch forms (same bits, slower)", BROKEN)
+    return BROKEN is None
+
+
+def _check_kernels() -> None:
+    rng = np.random.default_rng(0)
+    i32 = np.int32
+    acc = rng.integers(-2**20, 2**20, (6, 5), dtype=np.int32)
+    lo, hi, mu, c, sh = (np.full(5, v, i32) for v in (-2**19, 2**19, 3001, 1 << 21, 22))
+    want = ((np.clip(acc.astype(np.int64), -2**19, 2**19) * 3001 + (1 << 21)) >> 22).astype(np.int8)
+    x8 = rng.integers(-128, 128, (6, 40), dtype=np.int8)
+    b8 = rng.integers(-128, 128, (6, 7, 40), dtype=np.int8)
+    a8 = rng.integers(-128, 128, (6, 2, 40), dtype=np.int8)
+    mm_want = np.einsum("imk,ink->imn", a8.astype(np.int64) + 3, b8.astype(np.int64) - 5)
+    mm_want = ((np.clip(mm_want, -2**19, 2**19) * 3001 + (1 << 21)) >> 22).astype(np.int8)
+    tab = np.zeros(768)
+    tab[:256] = np.maximum(0, 32768 - 128 * np.arange(256))
+    words = rng.integers(-2**15, 2**15, 9).astype(np.int16)
+    pairs = rng.integers(-2**15, 2**15, 65536).astype(np.int16)
+    g, b = rng.integers(-128, 128, 40).astype(np.float64), rng.integers(-999, 999, 40).astype(np.float64)
+    ln_args = (3, False, float(math.isqrt(40 << 24)), 40**3, g, b, False, -128 * 4096.0, 127 * 4096.0, 2.0**-12,
+               0.5, 0, True)
+    ys = x8.reshape(-1)[::-1].copy()
+    add_want = np.clip((x8.reshape(-1).astype(np.int64) * 3 + ys.astype(np.int64) * 5 + 4) >> 3, -100, 90)
+    first = None  # the serial softmax and layernorm bytes, which the parallel forms must repeat
+    for parts in (0, 2):  # the serial kernels, then the parallel forms in two blocks
+
+        def call(serial, par, *args, parts=parts):
+            return par(*args, parts) if parts else serial(*args)
+
+        out = np.empty((6, 5), np.int8)
+        call(_requant_i32, _requant_i32_par, acc, out, lo, hi, mu, c, sh)
+        if not (out == want).all():
+            raise ArithmeticError("requant_i32 differs from the integer formula")
+        out = np.empty(6 * 40, np.int8)
+        call(_add_i32, _add_i32_par, x8.reshape(-1), ys, out, 3, 5, 4, 3, -100, 90)
+        if not (out == add_want).all():
+            raise ArithmeticError("add_i32 differs from the integer formula")
+        out = np.empty(9, np.int16)
+        call(_lut16, _lut16_par, words, pairs, out)
+        if not (out == pairs[words.astype(np.int64) + 2**15]).all():
+            raise ArithmeticError("lut16 differs from the table")
+        for one, par, bb in ((_mm_nt, _mm_nt_par, b8), (_mm_nn, _mm_nn_par, np.ascontiguousarray(np.swapaxes(b8, 1, 2)))):
+            out = np.empty((6, 2, 7), np.int8)
+            call(one, par, a8, bb, out, i32(-3), i32(5), i32(-2**19), i32(2**19), i32(3001), i32(1 << 21), i32(22))
+            if not (out == mm_want).all():
+                raise ArithmeticError("matmul_small differs from the integer formula")
+        sm, ln = np.empty((6, 1, 40), np.uint8), np.empty((6, 40), np.uint8)
+        call(_softmax, _softmax_par, x8.reshape(6, 1, 40), sm, tab, True, 20)
+        call(_layernorm, _layernorm_par, x8, ln, *ln_args)
+        if not (sm[:, 0, 21:] == 128).all():
+            raise ArithmeticError("softmax's causal mask")
+        first = first or (sm.tobytes(), ln.tobytes())
+        if (sm.tobytes(), ln.tobytes()) != first:
+            raise ArithmeticError("a parallel form differs from its serial kernel")
 
 
 def force(on: bool | None) -> None:
@@ -63,7 +155,7 @@ def force(on: bool | None) -> None:
 
 
 if numba is not None:
-    _jit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    _jit = _compiler(nogil=True, boundscheck=False, error_model="numpy")
 
     @intrinsic
     def _muladd_shr32(typingctx, a, m, c, s):  # pragma: no cover - compiled
@@ -203,7 +295,7 @@ if numba is not None:
     # groups or flat elements), one per thread, each run by the serial kernel above on its slices.
     # Every output element is written by one block and depends on its own row only: the same bits
     # for any number of parts.
-    _pjit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", parallel=True)
+    _pjit = _compiler(nogil=True, boundscheck=False, error_model="numpy", parallel=True)
 
     @_pjit
     def _requant_i32_par(acc, out, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled

@@ -69,6 +69,8 @@ def runtime_info(device: str = "cpu") -> dict:
 
         if kernels_cpu.numba is None:
             info["cpu_kernels"] = "torch (numba not installed)"
+        elif not kernels_cpu.enabled() and kernels_cpu.BROKEN is not None:
+            info["cpu_kernels"] = f"torch (the fused kernels failed their self-check: {kernels_cpu.BROKEN})"
         elif not kernels_cpu.enabled():
             info["cpu_kernels"] = f"torch ({kernels_cpu.ENV}={os.environ.get(kernels_cpu.ENV)})"
         else:

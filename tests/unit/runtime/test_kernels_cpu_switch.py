@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gpumesh.client.core.ops import run_op
 from gpumesh.client.core.ops.intmath import INT32_MAX, INT32_MIN
-from gpumesh.client.core.ops.types import Opcode, TensorType
+from gpumesh.client.core.ops.types import Opcode, ReqMode, Requant, TensorType
 from gpumesh.client.core.program import from_json
 from gpumesh.node.runtime import kernels_cpu
 from gpumesh.node.runtime import requant as rq
@@ -22,8 +22,10 @@ from gpumesh.node.runtime.randprog import _case, exp_table, random_case
 from tests.unit.runtime.kernels_cpu_cases import (
     CPU,
     I8,
+    I32,
     KERNELS,
     both,
+    forced,
     ln_taken,
     ref_bytes,
 )
@@ -191,3 +193,53 @@ def test_lut_through_the_pair_table(shape, calls):
     got, used = both(case, calls, "lut16", n % 2 == 0)
     assert got == run_op(case.desc, ref_bytes(case))
     assert np.frombuffer(got, np.int8).tolist() == [int(table[int(v) + 128]) for v in x.reshape(-1)]
+
+
+def test_a_failed_self_check_turns_the_kernels_off(monkeypatch, caplog):
+    """A numba or LLVM that cannot compile or run the kernels here, or gets a bit wrong: the first
+    enabled() runs the self-check, which fails, logs one warning and turns the kernels off for the
+    process (BROKEN says why); ops prepared then take the torch forms, whose bits are the same."""
+    def wrong():
+        raise ArithmeticError("requant_i32 differs from the integer formula")
+    monkeypatch.setattr(kernels_cpu, "_check_kernels", wrong)
+    monkeypatch.setattr(kernels_cpu, "_CHECKED", False)
+    monkeypatch.setattr(kernels_cpu, "BROKEN", None)
+    with caplog.at_level("WARNING", logger="gpumesh.kernels"):
+        assert not kernels_cpu.enabled()
+        assert not kernels_cpu.enabled()  # checked once: one warning
+    assert kernels_cpu.BROKEN == "ArithmeticError: requant_i32 differs from the integer formula"
+    assert [r.getMessage() for r in caplog.records] == [
+        "fused CPU kernels off (ArithmeticError: requant_i32 differs from the integer formula): "
+        "the executor uses the torch forms (same bits, slower)"]
+    with forced(True):  # force cannot turn on kernels that failed
+        assert not kernels_cpu.enabled()
+        r = rq.requant_of(_case(Opcode.REQUANT, [TensorType(I32, (2, 3))], [np.zeros((2, 3), np.int32)],
+                                requant=Requant(ReqMode.PER_TENSOR, 3, 4, 0, -128, 127)).desc, None, CPU)
+    assert not r.jit
+
+
+def test_the_real_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
+    kernels_cpu._check_kernels()  # the kernels as shipped: no exception
+    real = kernels_cpu._add_i32
+
+    def off_by_one(x, y, out, *args):
+        real(x, y, out, *args)
+        out[0] += 1
+    monkeypatch.setattr(kernels_cpu, "_add_i32", off_by_one)
+    with pytest.raises(ArithmeticError, match="add_i32"):
+        kernels_cpu._check_kernels()
+
+
+def test_without_a_writable_cache_the_kernels_compile_in_memory(monkeypatch):
+    """numba refuses cache=True where neither the module's folder nor the user's cache folder is
+    writable; the kernels are then compiled without the cache instead of failing the import."""
+    seen = []
+
+    def fake_njit(cache, **options):
+        seen.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return lambda fn: ("compiled", fn)
+    monkeypatch.setattr(kernels_cpu, "njit", fake_njit)
+    assert kernels_cpu._compiler(nogil=True)(len) == ("compiled", len)
+    assert seen == [True, False]

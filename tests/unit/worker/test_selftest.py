@@ -74,5 +74,9 @@ def test_runtime_info_names_the_cpu_kernels(monkeypatch):
     assert "cpu_kernels" not in runtime_info("cuda")
     monkeypatch.setenv("GPUMESH_CPU_KERNELS", "torch")
     assert runtime_info("cpu")["cpu_kernels"] == "torch (GPUMESH_CPU_KERNELS=torch)"
+    monkeypatch.delenv("GPUMESH_CPU_KERNELS")
+    monkeypatch.setattr(kernels_cpu, "BROKEN", "ArithmeticError: add_i32 differs from the integer formula")
+    assert runtime_info("cpu")["cpu_kernels"] == ("torch (the fused kernels failed their self-check: "
+                                                  "ArithmeticError: add_i32 differs from the integer formula)")
     monkeypatch.setattr(kernels_cpu, "numba", None)
     assert runtime_info("cpu")["cpu_kernels"] == "torch (numba not installed)"
