@@ -132,9 +132,10 @@ def _check_kernels() -> None:
         call(_lut16, _lut16_par, words, pairs, out)
         if not (out == pairs[words.astype(np.int64) + 2**15]).all():
             raise ArithmeticError("lut16 differs from the table")
-        for one, par, bb in ((_mm_nt, _mm_nt_par, b8), (_mm_nn, _mm_nn_par, np.ascontiguousarray(np.swapaxes(b8, 1, 2)))):
+        for nt, bb in ((True, b8), (False, np.ascontiguousarray(np.swapaxes(b8, 1, 2)))):
             out = np.empty((6, 2, 7), np.int8)
-            call(one, par, a8, bb, out, i32(-3), i32(5), i32(-2**19), i32(2**19), i32(3001), i32(1 << 21), i32(22))
+            call(_mm_small, _mm_small_par, a8, bb, nt, out, i32(-3), i32(5), i32(-2**19), i32(2**19), i32(3001),
+                 i32(1 << 21), i32(22))
             if not (out == mm_want).all():
                 raise ArithmeticError("matmul_small differs from the integer formula")
         sm, ln = np.empty((6, 1, 40), np.uint8), np.empty((6, 40), np.uint8)
@@ -305,18 +306,14 @@ if numba is not None:
             _requant_i32(acc[r0:r1], out[r0:r1], a_lo, a_hi, mult, c, shift)
 
     @_pjit
-    def _mm_nt_par(a, bt, out, za, zb, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled
+    def _mm_small_par(a, b, b_transposed, out, za, zb, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover
         n = a.shape[0]
         for p in prange(parts):
             r0, r1 = n * p // parts, n * (p + 1) // parts
-            _mm_nt(a[r0:r1], bt[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
-
-    @_pjit
-    def _mm_nn_par(a, b, out, za, zb, a_lo, a_hi, mult, c, shift, parts):  # pragma: no cover - compiled
-        n = a.shape[0]
-        for p in prange(parts):
-            r0, r1 = n * p // parts, n * (p + 1) // parts
-            _mm_nn(a[r0:r1], b[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
+            if b_transposed:
+                _mm_nt(a[r0:r1], b[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
+            else:
+                _mm_nn(a[r0:r1], b[r0:r1], out[r0:r1], za, zb, a_lo, a_hi, mult, c, shift)
 
     @_pjit
     def _layernorm_par(x, out, zp, rms, rd, eps_term, g, b, f53, a_lo, a_hi, m, c, lo8, floor_,
@@ -370,9 +367,13 @@ def matmul_small(a: np.ndarray, b: np.ndarray, b_transposed: bool, out: np.ndarr
     requant (`requant_i32`'s). For a decode step's few query rows, where GEMM calls cost more than
     the products."""
     a_lo, a_hi, mult, c, shift = (np.int32(v) for v in form)
-    serial, par = (_mm_nt, _mm_nt_par) if b_transposed else (_mm_nn, _mm_nn_par)
-    _go(serial, par, a.shape[0], a.size * (b.size // max(1, b.shape[0])) // 16, a, b, out, np.int32(za),
-        np.int32(zb), a_lo, a_hi, mult, c, shift)
+    _go(_mm_small, _mm_small_par, a.shape[0], a.size * (b.size // max(1, b.shape[0])) // 16, a, b, b_transposed,
+        out, np.int32(za), np.int32(zb), a_lo, a_hi, mult, c, shift)
+
+
+def _mm_small(a, b, b_transposed, *args) -> None:
+    """The serial matmul_small: b^T as it lies, or b."""
+    (_mm_nt if b_transposed else _mm_nn)(a, b, *args)
 
 
 def layernorm(x: np.ndarray, out: np.ndarray, zp: int, rms: bool, rd: float, eps_term: int, g: np.ndarray,
