@@ -797,23 +797,16 @@ def _lut_pairs(rolled: torch.Tensor) -> Prepared:
     pairs = np.ascontiguousarray(r[words]).view(np.int16).reshape(-1)
     pairs = torch.from_numpy(np.roll(pairs, 1 << 15))  # index = signed word + 2^15
 
-    if kernels_cpu.enabled():  # the same pair table read by the fused CPU kernel (kernels_cpu.lut16)
-        pairs_np = pairs.numpy()
-
-        def fused(xs):
-            x = xs[0]
-            if x.numel() % 2 or not x.is_contiguous():
-                return rolled.index_select(0, x.reshape(-1).view(torch.uint8).to(torch.int32)).view(x.shape)
-            out = torch.empty(x.shape, dtype=torch.int8)
-            kernels_cpu.lut16(x.reshape(-1).view(torch.int16).numpy(), pairs_np,
-                              out.view(-1).view(torch.int16).numpy())
-            return out
-        return fused
+    pairs_np = pairs.numpy() if kernels_cpu.enabled() else None  # read by the fused kernel (lut16)
 
     def run(xs):
         x = xs[0]
         if x.numel() % 2 or not x.is_contiguous():
             return rolled.index_select(0, x.reshape(-1).view(torch.uint8).to(torch.int32)).view(x.shape)
+        if pairs_np is not None:
+            out = torch.empty(x.shape, dtype=torch.int8)
+            kernels_cpu.lut16(x.reshape(-1).view(torch.int16).numpy(), pairs_np, out.view(-1).view(torch.int16).numpy())
+            return out
         idx = x.reshape(-1).view(torch.int16).to(torch.int32).add_(1 << 15)
         return pairs.index_select(0, idx).view(torch.int8).view(x.shape)
     return run
