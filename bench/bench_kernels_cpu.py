@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runtime import _best  # noqa: E402 - the same best-of-n timer as the other benches
 from bench_textgen import BATCH, PREFILL, _ids, bytegpt, program  # noqa: E402
 
 from gpumesh.node.runtime import kernels_cpu  # noqa: E402
@@ -42,15 +42,6 @@ def op_inputs(ex: Executor, unit: np.ndarray) -> list[tuple[int, list[torch.Tens
             outs[j] = fn(xs)
             res.append((j, xs))
     return res
-
-
-def best(fn, reps: int) -> float:
-    t = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - t0)
-    return t
 
 
 def compare(name: str, bundle, unit: np.ndarray, reps: int) -> int:
@@ -72,8 +63,8 @@ def compare(name: str, bundle, unit: np.ndarray, reps: int) -> int:
                   f"{op.desc.opcode.name.lower()}"
             tp, tf = float("inf"), float("inf")
             for _ in range(reps):  # alternating, the best of each
-                tp = min(tp, best(lambda f=f_plain, xs=xs: f(xs), 1))
-                tf = min(tf, best(lambda f=f_fused, xs=xs: f(xs), 1))
+                tp = min(tp, _best(lambda f=f_plain, xs=xs: f(xs), 1))
+                tf = min(tf, _best(lambda f=f_fused, xs=xs: f(xs), 1))
             r = rows.setdefault(key, [0.0, 0.0, 0])
             r[0] += tp
             r[1] += tf
