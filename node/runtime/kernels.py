@@ -975,7 +975,8 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
     if not (req.fp64 or req.f53 is not None) or 128 * (rd + 1) + beta_max > I32_MAX:
         g_t, b_t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (gamma, beta))
         return lambda xs: _layernorm(d, xs[0], g_t, b_t)
-    g64, b64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device) for a in (gamma, beta))
+    g_np, b_np = (np.ascontiguousarray(a, dtype=np.float64) for a in (gamma, beta))
+    g64, b64 = (torch.from_numpy(a).to(device) for a in (g_np, b_np))  # on CPU: the same memory
     eps_term = eps * dd**3
     d2 = dd * dd
 
@@ -1042,7 +1043,6 @@ def _prep_layernorm(d: OpDescriptor, gamma: np.ndarray, beta: np.ndarray, device
     step = max(1, BLOCK_ELEMENTS // dd)
     form = _ln_jit_form(req) if device.type == "cpu" and kernels_cpu.enabled() else None
     if form is not None:  # the fused CPU kernel: block's arithmetic in one pass per row
-        g_np, b_np = (np.ascontiguousarray(a, dtype=np.float64) for a in (gamma, beta))
         args = (zp, bool(rms), float(rd), eps_term, g_np, b_np, form)
 
         def fused(xs):
