@@ -170,8 +170,11 @@ def test_worker_killed_mid_dispute_resumes_and_wins(env, tmp_path):
     try:
         _wait(lambda: market.get_job(job.job_id).state == JobState.SUBMITTED, 60, p1, "the submit")
         game, liar, believed, prover = _lying_challenger(env, job)
+        # read before the challenge: every later worker tx is a game tx (read after it, a worker that
+        # answered the challenge before this read had its move counted as already sent, and the wait
+        # below never saw it move)
+        submitted_nonce = w3.eth.get_transaction_count(worker)
         gid, opened = game.challenge(job.job_id, job.bond)
-        submitted_nonce = w3.eth.get_transaction_count(worker)  # every later worker tx is a game tx
 
         stopped = False
 
